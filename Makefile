@@ -1,0 +1,131 @@
+# Makefile -- builds Referral Broker: the protobuf-c code, the library, the tools, the tests.
+#
+#   make            libraries and tools into bin/
+#   make test       every test; ends with "N passed, N failed"   (SANITIZE=1: ASan+UBSan build)
+#   make demo       the end-to-end demonstration (adapters/demo.sh)
+#   make deps       installs the Debian packages the build needs (the targets above run it when needed)
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make fuzz       runs each libFuzzer target for SECONDS (clang)
+#   make format     rewrites the sources with clang-format
+#
+# Generated code and objects live under build/ (build/release, or build/sanitize with SANITIZE=1).
+
+PKGS := libzmq libprotobuf-c libsodium sqlite3 jansson inih libmicrohttpd cmocka
+DEBS := build-essential pkg-config libzmq3-dev protobuf-c-compiler libprotobuf-c-dev libsodium-dev \
+        libsqlite3-dev sqlite3 libjansson-dev libinih-dev libmicrohttpd-dev libcmocka-dev clang \
+        libclang-rt-14-dev clang-format
+
+PREFIX  ?= /usr/local
+SECONDS ?= 60
+FLAVOR  := $(if $(SANITIZE),sanitize,release)
+BUILD   := build/$(FLAVOR)
+BIN     := $(if $(SANITIZE),$(BUILD)/bin,bin)
+GEN     := $(BUILD)/gen
+
+PROTOS  := $(wildcard proto/*.proto)
+GEN_C   := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
+GEN_H   := $(GEN_C:.c=.h)
+LIBDIRS := proto keys
+TOOLS   := referral-keys referral-envelope
+LIB_SRC := $(filter-out %/referral-%.c,$(foreach d,$(LIBDIRS),$(wildcard $(d)/*.c)))
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(patsubst $(GEN)/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
+LIB     := $(BUILD)/libreferral.a
+UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*_test.c))
+FUZZ    := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/*_fuzz.c))
+FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC)) $(patsubst $(GEN)/%.c,build/fuzz/obj/gen/%.o,$(GEN_C))
+SOURCES := $(shell find proto keys broker adapters tests bench -name '*.[ch]' 2>/dev/null)
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wvla
+CFLAGS  ?= -O2 -g
+ifdef SANITIZE
+CFLAGS  := -O1 -g -fno-omit-frame-pointer
+SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+endif
+CPPFLAGS += -std=c11 -D_DEFAULT_SOURCE $(addprefix -I,$(LIBDIRS)) -I$(GEN) -MMD -MP
+ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN) $(WARN) $(PKG_CFLAGS)
+LDLIBS   = $(PKG_LIBS) -lpthread
+
+.PHONY: all deps test demo clean install fuzz format check-format
+all: $(addprefix $(BIN)/,$(TOOLS))
+
+# The package check writes the flags once; a missing library or tool installs the packages first.
+ifeq ($(filter deps clean format,$(MAKECMDGOALS)),)
+include $(BUILD)/config.mk
+endif
+$(BUILD)/config.mk: Makefile
+	@mkdir -p $(@D)
+	@if ! command -v pkg-config >/dev/null || ! pkg-config --exists $(PKGS) || \
+	    ! command -v protoc-c >/dev/null || ! command -v clang >/dev/null || \
+	    ! command -v clang-format >/dev/null; then $(MAKE) --no-print-directory deps; fi
+	@printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$(pkg-config --cflags $(PKGS))" \
+	    "$$(pkg-config --libs $(PKGS))" > $@
+
+deps:
+	@missing=""; for p in $(DEBS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) -Iproto $<
+
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c | $(GEN_H)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN) -Wall -Wextra -Werror $(PKG_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c | $(GEN_H)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BIN)/referral-%: $(BUILD)/obj/keys/referral-%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
+# Fuzz targets: clang, libFuzzer, ASan and UBSan, whatever the flavor.
+FUZZ_FLAGS = $(CPPFLAGS) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -Wall -Wextra -Werror $(PKG_CFLAGS)
+build/fuzz/obj/gen/%.o: $(GEN)/%.c | $(GEN_H)
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) -c $< -o $@
+build/fuzz/obj/%.o: %.c | $(GEN_H)
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) -c $< -o $@
+build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(FUZZ_OBJ)
+	clang -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+
+test: all $(UNIT) $(FUZZ)
+	@BIN=$(BIN) BUILD=$(BUILD) FUZZ_SECONDS=$(if $(FUZZ_SECONDS),$(FUZZ_SECONDS),4) \
+	    tests/run.sh $(UNIT) $(addprefix fuzz:,$(FUZZ)) format:
+
+fuzz: $(FUZZ)
+	@for f in $(FUZZ); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
+	    echo "fuzzing $$n for $(SECONDS)s"; \
+	    $$f -max_total_time=$(SECONDS) -timeout=10 build/fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; done
+
+demo: all
+	@BIN=$(BIN) adapters/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(addprefix $(BIN)/,$(TOOLS)) $(DESTDIR)$(PREFIX)/bin/
+
+format:
+	clang-format -i --style=file $(SOURCES)
+
+clean:
+	rm -rf build bin
+
+-include $(LIB_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) $(BUILD)/obj/keys/referral-keys.d $(BUILD)/obj/keys/referral-envelope.d
