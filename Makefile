@@ -27,7 +27,7 @@ GEN_C   := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
 GEN_H   := $(GEN_C:.c=.h)
 LIBDIRS := proto keys
 TOOLS   := referral-keys referral-envelope
-LIB_SRC := $(filter-out %/referral-%.c,$(foreach d,$(LIBDIRS),$(wildcard $(d)/*.c)))
+LIB_SRC := $(filter-out keys/referral-%.c,$(foreach d,$(LIBDIRS),$(wildcard $(d)/*.c)))
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(patsubst $(GEN)/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
 LIB     := $(BUILD)/libreferral.a
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*_test.c))

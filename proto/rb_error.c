@@ -12,6 +12,7 @@ static const char *const messages[RB_ERR__COUNT] = {
     [RB_ERR_UNKNOWN_SENDER] = "unknown sender (no trusted card for its name and key id)",
     [RB_ERR_KEY_EXPIRED] = "key expired or not yet valid",
     [RB_ERR_KEY_REVOKED] = "key revoked",
+    [RB_ERR_NOT_ALLOWED] = "the sender's role may not send this kind of message",
     [RB_ERR_BAD_SIGNATURE] = "bad header signature",
     [RB_ERR_HASH_MISMATCH] = "ciphertext does not match the hash in the header",
     [RB_ERR_WRONG_RECIPIENT] = "addressed to another recipient",

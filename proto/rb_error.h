@@ -8,29 +8,30 @@
 
 typedef enum {
     RB_OK = 0,
-    RB_ERR_NOMEM,            /* out of memory */
-    RB_ERR_IO,               /* a file or system call failed; errno says which */
-    RB_ERR_USAGE,            /* bad argument to a function or tool */
-    RB_ERR_MALFORMED,        /* bytes that do not parse: truncated, not protobuf, bad text */
-    RB_ERR_BAD_VERSION,      /* a format version this build does not know */
-    RB_ERR_TOO_BIG,          /* over a size limit */
-    RB_ERR_UNKNOWN_SENDER,   /* no trusted card for the sender's name or key id */
-    RB_ERR_KEY_EXPIRED,      /* the key was not valid at the time in question */
-    RB_ERR_KEY_REVOKED,      /* the key was revoked */
-    RB_ERR_BAD_SIGNATURE,    /* the header signature does not verify */
-    RB_ERR_HASH_MISMATCH,    /* the ciphertext is not the one the header names */
-    RB_ERR_WRONG_RECIPIENT,  /* the envelope is for someone else */
-    RB_ERR_DECRYPT,          /* the ciphertext does not open with our key */
-    RB_ERR_BAD_INNER_SIG,    /* the inner signature does not verify */
-    RB_ERR_INNER_MISMATCH,   /* the signed inner payload disagrees with the header */
-    RB_ERR_BAD_BODY,         /* the body is not a valid message of its kind */
-    RB_ERR_INVALID,          /* content breaks a validation rule (a problem list says which) */
-    RB_ERR_BAD_CARD,         /* a card that does not parse or whose self-signature fails */
-    RB_ERR_KEY_MISMATCH,     /* a secret file whose keys do not match its card */
-    RB_ERR_BAD_PASSPHRASE,   /* wrong passphrase, or a secret file altered */
-    RB_ERR_INSECURE_FILE,    /* a secret file that group or others may read */
-    RB_ERR_EXISTS,           /* refusing to overwrite an existing file */
-    RB_ERR_CONFLICT,         /* two different things under one identity (key id, message id) */
+    RB_ERR_NOMEM,           /* out of memory */
+    RB_ERR_IO,              /* a file or system call failed; errno says which */
+    RB_ERR_USAGE,           /* bad argument to a function or tool */
+    RB_ERR_MALFORMED,       /* bytes that do not parse: truncated, not protobuf, bad text */
+    RB_ERR_BAD_VERSION,     /* a format version this build does not know */
+    RB_ERR_TOO_BIG,         /* over a size limit */
+    RB_ERR_UNKNOWN_SENDER,  /* no trusted card for the sender's name or key id */
+    RB_ERR_KEY_EXPIRED,     /* the key was not valid at the time in question */
+    RB_ERR_KEY_REVOKED,     /* the key was revoked */
+    RB_ERR_NOT_ALLOWED,     /* the sender's role may not send this kind of message */
+    RB_ERR_BAD_SIGNATURE,   /* the header signature does not verify */
+    RB_ERR_HASH_MISMATCH,   /* the ciphertext is not the one the header names */
+    RB_ERR_WRONG_RECIPIENT, /* the envelope is for someone else */
+    RB_ERR_DECRYPT,         /* the ciphertext does not open with our key */
+    RB_ERR_BAD_INNER_SIG,   /* the inner signature does not verify */
+    RB_ERR_INNER_MISMATCH,  /* the signed inner payload disagrees with the header */
+    RB_ERR_BAD_BODY,        /* the body is not a valid message of its kind */
+    RB_ERR_INVALID,         /* content breaks a validation rule (a problem list says which) */
+    RB_ERR_BAD_CARD,        /* a card that does not parse or whose self-signature fails */
+    RB_ERR_KEY_MISMATCH,    /* a secret file whose keys do not match its card */
+    RB_ERR_BAD_PASSPHRASE,  /* wrong passphrase, or a secret file altered */
+    RB_ERR_INSECURE_FILE,   /* a secret file that group or others may read */
+    RB_ERR_EXISTS,          /* refusing to overwrite an existing file */
+    RB_ERR_CONFLICT,        /* two different things under one identity (key id, message id) */
     RB_ERR__COUNT
 } rb_err;
 

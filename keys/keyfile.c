@@ -1,0 +1,193 @@
+/* keyfile.c -- text armour and durable, atomic file writes for key and card files (see keyfile.h). */
+#include "keyfile.h"
+#include "rbcrypto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+rb_err keyfile_armor(const char *label, const uint8_t *data, size_t len, char *text, size_t cap,
+                     size_t *text_len)
+{
+    size_t llen = strlen(label);
+    size_t b64 = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL); /* includes the NUL */
+    if (llen + 1 + b64 + 1 > cap)
+        return RB_ERR_TOO_BIG;
+    memcpy(text, label, llen);
+    text[llen] = '\n';
+    sodium_bin2base64(text + llen + 1, b64, data, len, sodium_base64_VARIANT_ORIGINAL);
+    size_t n = llen + 1 + (b64 - 1);
+    text[n++] = '\n';
+    text[n] = '\0';
+    *text_len = n;
+    return RB_OK;
+}
+
+rb_err keyfile_unarmor(const char *text, size_t text_len, char *label, size_t label_cap, uint8_t *data,
+                       size_t cap, size_t *len)
+{
+    for (size_t i = 0; i < text_len; i++)
+        if (text[i] != '\n' && (text[i] < 0x20 || text[i] > 0x7e))
+            return RB_ERR_MALFORMED;
+    const char *nl = memchr(text, '\n', text_len);
+    if (nl == NULL || (size_t)(nl - text) >= label_cap)
+        return RB_ERR_MALFORMED;
+    size_t llen = (size_t)(nl - text);
+    memcpy(label, text, llen);
+    label[llen] = '\0';
+    const char *b64 = nl + 1;
+    size_t rest = text_len - llen - 1;
+    if (rest < 2 || b64[rest - 1] != '\n' || memchr(b64, '\n', rest - 1) != NULL)
+        return RB_ERR_MALFORMED;
+    size_t blen = rest - 1;
+    if (sodium_base642bin(data, cap, b64, blen, NULL, len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0)
+        return RB_ERR_MALFORMED;
+    /* Canonical only: re-encoding must give back the same characters (no stray padding bits). */
+    char again[KEYFILE_MAX_BYTES];
+    size_t need = sodium_base64_ENCODED_LEN(*len, sodium_base64_VARIANT_ORIGINAL);
+    if (need > sizeof again || need - 1 != blen)
+        return RB_ERR_MALFORMED;
+    sodium_bin2base64(again, need, data, *len, sodium_base64_VARIANT_ORIGINAL);
+    bool same = memcmp(again, b64, blen) == 0;
+    sodium_memzero(again, sizeof again);
+    return same ? RB_OK : RB_ERR_MALFORMED;
+}
+
+rb_err keyfile_read(const char *path, char *buf, size_t max, size_t *len, struct stat *st)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return RB_ERR_IO;
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        int e = S_ISREG(st->st_mode) ? errno : EINVAL;
+        close(fd);
+        errno = e;
+        return RB_ERR_IO;
+    }
+    size_t n = 0;
+    for (;;) {
+        if (n == max) { /* full: one more byte means the file is too long */
+            char extra;
+            ssize_t r = read(fd, &extra, 1);
+            close(fd);
+            return r == 0 ? (*len = n, RB_OK) : RB_ERR_TOO_BIG;
+        }
+        ssize_t r = read(fd, buf + n, max - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return RB_ERR_IO;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    *len = n;
+    return RB_OK;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static int fsync_parent(const char *path)
+{
+    char copy[PATH_MAX];
+    if (strlen(path) >= sizeof copy) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(copy, path);
+    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    int rc = fsync(dfd);
+    close(dfd);
+    return rc;
+}
+
+rb_err keyfile_write(const char *path, const void *data, size_t len, mode_t mode, bool force)
+{
+    char tmp[PATH_MAX];
+    uint32_t salt;
+    rbcrypto_random(&salt, sizeof salt);
+    if (snprintf(tmp, sizeof tmp, "%s.tmp-%08x", path, (unsigned)salt) >= (int)sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return RB_ERR_IO;
+    }
+    if (!force && access(path, F_OK) == 0)
+        return RB_ERR_EXISTS;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return RB_ERR_IO;
+    /* open() applies the umask; the mode must be exactly what was asked (0600 for secrets). */
+    if (fchmod(fd, mode) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        errno = e;
+        return RB_ERR_IO;
+    }
+    if (close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        errno = e;
+        return RB_ERR_IO;
+    }
+    /* link() fails if the name exists, so a file that appeared meanwhile is never overwritten. */
+    int rc = force ? rename(tmp, path) : link(tmp, path);
+    int e = errno;
+    if (!force || rc != 0)
+        unlink(tmp);
+    if (rc != 0) {
+        errno = e;
+        return e == EEXIST ? RB_ERR_EXISTS : RB_ERR_IO;
+    }
+    return fsync_parent(path) == 0 ? RB_OK : RB_ERR_IO;
+}
+
+void keyfile_put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+uint64_t keyfile_get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+void keyfile_hex(const uint8_t *bytes, size_t len, char *out)
+{
+    sodium_bin2hex(out, 2 * len + 1, bytes, len);
+}
+
+bool keyfile_unhex(const char *hex, uint8_t *out, size_t len)
+{
+    size_t n;
+    const char *end;
+    return strlen(hex) == 2 * len && sodium_hex2bin(out, len, hex, 2 * len, NULL, &n, &end) == 0 &&
+           n == len && *end == '\0';
+}

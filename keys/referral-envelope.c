@@ -1,0 +1,255 @@
+/* referral-envelope -- seals a referral into an envelope, opens one, or shows its clear header.
+ *
+ *   referral-envelope seal --from SECRET --to CARD [--kind referral|supplement|withdrawal] [--ref MSGID]
+ *                          [--passphrase-file F] < referral.json > envelope.bin
+ *   referral-envelope open --as SECRET --trust DIR [--passphrase-file F] < envelope.bin > referral.json
+ *   referral-envelope inspect < envelope.bin
+ *
+ * seal refuses a referral that breaks a validation rule, listing every problem with its field path.
+ * Exit status: 0 success, 1 verification or validation failure, 2 usage or system error. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envelope.h"
+#include "keyfile.h"
+#include "pbjson.h"
+#include "rbcrypto.h"
+#include "referral.pb-c.h"
+#include "referral_rules.h"
+#include "tool.h"
+
+static const char usage[] =
+    "usage: referral-envelope COMMAND [OPTIONS]\n"
+    "\n"
+    "  seal --from SECRET --to CARD [--kind referral|supplement|withdrawal] [--ref MSGID]\n"
+    "       [--passphrase-file F] < referral.json > envelope.bin\n"
+    "      Validates the referral (proto3 JSON), signs it, seals it to CARD's key and writes the envelope.\n"
+    "      --ref names, in 32 hex digits, the message a supplement or withdrawal follows.\n"
+    "  open --as SECRET --trust DIR [--passphrase-file F] < envelope.bin\n"
+    "      Verifies the envelope against the cards in DIR, decrypts it and prints the body as JSON;\n"
+    "      the verified sender and message id go to standard error.\n"
+    "  inspect < envelope.bin\n"
+    "      Prints the clear header as JSON without verifying anything (no key needed).\n"
+    "\n"
+    "Exit status: 0 ok, 1 verification or validation failed, 2 usage or system error.\n";
+
+enum { OPT_FROM = 1, OPT_TO, OPT_KIND, OPT_REF, OPT_AS, OPT_TRUST, OPT_PASS_FILE };
+
+typedef struct {
+    const char *from, *to, *kind, *ref, *as, *trust, *pass_file;
+} options_t;
+
+static void parse_options(int argc, char **argv, options_t *o)
+{
+    static const struct option longopts[] = {
+        {"from", required_argument, NULL, OPT_FROM},
+        {"to", required_argument, NULL, OPT_TO},
+        {"kind", required_argument, NULL, OPT_KIND},
+        {"ref", required_argument, NULL, OPT_REF},
+        {"as", required_argument, NULL, OPT_AS},
+        {"trust", required_argument, NULL, OPT_TRUST},
+        {"passphrase-file", required_argument, NULL, OPT_PASS_FILE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(o, 0, sizeof *o);
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_FROM:
+            xoption_once(&o->from, optarg, "--from");
+            break;
+        case OPT_TO:
+            xoption_once(&o->to, optarg, "--to");
+            break;
+        case OPT_KIND:
+            xoption_once(&o->kind, optarg, "--kind");
+            break;
+        case OPT_REF:
+            xoption_once(&o->ref, optarg, "--ref");
+            break;
+        case OPT_AS:
+            xoption_once(&o->as, optarg, "--as");
+            break;
+        case OPT_TRUST:
+            xoption_once(&o->trust, optarg, "--trust");
+            break;
+        case OPT_PASS_FILE:
+            xoption_once(&o->pass_file, optarg, "--passphrase-file");
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            exit(0);
+        default:
+            xdie(EXIT_USAGE, "bad option (see --help)");
+        }
+    }
+    if (optind < argc)
+        xdie(EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
+}
+
+static void require(const char *value, const char *option)
+{
+    if (value == NULL)
+        xdie(EXIT_USAGE, "%s is required (see --help)", option);
+}
+
+static Rb__Kind parse_kind(const char *name)
+{
+    if (name == NULL || strcmp(name, "referral") == 0)
+        return RB__KIND__KIND_REFERRAL;
+    if (strcmp(name, "supplement") == 0)
+        return RB__KIND__KIND_SUPPLEMENT;
+    if (strcmp(name, "withdrawal") == 0)
+        return RB__KIND__KIND_WITHDRAWAL;
+    xdie(EXIT_USAGE, "--kind must be referral, supplement or withdrawal");
+}
+
+static void parse_msg_id(const char *hex, msg_id_t *id)
+{
+    if (!keyfile_unhex(hex, id->bytes, MSG_ID_BYTES))
+        xdie(EXIT_USAGE, "--ref must be a message id of 32 hex digits");
+}
+
+static void print_problems(const referral_problems_t *problems)
+{
+    for (size_t i = 0; i < problems->count; i++)
+        fprintf(stderr, "  %s: %s\n", problems->items[i].path, problems->items[i].message);
+    if (problems->truncated)
+        fprintf(stderr, "  (more problems not shown)\n");
+}
+
+static int cmd_seal(const options_t *o)
+{
+    require(o->from, "--from");
+    require(o->to, "--to");
+    Rb__Kind kind = parse_kind(o->kind);
+    msg_id_t ref;
+    if (o->ref != NULL)
+        parse_msg_id(o->ref, &ref);
+    card_t to;
+    rb_err rc = card_read_file(&to, o->to);
+    if (rc != RB_OK)
+        xfail(rc, o->to);
+    identity_t *from = xload_identity(o->from, o->pass_file);
+
+    size_t json_len;
+    uint8_t *json = xread_stdin(ENVELOPE_MAX_BYTES, &json_len);
+    char err[256];
+    ProtobufCMessage *m;
+    rc = pbjson_parse(&rb__referral__descriptor, (const char *)json, json_len, rbcrypto_wiping_allocator(),
+                      &m, err, sizeof err);
+    rbcrypto_secret_free(json);
+    if (rc != RB_OK)
+        xdie(tool_exit_code(rc), "referral refused: %s", err);
+    Rb__Referral *referral = (Rb__Referral *)m;
+    referral_problems_t problems;
+    int64_t now = tool_now_ms();
+    if (referral_validate(referral, kind, now, &problems) != RB_OK) {
+        fprintf(stderr, "referral-envelope: referral refused: %zu problem%s\n", problems.count,
+                problems.count == 1 ? "" : "s");
+        print_problems(&problems);
+        exit(EXIT_VERIFY);
+    }
+    uint8_t case_key[CASE_KEY_BYTES];
+    envelope_case_key(from, referral->agency_ori, referral->rd_number, case_key);
+    size_t body_len = protobuf_c_message_get_packed_size(m);
+    uint8_t *body = rbcrypto_secret_alloc(body_len ? body_len : 1);
+    if (body == NULL)
+        xdie(EXIT_USAGE, "out of memory");
+    protobuf_c_message_pack(m, body);
+    protobuf_c_message_free_unpacked(m, rbcrypto_wiping_allocator());
+
+    envelope_params_t params = {
+        .kind = kind, .ref = o->ref ? &ref : NULL, .case_key = case_key, .created_ms = now};
+    msg_id_t id;
+    uint8_t *env;
+    size_t env_len;
+    rc = envelope_seal(from, &to, &params, body, body_len, &id, &env, &env_len);
+    rbcrypto_secret_free(body);
+    identity_free(&from);
+    if (rc != RB_OK)
+        xfail(rc, "seal");
+    xwrite_stdout(env, env_len);
+    free(env);
+    return 0;
+}
+
+static int cmd_open(const options_t *o)
+{
+    require(o->as, "--as");
+    require(o->trust, "--trust");
+    char err[512];
+    trust_t *trust;
+    rb_err rc = trust_load_dir(&trust, o->trust, err, sizeof err);
+    if (rc != RB_OK)
+        xdie(tool_exit_code(rc), "trust store: %s", err);
+    identity_t *as = xload_identity(o->as, o->pass_file);
+    size_t len;
+    uint8_t *env = xread_stdin(ENVELOPE_MAX_BYTES, &len);
+    envelope_opened_t opened;
+    rc = envelope_open(as, trust, env, len, &opened);
+    rbcrypto_secret_free(env);
+    identity_free(&as);
+    trust_free(&trust);
+    if (rc != RB_OK)
+        xfail(rc, "envelope refused");
+    char *json;
+    rc = pbjson_format(opened.message, PBJSON_PRETTY, &json);
+    if (rc != RB_OK)
+        xfail(rc, "formatting the body");
+    char id[2 * MSG_ID_BYTES + 1], key[2 * RB_KEY_ID_BYTES + 1];
+    keyfile_hex(opened.header->message_id.data, MSG_ID_BYTES, id);
+    card_key_id_hex(opened.sender.key_id, key);
+    fprintf(stderr, "verified: message %s from %s (%s, key %s)\n", id, opened.sender.name,
+            opened.sender.agency, key);
+    xwrite_stdout(json, strlen(json));
+    xwrite_stdout("\n", 1);
+    pbjson_free(json);
+    envelope_opened_clear(&opened);
+    return 0;
+}
+
+static int cmd_inspect(void)
+{
+    size_t len;
+    uint8_t *env = xread_stdin(ENVELOPE_MAX_BYTES, &len);
+    Rb__Envelope *e = rb__envelope__unpack(NULL, len, env);
+    Rb__Header *h = e ? rb__header__unpack(NULL, e->header.len, e->header.data) : NULL;
+    rbcrypto_secret_free(env);
+    if (h == NULL)
+        xfail(RB_ERR_MALFORMED, "not an envelope");
+    char *json;
+    rb_err rc = pbjson_format(&h->base, PBJSON_PRETTY, &json);
+    if (rc != RB_OK)
+        xfail(rc, "formatting the header");
+    xwrite_stdout(json, strlen(json));
+    xwrite_stdout("\n", 1);
+    pbjson_free(json);
+    rb__header__free_unpacked(h, NULL);
+    rb__envelope__free_unpacked(e, NULL);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    tool_init(argv[0]);
+    if (argc < 2)
+        xdie(EXIT_USAGE, "a command is required (see --help)");
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    options_t o;
+    parse_options(argc - 1, argv + 1, &o);
+    if (strcmp(cmd, "seal") == 0)
+        return cmd_seal(&o);
+    if (strcmp(cmd, "open") == 0)
+        return cmd_open(&o);
+    if (strcmp(cmd, "inspect") == 0)
+        return cmd_inspect();
+    xdie(EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
+}

@@ -1,0 +1,279 @@
+/* referral-keys -- creates identities and inspects cards.
+ *
+ *   referral-keys generate --name N --role R --agency ORI --out PREFIX [--days D]
+ *                          [--no-passphrase | --passphrase-file F] [--force]
+ *   referral-keys show CARD | fingerprint CARD | verify-card CARD
+ *   referral-keys passwd SECRET [--passphrase-file OLD] [--new-passphrase-file NEW | --no-passphrase]
+ *
+ * Exit status: 0 success, 1 a card or key that fails verification, 2 a usage or system error. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "card.h"
+#include "identity.h"
+#include "keyfile.h"
+#include "rbcrypto.h"
+#include "tool.h"
+
+static const char usage[] =
+    "usage: referral-keys COMMAND [OPTIONS]\n"
+    "\n"
+    "  generate --name N --role source|sink|broker|admin --agency ORI --out PREFIX\n"
+    "           [--days D] [--no-passphrase | --passphrase-file F] [--force]\n"
+    "      Creates PREFIX.secret (mode 0600, passphrase-encrypted unless --no-passphrase)\n"
+    "      and PREFIX.card (public, self-signed, valid for D days, default 365).\n"
+    "  show CARD            Prints every field of a card after checking it.\n"
+    "  fingerprint CARD     Prints the card's fingerprint, to compare over a second channel.\n"
+    "  verify-card CARD     Checks the card's format and self-signature and that it is valid now.\n"
+    "  passwd SECRET [--passphrase-file OLD] [--new-passphrase-file NEW | --no-passphrase]\n"
+    "      Re-encrypts a secret file under a new passphrase (or none).\n"
+    "\n"
+    "Passphrases are read from the first line of the named file (mode 0600) or asked on the terminal.\n"
+    "Exit status: 0 ok, 1 verification failed, 2 usage or system error.\n";
+
+enum {
+    OPT_NAME = 1,
+    OPT_ROLE,
+    OPT_AGENCY,
+    OPT_OUT,
+    OPT_DAYS,
+    OPT_NO_PASS,
+    OPT_PASS_FILE,
+    OPT_NEW_PASS_FILE,
+    OPT_FORCE
+};
+
+typedef struct {
+    const char *name, *role, *agency, *out, *days, *pass_file, *new_pass_file;
+    const char *no_pass, *force; /* non-NULL when given */
+    const char *arg;             /* the one positional argument */
+} options_t;
+
+static void parse_options(int argc, char **argv, options_t *o)
+{
+    static const struct option longopts[] = {
+        {"name", required_argument, NULL, OPT_NAME},
+        {"role", required_argument, NULL, OPT_ROLE},
+        {"agency", required_argument, NULL, OPT_AGENCY},
+        {"out", required_argument, NULL, OPT_OUT},
+        {"days", required_argument, NULL, OPT_DAYS},
+        {"no-passphrase", no_argument, NULL, OPT_NO_PASS},
+        {"passphrase-file", required_argument, NULL, OPT_PASS_FILE},
+        {"new-passphrase-file", required_argument, NULL, OPT_NEW_PASS_FILE},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(o, 0, sizeof *o);
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_NAME:
+            xoption_once(&o->name, optarg, "--name");
+            break;
+        case OPT_ROLE:
+            xoption_once(&o->role, optarg, "--role");
+            break;
+        case OPT_AGENCY:
+            xoption_once(&o->agency, optarg, "--agency");
+            break;
+        case OPT_OUT:
+            xoption_once(&o->out, optarg, "--out");
+            break;
+        case OPT_DAYS:
+            xoption_once(&o->days, optarg, "--days");
+            break;
+        case OPT_NO_PASS:
+            xoption_once(&o->no_pass, "yes", "--no-passphrase");
+            break;
+        case OPT_PASS_FILE:
+            xoption_once(&o->pass_file, optarg, "--passphrase-file");
+            break;
+        case OPT_NEW_PASS_FILE:
+            xoption_once(&o->new_pass_file, optarg, "--new-passphrase-file");
+            break;
+        case OPT_FORCE:
+            xoption_once(&o->force, "yes", "--force");
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            exit(0);
+        default:
+            xdie(EXIT_USAGE, "bad option (see --help)");
+        }
+    }
+    if (optind < argc)
+        o->arg = argv[optind++];
+    if (optind < argc)
+        xdie(EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
+}
+
+static void require(const char *value, const char *option)
+{
+    if (value == NULL)
+        xdie(EXIT_USAGE, "%s is required (see --help)", option);
+}
+
+/* Writes the secret under a passphrase from pass_file or the terminal, or in clear when no_pass. */
+static void save_secret(const identity_t *id, const char *path, const char *pass_file, bool no_pass,
+                        bool force)
+{
+    char *pass = NULL;
+    size_t pass_len = 0;
+    if (!no_pass)
+        pass = xpassphrase(pass_file, "New passphrase: ", true, &pass_len);
+    rb_err rc = identity_save(id, path, pass, pass_len, RB_PWHASH_OPSLIMIT_DEFAULT,
+                              RB_PWHASH_MEMLIMIT_DEFAULT, force);
+    rbcrypto_secret_free(pass);
+    if (rc != RB_OK)
+        xfail(rc, path);
+}
+
+static int cmd_generate(const options_t *o)
+{
+    require(o->name, "--name");
+    require(o->role, "--role");
+    require(o->agency, "--agency");
+    require(o->out, "--out");
+    if (o->arg != NULL)
+        xdie(EXIT_USAGE, "unexpected argument '%s'", o->arg);
+    if (o->no_pass && o->pass_file)
+        xdie(EXIT_USAGE, "--no-passphrase and --passphrase-file exclude each other");
+    card_role role;
+    if (!card_role_parse(o->role, &role))
+        xdie(EXIT_USAGE, "--role must be source, sink, broker or admin");
+    if (!card_name_ok(o->name))
+        xdie(EXIT_USAGE, "--name must be 1-64 of a-z 0-9 . _ - starting with a letter or digit");
+    if (!card_agency_ok(o->agency))
+        xdie(EXIT_USAGE, "--agency must be an ORI: two capital letters then seven capitals or digits");
+    long days = 365;
+    if (o->days != NULL) {
+        char *end;
+        days = strtol(o->days, &end, 10);
+        if (*end != '\0' || days < 1 || days > 3660)
+            xdie(EXIT_USAGE, "--days must be a whole number from 1 to 3660");
+    }
+    char secret_path[4096], card_path[4096];
+    if (snprintf(secret_path, sizeof secret_path, "%s.secret", o->out) >= (int)sizeof secret_path ||
+        snprintf(card_path, sizeof card_path, "%s.card", o->out) >= (int)sizeof card_path)
+        xdie(EXIT_USAGE, "--out is too long");
+
+    identity_t *id;
+    rb_err rc =
+        identity_generate(&id, o->name, role, o->agency, (uint64_t)time(NULL), (uint64_t)days * 86400);
+    if (rc != RB_OK)
+        xfail(rc, "generate");
+    bool force = o->force != NULL;
+    /* Refuse before asking for a passphrase when either file is in the way. */
+    card_t existing;
+    if (!force && card_read_file(&existing, card_path) != RB_ERR_IO)
+        xfail(RB_ERR_EXISTS, card_path);
+    save_secret(id, secret_path, o->pass_file, o->no_pass != NULL, force);
+    rc = card_write_file(identity_card(id), card_path, force);
+    if (rc != RB_OK)
+        xfail(rc, card_path);
+    char hex[2 * RB_KEY_ID_BYTES + 1], fp[CARD_FINGERPRINT_MAX];
+    card_key_id_hex(identity_card(id)->key_id, hex);
+    card_fingerprint(identity_card(id), fp);
+    printf("wrote %s and %s\nkey id %s\nfingerprint %s\n", secret_path, card_path, hex, fp);
+    identity_free(&id);
+    return 0;
+}
+
+static card_t read_card(const options_t *o)
+{
+    require(o->arg, "CARD");
+    card_t card;
+    rb_err rc = card_read_file(&card, o->arg);
+    if (rc != RB_OK)
+        xfail(rc, o->arg);
+    return card;
+}
+
+static void format_time(uint64_t t, char *out, size_t cap)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (gmtime_r(&tt, &tm) == NULL || strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, cap, "%llu", (unsigned long long)t);
+}
+
+static int cmd_show(const options_t *o)
+{
+    card_t card = read_card(o);
+    char hex[2 * RB_KEY_ID_BYTES + 1], fp[CARD_FINGERPRINT_MAX], created[32], expires[32];
+    char sign_pk[2 * RB_SIGN_PK_BYTES + 1], box_pk[2 * RB_BOX_PK_BYTES + 1];
+    card_key_id_hex(card.key_id, hex);
+    card_fingerprint(&card, fp);
+    format_time(card.created, created, sizeof created);
+    format_time(card.expires, expires, sizeof expires);
+    keyfile_hex(card.sign_pk, sizeof card.sign_pk, sign_pk);
+    keyfile_hex(card.box_pk, sizeof card.box_pk, box_pk);
+    printf("name         %s\nrole         %s\nagency       %s\nkey id       %s\nsigning key  %s\n"
+           "sealing key  %s\ncreated      %s\nexpires      %s\nfingerprint  %s\n",
+           card.name, card_role_name((card_role)card.role), card.agency, hex, sign_pk, box_pk, created,
+           expires, fp);
+    return 0;
+}
+
+static int cmd_fingerprint(const options_t *o)
+{
+    card_t card = read_card(o);
+    char fp[CARD_FINGERPRINT_MAX];
+    card_fingerprint(&card, fp);
+    printf("%s\n", fp);
+    return 0;
+}
+
+static int cmd_verify_card(const options_t *o)
+{
+    card_t card = read_card(o);
+    rb_err rc = card_valid_at(&card, (uint64_t)time(NULL));
+    if (rc != RB_OK)
+        xfail(rc, o->arg);
+    char expires[32];
+    format_time(card.expires, expires, sizeof expires);
+    printf("%s: good card for %s (%s, %s), valid until %s\n", o->arg, card.name,
+           card_role_name((card_role)card.role), card.agency, expires);
+    return 0;
+}
+
+static int cmd_passwd(const options_t *o)
+{
+    require(o->arg, "SECRET");
+    if (o->no_pass && o->new_pass_file)
+        xdie(EXIT_USAGE, "--no-passphrase and --new-passphrase-file exclude each other");
+    identity_t *id = xload_identity(o->arg, o->pass_file);
+    save_secret(id, o->arg, o->new_pass_file, o->no_pass != NULL, true);
+    identity_free(&id);
+    printf("%s: passphrase changed\n", o->arg);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    tool_init(argv[0]);
+    if (argc < 2)
+        xdie(EXIT_USAGE, "a command is required (see --help)");
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    options_t o;
+    parse_options(argc - 1, argv + 1, &o);
+    if (strcmp(cmd, "generate") == 0)
+        return cmd_generate(&o);
+    if (strcmp(cmd, "show") == 0)
+        return cmd_show(&o);
+    if (strcmp(cmd, "fingerprint") == 0)
+        return cmd_fingerprint(&o);
+    if (strcmp(cmd, "verify-card") == 0)
+        return cmd_verify_card(&o);
+    if (strcmp(cmd, "passwd") == 0)
+        return cmd_passwd(&o);
+    xdie(EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
+}

@@ -1,0 +1,46 @@
+/* tool.h -- what the command-line tools share: fatal errors, options, passphrases, stdin and stdout.
+ *
+ * Functions prefixed x exit the process on failure (printing one line "tool: what went wrong" to stderr),
+ * so they belong in command-line tools only; library code returns rb_err. Exit codes are the same in every
+ * tool: 0 success, 1 a verification or policy failure (bad signature, invalid referral, wrong passphrase),
+ * 2 a usage or system error. */
+#ifndef TOOL_H
+#define TOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdnoreturn.h>
+
+#include "identity.h"
+#include "rb_error.h"
+
+enum { EXIT_VERIFY = 1, EXIT_USAGE = 2 };
+
+/* Records the program name for messages and initialises the crypto module; exits 2 if it cannot. */
+void tool_init(const char *program);
+noreturn void xdie(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Dies with the exit code the error class calls for: "tool: <context>: <rb_strerror>". */
+noreturn void xfail(rb_err rc, const char *context);
+/* The exit code for an error: 2 for system and usage errors, 1 for everything else. */
+int tool_exit_code(rb_err rc);
+
+/* Stores an option's value, refusing a second occurrence of the same option. */
+void xoption_once(const char **slot, const char *value, const char *option);
+
+/* A passphrase, in secret memory the caller frees with rbcrypto_secret_free. From the first line of
+ * file when file is not NULL (the file must not be readable by group or others), else asked on the
+ * terminal without echo, twice when confirm. Dies when it is empty or there is no terminal. */
+char *xpassphrase(const char *file, const char *prompt, bool confirm, size_t *len);
+
+/* Loads a secret file, asking for its passphrase (from pass_file or the terminal) only if it has one. */
+identity_t *xload_identity(const char *path, const char *pass_file);
+
+/* All of stdin, at most max bytes, into memory from rbcrypto_secret_alloc (it may be plaintext). */
+uint8_t *xread_stdin(size_t max, size_t *len);
+void xwrite_stdout(const void *data, size_t len);
+
+/* Unix time now. */
+int64_t tool_now_ms(void);
+
+#endif
