@@ -143,6 +143,15 @@ done:
     return rc;
 }
 
+/* A file in clear has no KDF costs, salt or nonce: those bytes must be zero, so none can change unseen. */
+static bool clear_header_zero(const uint8_t *packed)
+{
+    for (size_t i = 16; i < SECRET_HEADER; i++)
+        if (packed[i] != 0)
+            return false;
+    return true;
+}
+
 /* Reads and unarmours a secret file into packed (SECRET_PACKED_MAX secret bytes), checking its mode. */
 static rb_err read_secret_file(const char *path, uint8_t *packed, size_t *packed_len, char *label,
                                size_t label_cap)
@@ -163,8 +172,9 @@ static rb_err read_secret_file(const char *path, uint8_t *packed, size_t *packed
         rc = RB_ERR_MALFORMED;
     if (rc == RB_OK && packed[4] != SECRET_VERSION)
         rc = RB_ERR_BAD_VERSION;
-    if (rc == RB_OK && !((packed[5] == KDF_NONE && packed[6] == AEAD_NONE) ||
-                         (packed[5] == KDF_ARGON2ID && packed[6] == AEAD_XCHACHA20POLY1305)))
+    if (rc == RB_OK &&
+        (packed[7] != 0 || !((packed[5] == KDF_NONE && packed[6] == AEAD_NONE && clear_header_zero(packed)) ||
+                             (packed[5] == KDF_ARGON2ID && packed[6] == AEAD_XCHACHA20POLY1305))))
         rc = RB_ERR_MALFORMED;
     rbcrypto_secret_free(text);
     return rc;
@@ -198,7 +208,7 @@ static rb_err take_payload(identity_t *id, const uint8_t *clear, size_t len, con
     rbcrypto_sign_sk_to_pk(id->sign_sk, sign_pk);
     if (rbcrypto_box_sk_to_pk(id->box_sk, box_pk) != RB_OK ||
         memcmp(sign_pk, id->card.sign_pk, sizeof sign_pk) != 0 ||
-        memcmp(sign_pk, id->sign_sk + RB_SIGN_SK_BYTES, sizeof sign_pk) != 0 ||
+        memcmp(sign_pk, id->sign_sk + (RB_SIGN_SK_BYTES - RB_SIGN_PK_BYTES), sizeof sign_pk) != 0 ||
         memcmp(box_pk, id->card.box_pk, sizeof box_pk) != 0 ||
         memcmp(key_id, id->card.key_id, RB_KEY_ID_BYTES) != 0)
         return RB_ERR_KEY_MISMATCH;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -66,6 +67,7 @@ static inline const char *test_path(char *buf, size_t cap, const char *fmt, ...)
 /* Whole file into a malloc'd buffer (NUL-terminated); NULL when it cannot be read. */
 static inline char *test_read_file(const char *path, size_t *len)
 {
+    *len = 0;
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return NULL;
