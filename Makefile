@@ -13,7 +13,7 @@
 PKGS := libzmq libprotobuf-c libsodium sqlite3 jansson inih libmicrohttpd cmocka
 DEBS := build-essential pkg-config libzmq3-dev protobuf-c-compiler libprotobuf-c-dev libsodium-dev \
         libsqlite3-dev sqlite3 libjansson-dev libinih-dev libmicrohttpd-dev libcmocka-dev clang \
-        libclang-rt-14-dev clang-format
+        libclang-rt-14-dev clang-format jq
 
 PREFIX  ?= /usr/local
 SECONDS ?= 60
@@ -56,7 +56,7 @@ $(BUILD)/config.mk: Makefile
 	@mkdir -p $(@D)
 	@if ! command -v pkg-config >/dev/null || ! pkg-config --exists $(PKGS) || \
 	    ! command -v protoc-c >/dev/null || ! command -v clang >/dev/null || \
-	    ! command -v clang-format >/dev/null; then $(MAKE) --no-print-directory deps; fi
+	    ! command -v clang-format >/dev/null || ! command -v jq >/dev/null; then $(MAKE) --no-print-directory deps; fi
 	@printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$(pkg-config --cflags $(PKGS))" \
 	    "$$(pkg-config --libs $(PKGS))" > $@
 

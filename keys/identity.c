@@ -55,8 +55,9 @@ const uint8_t *identity_box_sk(const identity_t *id)
     return id->box_sk;
 }
 
-rb_err identity_generate(identity_t **out, const char *name, card_role role, const char *agency,
-                         uint64_t now_s, uint64_t lifetime_s)
+/* Makes the identity from two seeds, or from fresh random keys when seed is NULL. */
+static rb_err make_identity(identity_t **out, const uint8_t *seed, const char *name, card_role role,
+                            const char *agency, uint64_t now_s, uint64_t lifetime_s)
 {
     *out = NULL;
     if (lifetime_s == 0 || now_s > UINT64_MAX - lifetime_s)
@@ -65,8 +66,20 @@ rb_err identity_generate(identity_t **out, const char *name, card_role role, con
     if (id == NULL)
         return RB_ERR_NOMEM;
     uint8_t sign_pk[RB_SIGN_PK_BYTES], box_pk[RB_BOX_PK_BYTES];
-    rbcrypto_sign_keypair(sign_pk, id->sign_sk);
-    rbcrypto_box_keypair(box_pk, id->box_sk);
+    if (seed == NULL) {
+        rbcrypto_sign_keypair(sign_pk, id->sign_sk);
+        rbcrypto_box_keypair(box_pk, id->box_sk);
+    } else {
+        /* Separate sub-seeds: libsodium would otherwise derive the same scalar for both keys. */
+        static const char sign_label[] = "referral-broker/v1/seed/sign",
+                          box_label[] = "referral-broker/v1/seed/box";
+        uint8_t sub[32];
+        rbcrypto_prf(seed, 32, (const uint8_t *)sign_label, sizeof sign_label, sub, sizeof sub);
+        rbcrypto_sign_seed_keypair(sub, sign_pk, id->sign_sk);
+        rbcrypto_prf(seed, 32, (const uint8_t *)box_label, sizeof box_label, sub, sizeof sub);
+        rbcrypto_box_seed_keypair(sub, box_pk, id->box_sk);
+        rbcrypto_wipe(sub, sizeof sub);
+    }
     rb_err rc =
         card_make(&id->card, name, role, agency, sign_pk, box_pk, now_s, now_s + lifetime_s, id->sign_sk);
     if (rc != RB_OK) {
@@ -75,6 +88,18 @@ rb_err identity_generate(identity_t **out, const char *name, card_role role, con
     }
     *out = id;
     return RB_OK;
+}
+
+rb_err identity_generate(identity_t **out, const char *name, card_role role, const char *agency,
+                         uint64_t now_s, uint64_t lifetime_s)
+{
+    return make_identity(out, NULL, name, role, agency, now_s, lifetime_s);
+}
+
+rb_err identity_from_seed(identity_t **out, const uint8_t seed[32], const char *name, card_role role,
+                          const char *agency, uint64_t now_s, uint64_t lifetime_s)
+{
+    return make_identity(out, seed, name, role, agency, now_s, lifetime_s);
 }
 
 static void secret_label(const uint8_t key_id[RB_KEY_ID_BYTES], const char *name, bool encrypted, char *out,

@@ -22,6 +22,11 @@ typedef struct identity identity_t;
 rb_err identity_generate(identity_t **out, const char *name, card_role role, const char *agency,
                          uint64_t now_s, uint64_t lifetime_s);
 
+/* The same, with keys derived from a 32-byte seed (two independent sub-seeds under distinct labels), for
+ * known-answer vectors and fuzzing; real identities come from identity_generate. */
+rb_err identity_from_seed(identity_t **out, const uint8_t seed[32], const char *name, card_role role,
+                          const char *agency, uint64_t now_s, uint64_t lifetime_s);
+
 /* Writes the secret file, encrypted under passphrase (pass_len bytes) with the given Argon2id costs, or in
  * clear when passphrase is NULL. Refuses to replace an existing file (RB_ERR_EXISTS) unless force, both
  * before and after the slow key derivation; on failure no file is left behind. */

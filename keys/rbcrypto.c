@@ -33,6 +33,18 @@ void rbcrypto_box_keypair(uint8_t pk[RB_BOX_PK_BYTES], uint8_t sk[RB_BOX_SK_BYTE
     crypto_box_keypair(pk, sk);
 }
 
+void rbcrypto_sign_seed_keypair(const uint8_t seed[32], uint8_t pk[RB_SIGN_PK_BYTES],
+                                uint8_t sk[RB_SIGN_SK_BYTES])
+{
+    crypto_sign_ed25519_seed_keypair(pk, sk, seed);
+}
+
+void rbcrypto_box_seed_keypair(const uint8_t seed[32], uint8_t pk[RB_BOX_PK_BYTES],
+                               uint8_t sk[RB_BOX_SK_BYTES])
+{
+    crypto_box_seed_keypair(pk, sk, seed);
+}
+
 void rbcrypto_sign_sk_to_pk(const uint8_t sk[RB_SIGN_SK_BYTES], uint8_t pk[RB_SIGN_PK_BYTES])
 {
     /* The libsodium secret key stores the public key in its second half, but a tampered file could put

@@ -40,6 +40,11 @@ rb_err rbcrypto_init(void);
 /* A fresh signing pair and a fresh, independent X25519 pair. */
 void rbcrypto_sign_keypair(uint8_t pk[RB_SIGN_PK_BYTES], uint8_t sk[RB_SIGN_SK_BYTES]);
 void rbcrypto_box_keypair(uint8_t pk[RB_BOX_PK_BYTES], uint8_t sk[RB_BOX_SK_BYTES]);
+/* The same pairs derived from a 32-byte seed, for known-answer vectors and fuzzing. */
+void rbcrypto_sign_seed_keypair(const uint8_t seed[32], uint8_t pk[RB_SIGN_PK_BYTES],
+                                uint8_t sk[RB_SIGN_SK_BYTES]);
+void rbcrypto_box_seed_keypair(const uint8_t seed[32], uint8_t pk[RB_BOX_PK_BYTES],
+                               uint8_t sk[RB_BOX_SK_BYTES]);
 /* The public halves of secret keys, to check that a secret file matches its card. */
 void rbcrypto_sign_sk_to_pk(const uint8_t sk[RB_SIGN_SK_BYTES], uint8_t pk[RB_SIGN_PK_BYTES]);
 rb_err rbcrypto_box_sk_to_pk(const uint8_t sk[RB_BOX_SK_BYTES], uint8_t pk[RB_BOX_PK_BYTES]);

@@ -188,6 +188,23 @@ static void kdf_costs_bounded(void **state)
     assert_int_equal(access(f->path, F_OK), -1); /* nothing written */
 }
 
+static void seeded_identities_are_deterministic(void **state)
+{
+    (void)state;
+    uint8_t seed[32] = {7}, other_seed[32] = {8};
+    identity_t *a, *b, *c;
+    assert_ok(identity_from_seed(&a, seed, "cpd-rms", CARD_ROLE_SOURCE, "ILCPD0000", NOW, 86400));
+    assert_ok(identity_from_seed(&b, seed, "cpd-rms", CARD_ROLE_SOURCE, "ILCPD0000", NOW, 86400));
+    assert_ok(identity_from_seed(&c, other_seed, "cpd-rms", CARD_ROLE_SOURCE, "ILCPD0000", NOW, 86400));
+    assert_same_identity(a, b);
+    assert_memory_not_equal(identity_card(a)->sign_pk, identity_card(c)->sign_pk, RB_SIGN_PK_BYTES);
+    /* The two keys come from independent sub-seeds. */
+    assert_memory_not_equal(identity_sign_sk(a), identity_box_sk(a), RB_BOX_SK_BYTES);
+    identity_free(&a);
+    identity_free(&b);
+    identity_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +215,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(tampering_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(keys_not_matching_card_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(kdf_costs_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(seeded_identities_are_deterministic, setup, teardown),
     };
     return cmocka_run_group_tests_name("identity", tests, NULL, NULL);
 }
