@@ -108,7 +108,7 @@ build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(FUZZ_OBJ)
 
 test: all $(UNIT) $(FUZZ)
 	@BIN=$(BIN) BUILD=$(BUILD) FUZZ_SECONDS=$(if $(FUZZ_SECONDS),$(FUZZ_SECONDS),4) \
-	    tests/run.sh $(UNIT) $(addprefix fuzz:,$(FUZZ)) format:
+	    tests/run.sh $(UNIT) $(wildcard tests/integration/*_test.sh) $(addprefix fuzz:,$(FUZZ)) format:
 
 fuzz: $(FUZZ)
 	@for f in $(FUZZ); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
