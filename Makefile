@@ -43,7 +43,7 @@ SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
 endif
 CPPFLAGS += -std=c11 -D_DEFAULT_SOURCE $(addprefix -I,$(LIBDIRS)) -I$(GEN) -MMD -MP
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN) $(WARN) $(PKG_CFLAGS)
-LDLIBS   = $(PKG_LIBS) -lpthread
+LDLIBS   = $(PKG_LIBS) -lpthread -lm
 
 .PHONY: all deps test demo clean install fuzz format check-format
 all: $(addprefix $(BIN)/,$(TOOLS))

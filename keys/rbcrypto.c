@@ -200,9 +200,8 @@ void rbcrypto_wipe(void *p, size_t len)
 /* Blocks carry their size in front so that free can wipe them; 16 bytes keep the alignment malloc gives. */
 #define WIPE_PREFIX 16
 
-static void *wiping_alloc(void *data, size_t size)
+void *rbcrypto_wiping_malloc(size_t size)
 {
-    (void)data;
     if (size > SIZE_MAX - WIPE_PREFIX)
         return NULL;
     unsigned char *p = malloc(size + WIPE_PREFIX);
@@ -212,9 +211,8 @@ static void *wiping_alloc(void *data, size_t size)
     return p + WIPE_PREFIX;
 }
 
-static void wiping_free(void *data, void *ptr)
+void rbcrypto_wiping_free(void *ptr)
 {
-    (void)data;
     if (ptr == NULL)
         return;
     unsigned char *p = (unsigned char *)ptr - WIPE_PREFIX;
@@ -222,6 +220,18 @@ static void wiping_free(void *data, void *ptr)
     memcpy(&size, p, sizeof size);
     sodium_memzero(p, size + WIPE_PREFIX);
     free(p);
+}
+
+static void *wiping_alloc(void *data, size_t size)
+{
+    (void)data;
+    return rbcrypto_wiping_malloc(size);
+}
+
+static void wiping_free(void *data, void *ptr)
+{
+    (void)data;
+    rbcrypto_wiping_free(ptr);
 }
 
 static ProtobufCAllocator wiping_allocator = {wiping_alloc, wiping_free, NULL};

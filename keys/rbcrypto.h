@@ -100,6 +100,11 @@ void rbcrypto_secret_free(void *p);
 /* Wipes len bytes so that the compiler cannot elide it. */
 void rbcrypto_wipe(void *p, size_t len);
 
+/* malloc and free for plaintext that passes through other libraries (protobuf-c, jansson): free wipes the
+ * block (its size is kept in front of it). rbcrypto_wiping_free(NULL) is fine. */
+void *rbcrypto_wiping_malloc(size_t size);
+void rbcrypto_wiping_free(void *ptr);
+
 /* A protobuf-c allocator (a ProtobufCAllocator, declared opaque here to keep protobuf out of this
  * header) whose free wipes each block, for messages that hold plaintext. */
 struct ProtobufCAllocator;
