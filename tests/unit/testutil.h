@@ -54,7 +54,9 @@ static inline void test_rmdir(char **dir_p)
     *dir_p = NULL;
 }
 
-/* printf into a static path buffer (one at a time per test). */
+/* printf into the caller's path buffer; returns it. */
+static inline const char *test_path(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static inline const char *test_path(char *buf, size_t cap, const char *fmt, ...)
 {
     va_list ap;
