@@ -90,12 +90,6 @@ static void parse_options(int argc, char **argv, options_t *o)
         xdie(EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
 }
 
-static void require(const char *value, const char *option)
-{
-    if (value == NULL)
-        xdie(EXIT_USAGE, "%s is required (see --help)", option);
-}
-
 static Rb__Kind parse_kind(const char *name)
 {
     if (name == NULL || strcmp(name, "referral") == 0)
@@ -123,8 +117,8 @@ static void print_problems(const referral_problems_t *problems)
 
 static int cmd_seal(const options_t *o)
 {
-    require(o->from, "--from");
-    require(o->to, "--to");
+    xrequire(o->from, "--from");
+    xrequire(o->to, "--to");
     Rb__Kind kind = parse_kind(o->kind);
     msg_id_t ref;
     if (o->ref != NULL)
@@ -179,8 +173,8 @@ static int cmd_seal(const options_t *o)
 
 static int cmd_open(const options_t *o)
 {
-    require(o->as, "--as");
-    require(o->trust, "--trust");
+    xrequire(o->as, "--as");
+    xrequire(o->trust, "--trust");
     char err[512];
     trust_t *trust;
     rb_err rc = trust_load_dir(&trust, o->trust, err, sizeof err);
@@ -235,14 +229,7 @@ static int cmd_inspect(void)
 
 int main(int argc, char **argv)
 {
-    tool_init(argv[0]);
-    if (argc < 2)
-        xdie(EXIT_USAGE, "a command is required (see --help)");
-    const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-        fputs(usage, stdout);
-        return 0;
-    }
+    const char *cmd = tool_start(argc, argv, usage);
     options_t o;
     parse_options(argc - 1, argv + 1, &o);
     if (strcmp(cmd, "seal") == 0)

@@ -111,12 +111,6 @@ static void parse_options(int argc, char **argv, options_t *o)
         xdie(EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
 }
 
-static void require(const char *value, const char *option)
-{
-    if (value == NULL)
-        xdie(EXIT_USAGE, "%s is required (see --help)", option);
-}
-
 /* Writes the secret under a passphrase from pass_file or the terminal, or in clear when no_pass. */
 static void save_secret(const identity_t *id, const char *path, const char *pass_file, bool no_pass,
                         bool force)
@@ -134,10 +128,10 @@ static void save_secret(const identity_t *id, const char *path, const char *pass
 
 static int cmd_generate(const options_t *o)
 {
-    require(o->name, "--name");
-    require(o->role, "--role");
-    require(o->agency, "--agency");
-    require(o->out, "--out");
+    xrequire(o->name, "--name");
+    xrequire(o->role, "--role");
+    xrequire(o->agency, "--agency");
+    xrequire(o->out, "--out");
     if (o->arg != NULL)
         xdie(EXIT_USAGE, "unexpected argument '%s'", o->arg);
     if (o->no_pass && o->pass_file)
@@ -185,7 +179,7 @@ static int cmd_generate(const options_t *o)
 
 static card_t read_card(const options_t *o)
 {
-    require(o->arg, "CARD");
+    xrequire(o->arg, "CARD");
     card_t card;
     rb_err rc = card_read_file(&card, o->arg);
     if (rc != RB_OK)
@@ -243,7 +237,7 @@ static int cmd_verify_card(const options_t *o)
 
 static int cmd_passwd(const options_t *o)
 {
-    require(o->arg, "SECRET");
+    xrequire(o->arg, "SECRET");
     if (o->no_pass && o->new_pass_file)
         xdie(EXIT_USAGE, "--no-passphrase and --new-passphrase-file exclude each other");
     identity_t *id = xload_identity(o->arg, o->pass_file);
@@ -255,14 +249,7 @@ static int cmd_passwd(const options_t *o)
 
 int main(int argc, char **argv)
 {
-    tool_init(argv[0]);
-    if (argc < 2)
-        xdie(EXIT_USAGE, "a command is required (see --help)");
-    const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-        fputs(usage, stdout);
-        return 0;
-    }
+    const char *cmd = tool_start(argc, argv, usage);
     options_t o;
     parse_options(argc - 1, argv + 1, &o);
     if (strcmp(cmd, "generate") == 0)

@@ -18,12 +18,19 @@
 
 static const char *program_name = "referral";
 
-void tool_init(const char *program)
+const char *tool_start(int argc, char **argv, const char *usage)
 {
-    const char *slash = strrchr(program, '/');
-    program_name = slash ? slash + 1 : program;
+    const char *slash = strrchr(argv[0], '/');
+    program_name = slash ? slash + 1 : argv[0];
     if (rbcrypto_init() != RB_OK)
         xdie(EXIT_USAGE, "cannot initialise the crypto library");
+    if (argc < 2)
+        xdie(EXIT_USAGE, "a command is required (see --help)");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        fputs(usage, stdout);
+        exit(0);
+    }
+    return argv[1];
 }
 
 noreturn void xdie(int code, const char *fmt, ...)
@@ -48,6 +55,12 @@ noreturn void xfail(rb_err rc, const char *context)
     if (rc == RB_ERR_IO)
         xdie(EXIT_USAGE, "%s: %s", context, strerror(errno));
     xdie(tool_exit_code(rc), "%s: %s", context, rb_strerror(rc));
+}
+
+void xrequire(const char *value, const char *option)
+{
+    if (value == NULL)
+        xdie(EXIT_USAGE, "%s is required (see --help)", option);
 }
 
 void xoption_once(const char **slot, const char *value, const char *option)

@@ -17,13 +17,17 @@
 
 enum { EXIT_VERIFY = 1, EXIT_USAGE = 2 };
 
-/* Records the program name for messages and initialises the crypto module; exits 2 if it cannot. */
-void tool_init(const char *program);
+/* Records the program name for messages, initialises the crypto module and returns the command (argv[1]);
+ * prints usage and exits 0 for --help, exits 2 when there is no command or the crypto module fails. */
+const char *tool_start(int argc, char **argv, const char *usage);
 noreturn void xdie(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Dies with the exit code the error class calls for: "tool: <context>: <rb_strerror>". */
 noreturn void xfail(rb_err rc, const char *context);
 /* The exit code for an error: 2 for system and usage errors, 1 for everything else. */
 int tool_exit_code(rb_err rc);
+
+/* Dies unless a required option was given. */
+void xrequire(const char *value, const char *option);
 
 /* Stores an option's value, refusing a second occurrence of the same option. */
 void xoption_once(const char **slot, const char *value, const char *option);
