@@ -45,7 +45,9 @@ CPPFLAGS += -std=c11 -D_DEFAULT_SOURCE $(addprefix -I,$(LIBDIRS)) -I$(GEN) -MMD 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN) $(WARN) $(PKG_CFLAGS)
 LDLIBS   = $(PKG_LIBS) -lpthread -lm
 
-.PHONY: all deps test demo clean install fuzz format check-format
+.PHONY: all deps test demo clean install fuzz format
+# Keep objects that only feed a link, so a second make does not rebuild them.
+.SECONDARY:
 all: $(addprefix $(BIN)/,$(TOOLS))
 
 # The package check writes the flags once; a missing library or tool installs the packages first.
