@@ -56,7 +56,7 @@ include $(BUILD)/config.mk
 endif
 $(BUILD)/config.mk: Makefile
 	@mkdir -p $(@D)
-	@if ! command -v pkg-config >/dev/null || ! pkg-config --exists $(PKGS) || \
+	@if ! command -v $(CC) >/dev/null || ! command -v pkg-config >/dev/null || ! pkg-config --exists $(PKGS) || \
 	    ! command -v protoc-c >/dev/null || ! command -v clang >/dev/null || \
 	    ! command -v clang-format >/dev/null || ! command -v jq >/dev/null; then $(MAKE) --no-print-directory deps; fi
 	@printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$(pkg-config --cflags $(PKGS))" \
