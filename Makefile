@@ -25,9 +25,11 @@ GEN     := $(BUILD)/gen
 PROTOS  := $(wildcard proto/*.proto)
 GEN_C   := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
 GEN_H   := $(GEN_C:.c=.h)
-LIBDIRS := proto keys
-TOOLS   := referral-keys referral-envelope
-LIB_SRC := $(filter-out keys/referral-%.c,$(foreach d,$(LIBDIRS),$(wildcard $(d)/*.c)))
+LIBDIRS := proto keys broker adapters
+# Every */referral-NAME.c is the main of the tool bin/referral-NAME; every other .c is in the library.
+TOOL_SRC := $(foreach d,$(LIBDIRS),$(wildcard $(d)/referral-*.c))
+TOOLS   := $(notdir $(basename $(TOOL_SRC)))
+LIB_SRC := $(filter-out $(TOOL_SRC),$(foreach d,$(LIBDIRS),$(wildcard $(d)/*.c)))
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(patsubst $(GEN)/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
 LIB     := $(BUILD)/libreferral.a
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*_test.c))
@@ -89,9 +91,12 @@ $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(BIN)/referral-%: $(BUILD)/obj/keys/referral-%.o $(LIB)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+define tool_rule
+$(BIN)/$(notdir $(basename $(1))): $(BUILD)/obj/$(basename $(1)).o $(LIB)
+	@mkdir -p $$(@D)
+	$$(CC) $$(CFLAGS) $$(SAN) -o $$@ $$^ $$(LDLIBS)
+endef
+$(foreach t,$(TOOL_SRC),$(eval $(call tool_rule,$(t))))
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(@D)
@@ -130,4 +135,4 @@ format:
 clean:
 	rm -rf build bin
 
--include $(LIB_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) $(BUILD)/obj/keys/referral-keys.d $(BUILD)/obj/keys/referral-envelope.d
+-include $(LIB_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) $(patsubst %.c,$(BUILD)/obj/%.d,$(TOOL_SRC))

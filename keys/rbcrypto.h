@@ -29,9 +29,11 @@
 
 /* Domain-separation labels: every signature covers label || 0x00 || message, so a signature made for one
  * purpose can never be replayed as another. */
-#define RB_DOMAIN_CARD   "referral-broker/v1/card"
-#define RB_DOMAIN_HEADER "referral-broker/v1/header"
-#define RB_DOMAIN_INNER  "referral-broker/v1/inner"
+#define RB_DOMAIN_CARD    "referral-broker/v1/card"
+#define RB_DOMAIN_HEADER  "referral-broker/v1/header"
+#define RB_DOMAIN_INNER   "referral-broker/v1/inner"
+#define RB_DOMAIN_RECEIPT "referral-broker/v1/receipt"
+#define RB_DOMAIN_ADMIN   "referral-broker/v1/admin"
 
 /* Initialises the library and keeps the process from writing core dumps (they would hold secrets).
  * Safe to call more than once; every other function here requires it first. */

@@ -18,12 +18,17 @@
 
 static const char *program_name = "referral";
 
-const char *tool_start(int argc, char **argv, const char *usage)
+void tool_init(const char *argv0)
 {
-    const char *slash = strrchr(argv[0], '/');
-    program_name = slash ? slash + 1 : argv[0];
+    const char *slash = strrchr(argv0, '/');
+    program_name = slash ? slash + 1 : argv0;
     if (rbcrypto_init() != RB_OK)
         xdie(EXIT_USAGE, "cannot initialise the crypto library");
+}
+
+const char *tool_start(int argc, char **argv, const char *usage)
+{
+    tool_init(argv[0]);
     if (argc < 2)
         xdie(EXIT_USAGE, "a command is required (see --help)");
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {

@@ -17,7 +17,9 @@
 
 enum { EXIT_VERIFY = 1, EXIT_USAGE = 2 };
 
-/* Records the program name for messages, initialises the crypto module and returns the command (argv[1]);
+/* Records the program name for messages and initialises the crypto module; exits 2 if it cannot. */
+void tool_init(const char *argv0);
+/* tool_init, then returns the command (argv[1]);
  * prints usage and exits 0 for --help, exits 2 when there is no command or the crypto module fails. */
 const char *tool_start(int argc, char **argv, const char *usage);
 noreturn void xdie(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,0 +1,360 @@
+/* client.c -- the broker client library (see client.h).
+ *
+ * Everything goes through pump(): it waits on the socket until a condition holds or a deadline passes,
+ * sorting what arrives (deliveries into a queue, receipts, errors and admin replies into slots for the
+ * call that waits for them) and keeping the connection alive on the way. */
+#include "client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "admin.h"
+#include "envelope.h"
+#include "rbcrypto.h"
+#include "wire.h"
+
+typedef struct delivery {
+    struct delivery *next;
+    uint8_t *env;
+    size_t len;
+    uint32_t attempt;
+} delivery_t;
+
+struct client {
+    void *ctx, *sock;
+    card_t broker;        /* the broker's card: CURVE key and receipt signatures */
+    uint32_t credit;      /* announced in HELLO */
+    int64_t heartbeat_ms; /* from WELCOME */
+    int64_t last_rx_ms, last_tx_ms;
+    int64_t last_hello_ms;
+    bool welcomed;
+    delivery_t *head, *tail;  /* deliveries not yet taken by client_receive */
+    Rb__Frame *answer;        /* the RECEIPT, ERROR or ADMIN_REPLY awaited, when it came */
+    const uint8_t *awaiting;  /* message id a submission waits for, or NULL */
+    Rb__ErrorCode last_error; /* last unsolicited ERROR */
+    char last_reason[256];
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static rb_err send_frame(client_t *c, Rb__Frame *f)
+{
+    rb_err rc = wire_send(c->sock, NULL, 0, f);
+    if (rc == RB_OK)
+        c->last_tx_ms = now_ms();
+    return rc;
+}
+
+static void send_hello(client_t *c)
+{
+    Rb__Frame f = RB__FRAME__INIT;
+    Rb__Hello hello = RB__HELLO__INIT;
+    hello.credit = c->credit;
+    f.body_case = RB__FRAME__BODY_HELLO;
+    f.hello = &hello;
+    send_frame(c, &f);
+    c->last_hello_ms = now_ms();
+}
+
+static bool same_id(ProtobufCBinaryData b, const uint8_t *id)
+{
+    return b.len == MSG_ID_BYTES && memcmp(b.data, id, MSG_ID_BYTES) == 0;
+}
+
+/* Sorts one received frame. */
+static void take(client_t *c, Rb__Frame *f)
+{
+    switch (f->body_case) {
+    case RB__FRAME__BODY_WELCOME:
+        c->welcomed = true;
+        if (f->welcome->heartbeat_ms > 0)
+            c->heartbeat_ms = f->welcome->heartbeat_ms;
+        break;
+    case RB__FRAME__BODY_DELIVER: {
+        delivery_t *d = calloc(1, sizeof *d);
+        if (d == NULL || (d->env = malloc(f->deliver->envelope.len + 1)) == NULL) {
+            free(d); /* not confirmed, so the broker delivers it again */
+            break;
+        }
+        memcpy(d->env, f->deliver->envelope.data, f->deliver->envelope.len);
+        d->len = f->deliver->envelope.len;
+        d->attempt = f->deliver->attempt;
+        if (c->tail)
+            c->tail->next = d;
+        else
+            c->head = d;
+        c->tail = d;
+        break;
+    }
+    case RB__FRAME__BODY_RECEIPT:
+    case RB__FRAME__BODY_ADMIN_REPLY:
+        if (c->answer == NULL) {
+            c->answer = f;
+            return;
+        }
+        break;
+    case RB__FRAME__BODY_ERROR:
+        if (c->awaiting != NULL && c->answer == NULL &&
+            (f->error->message_id.len == 0 || same_id(f->error->message_id, c->awaiting))) {
+            c->answer = f;
+            return;
+        }
+        c->last_error = f->error->code;
+        snprintf(c->last_reason, sizeof c->last_reason, "%s", f->error->reason);
+        break;
+    default:
+        break; /* HEARTBEAT: its arrival is all */
+    }
+    rb__frame__free_unpacked(f, NULL);
+}
+
+/* Waits until done(c) or the deadline; keeps the connection alive. RB_ERR_IO on timeout. */
+static rb_err pump(client_t *c, int64_t deadline, bool (*done)(const client_t *c))
+{
+    for (;;) {
+        if (done(c))
+            return RB_OK;
+        int64_t t = now_ms();
+        if (t >= deadline)
+            return RB_ERR_IO;
+        if (t - c->last_tx_ms >= c->heartbeat_ms) {
+            Rb__Frame f = RB__FRAME__INIT;
+            Rb__Heartbeat hb = RB__HEARTBEAT__INIT;
+            f.body_case = RB__FRAME__BODY_HEARTBEAT;
+            f.heartbeat = &hb;
+            send_frame(c, &f);
+        }
+        /* The broker forgets a silent peer after three intervals; a new HELLO makes us known again. */
+        if (t - c->last_rx_ms > 3 * c->heartbeat_ms && t - c->last_hello_ms > c->heartbeat_ms)
+            send_hello(c);
+        zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
+        int64_t wait = deadline - t < c->heartbeat_ms ? deadline - t : c->heartbeat_ms;
+        if (zmq_poll(&item, 1, (long)wait) < 0 && errno != EINTR)
+            return RB_ERR_IO;
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        while (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) >= 0) {
+            c->last_rx_ms = now_ms();
+            Rb__Frame *f = rb__frame__unpack(NULL, zmq_msg_size(&msg), zmq_msg_data(&msg));
+            if (f != NULL)
+                take(c, f);
+            zmq_msg_close(&msg);
+            zmq_msg_init(&msg);
+        }
+        zmq_msg_close(&msg);
+    }
+}
+
+static bool is_welcomed(const client_t *c)
+{
+    return c->welcomed;
+}
+
+static bool has_answer(const client_t *c)
+{
+    return c->answer != NULL;
+}
+
+static bool has_delivery(const client_t *c)
+{
+    return c->head != NULL;
+}
+
+rb_err client_connect(client_t **out, const char *endpoint, const identity_t *me, const card_t *broker_card,
+                      uint32_t credit, int timeout_ms, char *err, size_t errlen)
+{
+    *out = NULL;
+    client_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return RB_ERR_NOMEM;
+    c->broker = *broker_card;
+    c->credit = credit;
+    c->heartbeat_ms = 1000;
+    c->ctx = zmq_ctx_new();
+    c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_DEALER) : NULL;
+    int zero = 0, reconnect_max = 5000;
+    rb_err rc = RB_ERR_IO;
+    if (c->sock != NULL && zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero) == 0 &&
+        zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL_MAX, &reconnect_max, sizeof reconnect_max) == 0 &&
+        wire_curve_client(c->sock, me, broker_card) == RB_OK && zmq_connect(c->sock, endpoint) == 0)
+        rc = RB_OK;
+    if (rc != RB_OK) {
+        snprintf(err, errlen, "%s: %s", endpoint, zmq_strerror(errno));
+        client_close(&c);
+        return rc;
+    }
+    c->last_rx_ms = c->last_tx_ms = now_ms();
+    send_hello(c);
+    if (pump(c, now_ms() + timeout_ms, is_welcomed) != RB_OK) {
+        snprintf(err, errlen,
+                 "%s: no WELCOME within %d ms (broker down, wrong broker card, or %s not registered)",
+                 endpoint, timeout_ms, identity_card(me)->name);
+        client_close(&c);
+        return RB_ERR_IO;
+    }
+    *out = c;
+    return RB_OK;
+}
+
+void client_close(client_t **client_p)
+{
+    client_t *c = client_p ? *client_p : NULL;
+    if (c == NULL)
+        return;
+    while (c->head != NULL) {
+        delivery_t *d = c->head;
+        c->head = d->next;
+        free(d->env);
+        free(d);
+    }
+    if (c->answer != NULL)
+        rb__frame__free_unpacked(c->answer, NULL);
+    if (c->sock)
+        zmq_close(c->sock);
+    if (c->ctx)
+        zmq_ctx_term(c->ctx);
+    free(c);
+    *client_p = NULL;
+}
+
+/* The header's message id, or NULL when env does not parse as an envelope (the broker will say so). */
+static bool message_id_of(const uint8_t *env, size_t len, uint8_t id[MSG_ID_BYTES])
+{
+    Rb__Envelope *e = rb__envelope__unpack(NULL, len, env);
+    Rb__Header *h = e ? rb__header__unpack(NULL, e->header.len, e->header.data) : NULL;
+    bool ok = h != NULL && h->message_id.len == MSG_ID_BYTES;
+    if (ok)
+        memcpy(id, h->message_id.data, MSG_ID_BYTES);
+    if (h)
+        rb__header__free_unpacked(h, NULL);
+    if (e)
+        rb__envelope__free_unpacked(e, NULL);
+    return ok;
+}
+
+rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms, client_result_t *result)
+{
+    memset(result, 0, sizeof *result);
+    uint8_t id[MSG_ID_BYTES] = {0};
+    message_id_of(env, len, id);
+    Rb__Frame f = RB__FRAME__INIT;
+    Rb__Submit sub = RB__SUBMIT__INIT;
+    sub.envelope = (ProtobufCBinaryData){len, (uint8_t *)env};
+    f.body_case = RB__FRAME__BODY_SUBMIT;
+    f.submit = &sub;
+    c->awaiting = id;
+    rb_err rc = send_frame(c, &f);
+    if (rc == RB_OK)
+        rc = pump(c, now_ms() + timeout_ms, has_answer);
+    c->awaiting = NULL;
+    if (rc != RB_OK)
+        return rc;
+    Rb__Frame *a = c->answer;
+    c->answer = NULL;
+    if (a->body_case == RB__FRAME__BODY_ERROR) {
+        result->code = a->error->code;
+        snprintf(result->reason, sizeof result->reason, "%s", a->error->reason);
+    } else if (a->body_case == RB__FRAME__BODY_RECEIPT) {
+        Rb__ReceiptSigned *body;
+        uint8_t sha[RB_HASH_BYTES];
+        rbcrypto_sha256(env, len, sha);
+        rc = wire_verify_receipt(&c->broker, a->receipt, &body);
+        if (rc == RB_OK && (!same_id(body->message_id, id) || body->envelope_sha256.len != RB_HASH_BYTES ||
+                            memcmp(body->envelope_sha256.data, sha, RB_HASH_BYTES) != 0))
+            rc = RB_ERR_BAD_SIGNATURE; /* a receipt for something else is no receipt */
+        if (rc == RB_OK) {
+            result->accepted = true;
+            result->event_seq = body->event_seq;
+            result->broker_ms = body->broker_ms;
+        }
+        if (body)
+            rb__receipt_signed__free_unpacked(body, NULL);
+    } else {
+        rc = RB_ERR_MALFORMED;
+    }
+    rb__frame__free_unpacked(a, NULL);
+    return rc;
+}
+
+rb_err client_receive(client_t *c, int timeout_ms, uint8_t **env, size_t *len, uint32_t *attempt)
+{
+    *env = NULL;
+    rb_err rc = pump(c, now_ms() + timeout_ms, has_delivery);
+    if (rc != RB_OK)
+        return rc;
+    delivery_t *d = c->head;
+    c->head = d->next;
+    if (c->head == NULL)
+        c->tail = NULL;
+    *env = d->env;
+    *len = d->len;
+    *attempt = d->attempt;
+    free(d);
+    return RB_OK;
+}
+
+rb_err client_confirm(client_t *c, const uint8_t message_id[16])
+{
+    Rb__Frame f = RB__FRAME__INIT;
+    Rb__Confirm confirm = RB__CONFIRM__INIT;
+    confirm.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, (uint8_t *)message_id};
+    f.body_case = RB__FRAME__BODY_CONFIRM;
+    f.confirm = &confirm;
+    return send_frame(c, &f);
+}
+
+rb_err client_admin(client_t *c, const identity_t *admin, const char *command, const char *const *args,
+                    size_t n_args, int timeout_ms, bool *ok, char **output)
+{
+    *output = NULL;
+    *ok = false;
+    uint8_t nonce[16];
+    rbcrypto_random(nonce, sizeof nonce);
+    Rb__AdminCommand cmd = RB__ADMIN_COMMAND__INIT;
+    cmd.command = (char *)command;
+    cmd.args = (char **)args;
+    cmd.n_args = n_args;
+    cmd.issued_ms = now_ms();
+    cmd.nonce = (ProtobufCBinaryData){sizeof nonce, nonce};
+    Rb__AdminRequest req;
+    rb_err rc = admin_sign(admin, &cmd, &req);
+    if (rc != RB_OK)
+        return rc;
+    Rb__Frame f = RB__FRAME__INIT;
+    f.body_case = RB__FRAME__BODY_ADMIN_REQUEST;
+    f.admin_request = &req;
+    static const uint8_t no_id[MSG_ID_BYTES];
+    c->awaiting = no_id; /* errors without a message id answer this request */
+    rc = send_frame(c, &f);
+    admin_request_clear(&req);
+    if (rc == RB_OK)
+        rc = pump(c, now_ms() + timeout_ms, has_answer);
+    c->awaiting = NULL;
+    if (rc != RB_OK)
+        return rc;
+    Rb__Frame *a = c->answer;
+    c->answer = NULL;
+    const char *text = a->body_case == RB__FRAME__BODY_ADMIN_REPLY ? a->admin_reply->output
+                       : a->body_case == RB__FRAME__BODY_ERROR     ? a->error->reason
+                                                                   : "unexpected answer";
+    *ok = a->body_case == RB__FRAME__BODY_ADMIN_REPLY && a->admin_reply->ok;
+    *output = strdup(text);
+    rb__frame__free_unpacked(a, NULL);
+    return *output ? RB_OK : RB_ERR_NOMEM;
+}
+
+Rb__ErrorCode client_last_error(const client_t *c, const char **reason)
+{
+    if (reason)
+        *reason = c->last_reason;
+    return c->last_error;
+}

@@ -1,0 +1,55 @@
+/* client.h -- the client library adapters and admin tools use to talk to the broker.
+ *
+ * It owns one DEALER socket over CURVE (our X25519 key from our identity, the broker's from its card),
+ * says HELLO, keeps the connection alive with heartbeats and says HELLO again when the broker has been
+ * silent for three intervals (ZeroMQ reconnects underneath by itself, with backoff). Calls block for at
+ * most the timeout they are given. Deliveries that arrive while waiting for a receipt are kept, in order,
+ * for client_receive. */
+#ifndef CLIENT_H
+#define CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "card.h"
+#include "identity.h"
+#include "rb_error.h"
+#include "wire.pb-c.h"
+
+typedef struct client client_t;
+
+/* Connects to endpoint as me, expecting the broker of broker_card, and waits up to timeout_ms for the
+ * WELCOME. credit: deliveries we accept in flight (0 for a party that only submits). On failure *out is
+ * NULL and err says why (no answer: not registered, wrong broker key, or broker down). */
+rb_err client_connect(client_t **out, const char *endpoint, const identity_t *me, const card_t *broker_card,
+                      uint32_t credit, int timeout_ms, char *err, size_t errlen);
+void client_close(client_t **client_p);
+
+/* What the broker said to a submission. */
+typedef struct {
+    bool accepted;      /* a verified receipt; otherwise code and reason say why not */
+    uint64_t event_seq; /* receipt: the SUBMITTED event's sequence number */
+    int64_t broker_ms;  /* receipt: when the broker stored it */
+    Rb__ErrorCode code; /* refusal */
+    char reason[256];
+} client_result_t;
+
+/* Submits an envelope and waits for its receipt (verified with the broker's card: right message id and
+ * envelope hash) or its refusal. RB_ERR_IO when nothing came within timeout_ms. */
+rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms, client_result_t *result);
+
+/* Waits up to timeout_ms for a delivery. On RB_OK *env (malloc'd, the caller frees it) holds the
+ * envelope, *attempt the broker's attempt number. RB_ERR_IO on timeout. */
+rb_err client_receive(client_t *c, int timeout_ms, uint8_t **env, size_t *len, uint32_t *attempt);
+
+/* Tells the broker a delivered envelope is safely stored. */
+rb_err client_confirm(client_t *c, const uint8_t message_id[16]);
+
+/* Sends a signed admin command and waits for the reply. *output is malloc'd (the caller frees it). */
+rb_err client_admin(client_t *c, const identity_t *admin, const char *command, const char *const *args,
+                    size_t n_args, int timeout_ms, bool *ok, char **output);
+
+/* The last ERROR the broker sent that was not about a submission (e.g. DISABLED), or 0. */
+Rb__ErrorCode client_last_error(const client_t *c, const char **reason);
+
+#endif

@@ -1,0 +1,237 @@
+/* admin.c -- admin command verification and execution (see admin.h).
+ *
+ * Output is JSON written with snprintf: every value printed is a card name ([a-z0-9._-]), an ORI, a role
+ * word, a hex key id or a number, so nothing needs escaping. */
+#include "admin.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyfile.h"
+#include "rbcrypto.h"
+
+typedef struct {
+    char *buf; /* growing output */
+    size_t len, cap;
+    bool failed;
+} out_t;
+
+static void out_printf(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(out_t *o, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf ? o->buf + o->len : NULL, o->buf ? o->cap - o->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->failed = true;
+            return;
+        }
+        if (o->buf != NULL && o->len + (size_t)n < o->cap) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = (o->cap + (size_t)n + 1) * 2;
+        char *grown = realloc(o->buf, cap);
+        if (grown == NULL) {
+            o->failed = true;
+            return;
+        }
+        o->buf = grown;
+        o->cap = cap;
+    }
+}
+
+typedef struct {
+    store_t *store;
+    out_t *out;
+    int64_t now_ms;
+    admin_connected_fn connected;
+    void *ctx;
+    bool first;
+    bool with_counts;
+} lister_t;
+
+static rb_err list_one(void *ctx, const party_t *p)
+{
+    lister_t *l = ctx;
+    char key_id[2 * RB_KEY_ID_BYTES + 1];
+    card_key_id_hex(p->card.key_id, key_id);
+    out_printf(
+        l->out,
+        "%s\n  {\"name\": \"%s\", \"role\": \"%s\", \"agency\": \"%s\", \"keyId\": \"%s\", \"enabled\": %s",
+        l->first ? "" : ",", p->card.name, card_role_name((card_role)p->card.role), p->card.agency, key_id,
+        p->enabled ? "true" : "false");
+    l->first = false;
+    if (l->with_counts && p->card.role != CARD_ROLE_ADMIN) {
+        party_counts_t c;
+        rb_err rc = store_counts(l->store, p->card.name, l->now_ms, &c);
+        if (rc != RB_OK)
+            return rc;
+        out_printf(l->out,
+                   ", \"connected\": %s, \"queued\": %d, \"inFlight\": %d, \"awaitingAck\": %d, "
+                   "\"oldestAwaitingAckMs\": %lld, \"deadLetters\": %d",
+                   l->connected && l->connected(l->ctx, p->card.name) ? "true" : "false", c.queued,
+                   c.in_flight, c.awaiting_ack, (long long)c.oldest_awaiting_ms, c.dead);
+    }
+    out_printf(l->out, "}");
+    return RB_OK;
+}
+
+static rb_err list(store_t *store, out_t *out, int64_t now_ms, bool with_counts, admin_connected_fn connected,
+                   void *ctx)
+{
+    lister_t l = {store, out, now_ms, connected, ctx, true, with_counts};
+    out_printf(out, "[");
+    rb_err rc = store_each_party(store, list_one, &l);
+    out_printf(out, "\n]");
+    return rc;
+}
+
+/* Runs one command inside the caller's transaction. */
+static rb_err execute(store_t *store, const Rb__AdminCommand *cmd, int64_t now_ms,
+                      admin_connected_fn connected, void *ctx, out_t *out, bool *changed)
+{
+    const char *c = cmd->command;
+    size_t argc = cmd->n_args;
+    char **argv = cmd->args;
+    if (strcmp(c, "adapter add") == 0 && argc == 1) {
+        card_t card;
+        rb_err rc = card_from_text(&card, argv[0], strlen(argv[0]));
+        if (rc != RB_OK)
+            return out_printf(out, "card refused: %s", rb_strerror(rc)), rc;
+        if (card.role == CARD_ROLE_BROKER)
+            return out_printf(out, "a broker card cannot be registered as a party"), RB_ERR_USAGE;
+        if ((rc = card_valid_at(&card, (uint64_t)(now_ms / 1000))) != RB_OK)
+            return out_printf(out, "card refused: %s", rb_strerror(rc)), rc;
+        if ((rc = store_add_party(store, &card, now_ms)) != RB_OK)
+            return out_printf(out, "%s: name or key already registered", card.name), rc;
+        *changed = true;
+        return out_printf(out, "{\"added\": \"%s\", \"role\": \"%s\"}", card.name,
+                          card_role_name((card_role)card.role)),
+               RB_OK;
+    }
+    if (strcmp(c, "adapter list") == 0 && argc == 0)
+        return list(store, out, now_ms, false, NULL, NULL);
+    if (strcmp(c, "status") == 0 && argc == 0)
+        return list(store, out, now_ms, true, connected, ctx);
+    if ((strcmp(c, "adapter disable") == 0 || strcmp(c, "adapter enable") == 0) && argc == 1) {
+        bool enable = strcmp(c, "adapter enable") == 0;
+        rb_err rc = store_set_enabled(store, argv[0], enable);
+        if (rc != RB_OK)
+            return out_printf(out, "%s: no such party", argv[0]), rc;
+        *changed = true;
+        return out_printf(out, "{\"%s\": \"%s\"}", enable ? "enabled" : "disabled", argv[0]), RB_OK;
+    }
+    if (strcmp(c, "key revoke") == 0 && argc == 2) {
+        uint8_t key_id[RB_KEY_ID_BYTES];
+        if (!keyfile_unhex(argv[0], key_id, sizeof key_id))
+            return out_printf(out, "a key id is 16 hex digits"), RB_ERR_USAGE;
+        if (argv[1][0] == '\0')
+            return out_printf(out, "a revocation needs a reason"), RB_ERR_USAGE;
+        rb_err rc = store_revoke_key(store, key_id, argv[1], now_ms);
+        if (rc != RB_OK)
+            return out_printf(out, "%s: no registered key with this id", argv[0]), rc;
+        *changed = true;
+        return out_printf(out, "{\"revoked\": \"%s\"}", argv[0]), RB_OK;
+    }
+    out_printf(out, "unknown command or wrong arguments: %s", c);
+    return RB_ERR_USAGE;
+}
+
+bool admin_execute(store_t *store, const party_t *admin, const char *peer, const Rb__AdminRequest *req,
+                   int64_t now_ms, admin_connected_fn connected, void *ctx, char **output, bool *changed)
+{
+    out_t out = {0};
+    *changed = false;
+    Rb__AdminCommand *cmd = NULL;
+    rb_err rc = RB_OK;
+    if (req->signature.len != RB_SIG_BYTES ||
+        rbcrypto_verify(RB_DOMAIN_ADMIN, req->signed_.data, req->signed_.len, req->signature.data,
+                        admin->card.sign_pk) != RB_OK) {
+        out_printf(&out, "bad signature on the command");
+        rc = RB_ERR_BAD_SIGNATURE;
+    } else if ((cmd = rb__admin_command__unpack(NULL, req->signed_.len, req->signed_.data)) == NULL) {
+        out_printf(&out, "not an admin command");
+        rc = RB_ERR_MALFORMED;
+    } else if (cmd->issued_ms < now_ms - ADMIN_MAX_AGE_MS || cmd->issued_ms > now_ms + ADMIN_MAX_AGE_MS) {
+        out_printf(&out, "command too old or from the future: check the clocks");
+        rc = RB_ERR_KEY_EXPIRED;
+    }
+    if (rc == RB_OK)
+        rc = store_begin(store);
+    bool in_tx = rc == RB_OK;
+    if (rc == RB_OK &&
+        (cmd->nonce.len != 16 || store_use_nonce(store, cmd->nonce.data, cmd->nonce.len, now_ms) != RB_OK)) {
+        out_printf(&out, "command replayed (nonce already used)");
+        rc = RB_ERR_CONFLICT;
+    }
+    if (rc == RB_OK) {
+        rc = execute(store, cmd, now_ms, connected, ctx, &out, changed);
+        /* Read-only commands leave no trace beyond the log; changes are recorded with their signature. */
+        if (rc == RB_OK && *changed) {
+            char sig[2 * RB_SIG_BYTES + 1], detail[512];
+            keyfile_hex(req->signature.data, RB_SIG_BYTES, sig);
+            snprintf(detail, sizeof detail, "command=\"%s\" arg=\"%.60s\" signature=%s", cmd->command,
+                     cmd->n_args > 0 && strcmp(cmd->command, "adapter add") != 0 ? cmd->args[0] : "", sig);
+            event_t e = {.at_ms = now_ms,
+                         .party = admin->card.name,
+                         .agency = admin->card.agency,
+                         .peer = peer,
+                         .action = "admin",
+                         .outcome = "ok",
+                         .detail = detail};
+            rc = store_event(store, &e, NULL);
+        }
+    }
+    if (in_tx) {
+        if (rc == RB_OK && store_commit(store) == RB_OK) {
+            /* committed */
+        } else {
+            store_rollback(store);
+            *changed = false;
+            if (rc == RB_OK) {
+                rc = RB_ERR_IO;
+                out.len = 0;
+                out_printf(&out, "the broker could not store the change");
+            }
+        }
+    }
+    if (cmd != NULL)
+        rb__admin_command__free_unpacked(cmd, NULL);
+    if (out.failed) {
+        free(out.buf);
+        out.buf = NULL;
+    }
+    *output = out.buf;
+    return rc == RB_OK;
+}
+
+rb_err admin_sign(const identity_t *admin, const Rb__AdminCommand *cmd, Rb__AdminRequest *req)
+{
+    rb__admin_request__init(req);
+    size_t len = rb__admin_command__get_packed_size(cmd);
+    uint8_t *bytes = malloc(len ? len : 1), *sig = malloc(RB_SIG_BYTES);
+    if (bytes == NULL || sig == NULL) {
+        free(bytes);
+        free(sig);
+        return RB_ERR_NOMEM;
+    }
+    rb__admin_command__pack(cmd, bytes);
+    req->signed_ = (ProtobufCBinaryData){len, bytes};
+    req->signature = (ProtobufCBinaryData){RB_SIG_BYTES, sig};
+    rb_err rc = rbcrypto_sign(RB_DOMAIN_ADMIN, bytes, len, identity_sign_sk(admin), sig);
+    if (rc != RB_OK)
+        admin_request_clear(req);
+    return rc;
+}
+
+void admin_request_clear(Rb__AdminRequest *req)
+{
+    free(req->signed_.data);
+    free(req->signature.data);
+    rb__admin_request__init(req);
+}

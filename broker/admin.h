@@ -1,0 +1,32 @@
+/* admin.h -- signed admin commands, verified and executed by the broker.
+ *
+ * An admin party (a card with role admin, registered like an adapter) sends an AdminRequest: a serialised
+ * AdminCommand and its Ed25519 signature. The broker checks the signature with the admin's card, refuses
+ * commands older than five minutes or seen before (nonce), executes the command and records it, with its
+ * signature, as an event in the same transaction as the change it makes. */
+#ifndef ADMIN_H
+#define ADMIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "identity.h"
+#include "store.h"
+#include "wire.pb-c.h"
+
+#define ADMIN_MAX_AGE_MS (5 * 60 * 1000)
+
+/* Whether a party has a connection open now (for status). */
+typedef bool (*admin_connected_fn)(void *ctx, const char *name);
+
+/* Verifies and executes req from admin. *output (malloc'd, the caller frees it) is JSON on success or one
+ * line saying why not. *changed is set when parties or keys changed (the broker reloads its trust).
+ * Returns whether the command succeeded. */
+bool admin_execute(store_t *store, const party_t *admin, const char *peer, const Rb__AdminRequest *req,
+                   int64_t now_ms, admin_connected_fn connected, void *ctx, char **output, bool *changed);
+
+/* Signs a command for sending: fills req with malloc'd bytes (free with admin_request_clear). */
+rb_err admin_sign(const identity_t *admin, const Rb__AdminCommand *cmd, Rb__AdminRequest *req);
+void admin_request_clear(Rb__AdminRequest *req);
+
+#endif

@@ -1,0 +1,743 @@
+/* broker.c -- the broker's loop (see broker.h).
+ *
+ * In the manner of redis's event loop: zmq_poll over the ROUTER and the ZAP socket with a timeout set
+ * by the next timer (deliveries due, heartbeats), handlers that only look and queue, and a
+ * before_sleep() step that commits every queued submission in one SQLite transaction and only then
+ * sends their receipts. A receipt therefore always means "on disk", and one fsync serves a whole burst.
+ *
+ * Delivery state lives in the database, not in memory: a message stays "queued" until its recipient
+ * CONFIRMs it, and each DELIVER pushes its next attempt time out by the backoff. Whatever the broker
+ * was doing when it was killed, a restart finds every unconfirmed message due again. */
+#include "broker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "admin.h"
+#include "keyfile.h"
+#include "log.h"
+#include "rbcrypto.h"
+#include "wire.h"
+
+#define MAX_SESSIONS 256
+#define MAX_PENDING  256 /* submissions committed together at most */
+#define RID_MAX      256
+
+/* One connection of an authenticated party. */
+typedef struct {
+    uint8_t rid[RID_MAX]; /* ROUTER routing id */
+    size_t rid_len;
+    party_t party;      /* who it is, from the CURVE key (ZAP User-Id) */
+    char peer[64];      /* peer address, for the audit log */
+    bool hello;         /* HELLO received: may be delivered to */
+    int64_t credit;     /* deliveries it accepts in flight */
+    int64_t last_rx_ms; /* last frame from it */
+    int64_t last_tx_ms; /* last frame to it */
+    bool used;
+} session_t;
+
+/* A verified submission waiting for the group commit. */
+typedef struct {
+    session_t *session;
+    Rb__Header *header;
+    uint8_t *envelope;
+    size_t len;
+    uint8_t sha256[RB_HASH_BYTES];
+} pending_t;
+
+typedef struct {
+    const broker_config_t *cfg;
+    const identity_t *me;
+    store_t *store;
+    trust_t *trust; /* every registered card, revoked keys marked */
+    void *router;
+    void *zap;
+    session_t sessions[MAX_SESSIONS];
+    pending_t pending[MAX_PENDING];
+    size_t n_pending;
+    int64_t refused_handshakes; /* unauthenticated peers turned away since the last log line */
+    int64_t refused_logged_ms;
+} broker_t;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void event(broker_t *b, const session_t *s, const char *action, const uint8_t *id, const char *outcome,
+                  const char *detail, int64_t *seq)
+{
+    event_t e = {.at_ms = now_ms(),
+                 .party = s ? s->party.card.name : NULL,
+                 .agency = s ? s->party.card.agency : NULL,
+                 .peer = s ? s->peer : NULL,
+                 .action = action,
+                 .message_id = id,
+                 .outcome = outcome,
+                 .detail = detail};
+    if (store_event(b->store, &e, seq) != RB_OK)
+        log_error("event_not_recorded", "action=%s", action);
+}
+
+/* Records an event in a transaction of its own (outside the group commit). */
+static void event_now(broker_t *b, const session_t *s, const char *action, const uint8_t *id,
+                      const char *outcome, const char *detail)
+{
+    if (store_begin(b->store) != RB_OK) {
+        log_error("event_not_recorded", "action=%s", action);
+        return;
+    }
+    event(b, s, action, id, outcome, detail, NULL);
+    if (store_commit(b->store) != RB_OK) {
+        store_rollback(b->store);
+        log_error("event_not_recorded", "action=%s", action);
+    }
+}
+
+static rb_err reload_trust(broker_t *b)
+{
+    trust_t *fresh;
+    rb_err rc = store_load_trust(b->store, &fresh);
+    if (rc == RB_OK) {
+        trust_free(&b->trust);
+        b->trust = fresh;
+    }
+    return rc;
+}
+
+/* --- ZAP: admit only registered, enabled parties whose key is not revoked ---------------------------- */
+
+static void zap_reply(void *zap, const char *request_id, const char *status, const char *text,
+                      const char *user)
+{
+    zmq_send(zap, "1.0", 3, ZMQ_SNDMORE);
+    zmq_send(zap, request_id, strlen(request_id), ZMQ_SNDMORE);
+    zmq_send(zap, status, strlen(status), ZMQ_SNDMORE);
+    zmq_send(zap, text, strlen(text), ZMQ_SNDMORE);
+    zmq_send(zap, user, strlen(user), ZMQ_SNDMORE);
+    zmq_send(zap, "", 0, 0);
+}
+
+static void handle_zap(broker_t *b)
+{
+    /* version, request id, domain, address, identity, mechanism, credentials... */
+    char parts[7][64];
+    size_t sizes[7] = {0};
+    uint8_t key[32];
+    int n = 0, more = 1;
+    size_t more_size = sizeof more;
+    while (more) {
+        char buf[64];
+        int len = zmq_recv(b->zap, buf, sizeof buf, 0);
+        if (len < 0)
+            return;
+        if (n < 7) {
+            size_t keep = (size_t)len < sizeof buf ? (size_t)len : sizeof buf;
+            memcpy(parts[n], buf, keep);
+            sizes[n] = keep;
+        }
+        n++;
+        zmq_getsockopt(b->zap, ZMQ_RCVMORE, &more, &more_size);
+    }
+    char request_id[65] = "", address[65] = "";
+    memcpy(request_id, parts[1], sizes[1] < 64 ? sizes[1] : 64);
+    memcpy(address, parts[3], sizes[3] < 64 ? sizes[3] : 64);
+    party_t party;
+    bool ok = n >= 7 && sizes[5] == 5 && memcmp(parts[5], "CURVE", 5) == 0 && sizes[6] == 32;
+    if (ok) {
+        memcpy(key, parts[6], 32);
+        ok = store_find_party_by_curve_key(b->store, key, &party) == RB_OK && party.enabled &&
+             !store_key_revoked(b->store, party.card.key_id);
+    }
+    if (!ok) {
+        b->refused_handshakes++;
+        int64_t t = now_ms();
+        if (t - b->refused_logged_ms > 10000) { /* rate-limited: a scan must not flood the log */
+            log_security("handshake_refused", "count=%lld last_peer=%s", (long long)b->refused_handshakes,
+                         address);
+            b->refused_handshakes = 0;
+            b->refused_logged_ms = t;
+        }
+        zap_reply(b->zap, request_id, "400", "not a registered party", "");
+        return;
+    }
+    zap_reply(b->zap, request_id, "200", "OK", party.card.name);
+}
+
+/* --- sessions -------------------------------------------------------------------------------------- */
+
+static session_t *find_session(broker_t *b, const uint8_t *rid, size_t rid_len)
+{
+    for (size_t i = 0; i < MAX_SESSIONS; i++)
+        if (b->sessions[i].used && b->sessions[i].rid_len == rid_len &&
+            memcmp(b->sessions[i].rid, rid, rid_len) == 0)
+            return &b->sessions[i];
+    return NULL;
+}
+
+static session_t *new_session(broker_t *b, const uint8_t *rid, size_t rid_len, const char *user,
+                              const char *peer)
+{
+    for (size_t i = 0; i < MAX_SESSIONS; i++) {
+        session_t *s = &b->sessions[i];
+        if (s->used)
+            continue;
+        memset(s, 0, sizeof *s);
+        if (store_find_party(b->store, user, &s->party) != RB_OK)
+            return NULL;
+        s->used = true;
+        memcpy(s->rid, rid, rid_len);
+        s->rid_len = rid_len;
+        snprintf(s->peer, sizeof s->peer, "%s", peer ? peer : "?");
+        s->last_rx_ms = now_ms();
+        s->last_tx_ms = s->last_rx_ms;
+        return s;
+    }
+    return NULL;
+}
+
+static void drop_session(broker_t *b, session_t *s, const char *why)
+{
+    log_info("peer_gone", "party=%s peer=%s reason=%s", s->party.card.name, s->peer, why);
+    /* Whatever it had in flight is due again, for its next connection. */
+    if (store_begin(b->store) == RB_OK) {
+        if (store_reschedule(b->store, s->party.card.name, now_ms()) == RB_OK)
+            event(b, s, "disconnected", NULL, "ok", why, NULL);
+        if (store_commit(b->store) != RB_OK)
+            store_rollback(b->store);
+    }
+    s->used = false;
+}
+
+static void send_frame(broker_t *b, session_t *s, Rb__Frame *f)
+{
+    if (wire_send(b->router, s->rid, s->rid_len, f) == RB_OK)
+        s->last_tx_ms = now_ms();
+}
+
+static void refuse(broker_t *b, session_t *s, Rb__ErrorCode code, const char *reason, const uint8_t *id)
+{
+    log_security("frame_refused", "party=%s peer=%s code=%s reason=\"%s\"", s->party.card.name, s->peer,
+                 wire_error_name(code), reason);
+    event_now(b, s, "refused", id, wire_error_name(code), reason);
+    wire_send_error(b->router, s->rid, s->rid_len, code, reason, id);
+}
+
+/* --- submissions ------------------------------------------------------------------------------------ */
+
+static Rb__ErrorCode error_for(rb_err rc)
+{
+    switch (rc) {
+    case RB_ERR_TOO_BIG:
+        return RB__ERROR_CODE__ERROR_CODE_TOO_BIG;
+    case RB_ERR_UNKNOWN_SENDER:
+    case RB_ERR_BAD_SIGNATURE:
+    case RB_ERR_HASH_MISMATCH:
+        return RB__ERROR_CODE__ERROR_CODE_BAD_SIGNATURE;
+    case RB_ERR_KEY_REVOKED:
+        return RB__ERROR_CODE__ERROR_CODE_KEY_REVOKED;
+    case RB_ERR_KEY_EXPIRED:
+        return RB__ERROR_CODE__ERROR_CODE_KEY_EXPIRED;
+    case RB_ERR_NOT_ALLOWED:
+        return RB__ERROR_CODE__ERROR_CODE_NOT_ALLOWED;
+    case RB_ERR_CONFLICT:
+        return RB__ERROR_CODE__ERROR_CODE_CONFLICT;
+    default:
+        return RB__ERROR_CODE__ERROR_CODE_BAD_ENVELOPE;
+    }
+}
+
+static void send_receipt(broker_t *b, session_t *s, const uint8_t *id, const uint8_t sha256[RB_HASH_BYTES],
+                         int64_t seq, int64_t at_ms)
+{
+    Rb__ReceiptSigned body = RB__RECEIPT_SIGNED__INIT;
+    body.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, (uint8_t *)id};
+    body.envelope_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, (uint8_t *)sha256};
+    body.event_seq = (uint64_t)seq;
+    body.broker_ms = at_ms;
+    body.broker = (char *)identity_card(b->me)->name;
+    Rb__Receipt receipt;
+    if (wire_sign_receipt(b->me, &body, &receipt) != RB_OK)
+        return;
+    Rb__Frame f = RB__FRAME__INIT;
+    f.body_case = RB__FRAME__BODY_RECEIPT;
+    f.receipt = &receipt;
+    send_frame(b, s, &f);
+    wire_receipt_clear(&receipt);
+}
+
+static bool pending_has(broker_t *b, const uint8_t *id, const uint8_t *sha256, bool *same)
+{
+    for (size_t i = 0; i < b->n_pending; i++)
+        if (memcmp(b->pending[i].header->message_id.data, id, MSG_ID_BYTES) == 0) {
+            *same = memcmp(b->pending[i].sha256, sha256, RB_HASH_BYTES) == 0;
+            return true;
+        }
+    return false;
+}
+
+/* An ACK must answer a referral delivered to the acker, from the party the ACK goes to. */
+static bool ack_allowed(broker_t *b, const session_t *s, const Rb__Header *h)
+{
+    bool found;
+    stored_msg_t ref;
+    if (store_find_message(b->store, h->ref_message_id.data, &found, &ref) != RB_OK || !found)
+        return false;
+    return strcmp(ref.recipient, s->party.card.name) == 0 && strcmp(ref.sender, h->recipient) == 0 &&
+           ref.attempts > 0;
+}
+
+static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
+{
+    const uint8_t *env = sub->envelope.data;
+    size_t len = sub->envelope.len;
+    Rb__Header *h;
+    card_t sender;
+    rb_err rc = envelope_verify_header(b->trust, env, len, &h, &sender);
+    if (rc != RB_OK) {
+        refuse(b, s, error_for(rc), rb_strerror(rc), NULL);
+        return;
+    }
+    const uint8_t *id = h->message_id.data;
+    char why[160] = "";
+    Rb__ErrorCode code = RB__ERROR_CODE__ERROR_CODE_UNSPECIFIED;
+    party_t recipient;
+    uint8_t sha256[RB_HASH_BYTES];
+    rbcrypto_sha256(env, len, sha256);
+    bool found = false, same = false;
+    stored_msg_t old;
+    if (strcmp(h->sender, s->party.card.name) != 0) {
+        code = RB__ERROR_CODE__ERROR_CODE_SENDER_MISMATCH;
+        snprintf(why, sizeof why, "header names another sender than the authenticated party");
+    } else if (store_find_party(b->store, h->recipient, &recipient) != RB_OK || !recipient.enabled ||
+               recipient.card.role != (h->kind == RB__KIND__KIND_ACK ? CARD_ROLE_SOURCE : CARD_ROLE_SINK)) {
+        code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
+        snprintf(why, sizeof why, "recipient is not a registered, enabled adapter of the right role");
+    } else if (pending_has(b, id, sha256, &same) ||
+               (store_find_message(b->store, id, &found, &old) == RB_OK && found &&
+                (same = memcmp(old.envelope_sha256, sha256, RB_HASH_BYTES) == 0, true))) {
+        if (!same) {
+            code = RB__ERROR_CODE__ERROR_CODE_CONFLICT;
+            snprintf(why, sizeof why, "message id already submitted with another envelope");
+        } else if (found) {
+            char hex[33];
+            wire_id_hex(id, hex);
+            log_info("duplicate_submit", "party=%s msg=%s", s->party.card.name, hex);
+            send_receipt(b, s, id, sha256, old.submit_seq, old.received_ms); /* the same promise again */
+            rb__header__free_unpacked(h, NULL);
+            return;
+        } else { /* the same envelope twice in one batch: the first one's receipt answers both */
+            rb__header__free_unpacked(h, NULL);
+            return;
+        }
+    } else if (h->kind == RB__KIND__KIND_ACK && !ack_allowed(b, s, h)) {
+        code = RB__ERROR_CODE__ERROR_CODE_NOT_ALLOWED;
+        snprintf(why, sizeof why, "ACK for a message not delivered to this party by its recipient");
+    } else if (b->n_pending == MAX_PENDING) {
+        code = RB__ERROR_CODE__ERROR_CODE_STORAGE;
+        snprintf(why, sizeof why, "busy: retry");
+    }
+    if (code != RB__ERROR_CODE__ERROR_CODE_UNSPECIFIED) {
+        refuse(b, s, code, why, id);
+        rb__header__free_unpacked(h, NULL);
+        return;
+    }
+    pending_t *p = &b->pending[b->n_pending];
+    if ((p->envelope = malloc(len)) == NULL) {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_STORAGE, "out of memory", id);
+        rb__header__free_unpacked(h, NULL);
+        return;
+    }
+    memcpy(p->envelope, env, len);
+    p->len = len;
+    p->header = h;
+    p->session = s;
+    memcpy(p->sha256, sha256, RB_HASH_BYTES);
+    b->n_pending++;
+}
+
+static void clear_pending(broker_t *b)
+{
+    for (size_t i = 0; i < b->n_pending; i++) {
+        rb__header__free_unpacked(b->pending[i].header, NULL);
+        free(b->pending[i].envelope);
+    }
+    b->n_pending = 0;
+}
+
+/* Commits every pending submission in one transaction, then answers each with its receipt. */
+static void before_sleep(broker_t *b)
+{
+    if (b->n_pending == 0)
+        return;
+    int64_t t = now_ms();
+    int64_t seqs[MAX_PENDING];
+    rb_err rc = store_begin(b->store);
+    for (size_t i = 0; rc == RB_OK && i < b->n_pending; i++) {
+        pending_t *p = &b->pending[i];
+        char detail[160];
+        char hex[33];
+        wire_id_hex(p->header->message_id.data, hex);
+        snprintf(detail, sizeof detail, "kind=%d recipient=%s bytes=%zu", (int)p->header->kind,
+                 p->header->recipient, p->len);
+        event_t e = {.at_ms = t,
+                     .party = p->session->party.card.name,
+                     .agency = p->session->party.card.agency,
+                     .peer = p->session->peer,
+                     .action = "submitted",
+                     .message_id = p->header->message_id.data,
+                     .outcome = "ok",
+                     .detail = detail};
+        rc = store_event(b->store, &e, &seqs[i]);
+        if (rc == RB_OK)
+            rc = store_add_message(b->store, p->header, p->envelope, p->len, p->sha256, seqs[i], t);
+        if (rc == RB_OK && p->header->kind == RB__KIND__KIND_ACK) {
+            rc = store_acked(b->store, p->header->ref_message_id.data, (int)p->header->ack_status,
+                             p->header->message_id.data, t);
+            e.action = "acked";
+            e.message_id = p->header->ref_message_id.data;
+            e.outcome =
+                p->header->ack_status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "accepted" : "rejected";
+            if (rc == RB_OK)
+                rc = store_event(b->store, &e, NULL);
+        }
+    }
+    if (rc == RB_OK)
+        rc = store_commit(b->store);
+    if (rc != RB_OK) {
+        store_rollback(b->store);
+        log_error("commit_failed", "submissions=%zu", b->n_pending);
+    }
+    for (size_t i = 0; i < b->n_pending; i++) {
+        pending_t *p = &b->pending[i];
+        char hex[33];
+        wire_id_hex(p->header->message_id.data, hex);
+        if (rc == RB_OK) {
+            log_info("submitted", "party=%s msg=%s seq=%lld", p->session->party.card.name, hex,
+                     (long long)seqs[i]);
+            send_receipt(b, p->session, p->header->message_id.data, p->sha256, seqs[i], t);
+        } else {
+            wire_send_error(b->router, p->session->rid, p->session->rid_len,
+                            RB__ERROR_CODE__ERROR_CODE_STORAGE, "the broker could not store it: retry later",
+                            p->header->message_id.data);
+        }
+    }
+    clear_pending(b);
+}
+
+/* --- delivery ---------------------------------------------------------------------------------------- */
+
+/* Backoff before attempt n+1: base * 2^(n-1), capped, with up to 20% jitter so that retries spread. */
+static int64_t backoff_ms(const broker_config_t *cfg, int attempt)
+{
+    int64_t d = cfg->retry_base_ms;
+    for (int i = 1; i < attempt && d < cfg->retry_max_ms; i++)
+        d *= 2;
+    if (d > cfg->retry_max_ms)
+        d = cfg->retry_max_ms;
+    uint32_t r;
+    rbcrypto_random(&r, sizeof r);
+    return d - (int64_t)(r % (uint32_t)(d / 5 + 1));
+}
+
+static void deliver_to(broker_t *b, session_t *s)
+{
+    int64_t t = now_ms();
+    int in_flight;
+    if (store_in_flight(b->store, s->party.card.name, t, &in_flight) != RB_OK || in_flight >= s->credit)
+        return;
+    due_msg_t due[64];
+    size_t n, room = (size_t)(s->credit - in_flight);
+    if (store_due(b->store, s->party.card.name, t, due, room < 64 ? room : 64, &n) != RB_OK || n == 0)
+        return;
+    if (store_begin(b->store) != RB_OK)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        due_msg_t *d = &due[i];
+        char hex[33], detail[64];
+        wire_id_hex(d->message_id, hex);
+        int attempt = d->attempts + 1;
+        if (store_attempted(b->store, d->message_id, t + backoff_ms(b->cfg, attempt)) != RB_OK)
+            continue;
+        snprintf(detail, sizeof detail, "attempt=%d", attempt);
+        event(b, s, "delivered", d->message_id, "sent", detail, NULL);
+        Rb__Frame f = RB__FRAME__INIT;
+        Rb__Deliver del = RB__DELIVER__INIT;
+        del.envelope = (ProtobufCBinaryData){d->len, d->envelope};
+        del.attempt = (uint32_t)attempt;
+        f.body_case = RB__FRAME__BODY_DELIVER;
+        f.deliver = &del;
+        if (wire_send(b->router, s->rid, s->rid_len, &f) != RB_OK) {
+            /* The connection is gone: the attempt does not count, and the session goes. */
+            store_rollback(b->store);
+            drop_session(b, s, "connection closed");
+            goto done;
+        }
+        s->last_tx_ms = t;
+        log_info("delivered", "recipient=%s msg=%s attempt=%d", s->party.card.name, hex, attempt);
+    }
+    if (store_commit(b->store) != RB_OK)
+        store_rollback(b->store);
+done:
+    for (size_t i = 0; i < n; i++)
+        free(due[i].envelope);
+}
+
+static void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c)
+{
+    if (c->message_id.len != MSG_ID_BYTES) {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "CONFIRM needs a 16-byte message id", NULL);
+        return;
+    }
+    rb_err rc = store_begin(b->store);
+    if (rc == RB_OK)
+        rc = store_confirmed(b->store, c->message_id.data, s->party.card.name, now_ms());
+    if (rc == RB_OK)
+        event(b, s, "confirmed", c->message_id.data, "ok", NULL, NULL);
+    if (rc == RB_OK && (rc = store_commit(b->store)) == RB_OK) {
+        char hex[33];
+        wire_id_hex(c->message_id.data, hex);
+        log_info("confirmed", "recipient=%s msg=%s", s->party.card.name, hex);
+        return;
+    }
+    store_rollback(b->store);
+    if (rc == RB_ERR_USAGE) {
+        /* Not in flight to it: already confirmed (a repeated CONFIRM is harmless) or never delivered. */
+        bool found;
+        stored_msg_t m;
+        if (store_find_message(b->store, c->message_id.data, &found, &m) == RB_OK && found &&
+            strcmp(m.recipient, s->party.card.name) == 0 && strcmp(m.state, "confirmed") == 0)
+            return;
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE, "no such delivery to this party",
+               c->message_id.data);
+    }
+}
+
+static bool is_connected(void *ctx, const char *name)
+{
+    broker_t *b = ctx;
+    for (size_t i = 0; i < MAX_SESSIONS; i++)
+        if (b->sessions[i].used && b->sessions[i].hello && strcmp(b->sessions[i].party.card.name, name) == 0)
+            return true;
+    return false;
+}
+
+/* --- frames -------------------------------------------------------------------------------------------- */
+
+static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t len)
+{
+    s->last_rx_ms = now_ms();
+    /* Disabled or revoked since it connected: it gets an error for every frame and nothing else. */
+    party_t fresh;
+    if (store_find_party(b->store, s->party.card.name, &fresh) != RB_OK || !fresh.enabled ||
+        store_key_revoked(b->store, fresh.card.key_id)) {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_DISABLED, "this party is disabled or its key revoked", NULL);
+        s->hello = false;
+        return;
+    }
+    if ((int64_t)len > b->cfg->max_message_bytes) {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_TOO_BIG, "frame over the broker's size limit", NULL);
+        return;
+    }
+    Rb__Frame *f = rb__frame__unpack(NULL, len, data);
+    if (f == NULL || f->body_case == RB__FRAME__BODY__NOT_SET) {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "not a frame", NULL);
+    } else if (f->version != WIRE_VERSION) {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION, "protocol version 1 only", NULL);
+    } else if (f->body_case == RB__FRAME__BODY_HELLO) {
+        s->hello = true;
+        s->credit = f->hello->credit > b->cfg->credit ? b->cfg->credit : f->hello->credit;
+        /* One receiver per party: a new one (an adapter restarted) replaces any older connection. */
+        for (size_t i = 0; s->credit > 0 && i < MAX_SESSIONS; i++) {
+            session_t *o = &b->sessions[i];
+            if (o != s && o->used && o->credit > 0 && strcmp(o->party.card.name, s->party.card.name) == 0)
+                drop_session(b, o, "replaced by a new connection");
+        }
+        Rb__Frame w = RB__FRAME__INIT;
+        Rb__Welcome welcome = RB__WELCOME__INIT;
+        welcome.broker = (char *)identity_card(b->me)->name;
+        welcome.peer = s->party.card.name;
+        welcome.heartbeat_ms = (uint32_t)b->cfg->heartbeat_ms;
+        w.body_case = RB__FRAME__BODY_WELCOME;
+        w.welcome = &welcome;
+        send_frame(b, s, &w);
+        log_info("hello", "party=%s peer=%s credit=%lld", s->party.card.name, s->peer, (long long)s->credit);
+    } else if (f->body_case == RB__FRAME__BODY_SUBMIT && s->party.card.role != CARD_ROLE_ADMIN) {
+        handle_submit(b, s, f->submit);
+    } else if (f->body_case == RB__FRAME__BODY_CONFIRM && s->party.card.role != CARD_ROLE_ADMIN) {
+        handle_confirm(b, s, f->confirm);
+    } else if (f->body_case == RB__FRAME__BODY_HEARTBEAT) {
+        /* last_rx_ms is all it is for */
+    } else if (f->body_case == RB__FRAME__BODY_ADMIN_REQUEST && s->party.card.role == CARD_ROLE_ADMIN) {
+        char *output = NULL;
+        bool changed = false;
+        bool ok = admin_execute(b->store, &s->party, s->peer, f->admin_request, now_ms(), is_connected, b,
+                                &output, &changed);
+        if (changed && reload_trust(b) != RB_OK)
+            log_error("trust_reload_failed", "after=admin");
+        Rb__Frame r = RB__FRAME__INIT;
+        Rb__AdminReply reply = RB__ADMIN_REPLY__INIT;
+        reply.ok = ok;
+        reply.output = output ? output : "";
+        r.body_case = RB__FRAME__BODY_ADMIN_REPLY;
+        r.admin_reply = &reply;
+        send_frame(b, s, &r);
+        free(output);
+    } else {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNEXPECTED, "this party may not send this frame", NULL);
+    }
+    if (f != NULL)
+        rb__frame__free_unpacked(f, NULL);
+}
+
+static void handle_router(broker_t *b)
+{
+    for (;;) {
+        zmq_msg_t rid, body;
+        zmq_msg_init(&rid);
+        if (zmq_msg_recv(&rid, b->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&rid);
+            return;
+        }
+        zmq_msg_init(&body);
+        bool two = zmq_msg_more(&rid) && zmq_msg_recv(&body, b->router, 0) >= 0;
+        while (zmq_msg_more(two ? &body : &rid)) { /* extra parts: drain and ignore */
+            zmq_msg_t extra;
+            zmq_msg_init(&extra);
+            zmq_msg_recv(&extra, b->router, 0);
+            bool more = zmq_msg_more(&extra);
+            zmq_msg_close(&extra);
+            if (!more)
+                break;
+        }
+        if (two && zmq_msg_size(&rid) <= RID_MAX) {
+            session_t *s = find_session(b, zmq_msg_data(&rid), zmq_msg_size(&rid));
+            if (s == NULL)
+                s = new_session(b, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_gets(&body, "User-Id"),
+                                zmq_msg_gets(&body, "Peer-Address"));
+            if (s != NULL)
+                handle_frame(b, s, zmq_msg_data(&body), zmq_msg_size(&body));
+        }
+        zmq_msg_close(&rid);
+        zmq_msg_close(&body);
+    }
+}
+
+/* Dead-letters what ran out of attempts or time, whether or not its recipient is connected. */
+static void expire(broker_t *b)
+{
+    int64_t t = now_ms();
+    uint8_t ids[64][MSG_ID_BYTES];
+    int attempts[64];
+    size_t n;
+    if (store_expired(b->store, t, b->cfg->retry_limit, b->cfg->ttl_ms, ids, attempts, 64, &n) != RB_OK ||
+        n == 0)
+        return;
+    if (store_begin(b->store) != RB_OK)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const char *why =
+            attempts[i] >= b->cfg->retry_limit ? "attempt limit reached" : "time to live expired";
+        char hex[33];
+        wire_id_hex(ids[i], hex);
+        if (store_dead(b->store, ids[i], why, t) == RB_OK)
+            event(b, NULL, "dead_lettered", ids[i], "dead", why, NULL);
+        log_warn("dead_lettered", "msg=%s attempts=%d reason=\"%s\"", hex, attempts[i], why);
+    }
+    if (store_commit(b->store) != RB_OK)
+        store_rollback(b->store);
+}
+
+/* --- timers ------------------------------------------------------------------------------------------------ */
+
+static void tick(broker_t *b)
+{
+    expire(b);
+    int64_t t = now_ms();
+    for (size_t i = 0; i < MAX_SESSIONS; i++) {
+        session_t *s = &b->sessions[i];
+        if (!s->used)
+            continue;
+        if (t - s->last_rx_ms > 3 * b->cfg->heartbeat_ms) {
+            drop_session(b, s, "silent for 3 heartbeat intervals");
+            continue;
+        }
+        if (t - s->last_tx_ms >= b->cfg->heartbeat_ms) {
+            Rb__Frame f = RB__FRAME__INIT;
+            Rb__Heartbeat hb = RB__HEARTBEAT__INIT;
+            f.body_case = RB__FRAME__BODY_HEARTBEAT;
+            f.heartbeat = &hb;
+            send_frame(b, s, &f);
+        }
+        if (s->hello && s->credit > 0)
+            deliver_to(b, s);
+    }
+}
+
+rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *store,
+                  volatile sig_atomic_t *stop)
+{
+    broker_t *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return RB_ERR_NOMEM;
+    b->cfg = cfg;
+    b->me = me;
+    b->store = store;
+    rb_err rc = reload_trust(b);
+    void *ctx = zmq_ctx_new();
+    b->zap = zmq_socket(ctx, ZMQ_REP);
+    b->router = zmq_socket(ctx, ZMQ_ROUTER);
+    int one = 1, zero = 0;
+    int64_t hard_limit = cfg->max_message_bytes * 2; /* beyond this, ZeroMQ drops the connection */
+    if (rc == RB_OK &&
+        (b->zap == NULL || b->router == NULL || zmq_bind(b->zap, "inproc://zeromq.zap.01") != 0 ||
+         zmq_setsockopt(b->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0 ||
+         zmq_setsockopt(b->router, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+         zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &hard_limit, sizeof hard_limit) != 0 ||
+         wire_curve_server(b->router, me) != RB_OK))
+        rc = RB_ERR_IO;
+    if (rc == RB_OK && zmq_bind(b->router, cfg->listen) != 0) {
+        log_error("bind_failed", "listen=%s error=\"%s\"", cfg->listen, zmq_strerror(errno));
+        rc = RB_ERR_IO;
+    }
+    if (rc == RB_OK) {
+        /* The endpoint actually bound: with "tcp://127.0.0.1:*" the system picks a free port. */
+        char bound[256], detail[300];
+        size_t bound_len = sizeof bound;
+        if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, bound, &bound_len) != 0)
+            snprintf(bound, sizeof bound, "%s", cfg->listen);
+        snprintf(detail, sizeof detail, "listen=%s", bound);
+        event_now(b, NULL, "broker_started", NULL, "ok", detail);
+        log_info("broker_started", "name=%s listen=%s", identity_card(me)->name, bound);
+    }
+    while (rc == RB_OK && !*stop) {
+        zmq_pollitem_t items[] = {{b->router, 0, ZMQ_POLLIN, 0}, {b->zap, 0, ZMQ_POLLIN, 0}};
+        long timeout = cfg->heartbeat_ms < 50 ? cfg->heartbeat_ms : 50; /* the timer resolution */
+        if (zmq_poll(items, 2, timeout) < 0 && errno != EINTR) {
+            rc = RB_ERR_IO;
+            break;
+        }
+        if (items[1].revents & ZMQ_POLLIN)
+            handle_zap(b);
+        if (items[0].revents & ZMQ_POLLIN)
+            handle_router(b);
+        before_sleep(b);
+        tick(b);
+    }
+    before_sleep(b); /* nothing received is left unanswered or unstored */
+    if (b->router != NULL)
+        event_now(b, NULL, "broker_stopped", NULL, "ok", NULL);
+    log_info("broker_stopped", "name=%s", identity_card(me)->name);
+    zmq_close(b->router);
+    zmq_close(b->zap);
+    zmq_ctx_term(ctx);
+    trust_free(&b->trust);
+    free(b);
+    return rc;
+}

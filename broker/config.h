@@ -1,0 +1,40 @@
+/* config.h -- the broker's settings: defaults, then an INI file (inih), then command-line overrides.
+ *
+ *   [broker]
+ *   listen = tcp://127.0.0.1:7450
+ *   max_message_bytes = 1114112
+ *   credit = 16
+ *   checkpoint_interval_ms = 60000
+ *   [delivery]
+ *   heartbeat_ms = 5000
+ *   retry_base_ms = 2000
+ *   retry_max_ms = 300000
+ *   retry_limit = 12
+ *   ttl_ms = 1209600000
+ */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rb_error.h"
+
+typedef struct {
+    char listen[256];               /* ZeroMQ endpoint the ROUTER binds */
+    int64_t max_message_bytes;      /* largest frame accepted */
+    int64_t credit;                 /* most deliveries in flight to one peer, whatever it asks */
+    int64_t checkpoint_interval_ms; /* ledger checkpoints (the ledger issue) */
+    int64_t heartbeat_ms;           /* idle interval; silence for 3 means the peer is gone */
+    int64_t retry_base_ms;          /* wait for a CONFIRM after the first delivery; doubles each attempt */
+    int64_t retry_max_ms;           /* longest wait between attempts */
+    int64_t retry_limit;            /* attempts before a message is dead-lettered */
+    int64_t ttl_ms;                 /* age after which an undelivered message is dead-lettered */
+} broker_config_t;
+
+void config_defaults(broker_config_t *cfg);
+/* Reads an INI file over the current values. RB_ERR_USAGE with err naming the line for an unknown key or
+ * bad value; RB_ERR_IO when the file cannot be read. */
+rb_err config_load(broker_config_t *cfg, const char *path, char *err, size_t errlen);
+
+#endif

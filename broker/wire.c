@@ -1,0 +1,115 @@
+/* wire.c -- frame I/O, CURVE setup and receipts (see wire.h). */
+#include "wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "keyfile.h"
+#include "rbcrypto.h"
+
+rb_err wire_send(void *sock, const uint8_t *rid, size_t rid_len, Rb__Frame *f)
+{
+    f->version = WIRE_VERSION;
+    size_t len = rb__frame__get_packed_size(f);
+    zmq_msg_t msg;
+    if (zmq_msg_init_size(&msg, len) != 0)
+        return RB_ERR_NOMEM;
+    rb__frame__pack(f, zmq_msg_data(&msg));
+    if (rid != NULL && zmq_send(sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) != (int)rid_len) {
+        zmq_msg_close(&msg);
+        return RB_ERR_IO;
+    }
+    if (zmq_msg_send(&msg, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
+        return RB_ERR_IO;
+    }
+    return RB_OK;
+}
+
+rb_err wire_send_error(void *sock, const uint8_t *rid, size_t rid_len, Rb__ErrorCode code, const char *reason,
+                       const uint8_t *message_id)
+{
+    Rb__Frame f = RB__FRAME__INIT;
+    Rb__Error e = RB__ERROR__INIT;
+    e.code = code;
+    e.reason = (char *)reason;
+    if (message_id != NULL)
+        e.message_id = (ProtobufCBinaryData){16, (uint8_t *)message_id};
+    f.body_case = RB__FRAME__BODY_ERROR;
+    f.error = &e;
+    return wire_send(sock, rid, rid_len, &f);
+}
+
+const char *wire_error_name(Rb__ErrorCode code)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&rb__error_code__descriptor, (int)code);
+    return v != NULL ? v->name : "ERROR_CODE_UNKNOWN";
+}
+
+static rb_err set_key(void *sock, int option, const uint8_t key[32])
+{
+    return zmq_setsockopt(sock, option, key, 32) == 0 ? RB_OK : RB_ERR_IO;
+}
+
+rb_err wire_curve_server(void *sock, const identity_t *me)
+{
+    int one = 1;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, WIRE_ZAP_DOMAIN, strlen(WIRE_ZAP_DOMAIN)) != 0)
+        return RB_ERR_IO;
+    return set_key(sock, ZMQ_CURVE_SECRETKEY, identity_box_sk(me));
+}
+
+rb_err wire_curve_client(void *sock, const identity_t *me, const card_t *server)
+{
+    rb_err rc = set_key(sock, ZMQ_CURVE_SERVERKEY, server->box_pk);
+    if (rc == RB_OK)
+        rc = set_key(sock, ZMQ_CURVE_PUBLICKEY, identity_card(me)->box_pk);
+    if (rc == RB_OK)
+        rc = set_key(sock, ZMQ_CURVE_SECRETKEY, identity_box_sk(me));
+    return rc;
+}
+
+rb_err wire_sign_receipt(const identity_t *broker, const Rb__ReceiptSigned *body, Rb__Receipt *receipt)
+{
+    rb__receipt__init(receipt);
+    size_t len = rb__receipt_signed__get_packed_size(body);
+    uint8_t *bytes = malloc(len ? len : 1), *sig = malloc(RB_SIG_BYTES);
+    if (bytes == NULL || sig == NULL) {
+        free(bytes);
+        free(sig);
+        return RB_ERR_NOMEM;
+    }
+    rb__receipt_signed__pack(body, bytes);
+    rb_err rc = rbcrypto_sign(RB_DOMAIN_RECEIPT, bytes, len, identity_sign_sk(broker), sig);
+    receipt->signed_ = (ProtobufCBinaryData){len, bytes};
+    receipt->signature = (ProtobufCBinaryData){RB_SIG_BYTES, sig};
+    if (rc != RB_OK)
+        wire_receipt_clear(receipt);
+    return rc;
+}
+
+void wire_receipt_clear(Rb__Receipt *receipt)
+{
+    free(receipt->signed_.data);
+    free(receipt->signature.data);
+    rb__receipt__init(receipt);
+}
+
+rb_err wire_verify_receipt(const card_t *broker, const Rb__Receipt *receipt, Rb__ReceiptSigned **body)
+{
+    *body = NULL;
+    if (receipt->signature.len != RB_SIG_BYTES ||
+        rbcrypto_verify(RB_DOMAIN_RECEIPT, receipt->signed_.data, receipt->signed_.len,
+                        receipt->signature.data, broker->sign_pk) != RB_OK)
+        return RB_ERR_BAD_SIGNATURE;
+    *body = rb__receipt_signed__unpack(NULL, receipt->signed_.len, receipt->signed_.data);
+    return *body != NULL ? RB_OK : RB_ERR_MALFORMED;
+}
+
+void wire_id_hex(const uint8_t id[16], char out[33])
+{
+    keyfile_hex(id, 16, out);
+}

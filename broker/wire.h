@@ -1,0 +1,42 @@
+/* wire.h -- frames on the ZeroMQ sockets, shared by the broker and the client library.
+ *
+ * One ZeroMQ message part per Frame (proto/wire.proto); a ROUTER prefixes the peer's routing id. CURVE
+ * uses each party's X25519 key from its card, so one card names a party for both sealing and transport. */
+#ifndef WIRE_H
+#define WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "card.h"
+#include "identity.h"
+#include "rb_error.h"
+#include "wire.pb-c.h"
+
+#define WIRE_VERSION    1
+#define WIRE_ZAP_DOMAIN "referral-broker"
+
+/* Packs and sends f; rid (rid_len bytes) first when sending from a ROUTER, NULL from a DEALER. Never
+ * blocks: RB_ERR_IO when the peer cannot take it now (gone, or its queue full). */
+rb_err wire_send(void *sock, const uint8_t *rid, size_t rid_len, Rb__Frame *f);
+/* Convenience senders. */
+rb_err wire_send_error(void *sock, const uint8_t *rid, size_t rid_len, Rb__ErrorCode code, const char *reason,
+                       const uint8_t *message_id);
+const char *wire_error_name(Rb__ErrorCode code);
+
+/* CURVE on a socket: as the server with our keys, or as a client of a server card. */
+rb_err wire_curve_server(void *sock, const identity_t *me);
+rb_err wire_curve_client(void *sock, const identity_t *me, const card_t *server);
+
+/* A signed receipt for a stored envelope. receipt->signed_.data and ->signature.data are malloc'd:
+ * free them with wire_receipt_clear. */
+rb_err wire_sign_receipt(const identity_t *broker, const Rb__ReceiptSigned *body, Rb__Receipt *receipt);
+void wire_receipt_clear(Rb__Receipt *receipt);
+/* Verifies a receipt with the broker's card; on success *body is the caller's
+ * (rb__receipt_signed__free_unpacked(*body, NULL)). */
+rb_err wire_verify_receipt(const card_t *broker, const Rb__Receipt *receipt, Rb__ReceiptSigned **body);
+
+/* Lowercase hex of a message id (33 bytes with the NUL). */
+void wire_id_hex(const uint8_t id[16], char out[33]);
+
+#endif

@@ -1,0 +1,290 @@
+/* harness.h -- a real broker process for tests: data directory, identities, registration, start, kill.
+ *
+ * harness_start creates identities (an admin, two police sources, two sinks), runs `referral-broker init`
+ * and `referral-broker run` from $BIN (default bin/) on a port the system picks on 127.0.0.1, reads the
+ * bound endpoint from the broker's log, and registers every adapter through signed admin commands, as an
+ * operator would. Everything lives in one temporary directory that harness_stop removes. */
+#ifndef HARNESS_H
+#define HARNESS_H
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "testutil.h"
+
+#include "client.h"
+#include "envelope.h"
+#include "identity.h"
+#include "rbcrypto.h"
+#include "referral.pb-c.h"
+#include "wire.h"
+
+#define HARNESS_NOW ((uint64_t)time(NULL) - 60)
+
+typedef struct {
+    char *dir;
+    char bin[512];
+    char data[600], config[600], log[600], endpoint[256];
+    pid_t pid;
+    identity_t *admin, *cpd, *sao, *mallory, *other;
+    card_t broker;
+} harness_t;
+
+/* The harness of the running test, for the teardown to clean up after a failure. */
+static void *harness_current;
+
+static inline int64_t harness_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline void harness_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static inline identity_t *harness_identity(const char *name, card_role role, const char *agency)
+{
+    identity_t *id;
+    assert_ok(identity_generate(&id, name, role, agency, HARNESS_NOW, 86400));
+    return id;
+}
+
+/* How many times the broker log says it started. */
+static inline int harness_starts(harness_t *h, char *endpoint, size_t cap)
+{
+    size_t len;
+    char *log = test_read_file(h->log, &len);
+    int n = 0;
+    for (char *p = log; p != NULL && (p = strstr(p, "event=broker_started")) != NULL; p++) {
+        n++;
+        char *l = strstr(p, "listen=");
+        if (l != NULL && endpoint != NULL)
+            sscanf(l + 7, "%255s", endpoint), (void)cap;
+    }
+    free(log);
+    return n;
+}
+
+/* Starts `referral-broker run` and waits until it has bound. */
+static inline void harness_spawn(harness_t *h)
+{
+    int before = harness_starts(h, NULL, 0);
+    char exe[700];
+    test_path(exe, sizeof exe, "%s/referral-broker", h->bin);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *log = freopen(h->log, "a", stderr);
+        (void)log;
+        execl(exe, exe, "run", "--data", h->data, "--config", h->config, "--listen", "tcp://127.0.0.1:*",
+              (char *)NULL);
+        _exit(127);
+    }
+    h->pid = pid;
+    int64_t deadline = harness_ms() + 15000;
+    while (harness_starts(h, h->endpoint, sizeof h->endpoint) == before) {
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            fail_msg("the broker exited at start (status %d); see %s", status, h->log);
+        if (harness_ms() > deadline)
+            fail_msg("the broker did not start; see %s", h->log);
+        harness_sleep_ms(20);
+    }
+}
+
+/* Stops the broker with sig and waits for it; returns its wait status. */
+static inline int harness_signal(harness_t *h, int sig)
+{
+    int status = 0;
+    if (h->pid <= 0)
+        return 0;
+    kill(h->pid, sig);
+    int64_t deadline = harness_ms() + 15000;
+    while (waitpid(h->pid, &status, WNOHANG) == 0) {
+        if (harness_ms() > deadline) {
+            kill(h->pid, SIGKILL);
+            waitpid(h->pid, &status, 0);
+            fail_msg("the broker did not stop on signal %d", sig);
+        }
+        harness_sleep_ms(10);
+    }
+    h->pid = 0;
+    return status;
+}
+
+static inline client_t *harness_client(harness_t *h, const identity_t *who, uint32_t credit)
+{
+    client_t *c;
+    char err[512];
+    rb_err rc = client_connect(&c, h->endpoint, who, &h->broker, credit, 10000, err, sizeof err);
+    if (rc != RB_OK)
+        fail_msg("%s", err);
+    return c;
+}
+
+/* Runs an admin command; fails the test unless the broker's answer is ok == want_ok. */
+static inline char *harness_admin(harness_t *h, bool want_ok, const char *command, const char *const *args,
+                                  size_t n_args)
+{
+    client_t *c = harness_client(h, h->admin, 0);
+    bool ok;
+    char *out;
+    assert_ok(client_admin(c, h->admin, command, args, n_args, 10000, &ok, &out));
+    client_close(&c);
+    if (ok != want_ok)
+        fail_msg("admin %s: %s", command, out);
+    return out;
+}
+
+static inline void harness_register(harness_t *h, const identity_t *who)
+{
+    char text[CARD_TEXT_MAX + 1];
+    text[card_to_text(identity_card(who), text)] = '\0';
+    const char *args[] = {text};
+    free(harness_admin(h, true, "adapter add", args, 1));
+}
+
+/* config: extra INI text for [delivery] (fast timers suit tests). */
+static inline harness_t *harness_start(const char *delivery_config)
+{
+    assert_ok(rbcrypto_init());
+    harness_t *h = calloc(1, sizeof *h);
+    h->dir = test_mkdtemp();
+    snprintf(h->bin, sizeof h->bin, "%s", getenv("BIN") ? getenv("BIN") : "bin");
+    test_path(h->data, sizeof h->data, "%s/data", h->dir);
+    test_path(h->config, sizeof h->config, "%s/broker.ini", h->dir);
+    test_path(h->log, sizeof h->log, "%s/broker.log", h->dir);
+    h->admin = harness_identity("ops-admin", CARD_ROLE_ADMIN, "ILCPD0000");
+    h->cpd = harness_identity("cpd-rms", CARD_ROLE_SOURCE, "ILCPD0000");
+    h->mallory = harness_identity("mallory-rms", CARD_ROLE_SOURCE, "ILCPD0000");
+    h->sao = harness_identity("sao-intake", CARD_ROLE_SINK, "ILCCSAO00");
+    h->other = harness_identity("other-intake", CARD_ROLE_SINK, "ILCCSAO00");
+    char path[700], cmd[2400];
+    assert_ok(card_write_file(identity_card(h->admin), test_path(path, sizeof path, "%s/admin.card", h->dir),
+                              false));
+    test_path(cmd, sizeof cmd,
+              "'%s/referral-broker' init --data '%s' --name broker-1 --admin-card '%s' >/dev/null", h->bin,
+              h->data, path);
+    assert_int_equal(system(cmd), 0);
+    char ini[1024];
+    int n = snprintf(ini, sizeof ini, "[delivery]\nheartbeat_ms = 200\n%s\n",
+                     delivery_config ? delivery_config : "");
+    test_write_file(h->config, ini, (size_t)n, 0644);
+    assert_ok(card_read_file(&h->broker, test_path(path, sizeof path, "%s/broker.card", h->data)));
+    harness_current = h;
+    harness_spawn(h);
+    harness_register(h, h->cpd);
+    harness_register(h, h->mallory);
+    harness_register(h, h->sao);
+    harness_register(h, h->other);
+    return h;
+}
+
+static inline void harness_free(harness_t *h)
+{
+    identity_free(&h->admin);
+    identity_free(&h->cpd);
+    identity_free(&h->mallory);
+    identity_free(&h->sao);
+    identity_free(&h->other);
+    test_rmdir(&h->dir);
+    free(h);
+    harness_current = NULL;
+}
+
+/* Stops the broker with SIGTERM, which must end it cleanly, and removes everything. */
+static inline void harness_stop(harness_t **h_p)
+{
+    harness_t *h = *h_p;
+    int status = harness_signal(h, SIGTERM);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("the broker did not stop cleanly on SIGTERM (status %d); see %s", status, h->log);
+    harness_free(h);
+    *h_p = NULL;
+}
+
+/* cmocka teardown: after a failed test, kill its broker and remove its files (the log is printed). */
+static inline int harness_teardown(void **state)
+{
+    (void)state;
+    harness_t *h = harness_current;
+    if (h != NULL) {
+        if (h->pid > 0) {
+            kill(h->pid, SIGKILL);
+            waitpid(h->pid, NULL, 0);
+        }
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "tail -n 20 '%s' >&2", h->log);
+        if (system(cmd) != 0)
+            print_error("no broker log\n");
+        harness_free(h);
+    }
+    return 0;
+}
+
+/* A sealed referral from `from` to `to`; narrative may be NULL. case_key may be NULL. */
+static inline uint8_t *harness_referral(const identity_t *from, const identity_t *to, const char *narrative,
+                                        const uint8_t *case_key, size_t *len, msg_id_t *id)
+{
+    Rb__Referral r = RB__REFERRAL__INIT;
+    r.schema_version = 1;
+    r.agency_ori = "ILCPD0000";
+    r.rd_number = "JH512334";
+    r.revision = 1;
+    r.narrative =
+        (char *)(narrative ? narrative : "R/O observed federal agents detain a man at 26th and Kedzie.");
+    uint8_t body[4096];
+    size_t body_len = rb__referral__pack(&r, body);
+    envelope_params_t p = {.kind = RB__KIND__KIND_REFERRAL, .case_key = case_key, .created_ms = harness_ms()};
+    uint8_t *env;
+    assert_ok(envelope_seal(from, identity_card(to), &p, body, body_len, id, &env, len));
+    return env;
+}
+
+/* Submits and expects a receipt; returns its event sequence number. */
+static inline uint64_t harness_submit_ok(client_t *c, const uint8_t *env, size_t len)
+{
+    client_result_t r;
+    assert_ok(client_submit(c, env, len, 10000, &r));
+    if (!r.accepted)
+        fail_msg("refused: %s: %s", wire_error_name(r.code), r.reason);
+    return r.event_seq;
+}
+
+/* Submits and expects a refusal with this code. */
+static inline void harness_submit_refused(client_t *c, const uint8_t *env, size_t len, Rb__ErrorCode want)
+{
+    client_result_t r;
+    assert_ok(client_submit(c, env, len, 10000, &r));
+    if (r.accepted)
+        fail_msg("accepted, expected %s", wire_error_name(want));
+    if (r.code != want)
+        fail_msg("refused with %s (%s), expected %s", wire_error_name(r.code), r.reason,
+                 wire_error_name(want));
+}
+
+/* Receives one delivery and returns its message id; fails after timeout_ms. */
+static inline void harness_receive(client_t *c, int timeout_ms, uint8_t id[MSG_ID_BYTES], uint32_t *attempt)
+{
+    uint8_t *env;
+    size_t len;
+    uint32_t a;
+    rb_err rc = client_receive(c, timeout_ms, &env, &len, &a);
+    if (rc != RB_OK)
+        fail_msg("nothing delivered within %d ms", timeout_ms);
+    Rb__Envelope *e = rb__envelope__unpack(NULL, len, env);
+    Rb__Header *hd = rb__header__unpack(NULL, e->header.len, e->header.data);
+    memcpy(id, hd->message_id.data, MSG_ID_BYTES);
+    rb__header__free_unpacked(hd, NULL);
+    rb__envelope__free_unpacked(e, NULL);
+    free(env);
+    if (attempt)
+        *attempt = a;
+}
+
+#endif
