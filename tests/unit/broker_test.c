@@ -27,6 +27,15 @@ static void happy_path_with_ack(void **state)
     assert_memory_equal(got, id.bytes, MSG_ID_BYTES);
     assert_int_equal(attempt, 1);
     assert_ok(client_confirm(sao, got));
+    /* Confirmed but not yet acknowledged: status shows it waiting, and nothing is redelivered. */
+    char *status = NULL;
+    int64_t deadline = harness_ms() + 5000;
+    do {
+        free(status);
+        status = harness_admin(h, true, "status", NULL, 0);
+    } while (strstr(status, "\"awaitingAck\": 1") == NULL && harness_ms() < deadline);
+    assert_non_null(strstr(status, "\"awaitingAck\": 1"));
+    free(status);
 
     /* The intake answers with a signed ACK, routed back to the police. */
     Rb__AckBody ack = RB__ACK_BODY__INIT;
@@ -45,7 +54,7 @@ static void happy_path_with_ack(void **state)
     assert_memory_equal(got, ack_id.bytes, MSG_ID_BYTES);
     assert_ok(client_confirm(cpd, got));
 
-    char *status = harness_admin(h, true, "status", NULL, 0);
+    status = harness_admin(h, true, "status", NULL, 0);
     assert_non_null(strstr(status, "\"name\": \"sao-intake\""));
     assert_null(strstr(status, "\"awaitingAck\": 1"));
     free(status);

@@ -1,0 +1,113 @@
+/* store_test.c -- the broker's database: creation, refusing a database it cannot use (not a broker
+ * database, newer schema, corrupt, locked), and the delivery queries on a real SQLite file. */
+#include <sqlite3.h>
+
+#include "testutil.h"
+
+#include "envelope.h"
+#include "store.h"
+
+typedef struct {
+    char *dir;
+    char path[512];
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    f->dir = test_mkdtemp();
+    test_path(f->path, sizeof f->path, "%s/broker.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    test_rmdir(&f->dir);
+    free(f);
+    return 0;
+}
+
+static void set_user_version(const char *path, int v)
+{
+    sqlite3 *db;
+    char sql[64];
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    snprintf(sql, sizeof sql, "PRAGMA user_version=%d", v);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void creates_and_reopens(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s;
+    char err[256];
+    assert_rb(store_open(&s, f->path, false, err, sizeof err), RB_ERR_IO); /* no file, no create */
+    assert_ok(store_open(&s, f->path, true, err, sizeof err));
+    store_close(&s);
+    assert_null(s);
+    assert_ok(store_open(&s, f->path, false, err, sizeof err));
+    store_close(&s);
+}
+
+static void newer_schema_refused(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s;
+    char err[256];
+    assert_ok(store_open(&s, f->path, true, err, sizeof err));
+    store_close(&s);
+    set_user_version(f->path, STORE_SCHEMA_VERSION + 1);
+    assert_rb(store_open(&s, f->path, false, err, sizeof err), RB_ERR_BAD_VERSION);
+    assert_non_null(strstr(err, "newer"));
+}
+
+static void not_a_broker_database_refused(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s;
+    char err[256];
+    set_user_version(f->path, 0); /* an empty SQLite database */
+    assert_rb(store_open(&s, f->path, false, err, sizeof err), RB_ERR_MALFORMED);
+    assert_non_null(strstr(err, "not a broker database"));
+}
+
+static void corrupt_file_refused(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s;
+    char err[256];
+    char junk[8192];
+    memset(junk, 0x5a, sizeof junk);
+    test_write_file(f->path, junk, sizeof junk, 0600);
+    assert_true(store_open(&s, f->path, false, err, sizeof err) != RB_OK);
+    assert_null(s);
+    assert_non_null(strstr(err, f->path));
+}
+
+static void locked_by_another_broker(void **state)
+{
+    fixture_t *f = *state;
+    store_t *first, *second;
+    char err[256];
+    assert_ok(store_open(&first, f->path, true, err, sizeof err));
+    assert_rb(store_open(&second, f->path, false, err, sizeof err), RB_ERR_IO);
+    assert_non_null(strstr(err, "another broker"));
+    store_close(&first);
+    assert_ok(store_open(&second, f->path, false, err, sizeof err));
+    store_close(&second);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(creates_and_reopens, setup, teardown),
+        cmocka_unit_test_setup_teardown(newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(not_a_broker_database_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(corrupt_file_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(locked_by_another_broker, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
