@@ -142,6 +142,27 @@ static rb_err execute(store_t *store, const Rb__AdminCommand *cmd, int64_t now_m
     return RB_ERR_USAGE;
 }
 
+/* Records the command, its signature and its outcome as an admin event. */
+static rb_err record(store_t *store, const party_t *admin, const char *peer, const Rb__AdminRequest *req,
+                     const Rb__AdminCommand *cmd, int64_t now_ms, const char *outcome, const char *reason)
+{
+    char sig[2 * RB_SIG_BYTES + 1] = "", detail[512];
+    if (req->signature.len == RB_SIG_BYTES)
+        keyfile_hex(req->signature.data, RB_SIG_BYTES, sig);
+    /* The first argument names what the command acts on; a card's text is not worth repeating. */
+    const char *arg = cmd && cmd->n_args > 0 && strcmp(cmd->command, "adapter add") != 0 ? cmd->args[0] : "";
+    snprintf(detail, sizeof detail, "command=\"%.40s\" arg=\"%.60s\" reason=\"%.120s\" signature=%s",
+             cmd ? cmd->command : "?", arg, reason, sig);
+    event_t e = {.at_ms = now_ms,
+                 .party = admin->card.name,
+                 .agency = admin->card.agency,
+                 .peer = peer,
+                 .action = "admin",
+                 .outcome = outcome,
+                 .detail = detail};
+    return store_event(store, &e, NULL);
+}
+
 bool admin_execute(store_t *store, const party_t *admin, const char *peer, const Rb__AdminRequest *req,
                    int64_t now_ms, admin_connected_fn connected, void *ctx, char **output, bool *changed)
 {
@@ -161,43 +182,30 @@ bool admin_execute(store_t *store, const party_t *admin, const char *peer, const
         out_printf(&out, "command too old or from the future: check the clocks");
         rc = RB_ERR_KEY_EXPIRED;
     }
-    if (rc == RB_OK)
-        rc = store_begin(store);
-    bool in_tx = rc == RB_OK;
+    bool in_tx = rc == RB_OK && (rc = store_begin(store)) == RB_OK;
     if (rc == RB_OK &&
         (cmd->nonce.len != 16 || store_use_nonce(store, cmd->nonce.data, cmd->nonce.len, now_ms) != RB_OK)) {
         out_printf(&out, "command replayed (nonce already used)");
         rc = RB_ERR_CONFLICT;
     }
-    if (rc == RB_OK) {
-        rc = execute(store, cmd, now_ms, connected, ctx, &out, changed);
-        /* Read-only commands leave no trace beyond the log; changes are recorded with their signature. */
-        if (rc == RB_OK && *changed) {
-            char sig[2 * RB_SIG_BYTES + 1], detail[512];
-            keyfile_hex(req->signature.data, RB_SIG_BYTES, sig);
-            snprintf(detail, sizeof detail, "command=\"%s\" arg=\"%.60s\" signature=%s", cmd->command,
-                     cmd->n_args > 0 && strcmp(cmd->command, "adapter add") != 0 ? cmd->args[0] : "", sig);
-            event_t e = {.at_ms = now_ms,
-                         .party = admin->card.name,
-                         .agency = admin->card.agency,
-                         .peer = peer,
-                         .action = "admin",
-                         .outcome = "ok",
-                         .detail = detail};
-            rc = store_event(store, &e, NULL);
-        }
+    if (rc == RB_OK && (rc = execute(store, cmd, now_ms, connected, ctx, &out, changed)) == RB_OK) {
+        rc = record(store, admin, peer, req, cmd, now_ms, "ok", "");
+        if (rc == RB_OK)
+            rc = store_commit(store);
+        if (rc != RB_OK)
+            out.len = 0; /* the output of a change that did not happen */
     }
-    if (in_tx) {
-        if (rc == RB_OK && store_commit(store) == RB_OK) {
-            /* committed */
-        } else {
+    if (rc != RB_OK) {
+        if (in_tx)
             store_rollback(store);
-            *changed = false;
-            if (rc == RB_OK) {
-                rc = RB_ERR_IO;
-                out.len = 0;
-                out_printf(&out, "the broker could not store the change");
-            }
+        *changed = false;
+        if (out.len == 0)
+            out_printf(&out, "the broker could not store the change");
+        /* A refused command is recorded too, in a transaction of its own. */
+        if (store_begin(store) == RB_OK) {
+            if (record(store, admin, peer, req, cmd, now_ms, "refused", out.buf ? out.buf : "") != RB_OK ||
+                store_commit(store) != RB_OK)
+                store_rollback(store);
         }
     }
     if (cmd != NULL)

@@ -3,7 +3,7 @@
  * An admin party (a card with role admin, registered like an adapter) sends an AdminRequest: a serialised
  * AdminCommand and its Ed25519 signature. The broker checks the signature with the admin's card, refuses
  * commands older than five minutes or seen before (nonce), executes the command and records it, with its
- * signature, as an event in the same transaction as the change it makes. */
+ * signature and outcome, as an event: in the same transaction as the change it makes, or after a refusal. */
 #ifndef ADMIN_H
 #define ADMIN_H
 

@@ -2,6 +2,7 @@
  * files, adapters on the client library. Each test starts its own broker (harness.h) and checks what the
  * adapters see and what the broker stored. */
 #include <dirent.h>
+#include <sqlite3.h>
 #include <zmq.h>
 
 #include "harness.h"
@@ -192,6 +193,78 @@ static void revoked_key_mid_connection(void **state)
     char err[512];
     assert_rb(client_connect(&again, h->endpoint, h->cpd, &h->broker, 0, 1500, err, sizeof err), RB_ERR_IO);
     free(env);
+    harness_stop(&h);
+}
+
+/* Admin commands: a disabled adapter is refused frame by frame; a command signed by a non-admin key is
+ * refused; every command, done or refused, is in the event log with its signature. */
+static void admin_commands_disable_and_record(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    client_t *mallory = harness_client(h, h->mallory, 0);
+    const char *args[] = {"mallory-rms"};
+    free(harness_admin(h, true, "adapter disable", args, 1));
+    size_t len;
+    msg_id_t id;
+    uint8_t *env = harness_referral(h->mallory, h->sao, NULL, NULL, &len, &id);
+    harness_submit_refused(mallory, env, len, RB__ERROR_CODE__ERROR_CODE_DISABLED);
+    client_close(&mallory);
+    free(env);
+
+    client_t *admin = harness_client(h, h->admin, 0);
+    bool ok;
+    char *out;
+    assert_ok(client_admin(admin, h->cpd, "status", NULL, 0, 5000, &ok, &out)); /* signed by the wrong key */
+    assert_false(ok);
+    assert_non_null(strstr(out, "bad signature"));
+    free(out);
+    client_close(&admin);
+
+    harness_signal(h, SIGTERM);
+    sqlite3 *db;
+    char path[700];
+    assert_int_equal(sqlite3_open(test_path(path, sizeof path, "%s/broker.db", h->data), &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT sum(outcome = 'ok' AND detail LIKE '%adapter disable%'), "
+                                        "sum(outcome = 'refused' AND detail LIKE '%bad signature%'), "
+                                        "sum(detail LIKE '%signature=________________%') = count(*) "
+                                        "FROM events WHERE action = 'admin'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    assert_int_equal(sqlite3_column_int(st, 1), 1);
+    assert_int_equal(sqlite3_column_int(st, 2), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    harness_spawn(h);
+    harness_stop(&h);
+}
+
+/* A receiver that goes silent is forgotten after three heartbeats and its delivery is due again at once,
+ * well before the retry backoff (2 s by default) would bring it back. */
+static void silent_peer_is_rescheduled(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start("retry_base_ms = 30000\n");
+    client_t *cpd = harness_client(h, h->cpd, 0), *sao = harness_client(h, h->sao, 16);
+    size_t len;
+    msg_id_t id;
+    uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &id);
+    harness_submit_ok(cpd, env, len);
+    uint8_t got[MSG_ID_BYTES];
+    uint32_t attempt;
+    harness_receive(sao, 5000, got, &attempt);
+    assert_int_equal(attempt, 1);
+    harness_sleep_ms(1500);                    /* silent: no heartbeats for more than 3 x 200 ms */
+    harness_receive(sao, 5000, got, &attempt); /* it says HELLO again and gets the message again */
+    assert_memory_equal(got, id.bytes, MSG_ID_BYTES);
+    assert_int_equal(attempt, 2);
+    free(env);
+    client_close(&cpd);
+    client_close(&sao);
     harness_stop(&h);
 }
 
@@ -417,6 +490,8 @@ int main(void)
         cmocka_unit_test_teardown(forged_signature_and_spoofed_sender, harness_teardown),
         cmocka_unit_test_teardown(ack_from_wrong_party_refused, harness_teardown),
         cmocka_unit_test_teardown(revoked_key_mid_connection, harness_teardown),
+        cmocka_unit_test_teardown(admin_commands_disable_and_record, harness_teardown),
+        cmocka_unit_test_teardown(silent_peer_is_rescheduled, harness_teardown),
         cmocka_unit_test_teardown(garbage_and_oversize_frames, harness_teardown),
         cmocka_unit_test_teardown(sink_offline_then_back, harness_teardown),
         cmocka_unit_test_teardown(never_confirmed_is_dead_lettered, harness_teardown),
