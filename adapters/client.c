@@ -226,26 +226,12 @@ void client_close(client_t **client_p)
     *client_p = NULL;
 }
 
-/* The header's message id, or NULL when env does not parse as an envelope (the broker will say so). */
-static bool message_id_of(const uint8_t *env, size_t len, uint8_t id[MSG_ID_BYTES])
-{
-    Rb__Envelope *e = rb__envelope__unpack(NULL, len, env);
-    Rb__Header *h = e ? rb__header__unpack(NULL, e->header.len, e->header.data) : NULL;
-    bool ok = h != NULL && h->message_id.len == MSG_ID_BYTES;
-    if (ok)
-        memcpy(id, h->message_id.data, MSG_ID_BYTES);
-    if (h)
-        rb__header__free_unpacked(h, NULL);
-    if (e)
-        rb__envelope__free_unpacked(e, NULL);
-    return ok;
-}
-
 rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms, client_result_t *result)
 {
     memset(result, 0, sizeof *result);
-    uint8_t id[MSG_ID_BYTES] = {0};
-    message_id_of(env, len, id);
+    msg_id_t mid = {{0}};
+    envelope_peek_id(env, len, &mid); /* unparseable: the broker will say so */
+    const uint8_t *id = mid.bytes;
     Rb__Frame f = RB__FRAME__INIT;
     Rb__Submit sub = RB__SUBMIT__INIT;
     sub.envelope = (ProtobufCBinaryData){len, (uint8_t *)env};

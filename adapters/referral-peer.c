@@ -133,20 +133,6 @@ static client_t *connect_as(const options_t *o, identity_t **me, uint32_t credit
     return c;
 }
 
-static bool message_id(const uint8_t *env, size_t len, uint8_t id[MSG_ID_BYTES])
-{
-    Rb__Envelope *e = rb__envelope__unpack(NULL, len, env);
-    Rb__Header *h = e ? rb__header__unpack(NULL, e->header.len, e->header.data) : NULL;
-    bool ok = h != NULL && h->message_id.len == MSG_ID_BYTES;
-    if (ok)
-        memcpy(id, h->message_id.data, MSG_ID_BYTES);
-    if (h)
-        rb__header__free_unpacked(h, NULL);
-    if (e)
-        rb__envelope__free_unpacked(e, NULL);
-    return ok;
-}
-
 /* Prints the outcome of one submission; false when it was refused. */
 static bool submit_one(client_t *c, const uint8_t *env, size_t len, const char *what)
 {
@@ -278,9 +264,10 @@ static int cmd_receive(const options_t *o)
                 status = EXIT_USAGE; /* fewer than asked for */
             break;
         }
-        uint8_t id[MSG_ID_BYTES];
+        msg_id_t mid;
+        const uint8_t *id = mid.bytes;
         char hex[33], path[4096];
-        if (!message_id(env, len, id)) {
+        if (envelope_peek_id(env, len, &mid) != RB_OK) {
             printf("delivery that is not an envelope, %zu bytes\n", len);
             free(env);
             continue;

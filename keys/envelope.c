@@ -319,6 +319,32 @@ rb_err envelope_verify_header(const trust_t *trust, const uint8_t *env, size_t l
     return rc;
 }
 
+rb_err envelope_peek_header(const uint8_t *env, size_t len, Rb__Header **header)
+{
+    *header = NULL;
+    Rb__Envelope *e = rb__envelope__unpack(NULL, len, env);
+    if (e != NULL)
+        *header = rb__header__unpack(NULL, e->header.len, e->header.data);
+    if (e != NULL)
+        rb__envelope__free_unpacked(e, NULL);
+    if (*header != NULL && (*header)->message_id.len != MSG_ID_BYTES) {
+        rb__header__free_unpacked(*header, NULL);
+        *header = NULL;
+    }
+    return *header != NULL ? RB_OK : RB_ERR_MALFORMED;
+}
+
+rb_err envelope_peek_id(const uint8_t *env, size_t len, msg_id_t *id)
+{
+    Rb__Header *h;
+    rb_err rc = envelope_peek_header(env, len, &h);
+    if (rc == RB_OK) {
+        memcpy(id->bytes, h->message_id.data, MSG_ID_BYTES);
+        rb__header__free_unpacked(h, NULL);
+    }
+    return rc;
+}
+
 static bool same_bytes(ProtobufCBinaryData a, ProtobufCBinaryData b)
 {
     return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);

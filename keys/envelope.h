@@ -66,6 +66,12 @@ rb_err envelope_pack(const identity_t *signer, const Rb__Header *header, const u
 rb_err envelope_verify_header(const trust_t *trust, const uint8_t *env, size_t len, Rb__Header **header,
                               card_t *sender);
 
+/* The clear header of an envelope, parsed but NOT verified: for routing decisions, display and picking
+ * out the message id. RB_ERR_MALFORMED when it does not parse. *header is the caller's. */
+rb_err envelope_peek_header(const uint8_t *env, size_t len, Rb__Header **header);
+/* Just its message id, likewise unverified. */
+rb_err envelope_peek_id(const uint8_t *env, size_t len, msg_id_t *id);
+
 /* An opened envelope. Everything in it is the caller's; envelope_opened_clear frees and wipes it. */
 typedef struct {
     Rb__Header *header;                     /* the verified clear header */

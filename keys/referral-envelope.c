@@ -210,11 +210,11 @@ static int cmd_inspect(void)
 {
     size_t len;
     uint8_t *env = xread_stdin(ENVELOPE_MAX_BYTES, &len);
-    Rb__Envelope *e = rb__envelope__unpack(NULL, len, env);
-    Rb__Header *h = e ? rb__header__unpack(NULL, e->header.len, e->header.data) : NULL;
+    Rb__Header *h;
+    rb_err parsed = envelope_peek_header(env, len, &h);
     rbcrypto_secret_free(env);
-    if (h == NULL)
-        xfail(RB_ERR_MALFORMED, "not an envelope");
+    if (parsed != RB_OK)
+        xfail(parsed, "not an envelope");
     char *json;
     rb_err rc = pbjson_format(&h->base, PBJSON_PRETTY, &json);
     if (rc != RB_OK)
@@ -223,7 +223,6 @@ static int cmd_inspect(void)
     xwrite_stdout("\n", 1);
     pbjson_free(json);
     rb__header__free_unpacked(h, NULL);
-    rb__envelope__free_unpacked(e, NULL);
     return 0;
 }
 

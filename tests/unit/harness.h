@@ -277,11 +277,9 @@ static inline void harness_receive(client_t *c, int timeout_ms, uint8_t id[MSG_I
     rb_err rc = client_receive(c, timeout_ms, &env, &len, &a);
     if (rc != RB_OK)
         fail_msg("nothing delivered within %d ms", timeout_ms);
-    Rb__Envelope *e = rb__envelope__unpack(NULL, len, env);
-    Rb__Header *hd = rb__header__unpack(NULL, e->header.len, e->header.data);
-    memcpy(id, hd->message_id.data, MSG_ID_BYTES);
-    rb__header__free_unpacked(hd, NULL);
-    rb__envelope__free_unpacked(e, NULL);
+    msg_id_t got;
+    assert_ok(envelope_peek_id(env, len, &got));
+    memcpy(id, got.bytes, MSG_ID_BYTES);
     free(env);
     if (attempt)
         *attempt = a;
