@@ -5,8 +5,9 @@
  * transaction for the caller to roll back. */
 #include "store.h"
 
+#include "sqldb.h"
+
 #include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,70 +67,17 @@ static const char *const migrations[] = {
     "CREATE TABLE admin_nonces(nonce BLOB PRIMARY KEY, used_ms INTEGER NOT NULL);",
 };
 
-static rb_err exec(store_t *s, const char *sql)
-{
-    return sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK ? RB_OK : RB_ERR_IO;
-}
-
-static int user_version(sqlite3 *db)
-{
-    sqlite3_stmt *st;
-    int v = -1;
-    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 rb_err store_open(store_t **out, const char *path, bool create, char *err, size_t errlen)
 {
     *out = NULL;
     store_t *s = calloc(1, sizeof *s);
     if (s == NULL)
         return RB_ERR_NOMEM;
-    int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_FULLMUTEX;
-    if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "%s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
-        store_close(&s);
-        return RB_ERR_IO;
-    }
-    sqlite3_busy_timeout(s->db, 0);
-    /* An exclusive lock for the broker's lifetime: a second broker on the same data fails here. */
-    if (exec(s, "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                "PRAGMA foreign_keys=ON; BEGIN IMMEDIATE; COMMIT;") != RB_OK) {
-        snprintf(err, errlen, "%s: %s (is another broker using it?)", path, sqlite3_errmsg(s->db));
-        store_close(&s);
-        return RB_ERR_IO;
-    }
-    if (exec(s, "PRAGMA quick_check") != RB_OK) {
-        snprintf(err, errlen, "%s: database is corrupt: %s", path, sqlite3_errmsg(s->db));
-        store_close(&s);
-        return RB_ERR_MALFORMED;
-    }
-    int version = user_version(s->db);
-    int known = (int)(sizeof migrations / sizeof migrations[0]);
-    if (version < 0 || version > known) {
-        snprintf(err, errlen, "%s: schema version %d is newer than this broker knows (%d)", path, version,
-                 known);
-        store_close(&s);
-        return RB_ERR_BAD_VERSION;
-    }
-    if (version == 0 && !create) {
-        snprintf(err, errlen, "%s: not a broker database (run referral-broker init)", path);
-        store_close(&s);
-        return RB_ERR_MALFORMED;
-    }
-    for (int v = version; v < known; v++) {
-        char bump[64];
-        snprintf(bump, sizeof bump, "PRAGMA user_version=%d;", v + 1);
-        if (exec(s, "BEGIN") != RB_OK || exec(s, migrations[v]) != RB_OK || exec(s, bump) != RB_OK ||
-            exec(s, "COMMIT") != RB_OK) {
-            snprintf(err, errlen, "%s: migration to version %d failed: %s", path, v + 1,
-                     sqlite3_errmsg(s->db));
-            store_close(&s);
-            return RB_ERR_IO;
-        }
+    rb_err rc = sqldb_open(&s->db, path, create, migrations, (int)(sizeof migrations / sizeof migrations[0]),
+                           "broker", err, errlen);
+    if (rc != RB_OK) {
+        free(s);
+        return rc;
     }
     *out = s;
     return RB_OK;
@@ -146,78 +94,36 @@ void store_close(store_t **store_p)
 
 rb_err store_begin(store_t *s)
 {
-    return exec(s, "BEGIN IMMEDIATE");
+    return sqldb_exec(s->db, "BEGIN IMMEDIATE");
 }
 
 rb_err store_commit(store_t *s)
 {
-    return exec(s, "COMMIT");
+    return sqldb_exec(s->db, "COMMIT");
 }
 
 void store_rollback(store_t *s)
 {
     if (!sqlite3_get_autocommit(s->db))
-        exec(s, "ROLLBACK");
-}
-
-/* Prepares sql and binds arguments by a small format: 't' text, 'b' blob (pointer, length), 'i' int64,
- * 'n' null. NULL on failure. */
-static sqlite3_stmt *prepare(store_t *s, const char *sql, const char *fmt, ...)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = SQLITE_OK;
-    for (int i = 1; *fmt && rc == SQLITE_OK; fmt++, i++) {
-        if (*fmt == 't') {
-            rc = sqlite3_bind_text(st, i, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
-        } else if (*fmt == 'b') {
-            const void *p = va_arg(ap, const void *);
-            int n = va_arg(ap, int);
-            rc = p ? sqlite3_bind_blob(st, i, p, n, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i);
-        } else if (*fmt == 'i') {
-            rc = sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
-        } else {
-            rc = sqlite3_bind_null(st, i);
-        }
-    }
-    va_end(ap);
-    if (rc != SQLITE_OK) {
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    return st;
-}
-
-/* Runs a statement that returns no rows; finalizes it. */
-static rb_err run(sqlite3_stmt *st)
-{
-    if (st == NULL)
-        return RB_ERR_IO;
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc == SQLITE_CONSTRAINT)
-        return RB_ERR_CONFLICT;
-    return rc == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+        sqldb_exec(s->db, "ROLLBACK");
 }
 
 rb_err store_add_party(store_t *s, const card_t *card, int64_t now_ms)
 {
     uint8_t packed[CARD_PACKED_MAX];
     size_t n = card_pack(card, packed);
-    return run(prepare(s,
-                       "INSERT INTO parties(name, role, agency, key_id, curve_key, card, added_ms) "
-                       "VALUES(?, ?, ?, ?, ?, ?, ?)",
-                       "titbbbi", card->name, (int64_t)card->role, card->agency, card->key_id,
-                       RB_KEY_ID_BYTES, card->box_pk, RB_BOX_PK_BYTES, packed, (int)n, now_ms));
+    return sqldb_run(
+        sqldb_prepare(s->db,
+                      "INSERT INTO parties(name, role, agency, key_id, curve_key, card, added_ms) "
+                      "VALUES(?, ?, ?, ?, ?, ?, ?)",
+                      "titbbbi", card->name, (int64_t)card->role, card->agency, card->key_id, RB_KEY_ID_BYTES,
+                      card->box_pk, RB_BOX_PK_BYTES, packed, (int)n, now_ms));
 }
 
 rb_err store_set_enabled(store_t *s, const char *name, bool enabled)
 {
-    rb_err rc =
-        run(prepare(s, "UPDATE parties SET enabled = ? WHERE name = ?", "it", (int64_t)enabled, name));
+    rb_err rc = sqldb_run(
+        sqldb_prepare(s->db, "UPDATE parties SET enabled = ? WHERE name = ?", "it", (int64_t)enabled, name));
     if (rc == RB_OK && sqlite3_changes(s->db) == 0)
         return RB_ERR_UNKNOWN_SENDER;
     return rc;
@@ -244,19 +150,20 @@ static rb_err find_party(sqlite3_stmt *st, party_t *out)
 
 rb_err store_find_party(store_t *s, const char *name, party_t *out)
 {
-    return find_party(prepare(s, "SELECT id, enabled, card FROM parties WHERE name = ?", "t", name), out);
+    return find_party(sqldb_prepare(s->db, "SELECT id, enabled, card FROM parties WHERE name = ?", "t", name),
+                      out);
 }
 
 rb_err store_find_party_by_curve_key(store_t *s, const uint8_t key[RB_BOX_PK_BYTES], party_t *out)
 {
-    return find_party(
-        prepare(s, "SELECT id, enabled, card FROM parties WHERE curve_key = ?", "b", key, RB_BOX_PK_BYTES),
-        out);
+    return find_party(sqldb_prepare(s->db, "SELECT id, enabled, card FROM parties WHERE curve_key = ?", "b",
+                                    key, RB_BOX_PK_BYTES),
+                      out);
 }
 
 rb_err store_each_party(store_t *s, rb_err (*fn)(void *ctx, const party_t *p), void *ctx)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT id, enabled, card FROM parties ORDER BY id", "");
+    sqlite3_stmt *st = sqldb_prepare(s->db, "SELECT id, enabled, card FROM parties ORDER BY id", "");
     if (st == NULL)
         return RB_ERR_IO;
     rb_err rc = RB_OK;
@@ -275,21 +182,23 @@ rb_err store_each_party(store_t *s, rb_err (*fn)(void *ctx, const party_t *p), v
 
 rb_err store_revoke_key(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], const char *reason, int64_t now_ms)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT 1 FROM parties WHERE key_id = ?", "b", key_id, RB_KEY_ID_BYTES);
+    sqlite3_stmt *st =
+        sqldb_prepare(s->db, "SELECT 1 FROM parties WHERE key_id = ?", "b", key_id, RB_KEY_ID_BYTES);
     if (st == NULL)
         return RB_ERR_IO;
     int step = sqlite3_step(st);
     sqlite3_finalize(st);
     if (step != SQLITE_ROW)
         return step == SQLITE_DONE ? RB_ERR_UNKNOWN_SENDER : RB_ERR_IO;
-    return run(prepare(s, "INSERT OR IGNORE INTO revoked_keys(key_id, reason, revoked_ms) VALUES(?, ?, ?)",
-                       "bti", key_id, RB_KEY_ID_BYTES, reason, now_ms));
+    return sqldb_run(
+        sqldb_prepare(s->db, "INSERT OR IGNORE INTO revoked_keys(key_id, reason, revoked_ms) VALUES(?, ?, ?)",
+                      "bti", key_id, RB_KEY_ID_BYTES, reason, now_ms));
 }
 
 bool store_key_revoked(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES])
 {
     sqlite3_stmt *st =
-        prepare(s, "SELECT 1 FROM revoked_keys WHERE key_id = ?", "b", key_id, RB_KEY_ID_BYTES);
+        sqldb_prepare(s->db, "SELECT 1 FROM revoked_keys WHERE key_id = ?", "b", key_id, RB_KEY_ID_BYTES);
     /* Unsure means revoked: a failing database must not admit a key. */
     bool revoked = st == NULL || sqlite3_step(st) != SQLITE_DONE;
     sqlite3_finalize(st);
@@ -308,7 +217,8 @@ rb_err store_load_trust(store_t *s, trust_t **out)
     if (rc != RB_OK)
         return rc;
     rc = store_each_party(s, add_to_trust, trust);
-    sqlite3_stmt *st = rc == RB_OK ? prepare(s, "SELECT key_id, revoked_ms FROM revoked_keys", "") : NULL;
+    sqlite3_stmt *st =
+        rc == RB_OK ? sqldb_prepare(s->db, "SELECT key_id, revoked_ms FROM revoked_keys", "") : NULL;
     if (rc == RB_OK && st == NULL)
         rc = RB_ERR_IO;
     while (rc == RB_OK && sqlite3_step(st) == SQLITE_ROW)
@@ -324,14 +234,14 @@ rb_err store_load_trust(store_t *s, trust_t **out)
 
 rb_err store_event(store_t *s, const event_t *e, int64_t *seq)
 {
-    rb_err rc =
-        run(prepare(s,
-                    "INSERT INTO events(at_ms, party, agency, peer, action, message_id, outcome, detail) "
-                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                    "itttt"
-                    "btt",
-                    e->at_ms, e->party, e->agency, e->peer, e->action, e->message_id,
-                    e->message_id ? MSG_ID_BYTES : 0, e->outcome, e->detail));
+    rb_err rc = sqldb_run(
+        sqldb_prepare(s->db,
+                      "INSERT INTO events(at_ms, party, agency, peer, action, message_id, outcome, detail) "
+                      "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                      "itttt"
+                      "btt",
+                      e->at_ms, e->party, e->agency, e->peer, e->action, e->message_id,
+                      e->message_id ? MSG_ID_BYTES : 0, e->outcome, e->detail));
     if (rc == RB_OK && seq != NULL)
         *seq = sqlite3_last_insert_rowid(s->db);
     return rc;
@@ -340,10 +250,10 @@ rb_err store_event(store_t *s, const event_t *e, int64_t *seq)
 rb_err store_find_message(store_t *s, const uint8_t id[MSG_ID_BYTES], bool *found, stored_msg_t *out)
 {
     sqlite3_stmt *st =
-        prepare(s,
-                "SELECT envelope_sha256, submit_seq, received_ms, recipient, sender, attempts, state "
-                "FROM messages WHERE message_id = ?",
-                "b", id, MSG_ID_BYTES);
+        sqldb_prepare(s->db,
+                      "SELECT envelope_sha256, submit_seq, received_ms, recipient, sender, attempts, state "
+                      "FROM messages WHERE message_id = ?",
+                      "b", id, MSG_ID_BYTES);
     if (st == NULL)
         return RB_ERR_IO;
     int step = sqlite3_step(st);
@@ -366,8 +276,8 @@ rb_err store_find_message(store_t *s, const uint8_t id[MSG_ID_BYTES], bool *foun
 rb_err store_add_message(store_t *s, const Rb__Header *h, const uint8_t *env, size_t len,
                          const uint8_t sha256[RB_HASH_BYTES], int64_t submit_seq, int64_t now_ms)
 {
-    return run(prepare(
-        s,
+    return sqldb_run(sqldb_prepare(
+        s->db,
         "INSERT INTO messages(message_id, envelope, envelope_sha256, kind, sender, recipient, case_key,"
         " ref_message_id, created_ms, received_ms, submit_seq, next_attempt_ms) "
         "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -382,14 +292,14 @@ rb_err store_due(store_t *s, const char *recipient, int64_t now_ms, due_msg_t *o
     *n = 0;
     /* Within a sender's case key, only the oldest undelivered message may go: the others wait for it. */
     sqlite3_stmt *st =
-        prepare(s,
-                "SELECT m.message_id, m.envelope, m.attempts, m.received_ms FROM messages m "
-                "WHERE m.recipient = ? AND m.state = 'queued' AND m.next_attempt_ms <= ? "
-                "AND (m.case_key IS NULL OR NOT EXISTS (SELECT 1 FROM messages e "
-                "  WHERE e.case_key = m.case_key AND e.sender = m.sender AND e.state = 'queued' "
-                "  AND e.submit_seq < m.submit_seq)) "
-                "ORDER BY m.submit_seq LIMIT ?",
-                "tii", recipient, now_ms, (int64_t)max);
+        sqldb_prepare(s->db,
+                      "SELECT m.message_id, m.envelope, m.attempts, m.received_ms FROM messages m "
+                      "WHERE m.recipient = ? AND m.state = 'queued' AND m.next_attempt_ms <= ? "
+                      "AND (m.case_key IS NULL OR NOT EXISTS (SELECT 1 FROM messages e "
+                      "  WHERE e.case_key = m.case_key AND e.sender = m.sender AND e.state = 'queued' "
+                      "  AND e.submit_seq < m.submit_seq)) "
+                      "ORDER BY m.submit_seq LIMIT ?",
+                      "tii", recipient, now_ms, (int64_t)max);
     if (st == NULL)
         return RB_ERR_IO;
     rb_err rc = RB_OK;
@@ -434,17 +344,18 @@ rb_err store_in_flight(store_t *s, const char *recipient, int64_t now_ms, int *n
 {
     return count(
         s,
-        prepare(s,
-                "SELECT count(*) FROM messages WHERE recipient = ? AND state = 'queued' AND attempts > 0 "
-                "AND next_attempt_ms > ?",
-                "ti", recipient, now_ms),
+        sqldb_prepare(
+            s->db,
+            "SELECT count(*) FROM messages WHERE recipient = ? AND state = 'queued' AND attempts > 0 "
+            "AND next_attempt_ms > ?",
+            "ti", recipient, now_ms),
         n);
 }
 
 /* An UPDATE that must change exactly one row; RB_ERR_USAGE when it changed none. */
 static rb_err update_one(store_t *s, sqlite3_stmt *st)
 {
-    rb_err rc = run(st);
+    rb_err rc = sqldb_run(st);
     if (rc == RB_OK && sqlite3_changes(s->db) != 1)
         return RB_ERR_USAGE;
     return rc;
@@ -453,35 +364,36 @@ static rb_err update_one(store_t *s, sqlite3_stmt *st)
 rb_err store_attempted(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t next_ms)
 {
     return update_one(
-        s, prepare(s, "UPDATE messages SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?",
-                   "ib", next_ms, id, MSG_ID_BYTES));
+        s, sqldb_prepare(
+               s->db, "UPDATE messages SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?",
+               "ib", next_ms, id, MSG_ID_BYTES));
 }
 
 rb_err store_confirmed(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *recipient, int64_t now_ms)
 {
-    return update_one(s,
-                      prepare(s,
-                              "UPDATE messages SET state = 'confirmed', confirmed_ms = ? "
-                              "WHERE message_id = ? AND recipient = ? AND state = 'queued' AND attempts > 0",
-                              "ibt", now_ms, id, MSG_ID_BYTES, recipient));
+    return update_one(
+        s, sqldb_prepare(s->db,
+                         "UPDATE messages SET state = 'confirmed', confirmed_ms = ? "
+                         "WHERE message_id = ? AND recipient = ? AND state = 'queued' AND attempts > 0",
+                         "ibt", now_ms, id, MSG_ID_BYTES, recipient));
 }
 
 rb_err store_dead(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *reason, int64_t now_ms)
 {
     (void)now_ms;
-    return update_one(s,
-                      prepare(s, "UPDATE messages SET state = 'dead', dead_reason = ? WHERE message_id = ?",
-                              "tb", reason, id, MSG_ID_BYTES));
+    return update_one(
+        s, sqldb_prepare(s->db, "UPDATE messages SET state = 'dead', dead_reason = ? WHERE message_id = ?",
+                         "tb", reason, id, MSG_ID_BYTES));
 }
 
 rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, uint8_t (*out)[MSG_ID_BYTES],
                      int *attempts, size_t max, size_t *n)
 {
     *n = 0;
-    sqlite3_stmt *st = prepare(s,
-                               "SELECT message_id, attempts FROM messages WHERE state = 'queued' AND "
-                               "((attempts >= ? AND next_attempt_ms <= ?) OR received_ms < ?) LIMIT ?",
-                               "iiii", limit, now_ms, now_ms - ttl_ms, (int64_t)max);
+    sqlite3_stmt *st = sqldb_prepare(s->db,
+                                     "SELECT message_id, attempts FROM messages WHERE state = 'queued' AND "
+                                     "((attempts >= ? AND next_attempt_ms <= ?) OR received_ms < ?) LIMIT ?",
+                                     "iiii", limit, now_ms, now_ms - ttl_ms, (int64_t)max);
     if (st == NULL)
         return RB_ERR_IO;
     int step;
@@ -497,19 +409,20 @@ rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, 
 rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_status,
                    const uint8_t ack_id[MSG_ID_BYTES], int64_t now_ms)
 {
-    return update_one(s, prepare(s,
-                                 "UPDATE messages SET ack_status = ?, ack_message_id = ?, acked_ms = ? "
-                                 "WHERE message_id = ?",
-                                 "ibib", (int64_t)ack_status, ack_id, MSG_ID_BYTES, now_ms, referral_id,
-                                 MSG_ID_BYTES));
+    return update_one(s, sqldb_prepare(s->db,
+                                       "UPDATE messages SET ack_status = ?, ack_message_id = ?, acked_ms = ? "
+                                       "WHERE message_id = ?",
+                                       "ibib", (int64_t)ack_status, ack_id, MSG_ID_BYTES, now_ms, referral_id,
+                                       MSG_ID_BYTES));
 }
 
 rb_err store_reschedule(store_t *s, const char *recipient, int64_t now_ms)
 {
-    return run(prepare(s,
-                       "UPDATE messages SET next_attempt_ms = ? WHERE recipient = ? AND state = 'queued' "
-                       "AND attempts > 0 AND next_attempt_ms > ?",
-                       "iti", now_ms, recipient, now_ms));
+    return sqldb_run(
+        sqldb_prepare(s->db,
+                      "UPDATE messages SET next_attempt_ms = ? WHERE recipient = ? AND state = 'queued' "
+                      "AND attempts > 0 AND next_attempt_ms > ?",
+                      "iti", now_ms, recipient, now_ms));
 }
 
 rb_err store_counts(store_t *s, const char *name, int64_t now_ms, party_counts_t *out)
@@ -517,21 +430,24 @@ rb_err store_counts(store_t *s, const char *name, int64_t now_ms, party_counts_t
     memset(out, 0, sizeof *out);
     rb_err rc = count(
         s,
-        prepare(s, "SELECT count(*) FROM messages WHERE recipient = ? AND state = 'queued' AND attempts = 0",
-                "t", name),
+        sqldb_prepare(
+            s->db, "SELECT count(*) FROM messages WHERE recipient = ? AND state = 'queued' AND attempts = 0",
+            "t", name),
         &out->queued);
     if (rc == RB_OK)
         rc = store_in_flight(s, name, now_ms, &out->in_flight);
     if (rc == RB_OK)
-        rc = count(
-            s, prepare(s, "SELECT count(*) FROM messages WHERE recipient = ? AND state = 'dead'", "t", name),
-            &out->dead);
+        rc =
+            count(s,
+                  sqldb_prepare(s->db, "SELECT count(*) FROM messages WHERE recipient = ? AND state = 'dead'",
+                                "t", name),
+                  &out->dead);
     if (rc != RB_OK)
         return rc;
-    sqlite3_stmt *st = prepare(s,
-                               "SELECT count(*), min(received_ms) FROM messages WHERE recipient = ? "
-                               "AND state = 'confirmed' AND kind != 4 AND ack_status IS NULL",
-                               "t", name);
+    sqlite3_stmt *st = sqldb_prepare(s->db,
+                                     "SELECT count(*), min(received_ms) FROM messages WHERE recipient = ? "
+                                     "AND state = 'confirmed' AND kind != 4 AND ack_status IS NULL",
+                                     "t", name);
     if (st == NULL || sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_finalize(st);
         return RB_ERR_IO;
@@ -545,6 +461,6 @@ rb_err store_counts(store_t *s, const char *name, int64_t now_ms, party_counts_t
 
 rb_err store_use_nonce(store_t *s, const uint8_t *nonce, size_t len, int64_t now_ms)
 {
-    return run(
-        prepare(s, "INSERT INTO admin_nonces(nonce, used_ms) VALUES(?, ?)", "bi", nonce, (int)len, now_ms));
+    return sqldb_run(sqldb_prepare(s->db, "INSERT INTO admin_nonces(nonce, used_ms) VALUES(?, ?)", "bi",
+                                   nonce, (int)len, now_ms));
 }

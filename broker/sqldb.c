@@ -1,0 +1,120 @@
+/* sqldb.c -- shared SQLite plumbing (see sqldb.h). */
+#include "sqldb.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+rb_err sqldb_exec(sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? RB_OK : RB_ERR_IO;
+}
+
+static int user_version(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static rb_err fail(sqlite3 **db, rb_err rc, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static rb_err fail(sqlite3 **db, rb_err rc, char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    sqlite3_close_v2(*db);
+    *db = NULL;
+    return rc;
+}
+
+rb_err sqldb_open(sqlite3 **out, const char *path, bool create, const char *const *migrations,
+                  int n_migrations, const char *what, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    *out = NULL;
+    int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_FULLMUTEX;
+    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK)
+        return fail(&db, RB_ERR_IO, err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
+    sqlite3_busy_timeout(db, 0);
+    /* An exclusive lock for the process's lifetime: a second one on the same data fails here. */
+    if (sqldb_exec(db, "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                       "BEGIN IMMEDIATE; COMMIT;") != RB_OK)
+        return fail(&db, RB_ERR_IO, err, errlen, "%s: %s (is another %s using it?)", path, sqlite3_errmsg(db),
+                    what);
+    if (sqldb_exec(db, "PRAGMA quick_check") != RB_OK)
+        return fail(&db, RB_ERR_MALFORMED, err, errlen, "%s: database is corrupt: %s", path,
+                    sqlite3_errmsg(db));
+    int version = user_version(db);
+    if (version < 0 || version > n_migrations)
+        return fail(&db, RB_ERR_BAD_VERSION, err, errlen,
+                    "%s: schema version %d is newer than this %s knows (%d)", path, version, what,
+                    n_migrations);
+    if (version == 0 && !create)
+        return fail(&db, RB_ERR_MALFORMED, err, errlen, "%s: not a %s database", path, what);
+    for (int v = version; v < n_migrations; v++) {
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA user_version=%d;", v + 1);
+        if (sqldb_exec(db, "BEGIN") != RB_OK || sqldb_exec(db, migrations[v]) != RB_OK ||
+            sqldb_exec(db, bump) != RB_OK || sqldb_exec(db, "COMMIT") != RB_OK)
+            return fail(&db, RB_ERR_IO, err, errlen, "%s: migration to version %d failed: %s", path, v + 1,
+                        sqlite3_errmsg(db));
+    }
+    *out = db;
+    return RB_OK;
+}
+
+sqlite3_stmt *sqldb_prepare(sqlite3 *db, const char *sql, const char *fmt, ...)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = SQLITE_OK;
+    for (int i = 1; *fmt && rc == SQLITE_OK; fmt++, i++) {
+        if (*fmt == 't') {
+            rc = sqlite3_bind_text(st, i, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
+        } else if (*fmt == 'b') {
+            const void *p = va_arg(ap, const void *);
+            int n = va_arg(ap, int);
+            rc = p ? sqlite3_bind_blob(st, i, p, n, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i);
+        } else if (*fmt == 'i') {
+            rc = sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
+        } else {
+            rc = sqlite3_bind_null(st, i);
+        }
+    }
+    va_end(ap);
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    return st;
+}
+
+rb_err sqldb_run(sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return RB_ERR_IO;
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_CONSTRAINT)
+        return RB_ERR_CONFLICT;
+    return rc == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+}
+
+rb_err sqldb_int(sqlite3_stmt *st, int64_t *out)
+{
+    if (st == NULL)
+        return RB_ERR_IO;
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? RB_OK : RB_ERR_IO;
+}

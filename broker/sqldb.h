@@ -1,0 +1,31 @@
+/* sqldb.h -- what the broker's and the adapters' SQLite stores share: opening a database in WAL mode
+ * with an exclusive lock and running its migrations, and binding statements without boilerplate. */
+#ifndef SQLDB_H
+#define SQLDB_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rb_error.h"
+
+/* Opens path (creating it if create), WAL, synchronous=FULL, locked for this process alone, checked
+ * (quick_check) and migrated: migrations[v] takes the schema from version v to v + 1 (PRAGMA
+ * user_version). Refuses a newer schema (RB_ERR_BAD_VERSION), a database without our schema when not
+ * creating (RB_ERR_MALFORMED), a corrupt one and one in use (RB_ERR_IO). err names the cause. */
+rb_err sqldb_open(sqlite3 **out, const char *path, bool create, const char *const *migrations,
+                  int n_migrations, const char *what, char *err, size_t errlen);
+
+rb_err sqldb_exec(sqlite3 *db, const char *sql);
+
+/* Prepares sql and binds its parameters from a format: 't' text, 'b' blob (pointer and int length; a NULL
+ * pointer binds NULL), 'i' int64, 'n' NULL. NULL on failure. */
+sqlite3_stmt *sqldb_prepare(sqlite3 *db, const char *sql, const char *fmt, ...);
+/* Steps a statement that returns no rows and finalizes it: RB_ERR_CONFLICT on a constraint, RB_ERR_IO on
+ * any other failure (disk full included). A NULL statement is RB_ERR_IO. */
+rb_err sqldb_run(sqlite3_stmt *st);
+/* Steps a statement that returns one integer and finalizes it. */
+rb_err sqldb_int(sqlite3_stmt *st, int64_t *out);
+
+#endif
