@@ -33,18 +33,22 @@ static rb_err fail(sqlite3 **db, rb_err rc, char *err, size_t errlen, const char
     return rc;
 }
 
-rb_err sqldb_open(sqlite3 **out, const char *path, bool create, const char *const *migrations,
-                  int n_migrations, const char *what, char *err, size_t errlen)
+rb_err sqldb_open(sqlite3 **out, const char *path, int flags, const char *const *migrations, int n_migrations,
+                  const char *what, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
     *out = NULL;
-    int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_FULLMUTEX;
-    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK)
+    bool create = flags & SQLDB_CREATE, readonly = flags & SQLDB_READONLY;
+    int open_flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
+                     (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_FULLMUTEX;
+    if (sqlite3_open_v2(path, &db, open_flags, NULL) != SQLITE_OK)
         return fail(&db, RB_ERR_IO, err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
-    sqlite3_busy_timeout(db, 0);
-    /* An exclusive lock for the process's lifetime: a second one on the same data fails here. */
-    if (sqldb_exec(db, "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                       "BEGIN IMMEDIATE; COMMIT;") != RB_OK)
+    sqlite3_busy_timeout(db, readonly ? 2000 : 0);
+    /* With SQLDB_EXCLUSIVE the lock is held for the connection's lifetime: a second process fails here. */
+    const char *setup = flags & SQLDB_EXCLUSIVE ? "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL;"
+                                                  "PRAGMA synchronous=FULL; BEGIN IMMEDIATE; COMMIT;"
+                                                : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;";
+    if (!readonly && sqldb_exec(db, setup) != RB_OK)
         return fail(&db, RB_ERR_IO, err, errlen, "%s: %s (is another %s using it?)", path, sqlite3_errmsg(db),
                     what);
     if (sqldb_exec(db, "PRAGMA quick_check") != RB_OK)
@@ -57,6 +61,9 @@ rb_err sqldb_open(sqlite3 **out, const char *path, bool create, const char *cons
                     n_migrations);
     if (version == 0 && !create)
         return fail(&db, RB_ERR_MALFORMED, err, errlen, "%s: not a %s database", path, what);
+    if (readonly && version != n_migrations)
+        return fail(&db, RB_ERR_BAD_VERSION, err, errlen, "%s: schema version %d, this %s needs %d", path,
+                    version, what, n_migrations);
     for (int v = version; v < n_migrations; v++) {
         char bump[64];
         snprintf(bump, sizeof bump, "PRAGMA user_version=%d;", v + 1);

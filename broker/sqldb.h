@@ -10,12 +10,18 @@
 
 #include "rb_error.h"
 
-/* Opens path (creating it if create), WAL, synchronous=FULL, locked for this process alone, checked
- * (quick_check) and migrated: migrations[v] takes the schema from version v to v + 1 (PRAGMA
- * user_version). Refuses a newer schema (RB_ERR_BAD_VERSION), a database without our schema when not
- * creating (RB_ERR_MALFORMED), a corrupt one and one in use (RB_ERR_IO). err names the cause. */
-rb_err sqldb_open(sqlite3 **out, const char *path, bool create, const char *const *migrations,
-                  int n_migrations, const char *what, char *err, size_t errlen);
+enum {
+    SQLDB_CREATE = 1,    /* create the file if it does not exist */
+    SQLDB_EXCLUSIVE = 2, /* hold the lock for the connection's lifetime (one process per database) */
+    SQLDB_READONLY = 4,  /* look only: no locking mode, no migration (a status command) */
+};
+
+/* Opens path (see the flags) in WAL mode, synchronous=FULL, checked (quick_check) and migrated:
+ * migrations[v] takes the schema from version v to v + 1 (PRAGMA user_version). Refuses a newer schema
+ * (RB_ERR_BAD_VERSION), a database without our schema when not creating (RB_ERR_MALFORMED), a corrupt one
+ * and one in use (RB_ERR_IO); `what` names the program in err ("broker", "adapter"). */
+rb_err sqldb_open(sqlite3 **out, const char *path, int flags, const char *const *migrations, int n_migrations,
+                  const char *what, char *err, size_t errlen);
 
 rb_err sqldb_exec(sqlite3 *db, const char *sql);
 

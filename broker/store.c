@@ -73,8 +73,8 @@ rb_err store_open(store_t **out, const char *path, bool create, char *err, size_
     store_t *s = calloc(1, sizeof *s);
     if (s == NULL)
         return RB_ERR_NOMEM;
-    rb_err rc = sqldb_open(&s->db, path, create, migrations, (int)(sizeof migrations / sizeof migrations[0]),
-                           "broker", err, errlen);
+    rb_err rc = sqldb_open(&s->db, path, SQLDB_EXCLUSIVE | (create ? SQLDB_CREATE : 0), migrations,
+                           (int)(sizeof migrations / sizeof migrations[0]), "broker", err, errlen);
     if (rc != RB_OK) {
         free(s);
         return rc;

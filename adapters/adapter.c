@@ -1,0 +1,602 @@
+/* adapter.c -- the adapter runtime (see adapter.h).
+ *
+ * One thread, one loop. Each turn: connect if not connected (the broker may be down: nothing is lost, the
+ * outbox waits), poll the source connector, submit what has no receipt yet, take deliveries into the inbox
+ * (stored, then CONFIRMed), and process the inbox. Filing and the ACK it produces are committed together,
+ * and connectors file idempotently by message id, so a crash at any point repeats work but never loses
+ * or doubles it. */
+#include "adapter.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "keyfile.h"
+#include "log.h"
+#include "pbjson.h"
+#include "rbcrypto.h"
+#include "referral_rules.h"
+#include "wire.h"
+
+struct adapter {
+    settings_t *cfg;
+    const connector_ops_t *ops;
+    connector_t *conn;
+    identity_t *me;
+    card_t broker;                     /* the broker's card */
+    trust_t *trust;                    /* peer cards: whom we seal to and whose envelopes we open */
+    char recipient[CARD_NAME_MAX + 1]; /* source: the sink referrals go to */
+    char endpoint[256];
+    astore_t *store;
+    client_t *client; /* NULL while not connected */
+    int lock_fd;      /* flock on DATA/adapter.lock: one process per data directory */
+    int64_t receipt_deadline_ms, ack_deadline_ms;
+    int64_t next_connect_ms, next_report_ms;
+};
+
+static const char *const adapter_keys[] = {"connector",       "secret",    "broker", "broker_card",
+                                           "trust",           "recipient", "data",   "receipt_deadline_ms",
+                                           "ack_deadline_ms", NULL};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+astore_t *adapter_store(adapter_t *a)
+{
+    return a->store;
+}
+
+static const char *required(const settings_t *cfg, const char *key, char *err, size_t errlen)
+{
+    const char *v = settings_get(cfg, "adapter", key, NULL);
+    if (v == NULL || v[0] == '\0')
+        snprintf(err, errlen, "[adapter] %s is required", key);
+    return v;
+}
+
+static const connector_ops_t *find_connector(const char *name)
+{
+    for (size_t i = 0; connectors[i] != NULL; i++)
+        if (strcmp(connectors[i]->name, name) == 0)
+            return connectors[i];
+    return NULL;
+}
+
+/* Settings common to open and status: the config, its connector, the data directory. */
+static rb_err load_config(const char *path, settings_t **cfg, const connector_ops_t **ops, const char **data,
+                          char *err, size_t errlen)
+{
+    rb_err rc = settings_load(cfg, path, err, errlen);
+    if (rc != RB_OK)
+        return rc;
+    const char *name = required(*cfg, "connector", err, errlen);
+    if (name == NULL)
+        return RB_ERR_USAGE;
+    if ((*ops = find_connector(name)) == NULL) {
+        snprintf(err, errlen, "[adapter] connector: no connector named '%s'", name);
+        return RB_ERR_USAGE;
+    }
+    const char *sections[] = {"adapter", (*ops)->name, NULL};
+    if ((rc = settings_check_sections(*cfg, sections, err, errlen)) != RB_OK ||
+        (rc = settings_check(*cfg, "adapter", adapter_keys, err, errlen)) != RB_OK ||
+        (rc = settings_check(*cfg, (*ops)->name, (*ops)->settings, err, errlen)) != RB_OK)
+        return rc;
+    if ((*data = required(*cfg, "data", err, errlen)) == NULL)
+        return RB_ERR_USAGE;
+    return RB_OK;
+}
+
+rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t errlen)
+{
+    *out = NULL;
+    adapter_t *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return RB_ERR_NOMEM;
+    a->lock_fd = -1;
+    const char *data, *secret, *broker, *broker_card, *trust;
+    char path[4096];
+    rb_err rc = load_config(config_path, &a->cfg, &a->ops, &data, err, errlen);
+    if (rc == RB_OK && ((secret = required(a->cfg, "secret", err, errlen)) == NULL ||
+                        (broker = required(a->cfg, "broker", err, errlen)) == NULL ||
+                        (broker_card = required(a->cfg, "broker_card", err, errlen)) == NULL ||
+                        (trust = required(a->cfg, "trust", err, errlen)) == NULL))
+        rc = RB_ERR_USAGE;
+    if (rc == RB_OK)
+        rc = settings_int(a->cfg, "adapter", "receipt_deadline_ms", 60000, 1, INT64_MAX / 2,
+                          &a->receipt_deadline_ms, err, errlen);
+    if (rc == RB_OK)
+        rc = settings_int(a->cfg, "adapter", "ack_deadline_ms", 24LL * 3600 * 1000, 1, INT64_MAX / 2,
+                          &a->ack_deadline_ms, err, errlen);
+    if (rc == RB_OK) {
+        snprintf(a->endpoint, sizeof a->endpoint, "%s", broker);
+        /* Unattended: the secret file has no passphrase, and is protected by its mode. */
+        if ((rc = identity_load(&a->me, secret, NULL, 0)) != RB_OK)
+            snprintf(err, errlen, "%s: %s (an adapter needs a secret made with --no-passphrase)", secret,
+                     rb_strerror(rc));
+    }
+    if (rc == RB_OK && identity_card(a->me)->role != a->ops->role) {
+        snprintf(err, errlen, "%s: the card's role is %s, connector %s needs %s", secret,
+                 card_role_name((card_role)identity_card(a->me)->role), a->ops->name,
+                 card_role_name(a->ops->role));
+        rc = RB_ERR_USAGE;
+    }
+    if (rc == RB_OK && (rc = card_read_file(&a->broker, broker_card)) != RB_OK)
+        snprintf(err, errlen, "%s: %s", broker_card, rb_strerror(rc));
+    if (rc == RB_OK)
+        rc = trust_load_dir(&a->trust, trust, err, errlen);
+    if (rc == RB_OK && a->ops->role == CARD_ROLE_SOURCE) {
+        const char *recipient = required(a->cfg, "recipient", err, errlen);
+        if (recipient == NULL) {
+            rc = RB_ERR_USAGE;
+        } else if (trust_find_name(a->trust, recipient, (uint64_t)(now_ms() / 1000)) == NULL) {
+            snprintf(err, errlen, "[adapter] recipient: no valid card named '%s' in %s", recipient, trust);
+            rc = RB_ERR_USAGE;
+        } else {
+            snprintf(a->recipient, sizeof a->recipient, "%s", recipient);
+        }
+    }
+    if (rc == RB_OK && mkdir(data, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", data, strerror(errno));
+        rc = RB_ERR_IO;
+    }
+    if (rc == RB_OK) {
+        snprintf(path, sizeof path, "%s/adapter.lock", data);
+        a->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (a->lock_fd < 0 || flock(a->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            snprintf(err, errlen, "%s: another adapter is running on this data directory", data);
+            rc = RB_ERR_IO;
+        }
+    }
+    if (rc == RB_OK) {
+        snprintf(path, sizeof path, "%s/adapter.db", data);
+        rc = astore_open(&a->store, path, false, err, errlen);
+    }
+    if (rc == RB_OK)
+        rc = a->ops->open(&a->conn, a, a->cfg, err, errlen);
+    if (rc != RB_OK) {
+        adapter_close(&a);
+        return rc;
+    }
+    log_info("adapter_started", "name=%s connector=%s broker=%s", identity_card(a->me)->name, a->ops->name,
+             a->endpoint);
+    *out = a;
+    return RB_OK;
+}
+
+void adapter_close(adapter_t **a_p)
+{
+    adapter_t *a = a_p ? *a_p : NULL;
+    if (a == NULL)
+        return;
+    if (a->conn != NULL)
+        a->ops->close(&a->conn);
+    client_close(&a->client);
+    astore_close(&a->store);
+    trust_free(&a->trust);
+    identity_free(&a->me);
+    settings_free(&a->cfg);
+    if (a->lock_fd >= 0)
+        close(a->lock_fd);
+    free(a);
+    *a_p = NULL;
+}
+
+/* --- accepting referrals (source) ------------------------------------------------------------------------ */
+
+static Rb__Kind kind_of(const Rb__Referral *r)
+{
+    if (r->references == NULL)
+        return RB__KIND__KIND_REFERRAL;
+    return r->withdrawal_reason[0] != '\0' ? RB__KIND__KIND_WITHDRAWAL : RB__KIND__KIND_SUPPLEMENT;
+}
+
+static void list_problems(const referral_problems_t *p, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < p->count && n < cap; i++) {
+        int w = snprintf(out + n, cap - n, "%s: %s\n", p->items[i].path, p->items[i].message);
+        if (w > 0)
+            n += (size_t)w;
+    }
+}
+
+rb_err adapter_accept_referral(adapter_t *a, const char *json, size_t len, const char *source, msg_id_t *id,
+                               char *problems, size_t cap)
+{
+    problems[0] = '\0';
+    ProtobufCMessage *m;
+    rb_err rc =
+        pbjson_parse(&rb__referral__descriptor, json, len, rbcrypto_wiping_allocator(), &m, problems, cap);
+    if (rc != RB_OK)
+        return rc == RB_ERR_NOMEM ? rc : RB_ERR_MALFORMED;
+    Rb__Referral *r = (Rb__Referral *)m;
+    Rb__Kind kind = kind_of(r);
+    int64_t t = now_ms();
+    referral_problems_t found;
+    uint8_t *body = NULL, *env = NULL;
+    size_t body_len = 0, env_len = 0;
+    if (referral_validate(r, kind, t, &found) != RB_OK) {
+        list_problems(&found, problems, cap);
+        rc = RB_ERR_INVALID;
+        goto done;
+    }
+    content_id_t content;
+    snprintf(content.agency, sizeof content.agency, "%s", r->agency_ori);
+    snprintf(content.rd_number, sizeof content.rd_number, "%s", r->rd_number);
+    content.revision = r->revision;
+    body_len = protobuf_c_message_get_packed_size(m);
+    if ((body = rbcrypto_secret_alloc(body_len ? body_len : 1)) == NULL) {
+        rc = RB_ERR_NOMEM;
+        goto done;
+    }
+    protobuf_c_message_pack(m, body);
+    uint8_t body_sha[RB_HASH_BYTES], old_sha[RB_HASH_BYTES];
+    rbcrypto_sha256(body, body_len, body_sha);
+    bool exists;
+    if ((rc = astore_outbox_find_content(a->store, &content, &exists, id, old_sha)) != RB_OK)
+        goto done;
+    if (exists) {
+        if (memcmp(body_sha, old_sha, RB_HASH_BYTES) != 0) {
+            uint32_t last = 0;
+            astore_outbox_last_revision(a->store, content.agency, content.rd_number, &last);
+            snprintf(
+                problems, cap,
+                "$.revision: RD %s revision %u was already sent with other content; send the change as a "
+                "supplement with revision %u\n",
+                content.rd_number, content.revision, last + 1);
+            rc = RB_ERR_CONFLICT;
+        }
+        goto done; /* the same referral again: the id it already has */
+    }
+    const card_t *to = trust_find_name(a->trust, a->recipient, (uint64_t)(t / 1000));
+    if (to == NULL) {
+        snprintf(problems, cap, "no valid card for the recipient %s\n", a->recipient);
+        rc = RB_ERR_UNKNOWN_SENDER;
+        goto done;
+    }
+    /* A supplement or withdrawal names the envelope of the referral it follows, when we sent it. */
+    msg_id_t ref;
+    bool has_ref = false;
+    if (r->references != NULL && r->references->message_id.len == MSG_ID_BYTES) {
+        memcpy(ref.bytes, r->references->message_id.data, MSG_ID_BYTES);
+        has_ref = true;
+    } else if (r->references != NULL) {
+        content_id_t earlier = content;
+        earlier.revision = r->references->revision;
+        uint8_t unused[RB_HASH_BYTES];
+        astore_outbox_find_content(a->store, &earlier, &has_ref, &ref, unused);
+    }
+    uint8_t case_key[CASE_KEY_BYTES];
+    envelope_case_key(a->me, content.agency, content.rd_number, case_key);
+    envelope_params_t p = {.kind = kind, .ref = has_ref ? &ref : NULL, .case_key = case_key, .created_ms = t};
+    if ((rc = envelope_seal(a->me, to, &p, body, body_len, id, &env, &env_len)) != RB_OK)
+        goto done;
+    rc = astore_outbox_add(a->store, id, kind, env, env_len, &content, body_sha, source, t);
+    if (rc == RB_OK) {
+        char hex[33];
+        wire_id_hex(id->bytes, hex);
+        log_info("queued", "msg=%s kind=%d source=%s", hex, (int)kind, source);
+    }
+done:
+    free(env);
+    rbcrypto_secret_free(body);
+    protobuf_c_message_free_unpacked(m, rbcrypto_wiping_allocator());
+    return rc;
+}
+
+/* --- the broker connection ---------------------------------------------------------------------------------- */
+
+static void ensure_connected(adapter_t *a)
+{
+    int64_t t = now_ms();
+    if (a->client != NULL || t < a->next_connect_ms)
+        return;
+    char err[512];
+    if (client_connect(&a->client, a->endpoint, a->me, &a->broker, 16, 1000, err, sizeof err) == RB_OK) {
+        log_info("connected", "broker=%s", a->endpoint);
+    } else {
+        log_warn("broker_unreachable", "broker=%s error=\"%s\"", a->endpoint, err);
+        a->next_connect_ms = t + 2000;
+    }
+}
+
+static void disconnect(adapter_t *a, const char *why)
+{
+    log_warn("disconnected", "broker=%s reason=\"%s\"", a->endpoint, why);
+    client_close(&a->client);
+}
+
+static void submit_outbox(adapter_t *a)
+{
+    for (int sent = 0; a->client != NULL && sent < 64; sent++) {
+        bool found;
+        msg_id_t id;
+        uint8_t *env;
+        size_t len;
+        if (astore_outbox_next_unreceipted(a->store, &found, &id, &env, &len) != RB_OK || !found)
+            return;
+        client_result_t r;
+        rb_err rc = client_submit(a->client, env, len, 5000, &r);
+        free(env);
+        char hex[33];
+        wire_id_hex(id.bytes, hex);
+        if (rc == RB_ERR_IO) {
+            disconnect(a, "no answer to a submission");
+            return;
+        }
+        if (rc != RB_OK) {
+            log_error("bad_receipt", "msg=%s error=\"%s\"", hex, rb_strerror(rc));
+            disconnect(a, "bad receipt");
+            return;
+        }
+        if (r.accepted) {
+            astore_outbox_receipted(a->store, &id, r.event_seq, r.broker_ms, now_ms());
+            log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r.event_seq);
+        } else if (r.code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
+                   r.code == RB__ERROR_CODE__ERROR_CODE_DISABLED) {
+            log_warn("submit_deferred", "msg=%s code=%s reason=\"%s\"", hex, wire_error_name(r.code),
+                     r.reason);
+            return; /* try again later */
+        } else {
+            char reason[300];
+            snprintf(reason, sizeof reason, "%s: %s", wire_error_name(r.code), r.reason);
+            astore_outbox_refused(a->store, &id, reason, now_ms());
+            log_error("submit_refused", "msg=%s code=%s reason=\"%s\"", hex, wire_error_name(r.code),
+                      r.reason);
+        }
+    }
+}
+
+static void receive_deliveries(adapter_t *a, int wait_ms)
+{
+    for (int i = 0; a->client != NULL && i < 256; i++) {
+        uint8_t *env;
+        size_t len;
+        uint32_t attempt;
+        if (client_receive(a->client, i == 0 ? wait_ms : 0, &env, &len, &attempt) != RB_OK)
+            return;
+        msg_id_t id;
+        bool fresh = false;
+        char hex[33] = "?";
+        if (envelope_peek_id(env, len, &id) == RB_OK) {
+            wire_id_hex(id.bytes, hex);
+            /* On our disk first; only then may the broker forget it. */
+            if (astore_inbox_add(a->store, &id, env, len, now_ms(), &fresh) == RB_OK)
+                client_confirm(a->client, id.bytes);
+            else
+                log_error("inbox_write_failed", "msg=%s", hex);
+        }
+        log_info("received", "msg=%s attempt=%u%s", hex, attempt, fresh ? "" : " duplicate=1");
+        free(env);
+    }
+}
+
+/* --- processing the inbox -------------------------------------------------------------------------------------- */
+
+/* Seals an ACK for the opened referral and queues it in the outbox (inside the caller's transaction). */
+static rb_err queue_ack(adapter_t *a, const envelope_opened_t *o, bool accepted, const char *intake_reference,
+                        const referral_problems_t *problems)
+{
+    Rb__AckBody ack = RB__ACK_BODY__INIT;
+    Rb__Problem items[REFERRAL_MAX_PROBLEMS], *ptrs[REFERRAL_MAX_PROBLEMS];
+    ack.status = accepted ? RB__ACK_STATUS__ACK_STATUS_ACCEPTED : RB__ACK_STATUS__ACK_STATUS_REJECTED;
+    ack.intake_reference = (char *)intake_reference;
+    ack.received_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, (uint8_t *)o->envelope_sha256};
+    ack.decided_ms = now_ms();
+    for (size_t i = 0; problems != NULL && i < problems->count; i++) {
+        rb__problem__init(&items[i]);
+        items[i].path = (char *)problems->items[i].path;
+        items[i].message = (char *)problems->items[i].message;
+        ptrs[i] = &items[i];
+    }
+    ack.problems = ptrs;
+    ack.n_problems = problems ? problems->count : 0;
+    size_t body_len = rb__ack_body__get_packed_size(&ack);
+    uint8_t *body = malloc(body_len ? body_len : 1), *env = NULL;
+    if (body == NULL)
+        return RB_ERR_NOMEM;
+    rb__ack_body__pack(&ack, body);
+    msg_id_t ref, id;
+    memcpy(ref.bytes, o->header->message_id.data, MSG_ID_BYTES);
+    envelope_params_t p = {
+        .kind = RB__KIND__KIND_ACK, .ref = &ref, .ack_status = ack.status, .created_ms = ack.decided_ms};
+    size_t env_len;
+    rb_err rc = envelope_seal(a->me, &o->sender, &p, body, body_len, &id, &env, &env_len);
+    if (rc == RB_OK)
+        rc = astore_outbox_add(a->store, &id, RB__KIND__KIND_ACK, env, env_len, NULL, NULL, "ack",
+                               ack.decided_ms);
+    free(body);
+    free(env);
+    return rc;
+}
+
+/* A sink's referral: validate, file once per content, answer. false to stop processing for now. */
+static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_opened_t *o, const char *hex)
+{
+    const Rb__Referral *r = (const Rb__Referral *)o->message;
+    referral_problems_t problems;
+    content_id_t content;
+    snprintf(content.agency, sizeof content.agency, "%s", r->agency_ori);
+    snprintf(content.rd_number, sizeof content.rd_number, "%s", r->rd_number);
+    content.revision = r->revision;
+    bool valid = referral_validate(r, o->header->kind, now_ms(), &problems) == RB_OK;
+    char reference[64] = "", err[256] = "", listed[2048] = "";
+    bool already = false;
+    if (valid && astore_inbox_find_filed(a->store, &content, &already, reference, sizeof reference) != RB_OK)
+        return false;
+    if (valid && !already &&
+        a->ops->file(a->conn, id, o->header->kind, r, reference, sizeof reference, err, sizeof err) !=
+            RB_OK) {
+        log_warn("filing_deferred", "msg=%s error=\"%s\"", hex, err); /* e.g. the intake database is locked */
+        return false;
+    }
+    if (!valid)
+        list_problems(&problems, listed, sizeof listed);
+    rb_err rc = astore_begin(a->store);
+    if (rc == RB_OK)
+        rc = queue_ack(a, o, valid, reference, valid ? NULL : &problems);
+    if (rc == RB_OK)
+        rc = astore_inbox_done(a->store, id, valid ? (already ? "duplicate" : "filed") : "rejected", &content,
+                               reference, listed, now_ms());
+    if (rc == RB_OK)
+        rc = astore_commit(a->store);
+    if (rc != RB_OK) {
+        astore_rollback(a->store);
+        log_error("inbox_update_failed", "msg=%s error=\"%s\"", hex, rb_strerror(rc));
+        return false;
+    }
+    log_info(valid ? "filed" : "rejected", "msg=%s intake_reference=%s%s problems=%zu", hex, reference,
+             already ? " duplicate_content=1" : "", valid ? (size_t)0 : problems.count);
+    return true;
+}
+
+/* A source's ACK: record it on the referral and tell the connector. */
+static void handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t *o, const char *hex)
+{
+    const Rb__AckBody *ack = (const Rb__AckBody *)o->message;
+    char *json = NULL;
+    msg_id_t referral;
+    memcpy(referral.bytes, o->header->ref_message_id.data, MSG_ID_BYTES);
+    pbjson_format(o->message, PBJSON_PRETTY, &json);
+    rb_err rc = astore_outbox_acked(a->store, &referral, (int)ack->status, ack->intake_reference,
+                                    json ? json : "", now_ms());
+    astore_inbox_done(a->store, id, rc == RB_OK ? "ack" : "refused", NULL, ack->intake_reference,
+                      rc == RB_OK ? NULL : "ACK for a referral this adapter did not send", now_ms());
+    char ref_hex[33];
+    wire_id_hex(referral.bytes, ref_hex);
+    if (rc == RB_OK) {
+        log_info("acked", "msg=%s status=%s intake_reference=%s", ref_hex,
+                 ack->status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED",
+                 ack->intake_reference);
+        if (a->ops->on_ack != NULL)
+            a->ops->on_ack(a->conn, &referral, json ? json : "");
+    } else {
+        log_security("ack_refused", "ack=%s for=%s reason=\"not our referral\"", hex, ref_hex);
+    }
+    pbjson_free(json);
+}
+
+static void process_inbox(adapter_t *a)
+{
+    for (int i = 0; i < 256; i++) {
+        bool found;
+        msg_id_t id;
+        uint8_t *env;
+        size_t len;
+        if (astore_inbox_next(a->store, &found, &id, &env, &len) != RB_OK || !found)
+            return;
+        char hex[33];
+        wire_id_hex(id.bytes, hex);
+        envelope_opened_t o;
+        rb_err rc = envelope_open(a->me, a->trust, env, len, &o);
+        free(env);
+        if (rc != RB_OK) {
+            log_security("envelope_refused", "msg=%s reason=\"%s\"", hex, rb_strerror(rc));
+            astore_inbox_done(a->store, &id, "refused", NULL, NULL, rb_strerror(rc), now_ms());
+            continue;
+        }
+        bool go_on = true;
+        bool is_ack = o.header->kind == RB__KIND__KIND_ACK;
+        if (is_ack && a->ops->role == CARD_ROLE_SOURCE) {
+            handle_ack(a, &id, &o, hex);
+        } else if (!is_ack && a->ops->role == CARD_ROLE_SINK) {
+            go_on = handle_referral(a, &id, &o, hex);
+        } else {
+            astore_inbox_done(a->store, &id, "refused", NULL, NULL, "not a kind this adapter takes",
+                              now_ms());
+        }
+        envelope_opened_clear(&o);
+        if (!go_on)
+            return;
+    }
+}
+
+static void report_overdue(adapter_t *a)
+{
+    int64_t t = now_ms();
+    if (t < a->next_report_ms)
+        return;
+    a->next_report_ms = t + 30000;
+    astore_counts_t c;
+    if (astore_counts(a->store, t, a->receipt_deadline_ms, a->ack_deadline_ms, &c) == RB_OK &&
+        (c.overdue_receipt > 0 || c.overdue_ack > 0))
+        log_warn("overdue", "no_receipt=%d no_ack=%d", c.overdue_receipt, c.overdue_ack);
+}
+
+rb_err adapter_run(adapter_t *a, volatile sig_atomic_t *stop)
+{
+    while (!*stop) {
+        ensure_connected(a);
+        if (a->ops->poll != NULL)
+            a->ops->poll(a->conn);
+        if (a->client != NULL) {
+            submit_outbox(a);
+            receive_deliveries(a, 100);
+        } else {
+            struct timespec pause = {0, 100 * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+        process_inbox(a);
+        report_overdue(a);
+    }
+    log_info("adapter_stopped", "name=%s", identity_card(a->me)->name);
+    return RB_OK;
+}
+
+rb_err adapter_status(const char *config_path, const char *message_id_hex, char *err, size_t errlen)
+{
+    settings_t *cfg = NULL;
+    const connector_ops_t *ops;
+    const char *data;
+    astore_t *store = NULL;
+    char path[4096];
+    rb_err rc = load_config(config_path, &cfg, &ops, &data, err, errlen);
+    int64_t receipt_deadline = 0, ack_deadline = 0;
+    if (rc == RB_OK)
+        rc = settings_int(cfg, "adapter", "receipt_deadline_ms", 60000, 1, INT64_MAX / 2, &receipt_deadline,
+                          err, errlen);
+    if (rc == RB_OK)
+        rc = settings_int(cfg, "adapter", "ack_deadline_ms", 24LL * 3600 * 1000, 1, INT64_MAX / 2,
+                          &ack_deadline, err, errlen);
+    if (rc == RB_OK) {
+        snprintf(path, sizeof path, "%s/adapter.db", data);
+        rc = astore_open(&store, path, true, err, errlen);
+    }
+    if (rc == RB_OK && message_id_hex != NULL) {
+        msg_id_t id;
+        char history[8192];
+        bool found = false;
+        if (!keyfile_unhex(message_id_hex, id.bytes, MSG_ID_BYTES)) {
+            snprintf(err, errlen, "--id must be a message id of 32 hex digits");
+            rc = RB_ERR_USAGE;
+        } else if ((rc = astore_history(store, &id, history, sizeof history, &found)) == RB_OK && !found) {
+            snprintf(err, errlen, "%s: no such message in this adapter", message_id_hex);
+            rc = RB_ERR_USAGE;
+        } else if (rc == RB_OK) {
+            printf("message %s\n%s", message_id_hex, history);
+        }
+    } else if (rc == RB_OK) {
+        astore_counts_t c;
+        if ((rc = astore_counts(store, now_ms(), receipt_deadline, ack_deadline, &c)) == RB_OK)
+            printf("{\"queued\": %d, \"awaitingAck\": %d, \"accepted\": %d, \"rejected\": %d, "
+                   "\"overdueReceipt\": %d, "
+                   "\"overdueAck\": %d, \"inboxWaiting\": %d, \"filed\": %d, \"refused\": %d}\n",
+                   c.queued, c.receipted, c.accepted, c.rejected, c.overdue_receipt, c.overdue_ack,
+                   c.inbox_waiting, c.filed, c.refused);
+    }
+    astore_close(&store);
+    settings_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,40 @@
+/* adapter.h -- the adapter runtime: one identity, one connector, one local store, one broker connection.
+ *
+ * adapter_run loops until stopped: it lets a source connector find new referrals (each is validated,
+ * sealed and written to the outbox before the connector is told it was taken), submits the outbox to the
+ * broker until each envelope has its signed receipt, stores every delivery in the inbox before confirming
+ * it, and processes the inbox: a sink files each valid referral through its connector and answers with a
+ * signed ACK (queued in the same outbox), a source records the ACKs for its referrals. The broker may be
+ * down at any time: everything waits in the store and flows when it is back. */
+#ifndef ADAPTER_H
+#define ADAPTER_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#include "astore.h"
+#include "connector.h"
+#include "rb_error.h"
+#include "settings.h"
+
+/* Sets up from a config file (see docs/ADAPTERS.md). On failure *out is NULL and err says why. */
+rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t errlen);
+void adapter_close(adapter_t **a_p);
+/* Runs until *stop is set. */
+rb_err adapter_run(adapter_t *a, volatile sig_atomic_t *stop);
+
+/* For source connectors: validates, seals and queues a referral given as proto3 JSON; source names where
+ * it came from. RB_OK with *id its message id: new, or the one the same referral already went under (the
+ * same export twice is one referral). Otherwise problems (cap bytes) lists every problem, one per line
+ * with its field path: RB_ERR_MALFORMED (not a referral), RB_ERR_INVALID (breaks a rule), RB_ERR_CONFLICT
+ * (a different referral was already sent with this agency, RD number and revision: send a supplement). */
+rb_err adapter_accept_referral(adapter_t *a, const char *json, size_t len, const char *source, msg_id_t *id,
+                               char *problems, size_t cap);
+
+/* The adapter's store, for connectors that answer status queries. Borrowed. */
+astore_t *adapter_store(adapter_t *a);
+
+/* `referral-adapter status`: counts by state, or one message's history, printed to stdout. */
+rb_err adapter_status(const char *config_path, const char *message_id_hex, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,345 @@
+/* astore.c -- the adapter's outbox and inbox in SQLite (see astore.h). */
+#include "astore.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rbcrypto.h"
+#include "sqldb.h"
+
+struct astore {
+    sqlite3 *db; /* WAL, exclusive to this adapter process */
+};
+
+static const char *const migrations[] = {
+    /* version 1 */
+    "CREATE TABLE outbox("
+    "  message_id BLOB PRIMARY KEY,"
+    "  kind INTEGER NOT NULL,"
+    "  envelope BLOB NOT NULL,"
+    "  agency TEXT, rd_number TEXT, revision INTEGER, body_sha256 BLOB,"
+    "  source TEXT, refused TEXT,"
+    "  queued_ms INTEGER NOT NULL,"
+    "  receipt_seq INTEGER, broker_ms INTEGER, receipted_ms INTEGER,"
+    "  ack_status INTEGER, intake_reference TEXT, ack_json TEXT, acked_ms INTEGER,"
+    "  UNIQUE(agency, rd_number, revision));"
+    "CREATE INDEX outbox_unreceipted ON outbox(receipted_ms, queued_ms);"
+    "CREATE TABLE inbox("
+    "  message_id BLOB PRIMARY KEY,"
+    "  envelope BLOB NOT NULL,"
+    "  received_ms INTEGER NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'received',"
+    "  agency TEXT, rd_number TEXT, revision INTEGER,"
+    "  intake_reference TEXT, problems TEXT, processed_ms INTEGER);"
+    "CREATE INDEX inbox_state ON inbox(state, received_ms);"
+    "CREATE INDEX inbox_content ON inbox(agency, rd_number, revision);",
+};
+
+rb_err astore_open(astore_t **out, const char *path, bool readonly, char *err, size_t errlen)
+{
+    *out = NULL;
+    astore_t *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return RB_ERR_NOMEM;
+    rb_err rc = sqldb_open(&s->db, path, readonly ? SQLDB_READONLY : SQLDB_CREATE, migrations,
+                           (int)(sizeof migrations / sizeof migrations[0]), "adapter", err, errlen);
+    if (rc != RB_OK) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return RB_OK;
+}
+
+void astore_close(astore_t **s_p)
+{
+    if (s_p != NULL && *s_p != NULL) {
+        sqlite3_close_v2((*s_p)->db);
+        free(*s_p);
+        *s_p = NULL;
+    }
+}
+
+rb_err astore_begin(astore_t *s)
+{
+    return sqldb_exec(s->db, "BEGIN IMMEDIATE");
+}
+
+rb_err astore_commit(astore_t *s)
+{
+    return sqldb_exec(s->db, "COMMIT");
+}
+
+void astore_rollback(astore_t *s)
+{
+    if (!sqlite3_get_autocommit(s->db))
+        sqldb_exec(s->db, "ROLLBACK");
+}
+
+rb_err astore_outbox_add(astore_t *s, const msg_id_t *id, int kind, const uint8_t *env, size_t len,
+                         const content_id_t *content, const uint8_t *body_sha256, const char *source,
+                         int64_t now_ms)
+{
+    return sqldb_run(
+        sqldb_prepare(s->db,
+                      "INSERT INTO outbox(message_id, kind, envelope, agency, rd_number, revision,"
+                      " body_sha256, source, queued_ms) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      "bibtt"
+                      "ibti",
+                      id->bytes, MSG_ID_BYTES, (int64_t)kind, env, (int)len, content ? content->agency : NULL,
+                      content ? content->rd_number : NULL, content ? (int64_t)content->revision : 0,
+                      body_sha256, body_sha256 ? RB_HASH_BYTES : 0, source, now_ms));
+}
+
+rb_err astore_outbox_find_content(astore_t *s, const content_id_t *content, bool *found, msg_id_t *id,
+                                  uint8_t body_sha256[RB_HASH_BYTES])
+{
+    sqlite3_stmt *st =
+        sqldb_prepare(s->db,
+                      "SELECT message_id, body_sha256 FROM outbox WHERE agency = ? AND rd_number = ? "
+                      "AND revision = ?",
+                      "tti", content->agency, content->rd_number, (int64_t)content->revision);
+    if (st == NULL)
+        return RB_ERR_IO;
+    int step = sqlite3_step(st);
+    *found = step == SQLITE_ROW && sqlite3_column_bytes(st, 0) == MSG_ID_BYTES &&
+             sqlite3_column_bytes(st, 1) == RB_HASH_BYTES;
+    if (*found) {
+        memcpy(id->bytes, sqlite3_column_blob(st, 0), MSG_ID_BYTES);
+        memcpy(body_sha256, sqlite3_column_blob(st, 1), RB_HASH_BYTES);
+    }
+    sqlite3_finalize(st);
+    return step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+}
+
+rb_err astore_outbox_refused(astore_t *s, const msg_id_t *id, const char *reason, int64_t now_ms)
+{
+    (void)now_ms;
+    return sqldb_run(sqldb_prepare(s->db, "UPDATE outbox SET refused = ? WHERE message_id = ?", "tb", reason,
+                                   id->bytes, MSG_ID_BYTES));
+}
+
+rb_err astore_outbox_last_revision(astore_t *s, const char *agency, const char *rd_number, uint32_t *revision)
+{
+    int64_t v;
+    rb_err rc = sqldb_int(
+        sqldb_prepare(s->db,
+                      "SELECT coalesce(max(revision), 0) FROM outbox WHERE agency = ? AND rd_number = ?",
+                      "tt", agency, rd_number),
+        &v);
+    *revision = (uint32_t)v;
+    return rc;
+}
+
+/* Copies a blob column into a new malloc'd buffer. */
+static uint8_t *take_blob(sqlite3_stmt *st, int col, size_t *len)
+{
+    *len = (size_t)sqlite3_column_bytes(st, col);
+    uint8_t *buf = malloc(*len ? *len : 1);
+    if (buf != NULL && *len > 0)
+        memcpy(buf, sqlite3_column_blob(st, col), *len);
+    return buf;
+}
+
+/* The first row of (message_id, envelope) from st, finalizing it. */
+static rb_err next_envelope(sqlite3_stmt *st, bool *found, msg_id_t *id, uint8_t **env, size_t *len)
+{
+    *found = false;
+    *env = NULL;
+    if (st == NULL)
+        return RB_ERR_IO;
+    int step = sqlite3_step(st);
+    rb_err rc = step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+    if (step == SQLITE_ROW && sqlite3_column_bytes(st, 0) == MSG_ID_BYTES) {
+        memcpy(id->bytes, sqlite3_column_blob(st, 0), MSG_ID_BYTES);
+        *env = take_blob(st, 1, len);
+        *found = *env != NULL;
+        if (*env == NULL)
+            rc = RB_ERR_NOMEM;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+rb_err astore_outbox_next_unreceipted(astore_t *s, bool *found, msg_id_t *id, uint8_t **env, size_t *len)
+{
+    return next_envelope(
+        sqldb_prepare(
+            s->db,
+            "SELECT message_id, envelope FROM outbox WHERE receipted_ms IS NULL AND refused IS NULL "
+            "ORDER BY queued_ms, rowid LIMIT 1",
+            ""),
+        found, id, env, len);
+}
+
+/* An UPDATE that must change one row: RB_ERR_USAGE when it changed none. */
+static rb_err update_one(astore_t *s, sqlite3_stmt *st)
+{
+    rb_err rc = sqldb_run(st);
+    return rc == RB_OK && sqlite3_changes(s->db) != 1 ? RB_ERR_USAGE : rc;
+}
+
+rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t event_seq, int64_t broker_ms,
+                               int64_t now_ms)
+{
+    return update_one(s,
+                      sqldb_prepare(s->db,
+                                    "UPDATE outbox SET receipt_seq = ?, broker_ms = ?, receipted_ms = ? "
+                                    "WHERE message_id = ?",
+                                    "iiib", (int64_t)event_seq, broker_ms, now_ms, id->bytes, MSG_ID_BYTES));
+}
+
+rb_err astore_outbox_acked(astore_t *s, const msg_id_t *referral, int status, const char *intake_reference,
+                           const char *ack_json, int64_t now_ms)
+{
+    return update_one(
+        s, sqldb_prepare(s->db,
+                         "UPDATE outbox SET ack_status = ?, intake_reference = ?, ack_json = ?, acked_ms = ? "
+                         "WHERE message_id = ? AND kind != 4",
+                         "ittib", (int64_t)status, intake_reference, ack_json, now_ms, referral->bytes,
+                         MSG_ID_BYTES));
+}
+
+rb_err astore_inbox_add(astore_t *s, const msg_id_t *id, const uint8_t *env, size_t len, int64_t now_ms,
+                        bool *fresh)
+{
+    rb_err rc = sqldb_run(
+        sqldb_prepare(s->db, "INSERT OR IGNORE INTO inbox(message_id, envelope, received_ms) VALUES(?, ?, ?)",
+                      "bbi", id->bytes, MSG_ID_BYTES, env, (int)len, now_ms));
+    *fresh = rc == RB_OK && sqlite3_changes(s->db) == 1;
+    return rc;
+}
+
+rb_err astore_inbox_next(astore_t *s, bool *found, msg_id_t *id, uint8_t **env, size_t *len)
+{
+    return next_envelope(sqldb_prepare(s->db,
+                                       "SELECT message_id, envelope FROM inbox WHERE state = 'received' "
+                                       "ORDER BY received_ms, rowid LIMIT 1",
+                                       ""),
+                         found, id, env, len);
+}
+
+rb_err astore_inbox_done(astore_t *s, const msg_id_t *id, const char *state, const content_id_t *content,
+                         const char *intake_reference, const char *problems, int64_t now_ms)
+{
+    return update_one(
+        s, sqldb_prepare(s->db,
+                         "UPDATE inbox SET state = ?, agency = ?, rd_number = ?, revision = ?, "
+                         "intake_reference = ?, problems = ?, processed_ms = ? WHERE message_id = ?",
+                         "ttti"
+                         "ttib",
+                         state, content ? content->agency : NULL, content ? content->rd_number : NULL,
+                         content ? (int64_t)content->revision : 0, intake_reference, problems, now_ms,
+                         id->bytes, MSG_ID_BYTES));
+}
+
+rb_err astore_inbox_find_filed(astore_t *s, const content_id_t *content, bool *found, char *intake_reference,
+                               size_t cap)
+{
+    sqlite3_stmt *st =
+        sqldb_prepare(s->db,
+                      "SELECT intake_reference FROM inbox WHERE state = 'filed' AND agency = ? "
+                      "AND rd_number = ? AND revision = ? LIMIT 1",
+                      "tti", content->agency, content->rd_number, (int64_t)content->revision);
+    if (st == NULL)
+        return RB_ERR_IO;
+    int step = sqlite3_step(st);
+    *found = step == SQLITE_ROW;
+    if (*found)
+        snprintf(intake_reference, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+}
+
+rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, int64_t ack_deadline_ms,
+                     astore_counts_t *out)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st = sqldb_prepare(
+        s->db,
+        "SELECT"
+        " (SELECT count(*) FROM outbox WHERE receipted_ms IS NULL AND refused IS NULL),"
+        " (SELECT count(*) FROM outbox WHERE kind != 4 AND receipted_ms IS NOT NULL AND acked_ms IS NULL),"
+        " (SELECT count(*) FROM outbox WHERE ack_status = 1),"
+        " (SELECT count(*) FROM outbox WHERE ack_status = 2),"
+        " (SELECT count(*) FROM outbox WHERE receipted_ms IS NULL AND refused IS NULL AND queued_ms < ?),"
+        " (SELECT count(*) FROM outbox WHERE kind != 4 AND acked_ms IS NULL AND queued_ms < ?),"
+        " (SELECT count(*) FROM inbox WHERE state = 'received'),"
+        " (SELECT count(*) FROM inbox WHERE state = 'filed'),"
+        " (SELECT count(*) FROM inbox WHERE state IN ('rejected', 'refused')) + "
+        " (SELECT count(*) FROM outbox WHERE refused IS NOT NULL)",
+        "ii", now_ms - receipt_deadline_ms, now_ms - ack_deadline_ms);
+    if (st == NULL || sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return RB_ERR_IO;
+    }
+    int *fields[] = {&out->queued,        &out->receipted,       &out->accepted,
+                     &out->rejected,      &out->overdue_receipt, &out->overdue_ack,
+                     &out->inbox_waiting, &out->filed,           &out->refused};
+    for (int i = 0; i < 9; i++)
+        *fields[i] = sqlite3_column_int(st, i);
+    sqlite3_finalize(st);
+    return RB_OK;
+}
+
+/* printf at the end of out, never past cap. */
+static void append(char *out, size_t cap, size_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void append(char *out, size_t cap, size_t *n, const char *fmt, ...)
+{
+    if (*n + 1 >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(out + *n, cap - *n, fmt, ap);
+    va_end(ap);
+    if (w > 0)
+        *n += (size_t)w < cap - *n ? (size_t)w : cap - *n - 1;
+}
+
+static const char *text_or(sqlite3_stmt *st, int col, const char *dflt)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return t ? (const char *)t : dflt;
+}
+
+rb_err astore_history(astore_t *s, const msg_id_t *id, char *out, size_t cap, bool *found)
+{
+    out[0] = '\0';
+    sqlite3_stmt *st =
+        sqldb_prepare(s->db,
+                      "SELECT 'sent', source, queued_ms, receipt_seq, receipted_ms, ack_status, "
+                      "intake_reference, ack_json, acked_ms, rd_number, revision FROM outbox "
+                      "WHERE message_id = ? "
+                      "UNION ALL SELECT 'received', state, received_ms, NULL, NULL, NULL, "
+                      "intake_reference, problems, processed_ms, rd_number, revision FROM inbox "
+                      "WHERE message_id = ?",
+                      "bb", id->bytes, MSG_ID_BYTES, id->bytes, MSG_ID_BYTES);
+    if (st == NULL)
+        return RB_ERR_IO;
+    *found = false;
+    size_t n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        *found = true;
+        append(out, cap, &n, "RD %s revision %d\n", text_or(st, 9, "-"), sqlite3_column_int(st, 10));
+        if (strcmp(text_or(st, 0, ""), "sent") == 0) {
+            append(out, cap, &n, "queued     %lld from %s\n", (long long)sqlite3_column_int64(st, 2),
+                   text_or(st, 1, "-"));
+            if (sqlite3_column_type(st, 4) != SQLITE_NULL)
+                append(out, cap, &n, "receipted  %lld, ledger index %lld\n",
+                       (long long)sqlite3_column_int64(st, 4), (long long)sqlite3_column_int64(st, 3));
+            if (sqlite3_column_type(st, 8) != SQLITE_NULL)
+                append(out, cap, &n, "%-10s %lld %s\n%s\n",
+                       sqlite3_column_int(st, 5) == 1 ? "ACCEPTED" : "REJECTED",
+                       (long long)sqlite3_column_int64(st, 8), text_or(st, 6, ""), text_or(st, 7, ""));
+        } else {
+            append(out, cap, &n, "received   %lld\n%-10s %lld %s\n%s\n",
+                   (long long)sqlite3_column_int64(st, 2), text_or(st, 1, "?"),
+                   (long long)sqlite3_column_int64(st, 8), text_or(st, 6, ""), text_or(st, 7, ""));
+        }
+    }
+    sqlite3_finalize(st);
+    return RB_OK;
+}

@@ -1,0 +1,91 @@
+/* astore.h -- an adapter's own SQLite store: the outbox of envelopes it sends, the inbox of those it
+ * receives.
+ *
+ * Outbox: an envelope is written here (sealed) before the source system is told it was taken, and stays
+ * until the broker's signed receipt is stored next to it; for referrals the ACK that closes it is kept
+ * too. Referrals are also indexed by their content identity (agency, RD number, revision), so the same
+ * export twice is the same referral. Inbox: a delivered envelope is written here before it is CONFIRMed;
+ * opening and filing happen from here, once per message id and once per content identity. */
+#ifndef ASTORE_H
+#define ASTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "envelope.h"
+#include "rb_error.h"
+
+typedef struct astore astore_t;
+
+/* Opens (creating) the store; readonly for a status command while the adapter runs. */
+rb_err astore_open(astore_t **out, const char *path, bool readonly, char *err, size_t errlen);
+void astore_close(astore_t **s_p);
+rb_err astore_begin(astore_t *s);
+rb_err astore_commit(astore_t *s);
+void astore_rollback(astore_t *s);
+
+/* --- outbox -------------------------------------------------------------------------------------------- */
+
+/* Content identity of a referral: (agency ORI, RD number, revision). */
+typedef struct {
+    char agency[16];
+    char rd_number[16];
+    uint32_t revision;
+} content_id_t;
+
+/* Queues an envelope to send. content and body_sha256 (SHA-256 of the packed referral) are NULL for ACKs;
+ * source names where it came from (a file name). RB_ERR_CONFLICT when a referral with this content
+ * identity is already in the outbox. */
+rb_err astore_outbox_add(astore_t *s, const msg_id_t *id, int kind, const uint8_t *env, size_t len,
+                         const content_id_t *content, const uint8_t *body_sha256, const char *source,
+                         int64_t now_ms);
+/* The outbox referral with this content identity: *found, its message id and body hash. */
+rb_err astore_outbox_find_content(astore_t *s, const content_id_t *content, bool *found, msg_id_t *id,
+                                  uint8_t body_sha256[RB_HASH_BYTES]);
+/* The broker refused it for good (not a transient failure): it is not submitted again. */
+rb_err astore_outbox_refused(astore_t *s, const msg_id_t *id, const char *reason, int64_t now_ms);
+/* The highest revision sent for (agency, RD number), 0 when none. */
+rb_err astore_outbox_last_revision(astore_t *s, const char *agency, const char *rd_number,
+                                   uint32_t *revision);
+
+/* The oldest envelope without a receipt; *found false when none. *env is the caller's (free()). */
+rb_err astore_outbox_next_unreceipted(astore_t *s, bool *found, msg_id_t *id, uint8_t **env, size_t *len);
+rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t event_seq, int64_t broker_ms,
+                               int64_t now_ms);
+/* Records the ACK for a referral we sent. RB_ERR_USAGE when the referral is not ours. */
+rb_err astore_outbox_acked(astore_t *s, const msg_id_t *referral, int status, const char *intake_reference,
+                           const char *ack_json, int64_t now_ms);
+
+/* --- inbox ----------------------------------------------------------------------------------------------- */
+
+/* Stores a delivered envelope (state "received"). *fresh false when it was already there (a redelivery). */
+rb_err astore_inbox_add(astore_t *s, const msg_id_t *id, const uint8_t *env, size_t len, int64_t now_ms,
+                        bool *fresh);
+/* The oldest received envelope not yet processed. */
+rb_err astore_inbox_next(astore_t *s, bool *found, msg_id_t *id, uint8_t **env, size_t *len);
+/* Marks a received envelope processed: state "filed", "rejected", "ack" or "refused" (not openable),
+ * with the content identity and intake reference when filed. */
+rb_err astore_inbox_done(astore_t *s, const msg_id_t *id, const char *state, const content_id_t *content,
+                         const char *intake_reference, const char *problems, int64_t now_ms);
+/* The filed referral with this content identity, for idempotent filing: its intake reference. */
+rb_err astore_inbox_find_filed(astore_t *s, const content_id_t *content, bool *found, char *intake_reference,
+                               size_t cap);
+
+/* --- status ------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int queued;    /* outbox: no receipt yet */
+    int receipted; /* outbox referrals with a receipt and no ACK */
+    int accepted, rejected;
+    int overdue_receipt; /* no receipt within the receipt deadline */
+    int overdue_ack;     /* no ACK within the ACK deadline */
+    int inbox_waiting;   /* received, not yet processed */
+    int filed, refused;
+} astore_counts_t;
+rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, int64_t ack_deadline_ms,
+                     astore_counts_t *out);
+/* One message's history as text lines into out (cap bytes); *found false when unknown. */
+rb_err astore_history(astore_t *s, const msg_id_t *id, char *out, size_t cap, bool *found);
+
+#endif

@@ -1,0 +1,41 @@
+/* connector.h -- the one interface between the adapter runtime and what it connects to.
+ *
+ * A connector is a table of functions. A source connector (a police records system) finds new referrals
+ * in its poll() and hands each to adapter_accept_referral(), and hears of ACKs in on_ack(). A sink
+ * connector (the State's Attorney's intake) files each opened, valid referral in file(). Writing a new
+ * connector is one new file with one such table, and one line in connectors.c. docs/ADAPTERS.md. */
+#ifndef CONNECTOR_H
+#define CONNECTOR_H
+
+#include <stddef.h>
+
+#include "card.h"
+#include "envelope.h"
+#include "rb_error.h"
+#include "referral.pb-c.h"
+#include "settings.h"
+
+typedef struct adapter adapter_t;     /* the runtime (adapter.h) */
+typedef struct connector connector_t; /* a connector's own state */
+
+typedef struct {
+    const char *name;            /* as in the config: connector = rms-files */
+    card_role role;              /* CARD_ROLE_SOURCE or CARD_ROLE_SINK: the adapter's card must match */
+    const char *const *settings; /* keys its [name] section may hold, NULL-terminated */
+    /* Sets up from the [name] section. On failure err says why. */
+    rb_err (*open)(connector_t **out, adapter_t *adapter, const settings_t *cfg, char *err, size_t errlen);
+    /* Source: look for new referrals; called on every turn of the loop. */
+    void (*poll)(connector_t *c);
+    /* Source: the ACK for one of our referrals arrived (ack_json is the AckBody as JSON). */
+    void (*on_ack)(connector_t *c, const msg_id_t *referral, const char *ack_json);
+    /* Sink: files a valid referral that arrived as message id; writes the intake reference (at most cap
+     * bytes). Must be idempotent by message id: after a crash the same message may be filed again. */
+    rb_err (*file)(connector_t *c, const msg_id_t *id, Rb__Kind kind, const Rb__Referral *r,
+                   char *intake_reference, size_t cap, char *err, size_t errlen);
+    void (*close)(connector_t **c);
+} connector_ops_t;
+
+/* Every connector this build knows, NULL-terminated (connectors.c). */
+extern const connector_ops_t *const connectors[];
+
+#endif

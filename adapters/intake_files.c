@@ -1,0 +1,76 @@
+/* intake_files.c -- sink connector: each referral as pretty JSON in a folder that a case-management
+ * system imports from. Written atomically (temporary file, fsync, rename) as OUT/MESSAGE_ID.json, so the
+ * importer never sees half a file and a repeated filing rewrites the same file. The intake reference is
+ * the message id. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "adapter.h"
+#include "keyfile.h"
+#include "pbjson.h"
+#include "wire.h"
+
+struct connector {
+    char out[2048];
+};
+
+static const char *const settings[] = {"out", NULL};
+
+static rb_err files_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
+{
+    (void)a;
+    const char *dir = settings_get(cfg, "intake-files", "out", NULL);
+    if (dir == NULL) {
+        snprintf(err, errlen, "[intake-files] out is required");
+        return RB_ERR_USAGE;
+    }
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        return RB_ERR_IO;
+    }
+    connector_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return RB_ERR_NOMEM;
+    snprintf(c->out, sizeof c->out, "%s", dir);
+    *out = c;
+    return RB_OK;
+}
+
+static rb_err files_file(connector_t *c, const msg_id_t *id, Rb__Kind kind, const Rb__Referral *r,
+                         char *intake_reference, size_t cap, char *err, size_t errlen)
+{
+    (void)kind;
+    char hex[33], path[4200];
+    wire_id_hex(id->bytes, hex);
+    snprintf(path, sizeof path, "%s/%s.json", c->out, hex);
+    char *json;
+    rb_err rc = pbjson_format(&r->base, PBJSON_PRETTY, &json);
+    if (rc == RB_OK) {
+        rc = keyfile_write(path, json, strlen(json), 0640, true);
+        pbjson_free(json);
+    }
+    if (rc != RB_OK) {
+        snprintf(err, errlen, "%s: %s", path, rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
+        return rc;
+    }
+    snprintf(intake_reference, cap, "%s", hex);
+    return RB_OK;
+}
+
+static void files_close(connector_t **c)
+{
+    free(*c);
+    *c = NULL;
+}
+
+const connector_ops_t intake_files_connector = {
+    .name = "intake-files",
+    .role = CARD_ROLE_SINK,
+    .settings = settings,
+    .open = files_open,
+    .file = files_file,
+    .close = files_close,
+};

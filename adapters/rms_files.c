@@ -1,0 +1,200 @@
+/* rms_files.c -- source connector: a drop folder of JSON exports from a police records system.
+ *
+ * Every scan (each scan_ms) looks at the .json files in DROP. A file is read only once it has not changed for
+ * stable_ms, so a file still being written is left alone (writers that write under another name and
+ * rename need no wait at all: names not ending in .json are never read). A valid referral is sealed and
+ * queued by the runtime, then the file moves to DROP/sent/; an invalid one moves to DROP/rejected/ with
+ * NAME.errors.txt beside it listing every problem. ACKs are written to DROP/acks/MESSAGE_ID.json. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "adapter.h"
+#include "keyfile.h"
+#include "log.h"
+#include "wire.h"
+
+#define MAX_EXPORT_BYTES (1024 * 1024)
+
+struct connector {
+    adapter_t *adapter;
+    char drop[2048];
+    int64_t stable_ms, scan_ms, next_scan_ms;
+};
+
+static const char *const settings[] = {"drop", "stable_ms", "scan_ms", NULL};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static rb_err make_dir(const char *base, const char *sub, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s%s%s", base, sub[0] ? "/" : "", sub);
+    if (mkdir(path, 0750) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return RB_ERR_IO;
+    }
+    return RB_OK;
+}
+
+static rb_err rms_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
+{
+    connector_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return RB_ERR_NOMEM;
+    c->adapter = a;
+    const char *drop = settings_get(cfg, "rms-files", "drop", NULL);
+    rb_err rc = RB_OK;
+    if (drop == NULL) {
+        snprintf(err, errlen, "[rms-files] drop is required");
+        rc = RB_ERR_USAGE;
+    }
+    if (rc == RB_OK)
+        snprintf(c->drop, sizeof c->drop, "%s", drop);
+    if (rc == RB_OK)
+        rc = settings_int(cfg, "rms-files", "stable_ms", 1000, 0, 3600000, &c->stable_ms, err, errlen);
+    if (rc == RB_OK)
+        rc = settings_int(cfg, "rms-files", "scan_ms", 500, 10, 3600000, &c->scan_ms, err, errlen);
+    static const char *const subdirs[] = {"", "sent", "rejected", "acks"};
+    for (size_t i = 0; rc == RB_OK && i < 4; i++)
+        rc = make_dir(c->drop, subdirs[i], err, errlen);
+    if (rc != RB_OK) {
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return RB_OK;
+}
+
+static void rms_close(connector_t **c)
+{
+    free(*c);
+    *c = NULL;
+}
+
+/* Moves DROP/name to DROP/sub/name, never over an existing file (a suffix keeps both). */
+static void move_to(connector_t *c, const char *name, const char *sub, char *moved, size_t cap)
+{
+    char from[4096];
+    snprintf(from, sizeof from, "%s/%s", c->drop, name);
+    for (int i = 0; i < 1000; i++) {
+        if (i == 0)
+            snprintf(moved, cap, "%s/%s/%s", c->drop, sub, name);
+        else
+            snprintf(moved, cap, "%s/%s/%s.%d", c->drop, sub, name, i);
+        struct stat st;
+        if (stat(moved, &st) != 0 && rename(from, moved) == 0)
+            return;
+    }
+    log_error("move_failed", "file=%s to=%s", name, sub);
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+static void take_file(connector_t *c, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", c->drop, name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return;
+    char *json = malloc(MAX_EXPORT_BYTES + 1);
+    size_t len = json ? fread(json, 1, MAX_EXPORT_BYTES + 1, f) : 0;
+    fclose(f);
+    if (json == NULL)
+        return;
+    char problems[4096] = "";
+    msg_id_t id;
+    rb_err rc = len > MAX_EXPORT_BYTES
+                    ? RB_ERR_TOO_BIG
+                    : adapter_accept_referral(c->adapter, json, len, name, &id, problems, sizeof problems);
+    free(json);
+    char moved[4096];
+    if (rc == RB_OK) {
+        move_to(c, name, "sent", moved, sizeof moved);
+        char hex[33];
+        wire_id_hex(id.bytes, hex);
+        log_info("export_taken", "file=%s msg=%s", name, hex);
+    } else if (rc == RB_ERR_MALFORMED || rc == RB_ERR_INVALID || rc == RB_ERR_CONFLICT ||
+               rc == RB_ERR_TOO_BIG) {
+        if (rc == RB_ERR_TOO_BIG)
+            snprintf(problems, sizeof problems, "$: the export is larger than %d bytes\n", MAX_EXPORT_BYTES);
+        if (problems[0] != '\0' && problems[strlen(problems) - 1] != '\n')
+            strncat(problems, "\n", sizeof problems - strlen(problems) - 1);
+        move_to(c, name, "rejected", moved, sizeof moved);
+        char errors[4200];
+        snprintf(errors, sizeof errors, "%s.errors.txt", moved);
+        keyfile_write(errors, problems, strlen(problems), 0640, true);
+        log_warn("export_rejected", "file=%s reason=%s", name, rb_strerror(rc));
+    } else {
+        log_error("export_deferred", "file=%s error=\"%s\"", name,
+                  rb_strerror(rc)); /* tried again next scan */
+    }
+}
+
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static int is_export(const struct dirent *e)
+{
+    return e->d_name[0] != '.' && has_suffix(e->d_name, ".json");
+}
+
+static void rms_poll(connector_t *c)
+{
+    int64_t t = now_ms();
+    if (t < c->next_scan_ms)
+        return;
+    c->next_scan_ms = t + c->scan_ms;
+    /* In name order: records systems number their exports, and a supplement should follow its referral. */
+    struct dirent **names;
+    int n = scandir(c->drop, &names, is_export, by_name);
+    for (int i = 0; i < n; i++) {
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", c->drop, names[i]->d_name);
+        int64_t age = stat(path, &st) == 0
+                          ? t - ((int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000)
+                          : -1;
+        /* Not yet stable: perhaps still being written. */
+        if (age >= c->stable_ms && S_ISREG(st.st_mode))
+            take_file(c, names[i]->d_name);
+        free(names[i]);
+    }
+    if (n > 0)
+        free(names);
+}
+
+static void rms_on_ack(connector_t *c, const msg_id_t *referral, const char *ack_json)
+{
+    char hex[33], path[4200];
+    wire_id_hex(referral->bytes, hex);
+    snprintf(path, sizeof path, "%s/acks/%s.json", c->drop, hex);
+    if (keyfile_write(path, ack_json, strlen(ack_json), 0640, true) != RB_OK)
+        log_error("ack_write_failed", "msg=%s", hex);
+}
+
+const connector_ops_t rms_files_connector = {
+    .name = "rms-files",
+    .role = CARD_ROLE_SOURCE,
+    .settings = settings,
+    .open = rms_open,
+    .poll = rms_poll,
+    .on_ack = rms_on_ack,
+    .close = rms_close,
+};
