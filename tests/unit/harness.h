@@ -7,6 +7,7 @@
 #ifndef HARNESS_H
 #define HARNESS_H
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -22,6 +23,14 @@
 
 #define HARNESS_NOW ((uint64_t)time(NULL) - 60)
 
+#define HARNESS_MAX_ADAPTERS 4
+
+/* An adapter process (referral-adapter) run by the harness. */
+typedef struct {
+    char config[700], log[700];
+    pid_t pid;
+} harness_adapter_t;
+
 typedef struct {
     char *dir;
     char bin[512];
@@ -29,6 +38,8 @@ typedef struct {
     pid_t pid;
     identity_t *admin, *cpd, *sao, *mallory, *other;
     card_t broker;
+    harness_adapter_t adapters[HARNESS_MAX_ADAPTERS];
+    int n_adapters;
 } harness_t;
 
 /* The harness of the running test, for the teardown to clean up after a failure. */
@@ -185,8 +196,19 @@ static inline harness_t *harness_start(const char *delivery_config)
     return h;
 }
 
+static inline void harness_kill_adapters(harness_t *h)
+{
+    for (int i = 0; i < h->n_adapters; i++)
+        if (h->adapters[i].pid > 0) {
+            kill(h->adapters[i].pid, SIGKILL);
+            waitpid(h->adapters[i].pid, NULL, 0);
+            h->adapters[i].pid = 0;
+        }
+}
+
 static inline void harness_free(harness_t *h)
 {
+    harness_kill_adapters(h);
     identity_free(&h->admin);
     identity_free(&h->cpd);
     identity_free(&h->mallory);
@@ -214,14 +236,18 @@ static inline int harness_teardown(void **state)
     (void)state;
     harness_t *h = harness_current;
     if (h != NULL) {
+        harness_kill_adapters(h);
         if (h->pid > 0) {
             kill(h->pid, SIGKILL);
             waitpid(h->pid, NULL, 0);
         }
-        char cmd[700];
-        snprintf(cmd, sizeof cmd, "tail -n 20 '%s' >&2", h->log);
+        char cmd[1600];
+        snprintf(cmd, sizeof cmd, "tail -v -n 20 '%s' >&2", h->log);
+        for (int i = 0; i < h->n_adapters; i++)
+            snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), "; tail -v -n 20 '%s' >&2",
+                     h->adapters[i].log);
         if (system(cmd) != 0)
-            print_error("no broker log\n");
+            print_error("no logs\n");
         harness_free(h);
     }
     return 0;
@@ -283,6 +309,133 @@ static inline void harness_receive(client_t *c, int timeout_ms, uint8_t id[MSG_I
     free(env);
     if (attempt)
         *attempt = a;
+}
+
+/* Writes an identity's secret (unattended) and the trust store of the other side for adapters. */
+static inline void harness_adapter_files(harness_t *h)
+{
+    char path[700];
+    assert_ok(
+        identity_save(h->cpd, test_path(path, sizeof path, "%s/cpd.secret", h->dir), NULL, 0, 0, 0, true));
+    assert_ok(
+        identity_save(h->sao, test_path(path, sizeof path, "%s/sao.secret", h->dir), NULL, 0, 0, 0, true));
+    mkdir(test_path(path, sizeof path, "%s/trust-source", h->dir), 0700);
+    mkdir(test_path(path, sizeof path, "%s/trust-sink", h->dir), 0700);
+    assert_ok(card_write_file(identity_card(h->sao),
+                              test_path(path, sizeof path, "%s/trust-source/sao.card", h->dir), true));
+    assert_ok(card_write_file(identity_card(h->cpd),
+                              test_path(path, sizeof path, "%s/trust-sink/cpd.card", h->dir), true));
+}
+
+/* A new adapter slot; the first one also writes the adapters' secret files and trust stores. */
+static inline int harness_adapter(harness_t *h)
+{
+    assert_true(h->n_adapters < HARNESS_MAX_ADAPTERS);
+    if (h->n_adapters == 0)
+        harness_adapter_files(h);
+    int i = h->n_adapters++;
+    harness_adapter_t *ad = &h->adapters[i];
+    test_path(ad->config, sizeof ad->config, "%s/adapter-%d.ini", h->dir, i);
+    test_path(ad->log, sizeof ad->log, "%s/adapter-%d.log", h->dir, i);
+    return i;
+}
+
+/* (Re)writes adapter i's config with the broker's current endpoint and starts it: a police source on
+ * rms-files (drop folder DIR/drop) or a sink on the named connector (intake-sqlite or intake-files). */
+static inline void harness_adapter_start(harness_t *h, int i, bool source, const char *connector_section)
+{
+    harness_adapter_t *ad = &h->adapters[i];
+    char ini[4096];
+    int n = snprintf(
+        ini, sizeof ini,
+        "[adapter]\nconnector = %s\nsecret = %s/%s.secret\nbroker = %s\nbroker_card = %s/broker.card\n"
+        "trust = %s/trust-%s\ndata = %s/adapter-%d-data\n%s%s\n",
+        source ? "rms-files" : connector_section, h->dir, source ? "cpd" : "sao", h->endpoint, h->data,
+        h->dir, source ? "source" : "sink", h->dir, i, source ? "recipient = sao-intake\n" : "",
+        source ? "receipt_deadline_ms = 60000\n" : "");
+    if (source)
+        n += snprintf(ini + n, sizeof ini - (size_t)n,
+                      "[rms-files]\ndrop = %s/drop\nstable_ms = 200\nscan_ms = 50\n", h->dir);
+    else if (strcmp(connector_section, "intake-sqlite") == 0)
+        n += snprintf(ini + n, sizeof ini - (size_t)n, "[intake-sqlite]\ndatabase = %s/intake.db\n", h->dir);
+    else
+        n += snprintf(ini + n, sizeof ini - (size_t)n, "[intake-files]\nout = %s/intake-out\n", h->dir);
+    test_write_file(ad->config, ini, (size_t)n, 0600);
+    char exe[700];
+    test_path(exe, sizeof exe, "%s/referral-adapter", h->bin);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *log = freopen(ad->log, "a", stderr);
+        (void)log;
+        execl(exe, exe, "--config", ad->config, (char *)NULL);
+        _exit(127);
+    }
+    ad->pid = pid;
+}
+
+static inline void harness_adapter_stop(harness_t *h, int i, int sig)
+{
+    harness_adapter_t *ad = &h->adapters[i];
+    if (ad->pid <= 0)
+        return;
+    kill(ad->pid, sig);
+    int status;
+    waitpid(ad->pid, &status, 0);
+    ad->pid = 0;
+    if (sig == SIGTERM && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+        fail_msg("adapter %d did not stop cleanly (status %d); see %s", i, status, ad->log);
+}
+
+/* How many entries a directory holds whose names end in suffix. */
+static inline int harness_count(harness_t *h, const char *sub, const char *suffix)
+{
+    char path[700];
+    test_path(path, sizeof path, "%s/%s", h->dir, sub);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    size_t m = strlen(suffix);
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        n += e->d_name[0] != '.' && len > m && strcmp(e->d_name + len - m, suffix) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Waits until harness_count(sub, suffix) reaches want; fails after timeout_ms. */
+static inline void harness_wait_count(harness_t *h, const char *sub, const char *suffix, int want,
+                                      int timeout_ms)
+{
+    int64_t deadline = harness_ms() + timeout_ms;
+    int n;
+    while ((n = harness_count(h, sub, suffix)) < want) {
+        if (harness_ms() > deadline) {
+            char cmd[1600];
+            snprintf(cmd, sizeof cmd, "ls -R '%s/drop' >&2", h->dir);
+            for (int i = 0; i < h->n_adapters; i++)
+                snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), "; tail -v -n 30 '%s' >&2",
+                         h->adapters[i].log);
+            if (system(cmd) != 0)
+                print_error("cannot list %s\n", h->dir);
+            fail_msg("%s/*%s: %d of %d after %d ms", sub, suffix, n, want, timeout_ms);
+        }
+        harness_sleep_ms(50);
+    }
+}
+
+/* Copies a sample file into the drop folder, under another name if given. */
+static inline void harness_drop(harness_t *h, const char *sample, const char *as)
+{
+    char cmd[2000];
+    const char *slash = strrchr(sample, '/');
+    test_path(cmd, sizeof cmd,
+              "mkdir -p '%s/drop' && cp '%s' '%s/drop/%s.tmp' && mv '%s/drop/%s.tmp' '%s/drop/%s'", h->dir,
+              sample, h->dir, as ? as : slash + 1, h->dir, as ? as : slash + 1, h->dir, as ? as : slash + 1);
+    assert_int_equal(system(cmd), 0);
 }
 
 #endif

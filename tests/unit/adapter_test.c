@@ -1,0 +1,195 @@
+/* adapter_test.c -- the adapters as users run them: a real broker, `referral-adapter` processes for the
+ * police records drop folder and for the intake side, real SQLite files, the sample referrals. */
+#include <sqlite3.h>
+
+#include "harness.h"
+
+static int64_t intake_int(harness_t *h, const char *sql)
+{
+    sqlite3 *db;
+    char path[700];
+    assert_int_equal(sqlite3_open_v2(test_path(path, sizeof path, "%s/intake.db", h->dir), &db,
+                                     SQLITE_OPEN_READONLY, NULL),
+                     SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void drop_all_samples(harness_t *h)
+{
+    char cmd[1400];
+    test_path(
+        cmd, sizeof cmd,
+        "mkdir -p '%s/drop' && for f in adapters/samples/valid/*.json adapters/samples/invalid/*.json; do "
+        "cp \"$f\" '%s/drop/'\"$(basename $f)\".part && mv '%s/drop/'\"$(basename $f)\".part "
+        "'%s/drop/'\"$(basename $f)\"; done",
+        h->dir, h->dir, h->dir, h->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Every sample through rms-files -> broker -> intake-sqlite, and every ACK back into acks/. */
+static void files_to_sqlite_end_to_end(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int src = harness_adapter(h), snk = harness_adapter(h);
+    harness_adapter_start(h, src, true, NULL);
+    harness_adapter_start(h, snk, false, "intake-sqlite");
+    drop_all_samples(h);
+    harness_wait_count(h, "drop/acks", ".json", 8, 30000);
+    assert_int_equal(harness_count(h, "drop/sent", ".json"), 8);
+    assert_int_equal(harness_count(h, "drop/rejected", ".json"), 12);
+    assert_int_equal(harness_count(h, "drop/rejected", ".errors.txt"), 12);
+    char cmd[1200];
+    test_path(cmd, sizeof cmd,
+              "grep -q '^\\$.narrative: required' '%s/drop/rejected/missing-narrative.json.errors.txt'",
+              h->dir);
+    assert_int_equal(system(cmd), 0);
+    test_path(cmd, sizeof cmd, "grep -l ACK_STATUS_ACCEPTED '%s'/drop/acks/*.json | wc -l | grep -qx 8",
+              h->dir);
+    assert_int_equal(system(cmd), 0);
+    /* Six cases (a supplement and a withdrawal join theirs), eight filings, gap-free intake numbers. */
+    assert_int_equal(intake_int(h, "SELECT count(*) FROM cases"), 6);
+    assert_int_equal(intake_int(h, "SELECT count(*) FROM filings"), 8);
+    assert_int_equal(intake_int(h, "SELECT count(DISTINCT intake_number) FROM cases"), 6);
+    assert_int_equal(intake_int(h, "SELECT max(last) FROM intake_counters"), 6);
+    assert_int_equal(intake_int(h, "SELECT count(*) FROM cases WHERE status = 'withdrawn'"), 1);
+    assert_int_equal(intake_int(h, "SELECT revision FROM cases WHERE rd_number = 'JH512334'"), 2);
+    assert_true(intake_int(h, "SELECT count(*) FROM federal_agents") >= 12);
+    harness_adapter_stop(h, src, SIGTERM);
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_stop(&h);
+}
+
+static void files_to_files_end_to_end(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int src = harness_adapter(h), snk = harness_adapter(h);
+    harness_adapter_start(h, src, true, NULL);
+    harness_adapter_start(h, snk, false, "intake-files");
+    drop_all_samples(h);
+    harness_wait_count(h, "drop/acks", ".json", 8, 30000);
+    assert_int_equal(harness_count(h, "intake-out", ".json"), 8);
+    char cmd[1200];
+    test_path(cmd, sizeof cmd,
+              "grep -l '\"agencyOri\": \"ILCPD0000\"' '%s'/intake-out/*.json | wc -l | grep -qx 8", h->dir);
+    assert_int_equal(system(cmd), 0);
+    harness_adapter_stop(h, src, SIGTERM);
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_stop(&h);
+}
+
+/* The broker is down while exports arrive: they wait in the outbox and flow when it is back. */
+static void broker_down_while_files_arrive(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int src = harness_adapter(h), snk = harness_adapter(h);
+    harness_signal(h, SIGTERM);
+    harness_adapter_start(h, src, true, NULL); /* pointed at the stopped broker's old endpoint */
+    harness_drop(h, "adapters/samples/valid/01-fatal-shooting.json", NULL);
+    harness_drop(h, "adapters/samples/valid/02-night-raid-south-shore.json", NULL);
+    harness_wait_count(h, "drop/sent", ".json", 2, 10000); /* taken: sealed into the outbox */
+    harness_adapter_stop(h, src, SIGTERM);
+    harness_spawn(h); /* a new port: adapters restart with the new endpoint */
+    harness_adapter_start(h, src, true, NULL);
+    harness_adapter_start(h, snk, false, "intake-sqlite");
+    harness_wait_count(h, "drop/acks", ".json", 2, 30000);
+    assert_int_equal(intake_int(h, "SELECT count(*) FROM filings"), 2);
+    harness_adapter_stop(h, src, SIGTERM);
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_stop(&h);
+}
+
+/* The intake database is locked for a while: envelopes wait in the inbox, then are filed, each once. */
+static void intake_database_locked(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int src = harness_adapter(h), snk = harness_adapter(h);
+    harness_adapter_start(h, snk, false, "intake-sqlite"); /* creates the database */
+    harness_sleep_ms(500);
+    sqlite3 *db;
+    char path[700];
+    assert_int_equal(sqlite3_open(test_path(path, sizeof path, "%s/intake.db", h->dir), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    harness_adapter_start(h, src, true, NULL);
+    drop_all_samples(h);
+    harness_wait_count(h, "drop/sent", ".json", 8, 30000);
+    harness_sleep_ms(1500);
+    assert_int_equal(harness_count(h, "drop/acks", ".json"), 0); /* nothing filed, so nothing acknowledged */
+    assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    harness_wait_count(h, "drop/acks", ".json", 8, 30000);
+    assert_int_equal(intake_int(h, "SELECT count(*) FROM filings"), 8);
+    assert_int_equal(intake_int(h, "SELECT count(DISTINCT intake_number) FROM cases"),
+                     intake_int(h, "SELECT count(*) FROM cases"));
+    harness_adapter_stop(h, src, SIGTERM);
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_stop(&h);
+}
+
+/* A file still being written is not read before it is complete; a file that is not JSON is rejected;
+ * the same export twice is one referral. */
+static void drop_folder_edge_cases(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int src = harness_adapter(h), snk = harness_adapter(h);
+    harness_adapter_start(h, src, true, NULL);
+    harness_adapter_start(h, snk, false, "intake-files");
+    char path[700], cmd[1400];
+    /* Once the first export is acknowledged, the adapters are surely running and scanning. */
+    harness_drop(h, "adapters/samples/valid/04-supervisor-refuses-credentials.json", "first.json");
+    harness_wait_count(h, "drop/acks", ".json", 1, 30000);
+    test_path(path, sizeof path, "%s/drop/slow.json", h->dir);
+    size_t len;
+    char *json = test_read_file("adapters/samples/valid/03-clash-detentions.json", &len);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    /* Written slowly, in pieces, with pauses shorter than stable_ms. */
+    for (size_t i = 0; i < len; i += len / 8 + 1) {
+        fwrite(json + i, 1, i + len / 8 + 1 > len ? len - i : len / 8 + 1, f);
+        fflush(f);
+        harness_sleep_ms(60);
+    }
+    fclose(f);
+    free(json);
+    test_write_file(test_path(path, sizeof path, "%s/drop/garbage.json", h->dir), "this is not JSON\n", 17,
+                    0644);
+    harness_drop(h, "adapters/samples/valid/04-supervisor-refuses-credentials.json", "again.json");
+    harness_wait_count(h, "drop/acks", ".json", 2, 30000);
+    harness_wait_count(h, "drop/rejected", ".errors.txt", 1, 10000);
+    if (harness_count(h, "drop/rejected", ".json") != 1) { /* only the garbage */
+        test_path(cmd, sizeof cmd, "head -v -n 3 '%s'/drop/rejected/*.errors.txt >&2", h->dir);
+        assert_int_equal(system(cmd), 0);
+        fail_msg("more than the garbage was rejected");
+    }
+    test_path(cmd, sizeof cmd, "grep -q 'not JSON' '%s/drop/rejected/garbage.json.errors.txt'", h->dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(harness_count(h, "drop/sent", ".json"), 3);
+    harness_sleep_ms(500);
+    assert_int_equal(harness_count(h, "intake-out", ".json"), 2); /* the duplicate export went once */
+    harness_adapter_stop(h, src, SIGTERM);
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_stop(&h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(files_to_sqlite_end_to_end, harness_teardown),
+        cmocka_unit_test_teardown(files_to_files_end_to_end, harness_teardown),
+        cmocka_unit_test_teardown(broker_down_while_files_arrive, harness_teardown),
+        cmocka_unit_test_teardown(intake_database_locked, harness_teardown),
+        cmocka_unit_test_teardown(drop_folder_edge_cases, harness_teardown),
+    };
+    return cmocka_run_group_tests_name("adapter", tests, NULL, NULL);
+}
