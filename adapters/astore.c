@@ -37,6 +37,12 @@ static const char *const migrations[] = {
     "CREATE INDEX inbox_content ON inbox(agency, rd_number, revision);",
 };
 
+static const char *text_or(sqlite3_stmt *st, int col, const char *dflt)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return t ? (const char *)t : dflt;
+}
+
 rb_err astore_open(astore_t **out, const char *path, bool readonly, char *err, size_t errlen)
 {
     *out = NULL;
@@ -202,6 +208,39 @@ rb_err astore_outbox_acked(astore_t *s, const msg_id_t *referral, int status, co
                          MSG_ID_BYTES));
 }
 
+rb_err astore_outbox_status(astore_t *s, const msg_id_t *id, bool *found, outbox_status_t *out)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st =
+        sqldb_prepare(s->db,
+                      "SELECT queued_ms, receipted_ms, receipt_seq, ack_status, intake_reference, ack_json,"
+                      " acked_ms, refused FROM outbox WHERE message_id = ? AND kind != 4",
+                      "b", id->bytes, MSG_ID_BYTES);
+    if (st == NULL)
+        return RB_ERR_IO;
+    int step = sqlite3_step(st);
+    *found = step == SQLITE_ROW;
+    rb_err rc = step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+    if (*found) {
+        out->queued_ms = sqlite3_column_int64(st, 0);
+        out->receipted_ms = sqlite3_column_int64(st, 1);
+        out->ledger_index = sqlite3_column_int64(st, 2);
+        out->acked_ms = sqlite3_column_int64(st, 6);
+        snprintf(out->intake_reference, sizeof out->intake_reference, "%s", text_or(st, 4, ""));
+        snprintf(out->refused, sizeof out->refused, "%s", text_or(st, 7, ""));
+        const char *state = out->refused[0] ? "refused"
+                            : sqlite3_column_type(st, 3) != SQLITE_NULL
+                                ? (sqlite3_column_int(st, 3) == 1 ? "accepted" : "rejected")
+                            : sqlite3_column_type(st, 1) != SQLITE_NULL ? "receipted"
+                                                                        : "queued";
+        snprintf(out->state, sizeof out->state, "%s", state);
+        if (sqlite3_column_type(st, 5) != SQLITE_NULL && (out->ack_json = strdup(text_or(st, 5, ""))) == NULL)
+            rc = RB_ERR_NOMEM;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 rb_err astore_inbox_add(astore_t *s, const msg_id_t *id, const uint8_t *env, size_t len, int64_t now_ms,
                         bool *fresh)
 {
@@ -297,12 +336,6 @@ static void append(char *out, size_t cap, size_t *n, const char *fmt, ...)
     va_end(ap);
     if (w > 0)
         *n += (size_t)w < cap - *n ? (size_t)w : cap - *n - 1;
-}
-
-static const char *text_or(sqlite3_stmt *st, int col, const char *dflt)
-{
-    const unsigned char *t = sqlite3_column_text(st, col);
-    return t ? (const char *)t : dflt;
 }
 
 rb_err astore_history(astore_t *s, const msg_id_t *id, char *out, size_t cap, bool *found)

@@ -57,6 +57,17 @@ rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t event_s
 rb_err astore_outbox_acked(astore_t *s, const msg_id_t *referral, int status, const char *intake_reference,
                            const char *ack_json, int64_t now_ms);
 
+/* What became of a message we sent. */
+typedef struct {
+    char state[16]; /* "queued", "receipted", "accepted", "rejected", "refused" */
+    int64_t queued_ms, receipted_ms, acked_ms;
+    int64_t ledger_index; /* the broker's event sequence number, when receipted */
+    char intake_reference[64];
+    char *ack_json;    /* the ACK as JSON when there is one (malloc'd; the caller frees it) */
+    char refused[256]; /* why the broker refused it */
+} outbox_status_t;
+rb_err astore_outbox_status(astore_t *s, const msg_id_t *id, bool *found, outbox_status_t *out);
+
 /* --- inbox ----------------------------------------------------------------------------------------------- */
 
 /* Stores a delivered envelope (state "received"). *fresh false when it was already there (a redelivery). */

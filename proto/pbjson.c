@@ -27,6 +27,13 @@
 
 static pthread_once_t alloc_once = PTHREAD_ONCE_INIT;
 
+static void install_allocator(void);
+
+void pbjson_init(void)
+{
+    pthread_once(&alloc_once, install_allocator);
+}
+
 static void install_allocator(void)
 {
     json_set_alloc_funcs(rbcrypto_wiping_malloc, rbcrypto_wiping_free);

@@ -32,4 +32,8 @@ rb_err pbjson_format(const ProtobufCMessage *msg, int flags, char **out);
 /* Wipes (the text may be a referral) and frees; NULL is fine. */
 void pbjson_free(char *text);
 
+/* Makes jansson allocate through the wiping allocator. pbjson_parse and pbjson_format call it; any other
+ * code that uses jansson must call it first, since memory from one allocator must not reach the other. */
+void pbjson_init(void);
+
 #endif

@@ -1,6 +1,9 @@
 /* adapter_test.c -- the adapters as users run them: a real broker, `referral-adapter` processes for the
  * police records drop folder and for the intake side, real SQLite files, the sample referrals. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
 
 #include "harness.h"
 
@@ -52,8 +55,8 @@ static void files_to_sqlite_end_to_end(void **state)
     (void)state;
     harness_t *h = harness_start(NULL);
     int src = harness_adapter(h), snk = harness_adapter(h);
-    harness_adapter_start(h, src, true, NULL);
-    harness_adapter_start(h, snk, false, "intake-sqlite");
+    harness_adapter_start(h, src, "rms-files");
+    harness_adapter_start(h, snk, "intake-sqlite");
     int valid = samples("valid"), invalid = samples("invalid");
     drop_all_samples(h);
     harness_wait_count(h, "drop/acks", ".json", valid, 30000);
@@ -86,8 +89,8 @@ static void files_to_files_end_to_end(void **state)
     (void)state;
     harness_t *h = harness_start(NULL);
     int src = harness_adapter(h), snk = harness_adapter(h);
-    harness_adapter_start(h, src, true, NULL);
-    harness_adapter_start(h, snk, false, "intake-files");
+    harness_adapter_start(h, src, "rms-files");
+    harness_adapter_start(h, snk, "intake-files");
     int valid = samples("valid");
     drop_all_samples(h);
     harness_wait_count(h, "drop/acks", ".json", valid, 30000);
@@ -109,14 +112,14 @@ static void broker_down_while_files_arrive(void **state)
     harness_t *h = harness_start(NULL);
     int src = harness_adapter(h), snk = harness_adapter(h);
     harness_signal(h, SIGTERM);
-    harness_adapter_start(h, src, true, NULL); /* pointed at the stopped broker's old endpoint */
+    harness_adapter_start(h, src, "rms-files"); /* pointed at the stopped broker's old endpoint */
     harness_drop(h, "adapters/samples/valid/01-fatal-shooting.json", NULL);
     harness_drop(h, "adapters/samples/valid/02-night-raid-south-shore.json", NULL);
     harness_wait_count(h, "drop/sent", ".json", 2, 10000); /* taken: sealed into the outbox */
     harness_adapter_stop(h, src, SIGTERM);
     harness_spawn(h); /* a new port: adapters restart with the new endpoint */
-    harness_adapter_start(h, src, true, NULL);
-    harness_adapter_start(h, snk, false, "intake-sqlite");
+    harness_adapter_start(h, src, "rms-files");
+    harness_adapter_start(h, snk, "intake-sqlite");
     harness_wait_count(h, "drop/acks", ".json", 2, 30000);
     assert_int_equal(intake_int(h, "SELECT count(*) FROM filings"), 2);
     harness_adapter_stop(h, src, SIGTERM);
@@ -130,13 +133,13 @@ static void intake_database_locked(void **state)
     (void)state;
     harness_t *h = harness_start(NULL);
     int src = harness_adapter(h), snk = harness_adapter(h);
-    harness_adapter_start(h, snk, false, "intake-sqlite"); /* creates the database */
+    harness_adapter_start(h, snk, "intake-sqlite"); /* creates the database */
     harness_sleep_ms(500);
     sqlite3 *db;
     char path[700];
     assert_int_equal(sqlite3_open(test_path(path, sizeof path, "%s/intake.db", h->dir), &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
-    harness_adapter_start(h, src, true, NULL);
+    harness_adapter_start(h, src, "rms-files");
     drop_all_samples(h);
     int valid = samples("valid");
     harness_wait_count(h, "drop/sent", ".json", valid, 30000);
@@ -160,8 +163,8 @@ static void drop_folder_edge_cases(void **state)
     (void)state;
     harness_t *h = harness_start(NULL);
     int src = harness_adapter(h), snk = harness_adapter(h);
-    harness_adapter_start(h, src, true, NULL);
-    harness_adapter_start(h, snk, false, "intake-files");
+    harness_adapter_start(h, src, "rms-files");
+    harness_adapter_start(h, snk, "intake-files");
     char path[700], cmd[1400];
     /* Once the first export is acknowledged, the adapters are surely running and scanning. */
     harness_drop(h, "adapters/samples/valid/04-supervisor-refuses-credentials.json", "first.json");
@@ -225,15 +228,15 @@ static void kill_9_adapters_during_200_referrals(void **state)
         free(copy);
     }
     free(sample);
-    harness_adapter_start(h, src, true, NULL);
-    harness_adapter_start(h, snk, false, "intake-sqlite");
+    harness_adapter_start(h, src, "rms-files");
+    harness_adapter_start(h, snk, "intake-sqlite");
     for (int round = 0; round < 6; round++) {
         uint16_t r;
         rbcrypto_random(&r, sizeof r);
         harness_sleep_ms(150 + r % 600);
         int victim = round % 2 ? snk : src;
         harness_adapter_stop(h, victim, SIGKILL);
-        harness_adapter_start(h, victim, victim == src, victim == src ? NULL : "intake-sqlite");
+        harness_adapter_start(h, victim, victim == src ? "rms-files" : "intake-sqlite");
     }
     harness_wait_count(h, "drop/acks", ".json", N, 120000);
     assert_int_equal(harness_count(h, "drop/sent", ".json"), N);
@@ -247,6 +250,111 @@ static void kill_9_adapters_during_200_referrals(void **state)
     harness_stop(&h);
 }
 
+/* A tiny HTTP/1.0 client on loopback: sends one request, returns the status and (malloc'd) body. */
+static int http(int port, const char *method, const char *path, const char *token, const char *body,
+                size_t body_len, char **response)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    char head[512];
+    int n = snprintf(
+        head, sizeof head, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n%s%s%sContent-Length: %zu\r\n\r\n", method,
+        path, token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "", body_len);
+    assert_int_equal(write(fd, head, (size_t)n), n);
+    for (size_t sent = 0; sent < body_len;) {
+        ssize_t w = write(fd, body + sent, body_len - sent);
+        if (w <= 0)
+            break; /* the server may stop reading an oversize body */
+        sent += (size_t)w;
+    }
+    size_t cap = 65536, len = 0;
+    char *buf = calloc(1, cap + 1);
+    ssize_t r;
+    while (len < cap && (r = read(fd, buf + len, cap - len)) > 0)
+        len += (size_t)r;
+    close(fd);
+    int status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    char *start = strstr(buf, "\r\n\r\n");
+    *response = strdup(start ? start + 4 : "");
+    free(buf);
+    return status;
+}
+
+/* The HTTP source: accepted, the same again, invalid, unauthorised, oversize, and the status of a referral
+ * followed until its ACK. */
+static void http_source_end_to_end(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int src = harness_adapter(h), snk = harness_adapter(h);
+    char path[700], *resp;
+    test_write_file(test_path(path, sizeof path, "%s/http.token", h->dir), "s3cret-token-for-tests\n", 23,
+                    0600);
+    harness_adapter_start(h, src, "rms-http");
+    harness_adapter_start(h, snk, "intake-sqlite");
+    int port = 0;
+    for (int64_t deadline = harness_ms() + 10000; port == 0 && harness_ms() < deadline;
+         harness_sleep_ms(20)) {
+        size_t len;
+        char *log = test_read_file(h->adapters[src].log, &len);
+        char *at = log ? strstr(log, "event=http_listening") : NULL;
+        if (at != NULL && strstr(at, "port=") != NULL)
+            port = atoi(strstr(at, "port=") + 5);
+        free(log);
+    }
+    assert_true(port > 0);
+    const char *token = "s3cret-token-for-tests";
+    size_t len;
+    char *json = test_read_file("adapters/samples/valid/05-tear-gas-crowd.json", &len);
+    assert_int_equal(http(port, "POST", "/v1/referrals", NULL, json, len, &resp), 401);
+    free(resp);
+    assert_int_equal(http(port, "POST", "/v1/referrals", "wrong-token-of-some-length", json, len, &resp),
+                     401);
+    free(resp);
+    assert_int_equal(http(port, "POST", "/v1/referrals", token, json, len, &resp), 202);
+    char id[33] = "";
+    assert_int_equal(sscanf(resp, "{\"messageId\":\"%32[0-9a-f]\"}", id), 1);
+    free(resp);
+    assert_int_equal(http(port, "POST", "/v1/referrals", token, json, len, &resp), 202); /* the same again */
+    assert_non_null(strstr(resp, id));
+    free(resp);
+    free(json);
+    json = test_read_file("adapters/samples/invalid/missing-approval.json", &len);
+    assert_int_equal(http(port, "POST", "/v1/referrals", token, json, len, &resp), 400);
+    assert_non_null(strstr(resp, "$.approval"));
+    free(resp);
+    free(json);
+    char *big = malloc(70000);
+    memset(big, ' ', 70000);
+    assert_int_equal(http(port, "POST", "/v1/referrals", token, big, 70000, &resp), 413);
+    free(resp);
+    free(big);
+    /* Followed until the intake's ACK comes back. */
+    char url[80];
+    snprintf(url, sizeof url, "/v1/referrals/%s", id);
+    int64_t deadline = harness_ms() + 20000;
+    do {
+        harness_sleep_ms(100);
+        assert_int_equal(http(port, "GET", url, token, "", 0, &resp), 200);
+        if (strstr(resp, "\"state\":\"accepted\"") != NULL)
+            break;
+        free(resp);
+        resp = NULL;
+    } while (harness_ms() < deadline);
+    assert_non_null(resp);
+    assert_non_null(strstr(resp, "\"intakeReference\":\"SAO-"));
+    free(resp);
+    assert_int_equal(http(port, "GET", "/v1/referrals/00000000000000000000000000000000", token, "", 0, &resp),
+                     404);
+    free(resp);
+    harness_adapter_stop(h, src, SIGTERM);
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -255,6 +363,7 @@ int main(void)
         cmocka_unit_test_teardown(broker_down_while_files_arrive, harness_teardown),
         cmocka_unit_test_teardown(intake_database_locked, harness_teardown),
         cmocka_unit_test_teardown(drop_folder_edge_cases, harness_teardown),
+        cmocka_unit_test_teardown(http_source_end_to_end, harness_teardown),
         cmocka_unit_test_teardown(kill_9_adapters_during_200_referrals, harness_teardown),
     };
     return cmocka_run_group_tests_name("adapter", tests, NULL, NULL);

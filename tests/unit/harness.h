@@ -340,23 +340,28 @@ static inline int harness_adapter(harness_t *h)
     return i;
 }
 
-/* (Re)writes adapter i's config with the broker's current endpoint and starts it: a police source on
- * rms-files (drop folder DIR/drop) or a sink on the named connector (intake-sqlite or intake-files). */
-static inline void harness_adapter_start(harness_t *h, int i, bool source, const char *connector_section)
+/* (Re)writes adapter i's config with the broker's current endpoint and starts it on a connector: a police
+ * source (rms-files with drop folder DIR/drop, rms-http with token file DIR/http.token) or a sink
+ * (intake-sqlite with DIR/intake.db, intake-files with DIR/intake-out). */
+static inline void harness_adapter_start(harness_t *h, int i, const char *connector)
 {
     harness_adapter_t *ad = &h->adapters[i];
+    bool source = strncmp(connector, "rms-", 4) == 0;
     char ini[4096];
     int n = snprintf(
         ini, sizeof ini,
         "[adapter]\nconnector = %s\nsecret = %s/%s.secret\nbroker = %s\nbroker_card = %s/broker.card\n"
-        "trust = %s/trust-%s\ndata = %s/adapter-%d-data\n%s%s\n",
-        source ? "rms-files" : connector_section, h->dir, source ? "cpd" : "sao", h->endpoint, h->data,
-        h->dir, source ? "source" : "sink", h->dir, i, source ? "recipient = sao-intake\n" : "",
-        source ? "receipt_deadline_ms = 60000\n" : "");
-    if (source)
+        "trust = %s/trust-%s\ndata = %s/adapter-%d-data\n%s\n",
+        connector, h->dir, source ? "cpd" : "sao", h->endpoint, h->data, h->dir, source ? "source" : "sink",
+        h->dir, i, source ? "recipient = sao-intake\n" : "");
+    if (strcmp(connector, "rms-files") == 0)
         n += snprintf(ini + n, sizeof ini - (size_t)n,
                       "[rms-files]\ndrop = %s/drop\nstable_ms = 200\nscan_ms = 50\n", h->dir);
-    else if (strcmp(connector_section, "intake-sqlite") == 0)
+    else if (strcmp(connector, "rms-http") == 0)
+        n += snprintf(
+            ini + n, sizeof ini - (size_t)n,
+            "[rms-http]\nlisten = 127.0.0.1:0\ntoken_file = %s/http.token\nmax_body_bytes = 65536\n", h->dir);
+    else if (strcmp(connector, "intake-sqlite") == 0)
         n += snprintf(ini + n, sizeof ini - (size_t)n, "[intake-sqlite]\ndatabase = %s/intake.db\n", h->dir);
     else
         n += snprintf(ini + n, sizeof ini - (size_t)n, "[intake-files]\nout = %s/intake-out\n", h->dir);
