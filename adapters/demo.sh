@@ -1,128 +1,126 @@
 #!/usr/bin/env bash
 # adapters/demo.sh -- the end-to-end demonstration behind `make demo`.
 #
-# Creates identities for an operator, a police records adapter (source) and the State's Attorney's intake
-# adapter (sink); starts a broker on a free loopback port and registers both adapters with signed admin
-# commands; seals every sample referral on the police side and submits it (each answered by a signed
-# receipt); lets the intake receive, store, confirm, open, validate and acknowledge each one; lets the
-# police receive the signed ACKs; shows the broker's status; and shows that invalid referrals, tampered
-# envelopes and misaddressed ones are refused. Everything lives in a temporary directory and every
-# process it starts is stopped on exit.
+# On loopback: creates identities for an operator, a police records adapter and the State's Attorney's
+# intake adapter; starts a broker and registers both adapters with signed admin commands; starts the police
+# adapter on a drop folder (rms-files) and the intake adapter on a SQLite intake database (intake-sqlite);
+# drops every sample referral, valid and invalid, into the folder; waits for every ACK; prints what became
+# of each file; shows rows of the intake database and the broker's status; and stops everything it started.
+# Everything it made stays in build/demo/ (configs, keys, databases, folders, logs) to look at afterwards;
+# each run starts afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
-work=$(mktemp -d)
-broker_pid=
+demo=build/demo
+pids=()
 cleanup() {
-    if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-
+rm -rf "$demo"
+mkdir -p "$demo"/{keys,trust-police,trust-intake,logs}
 step() { printf '\n== %s\n' "$*"; }
-b64hex() { base64 -d | od -An -tx1 | tr -d ' \n'; }
-# JSON without the default values that the proto3 mapping leaves out, keys sorted, for comparing.
-normal() { jq -S 'walk(if type == "object" then with_entries(select(.value | . != null and . != false and . != 0 and . != "" and . != [] and . != {})) else . end)' "$1"; }
+started=$(date +%s)
 
-step "identities: an operator, the police records adapter, the intake adapter"
-mkdir -p "$work/police/trust" "$work/police/inbox" "$work/intake/trust" "$work/intake/inbox"
-"$BIN/referral-keys" generate --name ops-admin --role admin --agency ILCPD0000 --out "$work/ops-admin" --no-passphrase
-"$BIN/referral-keys" generate --name cpd-rms --role source --agency ILCPD0000 --out "$work/police/cpd-rms" --no-passphrase
-"$BIN/referral-keys" generate --name sao-intake --role sink --agency ILCCSAO00 --out "$work/intake/sao-intake" --no-passphrase
-cp "$work/police/cpd-rms.card" "$work/intake/trust/"
-cp "$work/intake/sao-intake.card" "$work/police/trust/"
+step "identities: an operator, the police records adapter (source), the intake adapter (sink)"
+"$BIN/referral-keys" generate --name ops-admin --role admin --agency ILCPD0000 --out "$demo/keys/ops-admin" --no-passphrase | head -n 2
+"$BIN/referral-keys" generate --name cpd-rms --role source --agency ILCPD0000 --out "$demo/keys/cpd-rms" --no-passphrase | head -n 2
+"$BIN/referral-keys" generate --name sao-intake --role sink --agency ILCCSAO00 --out "$demo/keys/sao-intake" --no-passphrase | head -n 2
+cp "$demo/keys/sao-intake.card" "$demo/trust-police/"
+cp "$demo/keys/cpd-rms.card" "$demo/trust-intake/"
 
-step "the broker: data directory, then running on a free loopback port"
-"$BIN/referral-broker" init --data "$work/broker" --name broker-1 --admin-card "$work/ops-admin.card"
-"$BIN/referral-broker" run --data "$work/broker" --listen 'tcp://127.0.0.1:*' 2>"$work/broker.log" &
-broker_pid=$!
-for _ in $(seq 100); do grep -q 'event=broker_started' "$work/broker.log" && break; sleep 0.1; done
-endpoint=$(grep -o 'listen=tcp://[0-9.:]*' "$work/broker.log" | head -n 1 | cut -d= -f2)
+step "the broker, on a free loopback port"
+"$BIN/referral-broker" init --data "$demo/broker" --name broker-1 --admin-card "$demo/keys/ops-admin.card"
+"$BIN/referral-broker" run --data "$demo/broker" --listen 'tcp://127.0.0.1:*' 2>"$demo/logs/broker.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'event=broker_started' "$demo/logs/broker.log" && break; sleep 0.1; done
+endpoint=$(grep -o 'listen=tcp://[0-9.:]*' "$demo/logs/broker.log" | head -n 1 | cut -d= -f2)
 echo "broker listening on $endpoint"
-card="$work/broker/broker.card"
-admin=("$BIN/referral-admin" --broker "$endpoint" --broker-card "$card" --as "$work/ops-admin.secret")
-peer=(--broker "$endpoint" --broker-card "$card")
+admin=("$BIN/referral-admin" --broker "$endpoint" --broker-card "$demo/broker/broker.card" --as "$demo/keys/ops-admin.secret")
+"${admin[@]}" adapter add --card "$demo/keys/cpd-rms.card"
+"${admin[@]}" adapter add --card "$demo/keys/sao-intake.card"
 
-step "the operator registers both adapters (signed admin commands)"
-"${admin[@]}" adapter add --card "$work/police/cpd-rms.card"
-"${admin[@]}" adapter add --card "$work/intake/sao-intake.card"
+step "the adapters: police on a drop folder, intake on a SQLite database"
+cat >"$demo/police.ini" <<EOF
+[adapter]
+connector = rms-files
+secret = $demo/keys/cpd-rms.secret
+broker = $endpoint
+broker_card = $demo/broker/broker.card
+trust = $demo/trust-police
+recipient = sao-intake
+data = $demo/police-data
+[rms-files]
+drop = $demo/drop
+stable_ms = 300
+scan_ms = 100
+EOF
+cat >"$demo/intake.ini" <<EOF
+[adapter]
+connector = intake-sqlite
+secret = $demo/keys/sao-intake.secret
+broker = $endpoint
+broker_card = $demo/broker/broker.card
+trust = $demo/trust-intake
+data = $demo/intake-data
+[intake-sqlite]
+database = $demo/intake.db
+prefix = SAO
+EOF
+"$BIN/referral-adapter" --config "$demo/police.ini" 2>"$demo/logs/police.log" &
+pids+=($!)
+"$BIN/referral-adapter" --config "$demo/intake.ini" 2>"$demo/logs/intake.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -d "$demo/drop/acks" ] && [ -f "$demo/intake.db" ] && break; sleep 0.1; done
 
-step "the police seal every sample referral and submit it; each is answered by a signed receipt"
-declare -A sent # RD number -> message id (hex) of the latest envelope sent for it
-envelopes=()
-for sample in adapters/samples/valid/*.json; do
-    name=$(basename "$sample" .json)
-    kind=referral
-    case "$name" in
-    *supplement*) kind=supplement ;;
-    *withdrawal*) kind=withdrawal ;;
-    esac
-    rd=$(jq -r .rdNumber "$sample")
-    ref=()
-    if [ "$kind" != referral ] && [ -n "${sent[$rd]:-}" ]; then ref=(--ref "${sent[$rd]}"); fi
-    "$BIN/referral-envelope" seal --from "$work/police/cpd-rms.secret" --to "$work/police/trust/sao-intake.card" \
-        --kind "$kind" "${ref[@]}" <"$sample" >"$work/$name.env"
-    sent[$rd]=$("$BIN/referral-envelope" inspect <"$work/$name.env" | jq -r .messageId | b64hex)
-    envelopes+=("$work/$name.env")
+step "the records system drops every sample export, valid and invalid, into $demo/drop"
+valid=$(ls adapters/samples/valid/*.json | wc -l)
+for f in adapters/samples/valid/*.json adapters/samples/invalid/*.json; do
+    cp "$f" "$demo/drop/$(basename "$f").part" && mv "$demo/drop/$(basename "$f").part" "$demo/drop/$(basename "$f")"
 done
-echo "clear header of the first one (all the broker can read):"
-"$BIN/referral-envelope" inspect <"${envelopes[0]}" | jq -c '{kind, sender, senderAgency, recipient, createdMs}'
-"$BIN/referral-peer" submit "${peer[@]}" --as "$work/police/cpd-rms.secret" "${envelopes[@]}" | sed "s|$work/||"
+printf 'waiting for %d ACKs' "$valid"
+for _ in $(seq 600); do
+    [ "$(ls "$demo/drop/acks" | wc -l)" -ge "$valid" ] && break
+    printf '.'
+    sleep 0.1
+done
+echo
+for _ in $(seq 100); do # and every invalid export moved aside
+    compgen -G "$demo/drop/*.json" >/dev/null || break
+    sleep 0.1
+done
+if [ "$(ls "$demo/drop/acks" | wc -l)" -lt "$valid" ]; then
+    echo "not every referral was acknowledged: see $demo/logs" >&2
+    exit 1
+fi
 
-step "the intake receives each, stores it, confirms it, validates it and answers with a signed ACK"
-"$BIN/referral-peer" receive "${peer[@]}" --as "$work/intake/sao-intake.secret" --out "$work/intake/inbox" \
-    --count "${#envelopes[@]}" --ack --trust "$work/intake/trust"
-
-step "the police receive the ACKs"
-"$BIN/referral-peer" receive "${peer[@]}" --as "$work/police/cpd-rms.secret" --out "$work/police/inbox" \
-    --count "${#envelopes[@]}" --ack --trust "$work/police/trust" | grep -v '^received'
-
-step "what arrived is exactly what was sent"
-for env in "${envelopes[@]}"; do
-    name=$(basename "$env" .env)
-    id=$("$BIN/referral-envelope" inspect <"$env" | jq -r .messageId | b64hex)
-    "$BIN/referral-envelope" open --as "$work/intake/sao-intake.secret" --trust "$work/intake/trust" \
-        <"$work/intake/inbox/$id.env" >"$work/$name.json" 2>/dev/null
-    if ! normal "adapters/samples/valid/$name.json" | cmp -s - <(normal "$work/$name.json"); then
-        echo "$name: MISMATCH between what was sent and what arrived" >&2
-        exit 1
-    fi
-    jq -r --arg n "$name" '"  \($n): RD \(.rdNumber) rev \(.revision), \(.federalAgents // [] | length) agent(s), \(.evidence // [] | length) evidence item(s)"' "$work/$name.json"
+step "what became of each export"
+printf '%-44s %-34s %-10s %s\n' FILE "MESSAGE ID" STATE "INTAKE NUMBER / REASON (SECONDS TO ACK)"
+sqlite3 -separator ' ' "$demo/police-data/adapter.db" \
+    "SELECT source, lower(hex(message_id)), CASE ack_status WHEN 1 THEN 'ACCEPTED' WHEN 2 THEN 'REJECTED' ELSE 'waiting' END,
+            coalesce(intake_reference, '-'), printf('(%.2f s)', (acked_ms - queued_ms) / 1000.0)
+     FROM outbox WHERE kind != 4 ORDER BY source" |
+    while read -r file id state number secs; do printf '%-44s %-34s %-10s %s %s\n' "$file" "$id" "$state" "$number" "$secs"; done
+for f in "$demo"/drop/rejected/*.errors.txt; do
+    name=$(basename "$f" .errors.txt)
+    printf '%-44s %-34s %-10s %s\n' "$name" "-" "REFUSED" "$(head -n 1 "$f" | cut -c1-90)"
 done
 
-step "broker status"
+step "rows of the intake database ($demo/intake.db)"
+sqlite3 -header -column "$demo/intake.db" \
+    "SELECT intake_number, rd_number, revision, status, substr(address, 1, 28) AS address FROM cases ORDER BY intake_number;"
+echo
+sqlite3 -header -column "$demo/intake.db" \
+    "SELECT intake_number, agent_ref, agency, is_supervisor, credential_result FROM federal_agents
+     WHERE is_supervisor = 1 ORDER BY intake_number LIMIT 6;"
+
+step "broker and adapter status"
 "${admin[@]}" status | jq -c '.[] | select(.role != "admin") | {name, connected, queued, inFlight, awaitingAck, deadLetters}'
+echo "police adapter: $("$BIN/referral-adapter" status --config "$demo/police.ini")"
+echo "intake adapter: $("$BIN/referral-adapter" status --config "$demo/intake.ini")"
 
-step "invalid referrals are refused before sealing, each with the field at fault"
-for sample in adapters/samples/invalid/*.json; do
-    if "$BIN/referral-envelope" seal --from "$work/police/cpd-rms.secret" --to "$work/police/trust/sao-intake.card" \
-        <"$sample" >/dev/null 2>"$work/refusal"; then
-        echo "$(basename "$sample"): ACCEPTED, but it should have been refused" >&2
-        exit 1
-    fi
-    echo "$(basename "$sample"): $(tail -n +2 "$work/refusal" | head -n 1 | sed 's/^ *//')$(head -n 1 "$work/refusal" | grep -o '\$\..*' || true)"
-done
-
-step "a tampered envelope is refused by the broker"
-cp "${envelopes[0]}" "$work/tampered.env"
-printf '\x01' | dd of="$work/tampered.env" bs=1 seek=100 conv=notrunc status=none
-if "$BIN/referral-peer" submit "${peer[@]}" --as "$work/police/cpd-rms.secret" "$work/tampered.env" | sed "s|$work/||"; then
-    echo "tampered envelope ACCEPTED" >&2
-    exit 1
-fi
-
-step "an envelope for someone else cannot be opened"
-"$BIN/referral-keys" generate --name other-intake --role sink --agency ILCCSAO00 --out "$work/other" --no-passphrase >/dev/null
-if "$BIN/referral-envelope" open --as "$work/other.secret" --trust "$work/intake/trust" <"${envelopes[0]}" >/dev/null 2>"$work/refusal"; then
-    echo "envelope opened by the wrong recipient" >&2
-    exit 1
-fi
-cat "$work/refusal"
-
-step "stopping the broker (SIGTERM)"
-kill -TERM "$broker_pid"
-wait "$broker_pid"
-broker_pid=
-grep -c 'event=' "$work/broker.log" | sed 's/^/broker log lines: /'
-
-step "demo complete: every sample sealed, submitted, receipted, delivered once, opened and acknowledged"
+step "stopping everything (SIGTERM)"
+cleanup
+pids=()
+echo "done in $(($(date +%s) - started)) s; everything is in $demo (configs, keys, databases, folders, logs)"
