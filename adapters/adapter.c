@@ -462,8 +462,9 @@ static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_ope
     return true;
 }
 
-/* A source's ACK: record it on the referral and tell the connector. */
-static void handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t *o, const char *hex)
+/* A source's ACK: record it on the referral and tell the connector, and only then mark it processed, so
+ * that a crash in between repeats the (idempotent) telling instead of losing it. */
+static bool handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t *o, const char *hex)
 {
     const Rb__AckBody *ack = (const Rb__AckBody *)o->message;
     char *json = NULL;
@@ -472,20 +473,23 @@ static void handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t
     pbjson_format(o->message, PBJSON_PRETTY, &json);
     rb_err rc = astore_outbox_acked(a->store, &referral, (int)ack->status, ack->intake_reference,
                                     json ? json : "", now_ms());
-    astore_inbox_done(a->store, id, rc == RB_OK ? "ack" : "refused", NULL, ack->intake_reference,
-                      rc == RB_OK ? NULL : "ACK for a referral this adapter did not send", now_ms());
     char ref_hex[33];
     wire_id_hex(referral.bytes, ref_hex);
     if (rc == RB_OK) {
         log_info("acked", "msg=%s status=%s intake_reference=%s", ref_hex,
                  ack->status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED",
                  ack->intake_reference);
-        if (a->ops->on_ack != NULL)
-            a->ops->on_ack(a->conn, &referral, json ? json : "");
+        if (a->ops->on_ack != NULL && a->ops->on_ack(a->conn, &referral, json ? json : "") != RB_OK) {
+            pbjson_free(json);
+            return false; /* told again on a later turn */
+        }
     } else {
         log_security("ack_refused", "ack=%s for=%s reason=\"not our referral\"", hex, ref_hex);
     }
+    astore_inbox_done(a->store, id, rc == RB_OK ? "ack" : "refused", NULL, ack->intake_reference,
+                      rc == RB_OK ? NULL : "ACK for a referral this adapter did not send", now_ms());
     pbjson_free(json);
+    return true;
 }
 
 static void process_inbox(adapter_t *a)
@@ -510,7 +514,7 @@ static void process_inbox(adapter_t *a)
         bool go_on = true;
         bool is_ack = o.header->kind == RB__KIND__KIND_ACK;
         if (is_ack && a->ops->role == CARD_ROLE_SOURCE) {
-            handle_ack(a, &id, &o, hex);
+            go_on = handle_ack(a, &id, &o, hex);
         } else if (!is_ack && a->ops->role == CARD_ROLE_SINK) {
             go_on = handle_referral(a, &id, &o, hex);
         } else {

@@ -26,8 +26,9 @@ typedef struct {
     rb_err (*open)(connector_t **out, adapter_t *adapter, const settings_t *cfg, char *err, size_t errlen);
     /* Source: look for new referrals; called on every turn of the loop. */
     void (*poll)(connector_t *c);
-    /* Source: the ACK for one of our referrals arrived (ack_json is the AckBody as JSON). */
-    void (*on_ack)(connector_t *c, const msg_id_t *referral, const char *ack_json);
+    /* Source: the ACK for one of our referrals arrived (ack_json is the AckBody as JSON). May be told twice
+     * after a crash. An error keeps the ACK in the inbox, to be told again later. */
+    rb_err (*on_ack)(connector_t *c, const msg_id_t *referral, const char *ack_json);
     /* Sink: files a valid referral that arrived as message id; writes the intake reference (at most cap
      * bytes). Must be idempotent by message id: after a crash the same message may be filed again. */
     rb_err (*file)(connector_t *c, const msg_id_t *id, Rb__Kind kind, const Rb__Referral *r,

@@ -180,13 +180,16 @@ static void rms_poll(connector_t *c)
         free(names);
 }
 
-static void rms_on_ack(connector_t *c, const msg_id_t *referral, const char *ack_json)
+static rb_err rms_on_ack(connector_t *c, const msg_id_t *referral, const char *ack_json)
 {
     char hex[33], path[4200];
     wire_id_hex(referral->bytes, hex);
     snprintf(path, sizeof path, "%s/acks/%s.json", c->drop, hex);
-    if (keyfile_write(path, ack_json, strlen(ack_json), 0640, true) != RB_OK)
-        log_error("ack_write_failed", "msg=%s", hex);
+    rb_err rc = keyfile_write(path, ack_json, strlen(ack_json), 0640, true);
+    if (rc != RB_OK)
+        log_error("ack_write_failed", "msg=%s error=\"%s\"", hex,
+                  rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
+    return rc;
 }
 
 const connector_ops_t rms_files_connector = {

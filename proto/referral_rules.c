@@ -151,8 +151,9 @@ bool referral_parse_time(const char *text, int64_t *unix_ms)
     if (*p == 'Z') {
         p++;
     } else if (*p == '+' || *p == '-') {
-        int oh = two(p + 1), om = p[3] == ':' ? two(p + 4) : -1;
-        if (oh < 0 || oh > 23 || om < 0 || om > 59)
+        int oh = two(p + 1); /* read no further than a short text goes */
+        int om = oh >= 0 && p[3] == ':' ? two(p + 4) : -1;
+        if (oh > 23 || om < 0 || om > 59)
             return false;
         offset_min = (oh * 60 + om) * (*p == '-' ? -1 : 1);
         p += 6;
@@ -193,16 +194,15 @@ static void check_not_future(checker_t *c, const char *path, int64_t t)
 
 /* Well-formed UTF-8: no stray continuation bytes, no overlong forms, no surrogates, nothing past
  * U+10FFFF. protobuf-c does not check this when it unpacks a body, and the receiver writes these strings
- * into JSON and SQLite. */
-static bool utf8_ok(const unsigned char *s, size_t n)
+ * into JSON and SQLite. A sequence cut short ends at the terminating NUL, which is no continuation byte. */
+static bool utf8_ok(const unsigned char *s)
 {
-    size_t i = 0;
-    while (i < n) {
-        unsigned lead = s[i];
+    while (*s != '\0') {
+        unsigned lead = *s;
         size_t len;
         uint32_t cp, min;
         if (lead < 0x80) {
-            i++;
+            s++;
             continue;
         } else if ((lead & 0xE0) == 0xC0) {
             len = 2, cp = lead & 0x1F, min = 0x80;
@@ -213,16 +213,14 @@ static bool utf8_ok(const unsigned char *s, size_t n)
         } else {
             return false;
         }
-        if (n - i < len)
-            return false;
         for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
+            if ((s[k] & 0xC0) != 0x80)
                 return false;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
+            cp = (cp << 6) | (s[k] & 0x3F);
         }
         if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
             return false;
-        i += len;
+        s += len;
     }
     return true;
 }
@@ -254,7 +252,7 @@ static void check_text(checker_t *c, const char *path, const char *field, const 
         add_problem(c, path, "longer than %zu bytes", cap);
         return;
     }
-    if (!utf8_ok((const unsigned char *)s, n)) {
+    if (!utf8_ok((const unsigned char *)s)) {
         add_problem(c, path, "not valid UTF-8");
         return;
     }
@@ -469,7 +467,7 @@ static bool is_recording(int kind)
 static void check_identity(checker_t *c)
 {
     const Rb__Referral *r = c->r;
-    bool follows = c->kind != RB__KIND__KIND_REFERRAL;
+    bool follows = c->kind == RB__KIND__KIND_SUPPLEMENT || c->kind == RB__KIND__KIND_WITHDRAWAL;
     if (r->schema_version != 1)
         add_problem(c, "$.schemaVersion", "must be 1 (the schema version this receiver knows)");
     if (!ori_ok(r->agency_ori))
@@ -486,7 +484,7 @@ static void check_identity(checker_t *c)
         add_problem(c, "$.references", "only supplements and withdrawals reference an earlier referral");
     if (follows && ref == NULL)
         add_problem(c, "$.references", "required: the referral this one follows");
-    if (ref != NULL) {
+    if (ref != NULL && follows) {
         /* The message id is a help to the receiver when the sender knows it; RD number and revision name
          * the earlier referral in any case, also to a person reading the file. */
         if (ref->message_id.len != 0 && ref->message_id.len != 16)

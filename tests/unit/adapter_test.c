@@ -60,6 +60,7 @@ static void files_to_sqlite_end_to_end(void **state)
     int valid = samples("valid"), invalid = samples("invalid");
     drop_all_samples(h);
     harness_wait_count(h, "drop/acks", ".json", valid, 30000);
+    harness_wait_count(h, "drop/rejected", ".errors.txt", invalid, 10000);
     assert_int_equal(harness_count(h, "drop/sent", ".json"), valid);
     assert_int_equal(harness_count(h, "drop/rejected", ".json"), invalid);
     assert_int_equal(harness_count(h, "drop/rejected", ".errors.txt"), invalid);
