@@ -188,14 +188,10 @@ static void drop_folder_edge_cases(void **state)
     harness_drop(h, "adapters/samples/valid/04-supervisor-refuses-credentials.json", "again.json");
     harness_wait_count(h, "drop/acks", ".json", 2, 30000);
     harness_wait_count(h, "drop/rejected", ".errors.txt", 1, 10000);
-    if (harness_count(h, "drop/rejected", ".json") != 1) { /* only the garbage */
-        test_path(cmd, sizeof cmd, "head -v -n 3 '%s'/drop/rejected/*.errors.txt >&2", h->dir);
-        assert_int_equal(system(cmd), 0);
-        fail_msg("more than the garbage was rejected");
-    }
+    harness_wait_count(h, "drop/sent", ".json", 3, 10000);           /* first, slow and again: all taken */
+    assert_int_equal(harness_count(h, "drop/rejected", ".json"), 1); /* only the garbage */
     test_path(cmd, sizeof cmd, "grep -q 'not JSON' '%s/drop/rejected/garbage.json.errors.txt'", h->dir);
     assert_int_equal(system(cmd), 0);
-    assert_int_equal(harness_count(h, "drop/sent", ".json"), 3);
     harness_sleep_ms(500);
     assert_int_equal(harness_count(h, "intake-out", ".json"), 2); /* the duplicate export went once */
     harness_adapter_stop(h, src, SIGTERM);
@@ -218,7 +214,7 @@ static void kill_9_adapters_during_200_referrals(void **state)
     mkdir(test_path(path, sizeof path, "%s/drop", h->dir), 0750);
     for (int i = 0; i < N; i++) {
         /* The same referral under another RD number each time. */
-        char rd[9], *copy = strdup(sample);
+        char rd[16], *copy = strdup(sample);
         snprintf(rd, sizeof rd, "KX%06d", i);
         for (char *p = copy; (p = strstr(p, "JH512334")) != NULL; p += 8)
             memcpy(p, rd, 8);
