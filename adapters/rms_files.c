@@ -1,8 +1,9 @@
 /* rms_files.c -- source connector: a drop folder of JSON exports from a police records system.
  *
- * Every scan (each scan_ms) looks at the .json files in DROP. A file is read only once it has not changed for
- * stable_ms, so a file still being written is left alone (writers that write under another name and
- * rename need no wait at all: names not ending in .json are never read). A valid referral is sealed and
+ * inotify says when a file is closed or moved into DROP, and a scan every scan_ms catches whatever it
+ * missed; each scan looks at the .json files in DROP. A file is read only once it has not changed for
+ * stable_ms, so a file still being written is left alone; a writer that writes under another name and
+ * renames is never read half-way, since names not ending in .json are never read. A valid referral is sealed and
  * queued by the runtime, then the file moves to DROP/sent/; an invalid one moves to DROP/rejected/ with
  * NAME.errors.txt beside it listing every problem. ACKs are written to DROP/acks/MESSAGE_ID.json. */
 #include <dirent.h>
@@ -10,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "adapter.h"
 #include "keyfile.h"
@@ -24,6 +27,7 @@ struct connector {
     adapter_t *adapter;
     char drop[2048];
     int64_t stable_ms, scan_ms, next_scan_ms;
+    int inotify_fd; /* tells of files closed or moved into DROP at once; -1 when unavailable */
 };
 
 static const char *const settings[] = {"drop", "stable_ms", "scan_ms", NULL};
@@ -71,14 +75,35 @@ static rb_err rms_open(connector_t **out, adapter_t *a, const settings_t *cfg, c
         free(c);
         return rc;
     }
+    /* Without inotify (a network file system, a full watch table) the periodic scan still finds
+     * everything, only later. */
+    c->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (c->inotify_fd >= 0 && inotify_add_watch(c->inotify_fd, c->drop, IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
+        close(c->inotify_fd);
+        c->inotify_fd = -1;
+    }
+    if (c->inotify_fd < 0)
+        log_warn("inotify_unavailable", "drop=%s fallback=scan scan_ms=%lld", c->drop, (long long)c->scan_ms);
     *out = c;
     return RB_OK;
 }
 
 static void rms_close(connector_t **c)
 {
+    if ((*c)->inotify_fd >= 0)
+        close((*c)->inotify_fd);
     free(*c);
     *c = NULL;
+}
+
+/* Whether inotify reported anything since the last call (the events are drained; a scan reads the rest). */
+static bool drop_changed(connector_t *c)
+{
+    bool changed = false;
+    char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    while (c->inotify_fd >= 0 && read(c->inotify_fd, events, sizeof events) > 0)
+        changed = true;
+    return changed;
 }
 
 /* Moves DROP/name to DROP/sub/name, never over an existing file (a suffix keeps both). */
@@ -158,7 +183,7 @@ static int is_export(const struct dirent *e)
 static void rms_poll(connector_t *c)
 {
     int64_t t = now_ms();
-    if (t < c->next_scan_ms)
+    if (t < c->next_scan_ms && !drop_changed(c))
         return;
     c->next_scan_ms = t + c->scan_ms;
     /* In name order: records systems number their exports, and a supplement should follow its referral. */
