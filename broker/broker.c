@@ -332,7 +332,8 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
             send_receipt(b, s, id, sha256, old.submit_seq, old.received_ms); /* the same promise again */
             rb__header__free_unpacked(h, NULL);
             return;
-        } else { /* the same envelope twice in one batch: the first one's receipt answers both */
+        } else { /* the same envelope twice in one batch: the first one gets the receipt; a resubmission
+                  * after the commit finds it stored and gets the same receipt */
             rb__header__free_unpacked(h, NULL);
             return;
         }
