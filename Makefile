@@ -79,6 +79,14 @@ $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 	@mkdir -p $(GEN)
 	protoc-c --c_out=$(GEN) -Iproto $<
 
+# tests/unit/pbjson_types.proto: every field type, for the JSON converter's test and fuzz target only.
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: tests/unit/%.proto
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) -Itests/unit $<
+$(BUILD)/tests/pbjson_test: $(BUILD)/obj/gen/pbjson_types.pb-c.o
+$(BUILD)/obj/tests/unit/pbjson_test.o build/fuzz/obj/tests/fuzz/json_fuzz.o: $(GEN)/pbjson_types.pb-c.h
+build/fuzz/json_fuzz: build/fuzz/obj/gen/pbjson_types.pb-c.o
+
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c | $(GEN_H)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN) -Wall -Wextra -Werror $(PKG_CFLAGS) -c $< -o $@

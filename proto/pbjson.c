@@ -1,11 +1,19 @@
 /* pbjson.c -- JSON <-> protobuf-c by descriptor (see pbjson.h).
  *
- * Parsing reads the text with jansson (duplicate keys refused), then walks the JSON tree and the
- * message descriptor together, writing each value straight into the message's C struct at the offsets
- * the descriptor gives. The message is always consistent enough for protobuf_c_message_free_unpacked, so
- * any failure frees what was built and nothing leaks. The current field's path is kept in one buffer
- * that grows and shrinks with the walk, for error messages. jansson allocates through the wiping
- * allocator, because referral plaintext passes through its buffers. */
+ * Parsing: jansson reads the whole text into a tree (duplicate keys refused), then one recursive walk
+ * follows the JSON tree and the message descriptor together, writing each value into the message's C
+ * struct at the offset its field descriptor gives. Whatever is allocated is hung on the message at once,
+ * so the message is always fit for protobuf_c_message_free_unpacked: any failure frees the whole partial
+ * message from its root and nothing leaks. The path of the value being read ("$.federalAgents[1].name")
+ * grows and shrinks in one buffer, for the error line.
+ *
+ * Formatting: the opposite walk builds a jansson tree holding exactly the fields protobuf-c's packer would
+ * write, so JSON and binary agree on which fields are present; jansson then dumps it. Reals are dumped
+ * with the fewest digits that read back to the very same value, which one precision must do for every
+ * real in the message (jansson has one precision per dump), so 41.7764 stays 41.7764.
+ *
+ * Referral plaintext passes through jansson's buffers, so jansson allocates through rbcrypto's wiping
+ * allocator. */
 #include "pbjson.h"
 
 #include <errno.h>
@@ -22,31 +30,113 @@
 
 #include "rbcrypto.h"
 
-#define PATH_MAX_LEN 512
-#define NAME_MAX_LEN 128
+#define PATH_CAP 512 /* longer paths are cut short in error lines */
+#define NAME_CAP 256 /* longest field name */
+#define CLIP     64  /* most bytes of a key or enum name quoted in an error line */
+#define DIGITS   17  /* significant digits that print any double exactly */
 
-static pthread_once_t alloc_once = PTHREAD_ONCE_INIT;
+/* ---- jansson's allocator: rbcrypto's, which wipes each block when it is freed ---- */
 
-static void install_allocator(void);
-
-void pbjson_init(void)
-{
-    pthread_once(&alloc_once, install_allocator);
-}
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 static void install_allocator(void)
 {
     json_set_alloc_funcs(rbcrypto_wiping_malloc, rbcrypto_wiping_free);
 }
 
+void pbjson_init(void)
+{
+    pthread_once(&init_once, install_allocator);
+}
+
+void pbjson_free(char *text)
+{
+    rbcrypto_wiping_free(text); /* jansson allocated it with rbcrypto_wiping_malloc */
+}
+
+/* ---- shared by both directions ---- */
+
+/* The proto3 JSON name, as protoc computes it: each underscore dropped and the letter after it made
+ * upper case ("rd_number" -> "rdNumber"). */
+static void json_name(const char *proto_name, char out[NAME_CAP])
+{
+    size_t o = 0;
+    bool upper = false;
+    for (const char *c = proto_name; *c != '\0' && o + 1 < NAME_CAP; c++) {
+        if (*c == '_') {
+            upper = true;
+            continue;
+        }
+        out[o++] = upper && *c >= 'a' && *c <= 'z' ? (char)(*c - 'a' + 'A') : *c;
+        upper = false;
+    }
+    out[o] = '\0';
+}
+
+/* Size of one element of a repeated field of this type in protobuf-c's arrays. */
+static size_t elem_size(ProtobufCType type)
+{
+    switch (type) {
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return sizeof(uint64_t);
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return sizeof(double);
+    case PROTOBUF_C_TYPE_BOOL:
+        return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_STRING:
+        return sizeof(char *);
+    case PROTOBUF_C_TYPE_BYTES:
+        return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return sizeof(ProtobufCMessage *);
+    default: /* the 32-bit integers, float, and enums (C enums forced to int size) */
+        return sizeof(uint32_t);
+    }
+}
+
+/* Proto names of the integer and float types, by ProtobufCType, for range errors. */
+static const char *const type_names[] = {"int32",  "sint32",  "sfixed32", "int64",   "sint64", "sfixed64",
+                                         "uint32", "fixed32", "uint64",   "fixed64", "float"};
+
+/* ---- parsing ---- */
+
 typedef struct {
-    ProtobufCAllocator *alloc; /* for everything put into the message */
-    char path[PATH_MAX_LEN];   /* "$.federalAgents[0].name" while that field is read */
-    size_t path_len;
-    char *err; /* the caller's error buffer */
-    size_t errlen;
-    int depth; /* messages entered */
+    ProtobufCAllocator *alloc; /* for everything hung on the message */
+    char path[PATH_CAP];       /* path of the value being read, e.g. "$.federalAgents[1].name" */
+    size_t path_len;           /* strlen(path) */
+    char *err;                 /* the caller's error buffer */
+    size_t errlen;             /* its size */
+    int depth;                 /* messages entered */
 } parser_t;
+
+/* How many bytes of s to quote: at most CLIP, never ending inside a UTF-8 sequence. */
+static int clip(const char *s)
+{
+    size_t n = strnlen(s, CLIP + 1);
+    if (n > CLIP)
+        for (n = CLIP; n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80;)
+            n--;
+    return (int)n;
+}
+
+/* Makes an error line safe to log: control characters become '?' (a key may hold a newline), and a UTF-8
+ * sequence cut short by a full buffer is dropped. */
+static void one_line(char *s)
+{
+    size_t n = strlen(s), lead = n;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            s[i] = '?';
+    while (lead > 0 && n - lead < 3 && ((unsigned char)s[lead - 1] & 0xc0) == 0x80)
+        lead--;
+    unsigned char c = lead > 0 ? (unsigned char)s[lead - 1] : 0;
+    if (c >= 0xc0 && n - (lead - 1) < (c >= 0xf0 ? 4u : c >= 0xe0 ? 3u : 2u))
+        s[lead - 1] = '\0';
+}
 
 static rb_err fail(parser_t *p, rb_err rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static rb_err fail(parser_t *p, rb_err rc, const char *fmt, ...)
@@ -60,10 +150,11 @@ static rb_err fail(parser_t *p, rb_err rc, const char *fmt, ...)
         vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
         va_end(ap);
     }
+    one_line(p->err);
     return rc;
 }
 
-/* Appends ".name" or "[i]" to the path; returns the length to restore afterwards. */
+/* Appends ".key" or "[i]" to the path; returns the length that path_pop restores. */
 static size_t path_push(parser_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static size_t path_push(parser_t *p, const char *fmt, ...)
 {
@@ -83,7 +174,7 @@ static void path_pop(parser_t *p, size_t saved)
     p->path[saved] = '\0';
 }
 
-static const char *json_type_name(const json_t *v)
+static const char *type_of(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -93,7 +184,6 @@ static const char *json_type_name(const json_t *v)
     case JSON_STRING:
         return "string";
     case JSON_INTEGER:
-        return "integer";
     case JSON_REAL:
         return "number";
     case JSON_TRUE:
@@ -104,227 +194,186 @@ static const char *json_type_name(const json_t *v)
     }
 }
 
-/* The proto3 JSON name: lowerCamelCase of the proto field name ("rd_number" -> "rdNumber"). */
-static void json_name(const char *proto_name, char out[NAME_MAX_LEN])
-{
-    size_t o = 0;
-    bool upper = false;
-    for (const char *c = proto_name; *c != '\0' && o + 1 < NAME_MAX_LEN; c++) {
-        if (*c == '_') {
-            upper = true;
-            continue;
-        }
-        out[o++] = upper && *c >= 'a' && *c <= 'z' ? (char)(*c - 'a' + 'A') : *c;
-        upper = false;
-    }
-    out[o] = '\0';
-}
-
-static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescriptor *desc, const char *key)
-{
-    for (unsigned i = 0; i < desc->n_fields; i++) {
-        char name[NAME_MAX_LEN];
-        json_name(desc->fields[i].name, name);
-        if (strcmp(name, key) == 0 || strcmp(desc->fields[i].name, key) == 0)
-            return &desc->fields[i];
-    }
-    return NULL;
-}
-
-static size_t type_size(const ProtobufCFieldDescriptor *f)
-{
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-    case PROTOBUF_C_TYPE_FLOAT:
-    case PROTOBUF_C_TYPE_ENUM:
-        return 4;
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return 8;
-    case PROTOBUF_C_TYPE_BOOL:
-        return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_STRING:
-        return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES:
-        return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return sizeof(ProtobufCMessage *);
-    }
-    return 0;
-}
-
 static void *pb_alloc(parser_t *p, size_t n)
 {
-    return p->alloc->alloc(p->alloc->allocator_data, n ? n : 1);
+    return p->alloc->alloc(p->alloc->allocator_data, n > 0 ? n : 1);
 }
 
-/* An integer from a JSON integer, an integral number, or a string of decimal digits (as the mapping
- * allows), within [min, max] for signed fields or [0, umax] for unsigned ones. */
-static rb_err read_integer(parser_t *p, const json_t *v, bool is_signed, int64_t min, int64_t max,
-                           uint64_t umax, int64_t *s_out, uint64_t *u_out)
+/* Whether s is a decimal integer: an optional minus sign, then digits only. */
+static bool is_decimal(const char *s)
 {
+    s += *s == '-';
+    if (*s == '\0')
+        return false;
+    while (*s >= '0' && *s <= '9')
+        s++;
+    return *s == '\0';
+}
+
+/* d with the fewest digits that read back as d, for error lines. */
+static void print_real(char *text, size_t cap, double d)
+{
+    for (int n = 1; n <= DIGITS; n++) {
+        snprintf(text, cap, "%.*g", n, d);
+        if (strtod(text, NULL) == d)
+            return;
+    }
+}
+
+/* An integer field takes a JSON integer, an integral number (1e3) or a string holding a decimal integer
+ * (the mapping writes 64-bit integers so); it is read as sign and magnitude, then checked against the
+ * range of the field's type. */
+static rb_err read_integer(parser_t *p, const ProtobufCFieldDescriptor *f, const json_t *v, void *slot)
+{
+    bool neg, huge = false;
+    uint64_t mag;
+    char text[48]; /* the value as given, for a range error */
     if (json_is_integer(v)) {
         json_int_t i = json_integer_value(v);
-        if (is_signed ? (i < min || i > max) : (i < 0 || (uint64_t)i > umax))
-            return fail(p, RB_ERR_MALFORMED, "%" JSON_INTEGER_FORMAT " is out of range", i);
-        *s_out = (int64_t)i;
-        *u_out = (uint64_t)i;
-        return RB_OK;
-    }
-    if (json_is_real(v)) {
+        neg = i < 0;
+        mag = neg ? 0 - (uint64_t)i : (uint64_t)i;
+        snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT, i);
+    } else if (json_is_real(v)) {
         double d = json_real_value(v);
-        if (d != floor(d) ||
-            !(is_signed ? (d >= (double)min && d <= (double)max) : (d >= 0 && d <= (double)umax)))
-            return fail(p, RB_ERR_MALFORMED, "%g is not an integer in range", d);
-        *s_out = (int64_t)d;
-        *u_out = (uint64_t)d;
-        return RB_OK;
-    }
-    if (!json_is_string(v))
-        return fail(p, RB_ERR_MALFORMED, "expected an integer, got %s", json_type_name(v));
-    const char *s = json_string_value(v);
-    char *end;
-    errno = 0;
-    if (is_signed) {
-        long long i = strtoll(s, &end, 10);
-        if (*s == '\0' || *end != '\0' || (*s != '-' && (*s < '0' || *s > '9')))
-            return fail(p, RB_ERR_MALFORMED, "\"%.40s\" is not an integer", s);
-        if (errno == ERANGE || i < min || i > max)
-            return fail(p, RB_ERR_MALFORMED, "%.40s is out of range", s);
-        *s_out = i;
+        print_real(text, sizeof text, d);
+        if (d != trunc(d))
+            return fail(p, RB_ERR_MALFORMED, "%s is not an integer", text);
+        neg = d < 0;
+        huge = fabs(d) >= 18446744073709551616.0; /* 2^64: no cast to uint64_t from here on */
+        mag = huge ? UINT64_MAX : (uint64_t)fabs(d);
+    } else if (json_is_string(v) && is_decimal(json_string_value(v))) {
+        const char *s = json_string_value(v);
+        neg = *s == '-';
+        errno = 0;
+        mag = strtoull(s + neg, NULL, 10);
+        huge = errno == ERANGE;
+        snprintf(text, sizeof text, "\"%.*s\"", clip(s), s);
     } else {
-        unsigned long long u = strtoull(s, &end, 10);
-        if (*s < '0' || *s > '9' || *end != '\0')
-            return fail(p, RB_ERR_MALFORMED, "\"%.40s\" is not an unsigned integer", s);
-        if (errno == ERANGE || u > umax)
-            return fail(p, RB_ERR_MALFORMED, "%.40s is out of range", s);
-        *u_out = u;
+        return fail(p, RB_ERR_MALFORMED, "expected a number, got %s", type_of(v));
     }
-    return RB_OK;
-}
-
-static rb_err read_double(parser_t *p, const json_t *v, double *out)
-{
-    if (json_is_number(v)) {
-        *out = json_number_value(v);
-        return RB_OK;
-    }
-    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
-    if (s != NULL && strcmp(s, "NaN") == 0)
-        *out = NAN;
-    else if (s != NULL && strcmp(s, "Infinity") == 0)
-        *out = INFINITY;
-    else if (s != NULL && strcmp(s, "-Infinity") == 0)
-        *out = -INFINITY;
-    else
-        return fail(p, RB_ERR_MALFORMED, "expected a number, got %s", json_type_name(v));
-    return RB_OK;
-}
-
-static rb_err read_bytes(parser_t *p, const json_t *v, ProtobufCBinaryData *out)
-{
-    if (!json_is_string(v))
-        return fail(p, RB_ERR_MALFORMED, "expected base64 bytes, got %s", json_type_name(v));
-    const char *s = json_string_value(v);
-    size_t len = json_string_length(v), n;
-    uint8_t *buf = pb_alloc(p, len / 4 * 3 + 3);
-    if (buf == NULL)
-        return fail(p, RB_ERR_NOMEM, "out of memory");
-    static const int variants[] = {sodium_base64_VARIANT_ORIGINAL, sodium_base64_VARIANT_ORIGINAL_NO_PADDING,
-                                   sodium_base64_VARIANT_URLSAFE, sodium_base64_VARIANT_URLSAFE_NO_PADDING};
-    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
-        const char *end;
-        if (sodium_base642bin(buf, len / 4 * 3 + 3, s, len, NULL, &n, &end, variants[i]) == 0 &&
-            end == s + len) {
-            out->data = buf;
-            out->len = n;
-            return RB_OK;
-        }
-    }
-    p->alloc->free(p->alloc->allocator_data, buf);
-    return fail(p, RB_ERR_MALFORMED, "not valid base64");
-}
-
-static rb_err parse_message(parser_t *p, const ProtobufCMessageDescriptor *desc, const json_t *obj,
-                            ProtobufCMessage **out);
-
-/* One value of field f (one element, for repeated fields) into slot. */
-static rb_err read_value(parser_t *p, const ProtobufCFieldDescriptor *f, const json_t *v, void *slot)
-{
-    int64_t s = 0;
-    uint64_t u = 0;
-    rb_err rc = RB_OK;
+    uint64_t max;
+    bool is_signed = true;
     switch (f->type) {
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
     case PROTOBUF_C_TYPE_SFIXED32:
-        if ((rc = read_integer(p, v, true, INT32_MIN, INT32_MAX, 0, &s, &u)) == RB_OK)
-            *(int32_t *)slot = (int32_t)s;
-        return rc;
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-        if ((rc = read_integer(p, v, false, 0, 0, UINT32_MAX, &s, &u)) == RB_OK)
-            *(uint32_t *)slot = (uint32_t)u;
-        return rc;
+        max = INT32_MAX;
+        break;
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_SFIXED64:
-        if ((rc = read_integer(p, v, true, INT64_MIN, INT64_MAX, 0, &s, &u)) == RB_OK)
-            *(int64_t *)slot = s;
-        return rc;
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        if ((rc = read_integer(p, v, false, 0, 0, UINT64_MAX, &s, &u)) == RB_OK)
-            *(uint64_t *)slot = u;
-        return rc;
-    case PROTOBUF_C_TYPE_FLOAT: {
-        double d;
-        if ((rc = read_double(p, v, &d)) != RB_OK)
-            return rc;
-        if (isfinite(d) && (d > 3.4028234663852886e38 || d < -3.4028234663852886e38))
-            return fail(p, RB_ERR_MALFORMED, "%g is out of range for a float", d);
-        *(float *)slot = (float)d;
+        max = INT64_MAX;
+        break;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        max = UINT32_MAX, is_signed = false;
+        break;
+    default:
+        max = UINT64_MAX, is_signed = false;
+        break;
+    }
+    /* A signed type reaches one further below zero than above; an unsigned one takes only "-0". */
+    uint64_t limit = !neg ? max : is_signed ? max + 1 : 0;
+    if (huge || mag > limit)
+        return fail(p, RB_ERR_MALFORMED, "%s is out of range for %s", text, type_names[f->type]);
+    /* Two's complement: the bits of the value, whichever integer type the field has. */
+    uint64_t bits = neg ? 0 - mag : mag;
+    if (elem_size(f->type) == sizeof(uint64_t))
+        *(uint64_t *)slot = bits;
+    else
+        *(uint32_t *)slot = (uint32_t)bits;
+    return RB_OK;
+}
+
+/* A float or double: a JSON number, or "NaN", "Infinity" or "-Infinity". */
+static rb_err read_real(parser_t *p, const ProtobufCFieldDescriptor *f, const json_t *v, void *slot)
+{
+    const char *s = json_is_string(v) ? json_string_value(v) : "";
+    double d;
+    if (json_is_number(v))
+        d = json_number_value(v);
+    else if (strcmp(s, "NaN") == 0)
+        d = NAN;
+    else if (strcmp(s, "Infinity") == 0)
+        d = INFINITY;
+    else if (strcmp(s, "-Infinity") == 0)
+        d = -INFINITY;
+    else
+        return fail(p, RB_ERR_MALFORMED, "expected a number, got %s", type_of(v));
+    if (f->type == PROTOBUF_C_TYPE_DOUBLE) {
+        *(double *)slot = d;
         return RB_OK;
     }
+    float x = (float)d; /* rounds to the nearest float; the writer checks its digits the same way */
+    if (isinf(x) && !isinf(d)) {
+        char text[40];
+        print_real(text, sizeof text, d);
+        return fail(p, RB_ERR_MALFORMED, "%s is out of range for float", text);
+    }
+    *(float *)slot = x;
+    return RB_OK;
+}
+
+/* Bytes: base64, standard or URL-safe, padded or not. */
+static rb_err read_bytes(parser_t *p, const json_t *v, ProtobufCBinaryData *out)
+{
+    static const int variants[] = {sodium_base64_VARIANT_ORIGINAL, sodium_base64_VARIANT_ORIGINAL_NO_PADDING,
+                                   sodium_base64_VARIANT_URLSAFE, sodium_base64_VARIANT_URLSAFE_NO_PADDING};
+    if (!json_is_string(v))
+        return fail(p, RB_ERR_MALFORMED, "expected a base64 string, got %s", type_of(v));
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v), cap = len / 4 * 3 + 3;
+    if ((out->data = pb_alloc(p, cap)) == NULL) /* hung on the message at once, like everything */
+        return fail(p, RB_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        const char *end;
+        if (sodium_base642bin(out->data, cap, s, len, NULL, &out->len, &end, variants[i]) == 0 &&
+            end == s + len)
+            return RB_OK;
+    }
+    out->len = 0;
+    return fail(p, RB_ERR_MALFORMED, "not base64");
+}
+
+static rb_err read_message(parser_t *p, const ProtobufCMessageDescriptor *desc, const json_t *obj,
+                           ProtobufCMessage **slot);
+
+/* One value of field f (one element, for a repeated field) into slot, which holds zeros or the default. */
+static rb_err read_value(parser_t *p, const ProtobufCFieldDescriptor *f, const json_t *v, void *slot)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_FLOAT:
     case PROTOBUF_C_TYPE_DOUBLE:
-        return read_double(p, v, (double *)slot);
+        return read_real(p, f, v, slot);
     case PROTOBUF_C_TYPE_BOOL:
         if (!json_is_boolean(v))
-            return fail(p, RB_ERR_MALFORMED, "expected true or false, got %s", json_type_name(v));
+            return fail(p, RB_ERR_MALFORMED, "expected true or false, got %s", type_of(v));
         *(protobuf_c_boolean *)slot = json_is_true(v);
         return RB_OK;
     case PROTOBUF_C_TYPE_ENUM: {
         const ProtobufCEnumDescriptor *ed = f->descriptor;
         const ProtobufCEnumValue *ev = NULL;
-        if (json_is_string(v))
-            ev = protobuf_c_enum_descriptor_get_value_by_name(ed, json_string_value(v));
-        else if (json_is_integer(v) && json_integer_value(v) >= INT32_MIN &&
-                 json_integer_value(v) <= INT32_MAX)
-            ev = protobuf_c_enum_descriptor_get_value(ed, (int)json_integer_value(v));
-        else
-            return fail(p, RB_ERR_MALFORMED, "expected a %s name, got %s", ed->name, json_type_name(v));
-        if (ev == NULL) {
-            if (json_is_string(v))
-                return fail(p, RB_ERR_MALFORMED, "unknown value \"%.60s\" for %s", json_string_value(v),
+        if (json_is_string(v)) {
+            const char *name = json_string_value(v);
+            if ((ev = protobuf_c_enum_descriptor_get_value_by_name(ed, name)) == NULL)
+                return fail(p, RB_ERR_MALFORMED, "unknown enum value \"%.*s\" for %s", clip(name), name,
                             ed->name);
-            return fail(p, RB_ERR_MALFORMED, "unknown value %" JSON_INTEGER_FORMAT " for %s",
-                        json_integer_value(v), ed->name);
+        } else if (json_is_integer(v)) {
+            json_int_t i = json_integer_value(v);
+            if (i < INT32_MIN || i > INT32_MAX ||
+                (ev = protobuf_c_enum_descriptor_get_value(ed, (int)i)) == NULL)
+                return fail(p, RB_ERR_MALFORMED, "unknown enum value %" JSON_INTEGER_FORMAT " for %s", i,
+                            ed->name);
+        } else {
+            return fail(p, RB_ERR_MALFORMED, "expected a %s name or integer, got %s", ed->name, type_of(v));
         }
         *(int *)slot = ev->value;
         return RB_OK;
     }
     case PROTOBUF_C_TYPE_STRING: {
         if (!json_is_string(v))
-            return fail(p, RB_ERR_MALFORMED, "expected a string, got %s", json_type_name(v));
-        size_t len = json_string_length(v);
+            return fail(p, RB_ERR_MALFORMED, "expected a string, got %s", type_of(v));
+        size_t len = json_string_length(v); /* jansson has refused \u0000, so strlen agrees */
         char *copy = pb_alloc(p, len + 1);
         if (copy == NULL)
             return fail(p, RB_ERR_NOMEM, "out of memory");
@@ -335,107 +384,111 @@ static rb_err read_value(parser_t *p, const ProtobufCFieldDescriptor *f, const j
     case PROTOBUF_C_TYPE_BYTES:
         return read_bytes(p, v, slot);
     case PROTOBUF_C_TYPE_MESSAGE:
-        return parse_message(p, f->descriptor, v, slot);
+        return read_message(p, f->descriptor, v, slot);
+    default:
+        return read_integer(p, f, v, slot);
     }
-    return fail(p, RB_ERR_MALFORMED, "unsupported field type");
 }
 
 static rb_err read_repeated(parser_t *p, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
                             const json_t *v)
 {
     if (!json_is_array(v))
-        return fail(p, RB_ERR_MALFORMED, "expected an array, got %s", json_type_name(v));
-    size_t n = json_array_size(v), size = type_size(f);
+        return fail(p, RB_ERR_MALFORMED, "expected an array, got %s", type_of(v));
+    size_t n = json_array_size(v), size = elem_size(f->type);
     if (n == 0)
         return RB_OK;
     uint8_t *items = pb_alloc(p, n * size);
     if (items == NULL)
         return fail(p, RB_ERR_NOMEM, "out of memory");
+    /* Zeroed elements (NULL strings, bytes and messages) are safe to free, so all n count at once. */
     memset(items, 0, n * size);
-    /* Count only what was read, so that a failure midway frees exactly the elements that exist. */
-    size_t *count = (size_t *)((char *)m + f->quantifier_offset);
     *(void **)((char *)m + f->offset) = items;
+    *(size_t *)((char *)m + f->quantifier_offset) = n;
     for (size_t i = 0; i < n; i++) {
         size_t saved = path_push(p, "[%zu]", i);
         rb_err rc = read_value(p, f, json_array_get(v, i), items + i * size);
         if (rc != RB_OK)
             return rc;
         path_pop(p, saved);
-        *count = i + 1;
     }
     return RB_OK;
 }
 
-static rb_err read_field(parser_t *p, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, const json_t *v)
+/* The field named key (either spelling) of desc; NULL when there is none. */
+static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescriptor *desc, const char *key)
 {
-    if (f->label == PROTOBUF_C_LABEL_REPEATED)
-        return read_repeated(p, m, f, v);
-    void *slot = (char *)m + f->offset;
-    rb_err rc = read_value(p, f, v, slot);
-    if (rc != RB_OK)
-        return rc;
-    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-        *(uint32_t *)((char *)m + f->quantifier_offset) = f->id;
-    else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_MESSAGE &&
-             f->type != PROTOBUF_C_TYPE_STRING)
-        *(protobuf_c_boolean *)((char *)m + f->quantifier_offset) = 1;
-    return RB_OK;
+    for (unsigned i = 0; i < desc->n_fields; i++) {
+        char name[NAME_CAP];
+        json_name(desc->fields[i].name, name);
+        if (strcmp(name, key) == 0 || strcmp(desc->fields[i].name, key) == 0)
+            return &desc->fields[i];
+    }
+    return NULL;
 }
 
-static rb_err parse_message(parser_t *p, const ProtobufCMessageDescriptor *desc, const json_t *obj,
-                            ProtobufCMessage **out)
+/* Field f of m from v (not null). */
+static rb_err read_field(parser_t *p, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, const json_t *v)
 {
-    *out = NULL;
+    char *base = (char *)m;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED)
+        return read_repeated(p, m, f, v);
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+        uint32_t *oneof_case = (uint32_t *)(base + f->quantifier_offset);
+        if (*oneof_case != 0) {
+            char other[NAME_CAP];
+            json_name(protobuf_c_message_descriptor_get_field(m->descriptor, *oneof_case)->name, other);
+            return fail(p, RB_ERR_MALFORMED, "%s is already set, and only one field of their oneof may be",
+                        other);
+        }
+        /* Selected before reading, so that free_unpacked frees what the read hangs on the union. */
+        *oneof_case = f->id;
+    } else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
+               f->type != PROTOBUF_C_TYPE_MESSAGE) {
+        *(protobuf_c_boolean *)(base + f->quantifier_offset) = 1; /* proto2 optional: has_ flag */
+    }
+    return read_value(p, f, v, base + f->offset);
+}
+
+/* A message of type desc from obj, hung on *slot as soon as it exists. */
+static rb_err read_message(parser_t *p, const ProtobufCMessageDescriptor *desc, const json_t *obj,
+                           ProtobufCMessage **slot)
+{
     if (!json_is_object(obj))
-        return fail(p, RB_ERR_MALFORMED, "expected an object (%s), got %s", desc->name, json_type_name(obj));
-    if (p->depth >= PBJSON_MAX_DEPTH)
-        return fail(p, RB_ERR_MALFORMED, "nested more than %d messages deep", PBJSON_MAX_DEPTH);
+        return fail(p, RB_ERR_MALFORMED, "expected a %s object, got %s", desc->name, type_of(obj));
+    if (p->depth == PBJSON_MAX_DEPTH)
+        return fail(p, RB_ERR_TOO_BIG, "nested deeper than %d messages", PBJSON_MAX_DEPTH);
     ProtobufCMessage *m = pb_alloc(p, desc->sizeof_message);
     if (m == NULL)
         return fail(p, RB_ERR_NOMEM, "out of memory");
     desc->message_init(m);
+    *slot = m;
     p->depth++;
-    rb_err rc = RB_OK;
     const char *key;
     json_t *v;
-    uint8_t seen[512] = {0}; /* by field index: each field once, under either of its names */
     json_object_foreach((json_t *)obj, key, v)
     {
-        size_t saved = path_push(p, ".%s", key);
+        size_t saved = path_push(p, ".%.*s", clip(key), key);
         const ProtobufCFieldDescriptor *f = find_field(desc, key);
-        if (f == NULL) {
-            rc = fail(p, RB_ERR_MALFORMED, "unknown field");
-            break;
+        if (f == NULL)
+            return fail(p, RB_ERR_MALFORMED, "unknown field");
+        /* jansson refused duplicate keys; the one other way to give a field twice is both spellings. */
+        char name[NAME_CAP];
+        json_name(f->name, name);
+        if (strcmp(key, name) != 0 && json_object_get(obj, name) != NULL)
+            return fail(p, RB_ERR_MALFORMED, "given twice, also as %s", name);
+        if (!json_is_null(v)) { /* null: the default, left as message_init set it */
+            rb_err rc = read_field(p, m, f, v);
+            if (rc != RB_OK)
+                return rc;
         }
-        size_t index = (size_t)(f - desc->fields);
-        if (index >= sizeof seen || seen[index]) {
-            rc = fail(p, RB_ERR_MALFORMED, "given twice");
-            break;
-        }
-        seen[index] = 1;
-        if (json_is_null(v)) { /* the default */
-            path_pop(p, saved);
-            continue;
-        }
-        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-            *(uint32_t *)((char *)m + f->quantifier_offset) != 0) {
-            rc = fail(p, RB_ERR_MALFORMED, "another member of its oneof is already set");
-            break;
-        }
-        if ((rc = read_field(p, m, f, v)) != RB_OK)
-            break;
         path_pop(p, saved);
     }
     p->depth--;
-    if (rc != RB_OK) {
-        protobuf_c_message_free_unpacked(m, p->alloc);
-        return rc;
-    }
-    *out = m;
     return RB_OK;
 }
 
-/* What protobuf_c_message_free_unpacked(m, NULL) frees with: malloc and free. */
+/* What protobuf_c_message_free_unpacked(m, NULL) frees with. */
 static void *plain_alloc(void *data, size_t size)
 {
     (void)data;
@@ -453,75 +506,122 @@ static ProtobufCAllocator plain_allocator = {plain_alloc, plain_free, NULL};
 rb_err pbjson_parse(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
                     ProtobufCAllocator *allocator, ProtobufCMessage **out, char *err, size_t errlen)
 {
-    pthread_once(&alloc_once, install_allocator);
+    pbjson_init();
     *out = NULL;
-    parser_t p = {.path = "$", .path_len = 1, .err = err, .errlen = errlen};
+    parser_t p = {.alloc = allocator != NULL ? allocator : &plain_allocator,
+                  .path = "$",
+                  .path_len = 1,
+                  .err = err,
+                  .errlen = errlen};
     if (errlen > 0)
         err[0] = '\0';
-    if (allocator == NULL)
-        allocator = &plain_allocator;
-    p.alloc = allocator;
     if (len > PBJSON_MAX_BYTES)
         return fail(&p, RB_ERR_TOO_BIG, "over %d bytes", PBJSON_MAX_BYTES);
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
-        return fail(&p, RB_ERR_MALFORMED, "not JSON: %s at line %d column %d", jerr.text, jerr.line,
-                    jerr.column);
-    rb_err rc = parse_message(&p, desc, root, out);
+        return fail(&p, json_error_code(&jerr) == json_error_out_of_memory ? RB_ERR_NOMEM : RB_ERR_MALFORMED,
+                    "not JSON: %s at line %d column %d", jerr.text, jerr.line, jerr.column);
+    ProtobufCMessage *m = NULL;
+    rb_err rc = read_message(&p, desc, root, &m);
     json_decref(root);
-    return rc;
+    if (rc != RB_OK) {
+        protobuf_c_message_free_unpacked(m, p.alloc); /* NULL is fine */
+        return rc;
+    }
+    *out = m;
+    return RB_OK;
 }
 
-/* Whether field f of m holds its default value, which the proto3 mapping leaves out. */
-static bool is_default(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+/* ---- formatting ---- */
+
+#define ALL_DIGITS (((1u << (DIGITS + 1)) - 1) & ~1u) /* bits 1 to DIGITS */
+
+typedef struct {
+    uint32_t digits; /* bit n set: every real so far reads back exactly when printed with n digits */
+    rb_err rc;       /* why the tree could not be built; RB_OK with a NULL tree means out of memory */
+    int depth;       /* messages entered */
+} writer_t;
+
+/* Whether protobuf-c would pack field f of m; JSON and binary then agree on which fields are present. */
+static bool is_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
 {
     const char *base = (const char *)m;
+    const void *slot = base + f->offset, *quantifier = base + f->quantifier_offset;
+    bool pointer = f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE;
+    const void *ptr = pointer ? *(const void *const *)slot : NULL;
+    bool oneof = (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0;
     if (f->label == PROTOBUF_C_LABEL_REPEATED)
-        return *(const size_t *)(base + f->quantifier_offset) == 0;
-    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-        return *(const uint32_t *)(base + f->quantifier_offset) != f->id;
-    const void *slot = base + f->offset;
-    if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_MESSAGE &&
-        f->type != PROTOBUF_C_TYPE_STRING)
-        return !*(const protobuf_c_boolean *)(base + f->quantifier_offset);
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_STRING: {
-        const char *str = *(char *const *)slot;
-        return str == NULL || str[0] == '\0';
+        return *(const size_t *)quantifier > 0;
+    if (f->label == PROTOBUF_C_LABEL_REQUIRED)
+        return true;
+    if (oneof && *(const uint32_t *)quantifier != f->id)
+        return false;
+    if (oneof || f->label == PROTOBUF_C_LABEL_OPTIONAL) {
+        if (pointer)
+            return ptr != NULL && ptr != f->default_value;
+        return oneof || *(const protobuf_c_boolean *)quantifier;
     }
-    case PROTOBUF_C_TYPE_BYTES:
-        return ((const ProtobufCBinaryData *)slot)->len == 0;
+    switch (f->type) { /* proto3 without a label: present unless zero, as protobuf-c judges zero */
+    case PROTOBUF_C_TYPE_STRING:
+        return ptr != NULL && *(const char *)ptr != '\0';
     case PROTOBUF_C_TYPE_MESSAGE:
-        return *(ProtobufCMessage *const *)slot == NULL;
-    case PROTOBUF_C_TYPE_BOOL:
-        return !*(const protobuf_c_boolean *)slot;
+        return ptr != NULL;
+    case PROTOBUF_C_TYPE_BYTES:
+        return ((const ProtobufCBinaryData *)slot)->len > 0;
     case PROTOBUF_C_TYPE_FLOAT:
-        return *(const float *)slot == 0 && !signbit(*(const float *)slot);
+        return *(const float *)slot != 0; /* so -0.0 is not packed, nor written */
     case PROTOBUF_C_TYPE_DOUBLE:
-        return *(const double *)slot == 0 && !signbit(*(const double *)slot);
+        return *(const double *)slot != 0;
     default: {
-        static const uint8_t zero[8];
-        return memcmp(slot, zero, type_size(f)) == 0;
+        static const uint8_t zero[sizeof(uint64_t)];
+        return memcmp(slot, zero, elem_size(f->type)) != 0;
     }
     }
 }
 
-static json_t *format_message(const ProtobufCMessage *m);
-
-static json_t *format_double(double d)
+/* Clears the precisions with which d (a float, if is_float) would not read back as itself, and those that
+ * would print it with an exponent where 17 digits do not ("1e2" for 100). */
+static void note_real(writer_t *w, double d, bool is_float)
 {
-    if (isnan(d))
-        return json_string("NaN");
-    if (isinf(d))
-        return json_string(d > 0 ? "Infinity" : "-Infinity");
-    return json_real(d);
+    char text[40];
+    snprintf(text, sizeof text, "%.*g", DIGITS, d);
+    bool plain = strchr(text, 'e') == NULL;
+    for (int n = 1; n <= DIGITS; n++) {
+        snprintf(text, sizeof text, "%.*g", n, d);
+        double back = strtod(text, NULL);
+        if ((is_float ? (float)back != (float)d : back != d) || (plain && strchr(text, 'e') != NULL))
+            w->digits &= ~(1u << n);
+    }
 }
 
-/* One value (one element, for repeated fields) of field f at slot, as JSON; NULL when out of memory. */
-static json_t *format_value(const ProtobufCFieldDescriptor *f, const void *slot)
+/* Whether s is UTF-8 as jansson takes it (no overlong forms, surrogates, or values past U+10FFFF); asked
+ * only after jansson refused a string, to tell bad text from a lack of memory. */
+static bool is_utf8(const char *s)
 {
-    char num[32];
+    for (const unsigned char *c = (const unsigned char *)s; *c != 0;) {
+        unsigned lead = *c++, n = lead < 0x80 ? 0 : lead < 0xc2 ? 4 : lead < 0xe0 ? 1 : lead < 0xf0 ? 2 : 3;
+        if (n == 4 || lead > 0xf4)
+            return false;
+        uint32_t cp = lead & (0x7fu >> n);
+        for (unsigned i = 0; i < n; i++, c++) {
+            if ((*c & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (*c & 0x3fu);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp < 0xe000))
+            return false;
+    }
+    return true;
+}
+
+static json_t *write_message(writer_t *w, const ProtobufCMessage *m);
+
+/* One value of field f (one element, for a repeated field) at slot, as JSON; NULL on failure. */
+static json_t *write_value(writer_t *w, const ProtobufCFieldDescriptor *f, const void *slot)
+{
+    char text[24];
     switch (f->type) {
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
@@ -533,16 +633,23 @@ static json_t *format_value(const ProtobufCFieldDescriptor *f, const void *slot)
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_SFIXED64:
-        snprintf(num, sizeof num, "%" PRId64, *(const int64_t *)slot);
-        return json_string(num);
+        snprintf(text, sizeof text, "%" PRId64, *(const int64_t *)slot);
+        return json_string(text);
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
-        snprintf(num, sizeof num, "%" PRIu64, *(const uint64_t *)slot);
-        return json_string(num);
+        snprintf(text, sizeof text, "%" PRIu64, *(const uint64_t *)slot);
+        return json_string(text);
     case PROTOBUF_C_TYPE_FLOAT:
-        return format_double(*(const float *)slot);
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return format_double(*(const double *)slot);
+    case PROTOBUF_C_TYPE_DOUBLE: {
+        bool is_float = f->type == PROTOBUF_C_TYPE_FLOAT;
+        double d = is_float ? *(const float *)slot : *(const double *)slot;
+        if (isnan(d))
+            return json_string("NaN");
+        if (isinf(d))
+            return json_string(d > 0 ? "Infinity" : "-Infinity");
+        note_real(w, d, is_float);
+        return json_real(d);
+    }
     case PROTOBUF_C_TYPE_BOOL:
         return json_boolean(*(const protobuf_c_boolean *)slot);
     case PROTOBUF_C_TYPE_ENUM: {
@@ -551,72 +658,84 @@ static json_t *format_value(const ProtobufCFieldDescriptor *f, const void *slot)
         return ev != NULL ? json_string(ev->name) : json_integer(value); /* a value from a newer schema */
     }
     case PROTOBUF_C_TYPE_STRING: {
-        const char *str = *(char *const *)slot;
-        return json_string(str != NULL ? str : "");
+        const char *s = *(char *const *)slot;
+        json_t *j = json_string(s != NULL ? s : "");
+        if (j == NULL && s != NULL && !is_utf8(s))
+            w->rc = RB_ERR_MALFORMED;
+        return j;
     }
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *b = slot;
         size_t cap = sodium_base64_ENCODED_LEN(b->len, sodium_base64_VARIANT_ORIGINAL);
-        char *text = rbcrypto_wiping_malloc(cap);
-        if (text == NULL)
+        char *b64 = rbcrypto_wiping_malloc(cap);
+        if (b64 == NULL)
             return NULL;
-        sodium_bin2base64(text, cap, b->data, b->len, sodium_base64_VARIANT_ORIGINAL);
-        json_t *j = json_string(text);
-        rbcrypto_wiping_free(text);
+        sodium_bin2base64(b64, cap, b->data, b->len, sodium_base64_VARIANT_ORIGINAL);
+        json_t *j = json_string(b64);
+        rbcrypto_wiping_free(b64);
         return j;
     }
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return format_message(*(ProtobufCMessage *const *)slot);
+    case PROTOBUF_C_TYPE_MESSAGE: {
+        const ProtobufCMessage *sub = *(ProtobufCMessage *const *)slot;
+        return sub != NULL ? write_message(w, sub) : json_object(); /* a NULL required message packs empty */
+    }
     }
     return NULL;
 }
 
-static json_t *format_field(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+static json_t *write_field(writer_t *w, const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
 {
     const char *base = (const char *)m;
     if (f->label != PROTOBUF_C_LABEL_REPEATED)
-        return format_value(f, base + f->offset);
+        return write_value(w, f, base + f->offset);
     json_t *array = json_array();
-    size_t n = *(const size_t *)(base + f->quantifier_offset), size = type_size(f);
+    size_t n = *(const size_t *)(base + f->quantifier_offset), size = elem_size(f->type);
     const uint8_t *items = *(const uint8_t *const *)(base + f->offset);
     for (size_t i = 0; array != NULL && i < n; i++)
-        if (json_array_append_new(array, format_value(f, items + i * size)) != 0) {
+        if (json_array_append_new(array, write_value(w, f, items + i * size)) != 0) {
             json_decref(array);
             array = NULL;
         }
     return array;
 }
 
-static json_t *format_message(const ProtobufCMessage *m)
+static json_t *write_message(writer_t *w, const ProtobufCMessage *m)
 {
+    if (w->depth == PBJSON_MAX_DEPTH) {
+        w->rc = RB_ERR_TOO_BIG;
+        return NULL;
+    }
+    w->depth++;
     json_t *obj = json_object();
     const ProtobufCMessageDescriptor *desc = m->descriptor;
-    for (unsigned i = 0; obj != NULL && i < desc->n_fields; i++) {
+    for (unsigned i = 0; obj != NULL && i < desc->n_fields; i++) { /* fields are in number order */
         const ProtobufCFieldDescriptor *f = &desc->fields[i];
-        if (is_default(m, f))
+        if (!is_present(m, f))
             continue;
-        char name[NAME_MAX_LEN];
+        char name[NAME_CAP];
         json_name(f->name, name);
-        if (json_object_set_new(obj, name, format_field(m, f)) != 0) {
+        if (json_object_set_new(obj, name, write_field(w, m, f)) != 0) { /* also when the value is NULL */
             json_decref(obj);
             obj = NULL;
         }
     }
+    w->depth--;
     return obj;
 }
 
 rb_err pbjson_format(const ProtobufCMessage *msg, int flags, char **out)
 {
-    pthread_once(&alloc_once, install_allocator);
-    json_t *root = format_message(msg);
-    *out = root != NULL ? json_dumps(root, (flags & PBJSON_PRETTY ? JSON_INDENT(2) : JSON_COMPACT) |
-                                               JSON_REAL_PRECISION(17))
-                        : NULL;
+    pbjson_init();
+    *out = NULL;
+    writer_t w = {.digits = ALL_DIGITS};
+    json_t *root = write_message(&w, msg);
+    if (root == NULL)
+        return w.rc != RB_OK ? w.rc : RB_ERR_NOMEM;
+    int digits = 1;
+    while (digits < DIGITS && !(w.digits & 1u << digits))
+        digits++;
+    size_t style = flags & PBJSON_PRETTY ? JSON_INDENT(2) : JSON_COMPACT;
+    *out = json_dumps(root, style | JSON_REAL_PRECISION(digits));
     json_decref(root);
     return *out != NULL ? RB_OK : RB_ERR_NOMEM;
-}
-
-void pbjson_free(char *text)
-{
-    rbcrypto_wiping_free(text); /* jansson allocated it with rbcrypto_wiping_malloc */
 }
