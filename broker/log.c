@@ -14,6 +14,8 @@ void log_set_level(log_level level)
 }
 
 static void emit(log_level level, const char *event, const char *extra, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void emit(log_level level, const char *event, const char *extra, const char *fmt, va_list ap)
 {
     char fields[1024], stamp[32];
     struct timespec ts;

@@ -6,6 +6,7 @@
  * "border" part along the right edge, which decides every left/right choice from the index alone. */
 #include "merkle.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "rbcrypto.h"
@@ -58,57 +59,87 @@ void merkle_root(const merkle_hash_t *leaves, uint64_t n, merkle_hash_t *out)
     merkle_node_hash(&left, &right, out);
 }
 
-static void path(const merkle_hash_t *leaves, uint64_t m, uint64_t n, merkle_hash_t *proof, size_t *len)
+rb_err merkle_memory_subtree(void *leaves, uint64_t lo, uint64_t hi, merkle_hash_t *out)
 {
-    if (n <= 1)
-        return;
-    uint64_t k = split(n);
-    if (m < k) {
-        path(leaves, m, k, proof, len);
-        merkle_root(leaves + k, n - k, &proof[(*len)++]);
-    } else {
-        path(leaves + k, m - k, n - k, proof, len);
-        merkle_root(leaves, k, &proof[(*len)++]);
-    }
+    merkle_root((const merkle_hash_t *)leaves + lo, hi - lo, out);
+    return RB_OK;
 }
 
-rb_err merkle_inclusion_proof(const merkle_hash_t *leaves, uint64_t size, uint64_t index,
+/* RFC 6962 PATH(m, D[lo:lo+n]), appending to proof. */
+static rb_err path(merkle_subtree_fn subtree, void *ctx, uint64_t lo, uint64_t m, uint64_t n,
+                   merkle_hash_t *proof, size_t *len)
+{
+    if (n <= 1)
+        return RB_OK;
+    uint64_t k = split(n);
+    rb_err rc = m < k ? path(subtree, ctx, lo, m, k, proof, len)
+                      : path(subtree, ctx, lo + k, m - k, n - k, proof, len);
+    if (rc != RB_OK)
+        return rc;
+    return m < k ? subtree(ctx, lo + k, lo + n, &proof[(*len)++])
+                 : subtree(ctx, lo, lo + k, &proof[(*len)++]);
+}
+
+rb_err merkle_inclusion_proof(merkle_subtree_fn subtree, void *ctx, uint64_t size, uint64_t index,
                               merkle_hash_t *proof, size_t *n)
 {
     *n = 0;
     if (index >= size)
         return RB_ERR_USAGE;
-    path(leaves, index, size, proof, n);
-    return RB_OK;
+    return path(subtree, ctx, 0, index, size, proof, n);
 }
 
-static void subproof(const merkle_hash_t *leaves, uint64_t m, uint64_t n, int complete, merkle_hash_t *proof,
-                     size_t *len)
+/* RFC 6962 SUBPROOF(m, D[lo:lo+n], complete), appending to proof. */
+static rb_err subproof(merkle_subtree_fn subtree, void *ctx, uint64_t lo, uint64_t m, uint64_t n,
+                       bool complete, merkle_hash_t *proof, size_t *len)
 {
-    if (m == n) {
-        if (!complete)
-            merkle_root(leaves, n, &proof[(*len)++]);
-        return;
-    }
+    if (m == n)
+        return complete ? RB_OK : subtree(ctx, lo, lo + n, &proof[(*len)++]);
     uint64_t k = split(n);
-    if (m <= k) {
-        subproof(leaves, m, k, complete, proof, len);
-        merkle_root(leaves + k, n - k, &proof[(*len)++]);
-    } else {
-        subproof(leaves + k, m - k, n - k, 0, proof, len);
-        merkle_root(leaves, k, &proof[(*len)++]);
-    }
+    rb_err rc = m <= k ? subproof(subtree, ctx, lo, m, k, complete, proof, len)
+                       : subproof(subtree, ctx, lo + k, m - k, n - k, false, proof, len);
+    if (rc != RB_OK)
+        return rc;
+    return m <= k ? subtree(ctx, lo + k, lo + n, &proof[(*len)++])
+                  : subtree(ctx, lo, lo + k, &proof[(*len)++]);
 }
 
-rb_err merkle_consistency_proof(const merkle_hash_t *leaves, uint64_t size1, uint64_t size2,
+rb_err merkle_consistency_proof(merkle_subtree_fn subtree, void *ctx, uint64_t size1, uint64_t size2,
                                 merkle_hash_t *proof, size_t *n)
 {
     *n = 0;
     if (size1 == 0 || size1 > size2)
         return RB_ERR_USAGE;
-    if (size1 < size2)
-        subproof(leaves, size1, size2, 1, proof, n);
-    return RB_OK;
+    return size1 < size2 ? subproof(subtree, ctx, 0, size1, size2, true, proof, n) : RB_OK;
+}
+
+void merkle_frontier_append(merkle_frontier_t *f, const merkle_hash_t *leaf_hash,
+                            void (*merged)(void *ctx, int level, uint64_t index, const merkle_hash_t *hash),
+                            void *ctx)
+{
+    /* f->hashes[i] is the root of the i-th complete subtree from the left, one per set bit of size. */
+    int n = __builtin_popcountll(f->size);
+    f->hashes[n] = *leaf_hash;
+    uint64_t index = f->size;
+    for (int level = 0; index & 1; level++, index >>= 1) {
+        n--;
+        merkle_node_hash(&f->hashes[n], &f->hashes[n + 1], &f->hashes[n]);
+        if (merged != NULL)
+            merged(ctx, level + 1, index >> 1, &f->hashes[n]);
+    }
+    f->size++;
+}
+
+void merkle_frontier_root(const merkle_frontier_t *f, merkle_hash_t *out)
+{
+    int n = __builtin_popcountll(f->size);
+    if (n == 0) {
+        merkle_root(NULL, 0, out);
+        return;
+    }
+    *out = f->hashes[n - 1];
+    for (int i = n - 2; i >= 0; i--)
+        merkle_node_hash(&f->hashes[i], out, out);
 }
 
 static int bit_length(uint64_t x)

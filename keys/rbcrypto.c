@@ -117,6 +117,21 @@ rb_err rbcrypto_verify(const char *domain, const uint8_t *msg, size_t len, const
     return rc == 0 ? RB_OK : RB_ERR_BAD_SIGNATURE;
 }
 
+rb_err rbcrypto_sign_note(const uint8_t *msg, size_t len, const uint8_t sk[RB_SIGN_SK_BYTES],
+                          uint8_t sig[RB_SIG_BYTES])
+{
+    if (memchr(msg, 0, len) != NULL)
+        return RB_ERR_USAGE;
+    crypto_sign_ed25519_detached(sig, NULL, msg, len, sk);
+    return RB_OK;
+}
+
+rb_err rbcrypto_verify_note(const uint8_t *msg, size_t len, const uint8_t sig[RB_SIG_BYTES],
+                            const uint8_t pk[RB_SIGN_PK_BYTES])
+{
+    return crypto_sign_ed25519_verify_detached(sig, msg, len, pk) == 0 ? RB_OK : RB_ERR_BAD_SIGNATURE;
+}
+
 rb_err rbcrypto_seal(const uint8_t *msg, size_t len, const uint8_t pk[RB_BOX_PK_BYTES], uint8_t *out)
 {
     return crypto_box_seal(out, msg, len, pk) == 0 ? RB_OK : RB_ERR_USAGE;

@@ -29,11 +29,10 @@
 
 /* Domain-separation labels: every signature covers label || 0x00 || message, so a signature made for one
  * purpose can never be replayed as another. */
-#define RB_DOMAIN_CARD    "referral-broker/v1/card"
-#define RB_DOMAIN_HEADER  "referral-broker/v1/header"
-#define RB_DOMAIN_INNER   "referral-broker/v1/inner"
-#define RB_DOMAIN_RECEIPT "referral-broker/v1/receipt"
-#define RB_DOMAIN_ADMIN   "referral-broker/v1/admin"
+#define RB_DOMAIN_CARD   "referral-broker/v1/card"
+#define RB_DOMAIN_HEADER "referral-broker/v1/header"
+#define RB_DOMAIN_INNER  "referral-broker/v1/inner"
+#define RB_DOMAIN_ADMIN  "referral-broker/v1/admin"
 
 /* Initialises the library and keeps the process from writing core dumps (they would hold secrets).
  * Safe to call more than once; every other function here requires it first. */
@@ -59,6 +58,14 @@ rb_err rbcrypto_sign(const char *domain, const uint8_t *msg, size_t len, const u
                      uint8_t sig[RB_SIG_BYTES]);
 rb_err rbcrypto_verify(const char *domain, const uint8_t *msg, size_t len, const uint8_t sig[RB_SIG_BYTES],
                        const uint8_t pk[RB_SIGN_PK_BYTES]);
+
+/* Ed25519 over msg itself, with no domain label: only for C2SP signed notes (the ledger's checkpoints),
+ * whose format other tools verify as is. A note is text without NUL bytes, so it can never equal a
+ * domain-labelled message (label || 0x00 || ...); callers sign only notes they formatted themselves. */
+rb_err rbcrypto_sign_note(const uint8_t *msg, size_t len, const uint8_t sk[RB_SIGN_SK_BYTES],
+                          uint8_t sig[RB_SIG_BYTES]);
+rb_err rbcrypto_verify_note(const uint8_t *msg, size_t len, const uint8_t sig[RB_SIG_BYTES],
+                            const uint8_t pk[RB_SIGN_PK_BYTES]);
 
 /* Anonymous sealed box to an X25519 key: out has len + RB_SEAL_OVERHEAD bytes. open writes len -
  * RB_SEAL_OVERHEAD bytes and returns RB_ERR_DECRYPT when the box was not made for this key or was altered. */

@@ -125,7 +125,7 @@ static void generated_proofs_verify(void **state)
     for (uint64_t size = 1; size <= N; size++) {
         for (uint64_t i = 0; i < size; i++) {
             size_t n;
-            assert_ok(merkle_inclusion_proof(leaves, size, i, proof, &n));
+            assert_ok(merkle_inclusion_proof(merkle_memory_subtree, leaves, size, i, proof, &n));
             assert_ok(merkle_verify_inclusion(i, size, &leaves[i], proof, n, &roots[size]));
             if (i + 1 < size)
                 assert_true(merkle_verify_inclusion(i + 1, size, &leaves[i], proof, n, &roots[size]) !=
@@ -138,15 +138,51 @@ static void generated_proofs_verify(void **state)
         }
         for (uint64_t m = 1; m <= size; m++) {
             size_t n;
-            assert_ok(merkle_consistency_proof(leaves, m, size, proof, &n));
+            assert_ok(merkle_consistency_proof(merkle_memory_subtree, leaves, m, size, proof, &n));
             assert_ok(merkle_verify_consistency(m, size, &roots[m], &roots[size], proof, n));
             if (m < size)
                 assert_true(merkle_verify_consistency(m, size, &roots[m], &roots[m], proof, n) != RB_OK);
         }
     }
     size_t n;
-    assert_rb(merkle_inclusion_proof(leaves, 4, 4, proof, &n), RB_ERR_USAGE);
-    assert_rb(merkle_consistency_proof(leaves, 5, 4, proof, &n), RB_ERR_USAGE);
+    assert_rb(merkle_inclusion_proof(merkle_memory_subtree, leaves, 4, 4, proof, &n), RB_ERR_USAGE);
+    assert_rb(merkle_consistency_proof(merkle_memory_subtree, leaves, 5, 4, proof, &n), RB_ERR_USAGE);
+}
+
+typedef struct {
+    const merkle_hash_t *leaves;
+    int merges;
+} merges_t;
+
+/* Every subtree the frontier closes must be the complete subtree it names. */
+static void check_merge(void *ctx, int level, uint64_t index, const merkle_hash_t *hash)
+{
+    merges_t *m = ctx;
+    merkle_hash_t want;
+    merkle_root(m->leaves + (index << level), (uint64_t)1 << level, &want);
+    assert_memory_equal(want.bytes, hash->bytes, MERKLE_HASH_BYTES);
+    m->merges++;
+}
+
+static void frontier_matches_roots(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    merkle_hash_t leaves[N], want, got;
+    merkle_frontier_t f = {0};
+    merges_t m = {leaves, 0};
+    merkle_frontier_root(&f, &got);
+    merkle_root(leaves, 0, &want);
+    assert_memory_equal(want.bytes, got.bytes, MERKLE_HASH_BYTES);
+    for (int i = 0; i < N; i++) {
+        uint8_t data[2] = {(uint8_t)i, (uint8_t)(i >> 8)};
+        merkle_leaf_hash(data, sizeof data, &leaves[i]);
+        merkle_frontier_append(&f, &leaves[i], check_merge, &m);
+        merkle_frontier_root(&f, &got);
+        merkle_root(leaves, (uint64_t)i + 1, &want);
+        assert_memory_equal(want.bytes, got.bytes, MERKLE_HASH_BYTES);
+    }
+    assert_int_equal(m.merges, N - __builtin_popcount(N)); /* all but the right edge: one per set bit of N */
 }
 
 int main(void)
@@ -155,6 +191,7 @@ int main(void)
         cmocka_unit_test(published_vectors),
         cmocka_unit_test(known_roots),
         cmocka_unit_test(generated_proofs_verify),
+        cmocka_unit_test(frontier_matches_roots),
     };
     return cmocka_run_group_tests_name("merkle", tests, NULL, NULL);
 }
