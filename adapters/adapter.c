@@ -38,6 +38,7 @@ struct adapter {
     client_t *client; /* NULL while not connected */
     int lock_fd;      /* flock on DATA/adapter.lock: one process per data directory */
     int64_t receipt_deadline_ms, ack_deadline_ms;
+    unsigned alarms_seen; /* ledger alarms of the current client already kept */
     int64_t next_connect_ms, next_report_ms;
 };
 
@@ -298,14 +299,35 @@ done:
 
 /* --- the broker connection ---------------------------------------------------------------------------------- */
 
+/* Keeps the broker's latest verified checkpoint, and any new alarm the client raised about it. */
+static void keep_ledger(adapter_t *a)
+{
+    const client_ledger_t *l = client_ledger(a->client);
+    int64_t t = now_ms();
+    if (l->alarms > a->alarms_seen) {
+        a->alarms_seen = l->alarms;
+        log_security("ledger_alarm", "broker=%s reason=\"%s\"", a->endpoint, l->alarm);
+        if (astore_add_alarm(a->store, l->alarm, t) != RB_OK)
+            log_error("alarm_not_stored", "reason=\"%s\"", l->alarm);
+    }
+    if (l->holds && astore_add_checkpoint(a->store, l->note, l->size, t) != RB_OK)
+        log_error("checkpoint_not_stored", "size=%llu", (unsigned long long)l->size);
+}
+
 static void ensure_connected(adapter_t *a)
 {
     int64_t t = now_ms();
     if (a->client != NULL || t < a->next_connect_ms)
         return;
-    char err[512];
-    if (client_connect(&a->client, a->endpoint, a->me, &a->broker, 16, 1000, err, sizeof err) == RB_OK) {
+    char err[512], note[NOTE_TEXT_MAX];
+    bool held = false;
+    if (astore_latest_checkpoint(a->store, &held, note) != RB_OK)
+        held = false;
+    if (client_connect(&a->client, a->endpoint, a->me, &a->broker, 16, held ? note : NULL, 1000, err,
+                       sizeof err) == RB_OK) {
         log_info("connected", "broker=%s", a->endpoint);
+        a->alarms_seen = 0;
+        keep_ledger(a);
     } else {
         log_warn("broker_unreachable", "broker=%s error=\"%s\"", a->endpoint, err);
         a->next_connect_ms = t + 2000;
@@ -337,13 +359,15 @@ static void submit_outbox(adapter_t *a)
             return;
         }
         if (rc != RB_OK) {
-            log_error("bad_receipt", "msg=%s error=\"%s\"", hex, rb_strerror(rc));
+            keep_ledger(a);
+            log_error("bad_receipt", "msg=%s error=\"%s\" detail=\"%s\"", hex, rb_strerror(rc), r.reason);
             disconnect(a, "bad receipt");
             return;
         }
+        keep_ledger(a);
         if (r.accepted) {
-            astore_outbox_receipted(a->store, &id, r.event_seq, r.broker_ms, now_ms());
-            log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r.event_seq);
+            astore_outbox_receipted(a->store, &id, r.ledger_index, r.broker_ms, r.proof, now_ms());
+            log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r.ledger_index);
         } else if (r.code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
                    r.code == RB__ERROR_CODE__ERROR_CODE_DISABLED) {
             log_warn("submit_deferred", "msg=%s code=%s reason=\"%s\"", hex, wire_error_name(r.code),
@@ -596,9 +620,10 @@ rb_err adapter_status(const char *config_path, const char *message_id_hex, char 
         if ((rc = astore_counts(store, now_ms(), receipt_deadline, ack_deadline, &c)) == RB_OK)
             printf("{\"queued\": %d, \"awaitingAck\": %d, \"accepted\": %d, \"rejected\": %d, "
                    "\"overdueReceipt\": %d, "
-                   "\"overdueAck\": %d, \"inboxWaiting\": %d, \"filed\": %d, \"refused\": %d}\n",
+                   "\"overdueAck\": %d, \"inboxWaiting\": %d, \"filed\": %d, \"refused\": %d, "
+                   "\"checkpoints\": %d, \"ledgerAlarms\": %d, \"lastLedgerAlarm\": \"%s\"}\n",
                    c.queued, c.receipted, c.accepted, c.rejected, c.overdue_receipt, c.overdue_ack,
-                   c.inbox_waiting, c.filed, c.refused);
+                   c.inbox_waiting, c.filed, c.refused, c.checkpoints, c.ledger_alarms, c.last_alarm);
     }
     astore_close(&store);
     settings_free(&cfg);

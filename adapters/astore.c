@@ -35,6 +35,11 @@ static const char *const migrations[] = {
     "  intake_reference TEXT, problems TEXT, processed_ms INTEGER);"
     "CREATE INDEX inbox_state ON inbox(state, received_ms);"
     "CREATE INDEX inbox_content ON inbox(agency, rd_number, revision);",
+    /* version 2: what the broker proved about its ledger, kept so that a rewritten ledger is caught */
+    "ALTER TABLE outbox ADD COLUMN receipt_proof TEXT;"
+    "CREATE TABLE checkpoints(id INTEGER PRIMARY KEY, size INTEGER NOT NULL, note TEXT NOT NULL,"
+    "  received_ms INTEGER NOT NULL);"
+    "CREATE TABLE ledger_alarms(id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, reason TEXT NOT NULL);",
 };
 
 static const char *text_or(sqlite3_stmt *st, int col, const char *dflt)
@@ -187,14 +192,42 @@ static rb_err update_one(astore_t *s, sqlite3_stmt *st)
     return rc == RB_OK && sqlite3_changes(s->db) != 1 ? RB_ERR_USAGE : rc;
 }
 
-rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t event_seq, int64_t broker_ms,
-                               int64_t now_ms)
+rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t ledger_index, int64_t broker_ms,
+                               const char *proof, int64_t now_ms)
 {
-    return update_one(s,
-                      sqldb_prepare(s->db,
-                                    "UPDATE outbox SET receipt_seq = ?, broker_ms = ?, receipted_ms = ? "
-                                    "WHERE message_id = ?",
-                                    "iiib", (int64_t)event_seq, broker_ms, now_ms, id->bytes, MSG_ID_BYTES));
+    return update_one(s, sqldb_prepare(s->db,
+                                       "UPDATE outbox SET receipt_seq = ?, broker_ms = ?, receipt_proof = ?, "
+                                       "receipted_ms = ? WHERE message_id = ?",
+                                       "iitib", (int64_t)ledger_index, broker_ms, proof, now_ms, id->bytes,
+                                       MSG_ID_BYTES));
+}
+
+rb_err astore_add_checkpoint(astore_t *s, const char *note, uint64_t size, int64_t now_ms)
+{
+    return sqldb_run(
+        sqldb_prepare(s->db,
+                      "INSERT INTO checkpoints(size, note, received_ms) SELECT ?, ?, ? WHERE "
+                      "coalesce((SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1), '') != ?",
+                      "itit", (int64_t)size, note, now_ms, note));
+}
+
+rb_err astore_latest_checkpoint(astore_t *s, bool *found, char note[NOTE_TEXT_MAX])
+{
+    sqlite3_stmt *st = sqldb_prepare(s->db, "SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1", "");
+    if (st == NULL)
+        return RB_ERR_IO;
+    int step = sqlite3_step(st);
+    *found = step == SQLITE_ROW;
+    if (*found)
+        snprintf(note, NOTE_TEXT_MAX, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+}
+
+rb_err astore_add_alarm(astore_t *s, const char *reason, int64_t now_ms)
+{
+    return sqldb_run(
+        sqldb_prepare(s->db, "INSERT INTO ledger_alarms(at_ms, reason) VALUES(?, ?)", "it", now_ms, reason));
 }
 
 rb_err astore_outbox_acked(astore_t *s, const msg_id_t *referral, int status, const char *intake_reference,
@@ -308,17 +341,21 @@ rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, i
         " (SELECT count(*) FROM inbox WHERE state = 'received'),"
         " (SELECT count(*) FROM inbox WHERE state = 'filed'),"
         " (SELECT count(*) FROM inbox WHERE state IN ('rejected', 'refused')) + "
-        " (SELECT count(*) FROM outbox WHERE refused IS NOT NULL)",
+        " (SELECT count(*) FROM outbox WHERE refused IS NOT NULL),"
+        " (SELECT count(*) FROM ledger_alarms),"
+        " (SELECT count(*) FROM checkpoints),"
+        " (SELECT reason FROM ledger_alarms ORDER BY id DESC LIMIT 1)",
         "ii", now_ms - receipt_deadline_ms, now_ms - ack_deadline_ms);
     if (st == NULL || sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_finalize(st);
         return RB_ERR_IO;
     }
-    int *fields[] = {&out->queued,        &out->receipted,       &out->accepted,
-                     &out->rejected,      &out->overdue_receipt, &out->overdue_ack,
-                     &out->inbox_waiting, &out->filed,           &out->refused};
-    for (int i = 0; i < 9; i++)
+    int *fields[] = {&out->queued,          &out->receipted,     &out->accepted,      &out->rejected,
+                     &out->overdue_receipt, &out->overdue_ack,   &out->inbox_waiting, &out->filed,
+                     &out->refused,         &out->ledger_alarms, &out->checkpoints};
+    for (int i = 0; i < 11; i++)
         *fields[i] = sqlite3_column_int(st, i);
+    snprintf(out->last_alarm, sizeof out->last_alarm, "%s", text_or(st, 11, ""));
     sqlite3_finalize(st);
     return RB_OK;
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "envelope.h"
+#include "note.h"
 #include "rb_error.h"
 
 typedef struct astore astore_t;
@@ -51,8 +52,18 @@ rb_err astore_outbox_last_revision(astore_t *s, const char *agency, const char *
 
 /* The oldest envelope without a receipt; *found false when none. *env is the caller's (free()). */
 rb_err astore_outbox_next_unreceipted(astore_t *s, bool *found, msg_id_t *id, uint8_t **env, size_t *len);
-rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t event_seq, int64_t broker_ms,
-                               int64_t now_ms);
+/* Stores the receipt: the index of the broker's "submitted" leaf, its time and the tlog-proof. */
+rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t ledger_index, int64_t broker_ms,
+                               const char *proof, int64_t now_ms);
+
+/* --- the broker's ledger, as the broker proved it to us ----------------------------------------------- */
+
+/* Keeps a verified checkpoint (nothing when it is the latest one kept already). */
+rb_err astore_add_checkpoint(astore_t *s, const char *note, uint64_t size, int64_t now_ms);
+/* The latest checkpoint kept; *found false when none. */
+rb_err astore_latest_checkpoint(astore_t *s, bool *found, char note[NOTE_TEXT_MAX]);
+/* Keeps an alarm: a checkpoint that did not extend the one held (the ledger was rewritten). */
+rb_err astore_add_alarm(astore_t *s, const char *reason, int64_t now_ms);
 /* Records the ACK for a referral we sent. RB_ERR_USAGE when the referral is not ours. */
 rb_err astore_outbox_acked(astore_t *s, const msg_id_t *referral, int status, const char *intake_reference,
                            const char *ack_json, int64_t now_ms);
@@ -93,6 +104,9 @@ typedef struct {
     int overdue_ack;     /* no ACK within the ACK deadline */
     int inbox_waiting;   /* received, not yet processed */
     int filed, refused;
+    int ledger_alarms; /* checkpoints from the broker that did not verify or did not extend ours */
+    int checkpoints;   /* checkpoints kept */
+    char last_alarm[256];
 } astore_counts_t;
 rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, int64_t ack_deadline_ms,
                      astore_counts_t *out);

@@ -14,8 +14,10 @@
 
 #include "admin.h"
 #include "envelope.h"
+#include "ledger.h"
 #include "rbcrypto.h"
 #include "wire.h"
+#include "witness.h"
 
 typedef struct delivery {
     struct delivery *next;
@@ -37,6 +39,8 @@ struct client {
     const uint8_t *awaiting;  /* message id a submission waits for, or NULL */
     Rb__ErrorCode last_error; /* last unsolicited ERROR */
     char last_reason[256];
+    client_ledger_t ledger; /* the broker's ledger as checked so far */
+    checkpoint_t held;      /* ledger.note, parsed */
 };
 
 static int64_t now_ms(void)
@@ -59,6 +63,7 @@ static void send_hello(client_t *c)
     Rb__Frame f = RB__FRAME__INIT;
     Rb__Hello hello = RB__HELLO__INIT;
     hello.credit = c->credit;
+    hello.ledger_size = c->ledger.holds ? c->held.size : 0;
     f.body_case = RB__FRAME__BODY_HELLO;
     f.hello = &hello;
     send_frame(c, &f);
@@ -70,6 +75,31 @@ static bool same_id(ProtobufCBinaryData b, const uint8_t *id)
     return b.len == MSG_ID_BYTES && memcmp(b.data, id, MSG_ID_BYTES) == 0;
 }
 
+/* Takes a checkpoint the broker sent if it verifies; raises the alarm if it does not extend the one
+ * held. false when it is not the broker's checkpoint at all. */
+static bool take_update(client_t *c, const Rb__LedgerUpdate *u)
+{
+    checkpoint_t fresh;
+    char why[sizeof c->ledger.alarm];
+    rb_err rc =
+        witness_check_update(&c->broker, c->ledger.holds ? &c->held : NULL, u, &fresh, why, sizeof why);
+    if (rc != RB_OK && rc != RB_ERR_HASH_MISMATCH) {
+        snprintf(c->ledger.alarm, sizeof c->ledger.alarm, "%s", why);
+        c->ledger.alarms++;
+        return false;
+    }
+    if (rc == RB_ERR_HASH_MISMATCH) {
+        snprintf(c->ledger.alarm, sizeof c->ledger.alarm, "%s", why);
+        c->ledger.alarms++;
+    }
+    /* Alarm or not, the broker's newest signed word is what later ones are checked against. */
+    c->held = fresh;
+    c->ledger.holds = true;
+    c->ledger.size = fresh.size;
+    snprintf(c->ledger.note, sizeof c->ledger.note, "%s", u->checkpoint);
+    return true;
+}
+
 /* Sorts one received frame. */
 static void take(client_t *c, Rb__Frame *f)
 {
@@ -78,6 +108,8 @@ static void take(client_t *c, Rb__Frame *f)
         c->welcomed = true;
         if (f->welcome->heartbeat_ms > 0)
             c->heartbeat_ms = f->welcome->heartbeat_ms;
+        if (f->welcome->ledger != NULL)
+            take_update(c, f->welcome->ledger);
         break;
     case RB__FRAME__BODY_DELIVER: {
         delivery_t *d = calloc(1, sizeof *d);
@@ -170,13 +202,25 @@ static bool has_delivery(const client_t *c)
 }
 
 rb_err client_connect(client_t **out, const char *endpoint, const identity_t *me, const card_t *broker_card,
-                      uint32_t credit, int timeout_ms, char *err, size_t errlen)
+                      uint32_t credit, const char *checkpoint, int timeout_ms, char *err, size_t errlen)
 {
     *out = NULL;
     client_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return RB_ERR_NOMEM;
     c->broker = *broker_card;
+    if (checkpoint != NULL) {
+        char why[256];
+        if (witness_open_checkpoint(broker_card, checkpoint, strlen(checkpoint), &c->held, why, sizeof why) !=
+            RB_OK) {
+            snprintf(err, errlen, "the checkpoint held: %s", why);
+            free(c);
+            return RB_ERR_BAD_SIGNATURE;
+        }
+        c->ledger.holds = true;
+        c->ledger.size = c->held.size;
+        snprintf(c->ledger.note, sizeof c->ledger.note, "%s", checkpoint);
+    }
     c->credit = credit;
     c->heartbeat_ms = 1000;
     c->ctx = zmq_ctx_new();
@@ -226,6 +270,50 @@ void client_close(client_t **client_p)
     *client_p = NULL;
 }
 
+/* A receipt is the "submitted" leaf of this very envelope, proved included under a checkpoint the
+ * broker signed. Anything less is no receipt. */
+static rb_err check_receipt(client_t *c, const Rb__Receipt *r, const uint8_t *id, const uint8_t *env,
+                            size_t len, client_result_t *result)
+{
+    if (r->ledger == NULL || !take_update(c, r->ledger)) {
+        snprintf(result->reason, sizeof result->reason, "receipt: %.200s", c->ledger.alarm);
+        return RB_ERR_BAD_SIGNATURE;
+    }
+    checkpoint_t cp;
+    uint64_t index;
+    rb_err rc = witness_check_proof(&c->broker, r->proof, strlen(r->proof), r->leaf.data, r->leaf.len, &cp,
+                                    &index, result->reason, sizeof result->reason);
+    Rb__LedgerEvent *e = NULL;
+    uint8_t sha[RB_HASH_BYTES];
+    rbcrypto_sha256(env, len, sha);
+    /* The proof must be under the very checkpoint the update proved consistent, not some other one. */
+    if (rc == RB_OK &&
+        (cp.size != c->held.size || memcmp(cp.root.bytes, c->held.root.bytes, MERKLE_HASH_BYTES) != 0)) {
+        snprintf(result->reason, sizeof result->reason,
+                 "receipt: the proof is under another checkpoint than the update");
+        rc = RB_ERR_BAD_SIGNATURE;
+    }
+    if (rc == RB_OK && (rc = ledger_parse_leaf(r->leaf.data, r->leaf.len, &e)) != RB_OK)
+        snprintf(result->reason, sizeof result->reason, "receipt: the leaf does not parse");
+    if (rc == RB_OK && (strcmp(e->action, "submitted") != 0 || !same_id(e->message_id, id) ||
+                        e->envelope_sha256.len != RB_HASH_BYTES ||
+                        memcmp(e->envelope_sha256.data, sha, RB_HASH_BYTES) != 0 || e->index != index)) {
+        snprintf(result->reason, sizeof result->reason,
+                 "receipt: the leaf is not this envelope's submission");
+        rc = RB_ERR_BAD_SIGNATURE;
+    }
+    if (rc == RB_OK) {
+        result->accepted = true;
+        result->ledger_index = index;
+        result->broker_ms = e->at_ms;
+        snprintf(result->proof, sizeof result->proof, "%s", r->proof);
+        result->reason[0] = '\0';
+    }
+    if (e != NULL)
+        rb__ledger_event__free_unpacked(e, NULL);
+    return rc;
+}
+
 rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms, client_result_t *result)
 {
     memset(result, 0, sizeof *result);
@@ -250,20 +338,7 @@ rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms
         result->code = a->error->code;
         snprintf(result->reason, sizeof result->reason, "%s", a->error->reason);
     } else if (a->body_case == RB__FRAME__BODY_RECEIPT) {
-        Rb__ReceiptSigned *body;
-        uint8_t sha[RB_HASH_BYTES];
-        rbcrypto_sha256(env, len, sha);
-        rc = wire_verify_receipt(&c->broker, a->receipt, &body);
-        if (rc == RB_OK && (!same_id(body->message_id, id) || body->envelope_sha256.len != RB_HASH_BYTES ||
-                            memcmp(body->envelope_sha256.data, sha, RB_HASH_BYTES) != 0))
-            rc = RB_ERR_BAD_SIGNATURE; /* a receipt for something else is no receipt */
-        if (rc == RB_OK) {
-            result->accepted = true;
-            result->event_seq = body->event_seq;
-            result->broker_ms = body->broker_ms;
-        }
-        if (body)
-            rb__receipt_signed__free_unpacked(body, NULL);
+        rc = check_receipt(c, a->receipt, id, env, len, result);
     } else {
         rc = RB_ERR_MALFORMED;
     }
@@ -336,6 +411,11 @@ rb_err client_admin(client_t *c, const identity_t *admin, const char *command, c
     *output = strdup(text);
     rb__frame__free_unpacked(a, NULL);
     return *output ? RB_OK : RB_ERR_NOMEM;
+}
+
+const client_ledger_t *client_ledger(const client_t *c)
+{
+    return &c->ledger;
 }
 
 Rb__ErrorCode client_last_error(const client_t *c, const char **reason)

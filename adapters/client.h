@@ -13,29 +13,35 @@
 
 #include "card.h"
 #include "identity.h"
+#include "note.h"
 #include "rb_error.h"
 #include "wire.pb-c.h"
 
 typedef struct client client_t;
 
 /* Connects to endpoint as me, expecting the broker of broker_card, and waits up to timeout_ms for the
- * WELCOME. credit: deliveries we accept in flight (0 for a party that only submits). On failure *out is
- * NULL and err says why (no answer: not registered, wrong broker key, or broker down). */
+ * WELCOME. credit: deliveries we accept in flight (0 for a party that only submits). checkpoint: the
+ * latest ledger checkpoint the caller holds from this broker (NULL if none), which every checkpoint the
+ * broker sends must extend. On failure *out is NULL and err says why (no answer: not registered, wrong
+ * broker key, or broker down). */
 rb_err client_connect(client_t **out, const char *endpoint, const identity_t *me, const card_t *broker_card,
-                      uint32_t credit, int timeout_ms, char *err, size_t errlen);
+                      uint32_t credit, const char *checkpoint, int timeout_ms, char *err, size_t errlen);
 void client_close(client_t **client_p);
 
 /* What the broker said to a submission. */
 typedef struct {
-    bool accepted;      /* a verified receipt; otherwise code and reason say why not */
-    uint64_t event_seq; /* receipt: the SUBMITTED event's sequence number */
-    int64_t broker_ms;  /* receipt: when the broker stored it */
-    Rb__ErrorCode code; /* refusal */
+    bool accepted;              /* a verified receipt; otherwise code and reason say why not */
+    uint64_t ledger_index;      /* receipt: the index of the "submitted" leaf */
+    int64_t broker_ms;          /* receipt: when the broker stored it */
+    char proof[PROOF_TEXT_MAX]; /* receipt: the tlog-proof, to keep */
+    Rb__ErrorCode code;         /* refusal */
     char reason[256];
 } client_result_t;
 
-/* Submits an envelope and waits for its receipt (verified with the broker's card: right message id and
- * envelope hash) or its refusal. RB_ERR_IO when nothing came within timeout_ms. */
+/* Submits an envelope and waits for its receipt or its refusal. A receipt is verified: the leaf is this
+ * envelope's "submitted" event (message id and envelope hash), included under a checkpoint signed with the
+ * broker's key that extends the one held. RB_ERR_IO when nothing came within timeout_ms;
+ * RB_ERR_BAD_SIGNATURE (reason says what) for a receipt that does not verify. */
 rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms, client_result_t *result);
 
 /* Waits up to timeout_ms for a delivery. On RB_OK *env (malloc'd, the caller frees it) holds the
@@ -48,6 +54,16 @@ rb_err client_confirm(client_t *c, const uint8_t message_id[16]);
 /* Sends a signed admin command and waits for the reply. *output is malloc'd (the caller frees it). */
 rb_err client_admin(client_t *c, const identity_t *admin, const char *command, const char *const *args,
                     size_t n_args, int timeout_ms, bool *ok, char **output);
+
+/* The broker's ledger as this client checked it: the latest verified checkpoint, and alarms. */
+typedef struct {
+    bool holds;               /* a checkpoint is held */
+    char note[NOTE_TEXT_MAX]; /* the latest, as signed */
+    uint64_t size;
+    unsigned alarms; /* checkpoints that did not verify or did not extend the one held */
+    char alarm[256]; /* what the last alarm was */
+} client_ledger_t;
+const client_ledger_t *client_ledger(const client_t *c);
 
 /* The last ERROR the broker sent that was not about a submission (e.g. DISABLED), or 0. */
 Rb__ErrorCode client_last_error(const client_t *c, const char **reason);

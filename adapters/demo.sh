@@ -5,7 +5,8 @@
 # intake adapter; starts a broker and registers both adapters with signed admin commands; starts the police
 # adapter on a drop folder (rms-files) and the intake adapter on a SQLite intake database (intake-sqlite);
 # drops every sample referral, valid and invalid, into the folder; waits for every ACK; prints what became
-# of each file; shows rows of the intake database and the broker's status; and stops everything it started.
+# of each file; shows rows of the intake database and the broker's status; exports the audit ledger, verifies
+# and replays it and proves a referral's events from it; and stops everything it started.
 # Everything it made stays in build/demo/ (configs, keys, databases, folders, logs) to look at afterwards;
 # each run starts afresh.
 set -euo pipefail
@@ -120,7 +121,24 @@ step "broker and adapter status"
 echo "police adapter: $("$BIN/referral-adapter" status --config "$demo/police.ini")"
 echo "intake adapter: $("$BIN/referral-adapter" status --config "$demo/intake.ini")"
 
+step "the audit ledger: exported by the operator while the broker runs (each page read is itself ledgered)"
+"${admin[@]}" export-ledger --out "$demo/ledger-online.jsonl"
+
 step "stopping everything (SIGTERM)"
 cleanup
 pids=()
+
+step "the auditor: export on the broker host, verify, replay against the broker's tables, prove"
+"$BIN/referral-audit" export --data "$demo/broker" --out "$demo/ledger.jsonl" --format jsonl
+"$BIN/referral-audit" export --data "$demo/broker" --out "$demo/ledger.sqlite"
+"$BIN/referral-audit" verify --ledger "$demo/ledger.jsonl" --broker-card "$demo/broker/broker.card"
+"$BIN/referral-audit" verify --ledger "$demo/ledger.sqlite" --broker-card "$demo/broker/broker.card"
+"$BIN/referral-audit" replay --ledger "$demo/ledger.sqlite" --data "$demo/broker"
+first=$(sqlite3 "$demo/police-data/adapter.db" "SELECT lower(hex(message_id)) FROM outbox WHERE kind = 1 ORDER BY queued_ms LIMIT 1")
+echo "history of referral $first:"
+"$BIN/referral-audit" history --ledger "$demo/ledger.sqlite" "$first"
+"$BIN/referral-audit" prove --ledger "$demo/ledger.sqlite" "$first" --out "$demo/proofs" | head -n 1 | while read -r proof; do
+    "$BIN/referral-audit" check-proof --proof "$proof" --broker-card "$demo/broker/broker.card"
+done
+echo "the broker's checkpoint key, for tlog tools: $("$BIN/referral-audit" verifier-key --broker-card "$demo/broker/broker.card")"
 echo "done in $(($(date +%s) - started)) s; everything is in $demo (configs, keys, databases, folders, logs)"

@@ -19,6 +19,7 @@
 
 #include "admin.h"
 #include "keyfile.h"
+#include "ledger.h"
 #include "log.h"
 #include "rbcrypto.h"
 #include "wire.h"
@@ -31,12 +32,13 @@
 typedef struct {
     uint8_t rid[RID_MAX]; /* ROUTER routing id */
     size_t rid_len;
-    party_t party;      /* who it is, from the CURVE key (ZAP User-Id) */
-    char peer[64];      /* peer address, for the audit log */
-    bool hello;         /* HELLO received: may be delivered to */
-    int64_t credit;     /* deliveries it accepts in flight */
-    int64_t last_rx_ms; /* last frame from it */
-    int64_t last_tx_ms; /* last frame to it */
+    party_t party;        /* who it is, from the CURVE key (ZAP User-Id) */
+    char peer[64];        /* peer address, for the audit log */
+    bool hello;           /* HELLO received: may be delivered to */
+    int64_t credit;       /* deliveries it accepts in flight */
+    int64_t last_rx_ms;   /* last frame from it */
+    int64_t last_tx_ms;   /* last frame to it */
+    uint64_t ledger_size; /* size of the latest checkpoint it holds, as far as we know */
     bool used;
 } session_t;
 
@@ -61,6 +63,8 @@ typedef struct {
     size_t n_pending;
     int64_t refused_handshakes; /* unauthenticated peers turned away since the last log line */
     int64_t refused_logged_ms;
+    uint64_t checkpoint_size; /* the latest signed checkpoint: its size and when */
+    int64_t checkpoint_ms;
 } broker_t;
 
 static int64_t now_ms(void)
@@ -70,19 +74,31 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void event(broker_t *b, const session_t *s, const char *action, const uint8_t *id, const char *outcome,
-                  const char *detail, int64_t *seq)
+/* Fills in when and who (from the session; NULL for the broker itself) and appends e to the ledger in
+ * the current transaction. */
+static rb_err record(broker_t *b, const session_t *s, Rb__LedgerEvent *e, uint64_t *index)
 {
-    event_t e = {.at_ms = now_ms(),
-                 .party = s ? s->party.card.name : NULL,
-                 .agency = s ? s->party.card.agency : NULL,
-                 .peer = s ? s->peer : NULL,
-                 .action = action,
-                 .message_id = id,
-                 .outcome = outcome,
-                 .detail = detail};
-    if (store_event(b->store, &e, seq) != RB_OK)
-        log_error("event_not_recorded", "action=%s", action);
+    e->at_ms = now_ms();
+    if (s != NULL) {
+        e->party = (char *)s->party.card.name;
+        e->agency = (char *)s->party.card.agency;
+        e->peer = (char *)s->peer;
+    }
+    rb_err rc = store_event(b->store, e, index);
+    if (rc != RB_OK)
+        log_error("event_not_recorded", "action=%s error=\"%s\"", e->action, rb_strerror(rc));
+    return rc;
+}
+
+static rb_err event(broker_t *b, const session_t *s, const char *action, const uint8_t *id,
+                    const char *outcome, const char *detail)
+{
+    Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+    e.action = (char *)action;
+    e.message_id = (ProtobufCBinaryData){id ? MSG_ID_BYTES : 0, (uint8_t *)id};
+    e.outcome = (char *)outcome;
+    e.detail = (char *)(detail ? detail : "");
+    return record(b, s, &e, NULL);
 }
 
 /* Records an event in a transaction of its own (outside the group commit). */
@@ -93,11 +109,85 @@ static void event_now(broker_t *b, const session_t *s, const char *action, const
         log_error("event_not_recorded", "action=%s", action);
         return;
     }
-    event(b, s, action, id, outcome, detail, NULL);
-    if (store_commit(b->store) != RB_OK) {
+    if (event(b, s, action, id, outcome, detail) != RB_OK || store_commit(b->store) != RB_OK) {
         store_rollback(b->store);
         log_error("event_not_recorded", "action=%s", action);
     }
+}
+
+/* Signs a checkpoint of the ledger as it is, in the current transaction (nothing when the latest one
+ * already covers every event). note receives the latest checkpoint. */
+static rb_err checkpoint(broker_t *b, char note[NOTE_TEXT_MAX], size_t *len)
+{
+    rb_err rc = ledger_checkpoint_now(store_ledger(b->store), identity_card(b->me), identity_sign_sk(b->me),
+                                      now_ms(), note, len);
+    if (rc == RB_ERR_HASH_MISMATCH)
+        log_error("ledger_inconsistent",
+                  "size=%llu detail=\"the stored tree does not extend the last signed "
+                  "checkpoint: refusing to sign\"",
+                  (unsigned long long)ledger_size(store_ledger(b->store)));
+    else if (rc != RB_OK)
+        log_error("checkpoint_failed", "error=\"%s\"", rb_strerror(rc));
+    return rc;
+}
+
+/* A checkpoint in a transaction of its own: every checkpoint_events events or checkpoint_interval_ms,
+ * whichever comes first, or when force (start and stop). */
+static rb_err checkpoint_now(broker_t *b, bool force)
+{
+    uint64_t size = ledger_size(store_ledger(b->store));
+    int64_t t = now_ms();
+    if (size == b->checkpoint_size ||
+        !(force || size - b->checkpoint_size >= (uint64_t)b->cfg->checkpoint_events ||
+          t - b->checkpoint_ms >= b->cfg->checkpoint_interval_ms))
+        return RB_OK;
+    char note[NOTE_TEXT_MAX];
+    size_t len;
+    rb_err rc = store_begin(b->store);
+    if (rc == RB_OK)
+        rc = checkpoint(b, note, &len);
+    if (rc == RB_OK)
+        rc = store_commit(b->store);
+    if (rc != RB_OK) {
+        store_rollback(b->store);
+        return rc;
+    }
+    b->checkpoint_size = size;
+    b->checkpoint_ms = t;
+    log_info("checkpoint", "size=%llu", (unsigned long long)size);
+    return RB_OK;
+}
+
+/* The latest checkpoint, and a proof of its consistency with what the session holds. */
+typedef struct {
+    Rb__LedgerUpdate update;
+    char note[NOTE_TEXT_MAX];
+    merkle_hash_t hashes[PROOF_HASHES_MAX];
+    ProtobufCBinaryData proof[PROOF_HASHES_MAX];
+    uint64_t size;
+} ledger_update_t;
+
+static rb_err ledger_update(broker_t *b, session_t *s, ledger_update_t *u)
+{
+    rb__ledger_update__init(&u->update);
+    bool found;
+    rb_err rc = ledger_latest_checkpoint(store_ledger(b->store), UINT64_MAX, &found, u->note, &u->size);
+    if (rc != RB_OK || !found)
+        return rc != RB_OK ? rc : RB_ERR_USAGE;
+    u->update.checkpoint = u->note;
+    u->update.old_size = s->ledger_size;
+    size_t n = 0;
+    /* A peer that holds a larger tree than ours gets no proof: there is none, and it will say so. */
+    if (s->ledger_size > 0 && s->ledger_size < u->size &&
+        (rc = ledger_consistency_proof(store_ledger(b->store), s->ledger_size, u->size, u->hashes, &n)) !=
+            RB_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        u->proof[i] = (ProtobufCBinaryData){MERKLE_HASH_BYTES, u->hashes[i].bytes};
+    u->update.n_consistency = n;
+    u->update.consistency = u->proof;
+    s->ledger_size = u->size;
+    return RB_OK;
 }
 
 static rb_err reload_trust(broker_t *b)
@@ -207,9 +297,8 @@ static void drop_session(broker_t *b, session_t *s, const char *why)
     log_info("peer_gone", "party=%s peer=%s reason=%s", s->party.card.name, s->peer, why);
     /* Whatever it had in flight is due again, for its next connection. */
     if (store_begin(b->store) == RB_OK) {
-        if (store_reschedule(b->store, s->party.card.name, now_ms()) == RB_OK)
-            event(b, s, "disconnected", NULL, "ok", why, NULL);
-        if (store_commit(b->store) != RB_OK)
+        if (store_reschedule(b->store, s->party.card.name, now_ms()) != RB_OK ||
+            event(b, s, "disconnected", NULL, "ok", why) != RB_OK || store_commit(b->store) != RB_OK)
             store_rollback(b->store);
     }
     s->used = false;
@@ -253,23 +342,38 @@ static Rb__ErrorCode error_for(rb_err rc)
     }
 }
 
-static void send_receipt(broker_t *b, session_t *s, const uint8_t *id, const uint8_t sha256[RB_HASH_BYTES],
-                         int64_t seq, int64_t at_ms)
+/* Answers a stored submission with its "submitted" leaf and the proof of it under the latest checkpoint. */
+static void send_receipt(broker_t *b, session_t *s, uint64_t index)
 {
-    Rb__ReceiptSigned body = RB__RECEIPT_SIGNED__INIT;
-    body.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, (uint8_t *)id};
-    body.envelope_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, (uint8_t *)sha256};
-    body.event_seq = (uint64_t)seq;
-    body.broker_ms = at_ms;
-    body.broker = (char *)identity_card(b->me)->name;
-    Rb__Receipt receipt;
-    if (wire_sign_receipt(b->me, &body, &receipt) != RB_OK)
-        return;
-    Rb__Frame f = RB__FRAME__INIT;
-    f.body_case = RB__FRAME__BODY_RECEIPT;
-    f.receipt = &receipt;
-    send_frame(b, s, &f);
-    wire_receipt_clear(&receipt);
+    ledger_t *l = store_ledger(b->store);
+    ledger_update_t *u = malloc(sizeof *u);
+    uint8_t *leaf = NULL;
+    size_t leaf_len, n, text_len;
+    merkle_hash_t path[PROOF_HASHES_MAX];
+    char *text = malloc(PROOF_TEXT_MAX);
+    rb_err rc = u == NULL || text == NULL ? RB_ERR_NOMEM : ledger_update(b, s, u);
+    if (rc == RB_OK)
+        rc = ledger_leaf(l, index, &leaf, &leaf_len);
+    if (rc == RB_OK)
+        rc = ledger_inclusion_proof(l, index, u->size, path, &n);
+    if (rc == RB_OK)
+        rc = proof_format(index, NULL, 0, path, n, u->note, strlen(u->note), text, PROOF_TEXT_MAX, &text_len);
+    if (rc == RB_OK) {
+        Rb__Receipt receipt = RB__RECEIPT__INIT;
+        receipt.leaf = (ProtobufCBinaryData){leaf_len, leaf};
+        receipt.proof = text;
+        receipt.ledger = &u->update;
+        Rb__Frame f = RB__FRAME__INIT;
+        f.body_case = RB__FRAME__BODY_RECEIPT;
+        f.receipt = &receipt;
+        send_frame(b, s, &f);
+    } else {
+        log_error("receipt_failed", "party=%s index=%llu error=\"%s\"", s->party.card.name,
+                  (unsigned long long)index, rb_strerror(rc));
+    }
+    free(leaf);
+    free(text);
+    free(u);
 }
 
 static bool pending_has(broker_t *b, const uint8_t *id, const uint8_t *sha256, bool *same)
@@ -329,7 +433,7 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
             char hex[33];
             wire_id_hex(id, hex);
             log_info("duplicate_submit", "party=%s msg=%s", s->party.card.name, hex);
-            send_receipt(b, s, id, sha256, old.submit_seq, old.received_ms); /* the same promise again */
+            send_receipt(b, s, old.submit_index); /* the same promise again */
             rb__header__free_unpacked(h, NULL);
             return;
         } else { /* the same envelope twice in one batch: the first one gets the receipt; a resubmission
@@ -372,57 +476,75 @@ static void clear_pending(broker_t *b)
     b->n_pending = 0;
 }
 
-/* Commits every pending submission in one transaction, then answers each with its receipt. */
+/* Ledgers a pending submission: "submitted" with the sender's signed header, and for an ACK also "acked"
+ * on the referral it answers, with the same header. */
+static rb_err record_submission(broker_t *b, pending_t *p, uint64_t *index)
+{
+    Rb__Envelope *env = rb__envelope__unpack(NULL, p->len, p->envelope); /* verified already */
+    if (env == NULL)
+        return RB_ERR_MALFORMED;
+    char detail[160];
+    snprintf(detail, sizeof detail, "kind=%d recipient=%s bytes=%zu", (int)p->header->kind,
+             p->header->recipient, p->len);
+    Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+    e.action = "submitted";
+    e.message_id = p->header->message_id;
+    e.outcome = "ok";
+    e.detail = detail;
+    e.header = env->header;
+    e.header_signature = env->header_signature;
+    e.envelope_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, p->sha256};
+    rb_err rc = record(b, p->session, &e, index);
+    if (rc == RB_OK && p->header->kind == RB__KIND__KIND_ACK) {
+        e.action = "acked";
+        e.message_id = p->header->ref_message_id;
+        e.outcome = p->header->ack_status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "accepted" : "rejected";
+        e.envelope_sha256 = (ProtobufCBinaryData){0, NULL};
+        rc = record(b, p->session, &e, NULL);
+    }
+    rb__envelope__free_unpacked(env, NULL);
+    return rc;
+}
+
+/* Commits every pending submission and one checkpoint covering them in one transaction, then answers
+ * each with its receipt. */
 static void before_sleep(broker_t *b)
 {
     if (b->n_pending == 0)
         return;
     int64_t t = now_ms();
-    int64_t seqs[MAX_PENDING];
+    uint64_t indexes[MAX_PENDING];
     rb_err rc = store_begin(b->store);
     for (size_t i = 0; rc == RB_OK && i < b->n_pending; i++) {
         pending_t *p = &b->pending[i];
-        char detail[160];
-        char hex[33];
-        wire_id_hex(p->header->message_id.data, hex);
-        snprintf(detail, sizeof detail, "kind=%d recipient=%s bytes=%zu", (int)p->header->kind,
-                 p->header->recipient, p->len);
-        event_t e = {.at_ms = t,
-                     .party = p->session->party.card.name,
-                     .agency = p->session->party.card.agency,
-                     .peer = p->session->peer,
-                     .action = "submitted",
-                     .message_id = p->header->message_id.data,
-                     .outcome = "ok",
-                     .detail = detail};
-        rc = store_event(b->store, &e, &seqs[i]);
+        rc = record_submission(b, p, &indexes[i]);
         if (rc == RB_OK)
-            rc = store_add_message(b->store, p->header, p->envelope, p->len, p->sha256, seqs[i], t);
-        if (rc == RB_OK && p->header->kind == RB__KIND__KIND_ACK) {
+            rc = store_add_message(b->store, p->header, p->envelope, p->len, p->sha256, indexes[i], t);
+        if (rc == RB_OK && p->header->kind == RB__KIND__KIND_ACK)
             rc = store_acked(b->store, p->header->ref_message_id.data, (int)p->header->ack_status,
                              p->header->message_id.data, t);
-            e.action = "acked";
-            e.message_id = p->header->ref_message_id.data;
-            e.outcome =
-                p->header->ack_status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "accepted" : "rejected";
-            if (rc == RB_OK)
-                rc = store_event(b->store, &e, NULL);
-        }
     }
+    char note[NOTE_TEXT_MAX];
+    size_t note_len;
+    if (rc == RB_OK)
+        rc = checkpoint(b, note, &note_len);
     if (rc == RB_OK)
         rc = store_commit(b->store);
     if (rc != RB_OK) {
         store_rollback(b->store);
-        log_error("commit_failed", "submissions=%zu", b->n_pending);
+        log_error("commit_failed", "submissions=%zu error=\"%s\"", b->n_pending, rb_strerror(rc));
+    } else {
+        b->checkpoint_size = ledger_size(store_ledger(b->store));
+        b->checkpoint_ms = t;
     }
     for (size_t i = 0; i < b->n_pending; i++) {
         pending_t *p = &b->pending[i];
         char hex[33];
         wire_id_hex(p->header->message_id.data, hex);
         if (rc == RB_OK) {
-            log_info("submitted", "party=%s msg=%s seq=%lld", p->session->party.card.name, hex,
-                     (long long)seqs[i]);
-            send_receipt(b, p->session, p->header->message_id.data, p->sha256, seqs[i], t);
+            log_info("submitted", "party=%s msg=%s index=%llu", p->session->party.card.name, hex,
+                     (unsigned long long)indexes[i]);
+            send_receipt(b, p->session, indexes[i]);
         } else {
             wire_send_error(b->router, p->session->rid, p->session->rid_len,
                             RB__ERROR_CODE__ERROR_CODE_STORAGE, "the broker could not store it: retry later",
@@ -467,7 +589,16 @@ static void deliver_to(broker_t *b, session_t *s)
         if (store_attempted(b->store, d->message_id, t + backoff_ms(b->cfg, attempt)) != RB_OK)
             continue;
         snprintf(detail, sizeof detail, "attempt=%d", attempt);
-        event(b, s, "delivered", d->message_id, "sent", detail, NULL);
+        Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+        e.action = "delivered";
+        e.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, d->message_id};
+        e.outcome = "sent";
+        e.detail = detail;
+        e.attempt = (uint32_t)attempt;
+        if (record(b, s, &e, NULL) != RB_OK) {
+            store_rollback(b->store);
+            goto done;
+        }
         Rb__Frame f = RB__FRAME__INIT;
         Rb__Deliver del = RB__DELIVER__INIT;
         del.envelope = (ProtobufCBinaryData){d->len, d->envelope};
@@ -500,7 +631,7 @@ static void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c)
     if (rc == RB_OK)
         rc = store_confirmed(b->store, c->message_id.data, s->party.card.name, now_ms());
     if (rc == RB_OK)
-        event(b, s, "confirmed", c->message_id.data, "ok", NULL, NULL);
+        rc = event(b, s, "confirmed", c->message_id.data, "ok", NULL);
     if (rc == RB_OK && (rc = store_commit(b->store)) == RB_OK) {
         char hex[33];
         wire_id_hex(c->message_id.data, hex);
@@ -554,6 +685,7 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
     } else if (f->body_case == RB__FRAME__BODY_HELLO) {
         s->hello = true;
         s->credit = f->hello->credit > b->cfg->credit ? b->cfg->credit : f->hello->credit;
+        s->ledger_size = f->hello->ledger_size;
         /* One receiver per party: a new one (an adapter restarted) replaces any older connection. */
         for (size_t i = 0; s->credit > 0 && i < MAX_SESSIONS; i++) {
             session_t *o = &b->sessions[i];
@@ -565,9 +697,13 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         welcome.broker = (char *)identity_card(b->me)->name;
         welcome.peer = s->party.card.name;
         welcome.heartbeat_ms = (uint32_t)b->cfg->heartbeat_ms;
+        ledger_update_t *u = malloc(sizeof *u);
+        if (u != NULL && ledger_update(b, s, u) == RB_OK)
+            welcome.ledger = &u->update;
         w.body_case = RB__FRAME__BODY_WELCOME;
         w.welcome = &welcome;
         send_frame(b, s, &w);
+        free(u);
         log_info("hello", "party=%s peer=%s credit=%lld", s->party.card.name, s->peer, (long long)s->credit);
     } else if (f->body_case == RB__FRAME__BODY_SUBMIT && s->party.card.role != CARD_ROLE_ADMIN) {
         handle_submit(b, s, f->submit);
@@ -647,8 +783,11 @@ static void expire(broker_t *b)
             attempts[i] >= b->cfg->retry_limit ? "attempt limit reached" : "time to live expired";
         char hex[33];
         wire_id_hex(ids[i], hex);
-        if (store_dead(b->store, ids[i], why, t) == RB_OK)
-            event(b, NULL, "dead_lettered", ids[i], "dead", why, NULL);
+        if (store_dead(b->store, ids[i], why, t) != RB_OK ||
+            event(b, NULL, "dead_lettered", ids[i], "dead", why) != RB_OK) {
+            store_rollback(b->store);
+            return;
+        }
         log_warn("dead_lettered", "msg=%s attempts=%d reason=\"%s\"", hex, attempts[i], why);
     }
     if (store_commit(b->store) != RB_OK)
@@ -660,6 +799,7 @@ static void expire(broker_t *b)
 static void tick(broker_t *b)
 {
     expire(b);
+    checkpoint_now(b, false);
     int64_t t = now_ms();
     for (size_t i = 0; i < MAX_SESSIONS; i++) {
         session_t *s = &b->sessions[i];
@@ -669,7 +809,9 @@ static void tick(broker_t *b)
             drop_session(b, s, "silent for 3 heartbeat intervals");
             continue;
         }
-        if (t - s->last_tx_ms >= b->cfg->heartbeat_ms) {
+        /* A session that has not said HELLO (its peer was forgotten as silent and spoke again) hears
+         * nothing, so that the peer, hearing nothing for three intervals, says HELLO again. */
+        if (s->hello && t - s->last_tx_ms >= b->cfg->heartbeat_ms) {
             Rb__Frame f = RB__FRAME__INIT;
             Rb__Heartbeat hb = RB__HEARTBEAT__INIT;
             f.body_case = RB__FRAME__BODY_HEARTBEAT;
@@ -715,7 +857,11 @@ rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *sto
             snprintf(bound, sizeof bound, "%s", cfg->listen);
         snprintf(detail, sizeof detail, "listen=%s", bound);
         event_now(b, NULL, "broker_started", NULL, "ok", detail);
-        log_info("broker_started", "name=%s listen=%s", identity_card(me)->name, bound);
+        /* A ledger that does not extend its last checkpoint was altered: refuse to run on it. */
+        rc = checkpoint_now(b, true);
+        if (rc == RB_OK)
+            log_info("broker_started", "name=%s listen=%s ledger_size=%llu", identity_card(me)->name, bound,
+                     (unsigned long long)b->checkpoint_size);
     }
     while (rc == RB_OK && !*stop) {
         zmq_pollitem_t items[] = {{b->router, 0, ZMQ_POLLIN, 0}, {b->zap, 0, ZMQ_POLLIN, 0}};
@@ -732,8 +878,10 @@ rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *sto
         tick(b);
     }
     before_sleep(b); /* nothing received is left unanswered or unstored */
-    if (b->router != NULL)
+    if (b->router != NULL && rc != RB_ERR_HASH_MISMATCH) {
         event_now(b, NULL, "broker_stopped", NULL, "ok", NULL);
+        checkpoint_now(b, true);
+    }
     log_info("broker_stopped", "name=%s", identity_card(me)->name);
     zmq_close(b->router);
     zmq_close(b->zap);

@@ -13,7 +13,8 @@ void config_defaults(broker_config_t *cfg)
     snprintf(cfg->listen, sizeof cfg->listen, "tcp://127.0.0.1:7450");
     cfg->max_message_bytes = 1024 * 1024 + 64 * 1024;
     cfg->credit = 16;
-    cfg->checkpoint_interval_ms = 60 * 1000;
+    cfg->checkpoint_interval_ms = 10 * 1000;
+    cfg->checkpoint_events = 1000;
     cfg->heartbeat_ms = 5000;
     cfg->retry_base_ms = 2000;
     cfg->retry_max_ms = 5 * 60 * 1000;
@@ -34,6 +35,7 @@ static const struct {
     {"broker", "max_message_bytes", offsetof(broker_config_t, max_message_bytes), 4096, 64LL << 20},
     {"broker", "credit", offsetof(broker_config_t, credit), 1, 10000},
     {"broker", "checkpoint_interval_ms", offsetof(broker_config_t, checkpoint_interval_ms), 100, 86400000},
+    {"broker", "checkpoint_events", offsetof(broker_config_t, checkpoint_events), 1, 1000000},
     {"delivery", "heartbeat_ms", offsetof(broker_config_t, heartbeat_ms), 50, 600000},
     {"delivery", "retry_base_ms", offsetof(broker_config_t, retry_base_ms), 10, 86400000},
     {"delivery", "retry_max_ms", offsetof(broker_config_t, retry_max_ms), 10, 7LL * 86400000},

@@ -4,7 +4,8 @@
  *   listen = tcp://127.0.0.1:7450
  *   max_message_bytes = 1114112
  *   credit = 16
- *   checkpoint_interval_ms = 60000
+ *   checkpoint_interval_ms = 10000
+ *   checkpoint_events = 1000
  *   [delivery]
  *   heartbeat_ms = 5000
  *   retry_base_ms = 2000
@@ -24,7 +25,8 @@ typedef struct {
     char listen[256];               /* ZeroMQ endpoint the ROUTER binds */
     int64_t max_message_bytes;      /* largest frame accepted */
     int64_t credit;                 /* most deliveries in flight to one peer, whatever it asks */
-    int64_t checkpoint_interval_ms; /* ledger checkpoints (the ledger issue) */
+    int64_t checkpoint_interval_ms; /* a ledger checkpoint at least this often while events arrive, */
+    int64_t checkpoint_events;      /* or after this many events, whichever first (and every commit) */
     int64_t heartbeat_ms;           /* idle interval; silence for 3 means the peer is gone */
     int64_t retry_base_ms;          /* wait for a CONFIRM after the first delivery; doubles each attempt */
     int64_t retry_max_ms;           /* longest wait between attempts */

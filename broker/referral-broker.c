@@ -14,6 +14,7 @@
 
 #include "broker.h"
 #include "config.h"
+#include "ledger.h"
 #include "log.h"
 #include "store.h"
 #include "tool.h"
@@ -121,9 +122,18 @@ static int cmd_init(const options_t *o)
     if ((rc = store_open(&store, db, true, err, sizeof err)) != RB_OK)
         xdie(EXIT_USAGE, "%s", err);
     int64_t now = tool_now_ms();
-    event_t e = {.at_ms = now, .action = "initialised", .outcome = "ok", .detail = "first admin registered"};
-    if ((rc = store_begin(store)) != RB_OK || (rc = store_add_party(store, &admin, now)) != RB_OK ||
-        (rc = store_event(store, &e, NULL)) != RB_OK || (rc = store_commit(store)) != RB_OK)
+    if ((rc = store_begin(store)) != RB_OK ||
+        (rc = store_record_card(store, identity_card(me), "the broker's own card", now)) != RB_OK ||
+        (rc = store_add_party(store, &admin, now)) != RB_OK)
+        xfail(rc, db);
+    /* The ledger starts with a signed checkpoint, so that even an idle broker's log is anchored. */
+    char text[CARD_TEXT_MAX], note[NOTE_TEXT_MAX];
+    size_t note_len;
+    card_to_text(identity_card(me), text);
+    if ((rc = ledger_set_meta(store_ledger(store), "broker_card", text)) != RB_OK ||
+        (rc = ledger_checkpoint_now(store_ledger(store), identity_card(me), identity_sign_sk(me), now, note,
+                                    &note_len)) != RB_OK ||
+        (rc = store_commit(store)) != RB_OK)
         xfail(rc, db);
     store_close(&store);
     printf("initialised %s: broker %s, card %s, admin %s\n", o->data, o->name, card, admin.name);

@@ -5,6 +5,7 @@
  * transaction for the caller to roll back. */
 #include "store.h"
 
+#include "ledger.h"
 #include "sqldb.h"
 
 #include <sqlite3.h>
@@ -13,7 +14,8 @@
 #include <string.h>
 
 struct store {
-    sqlite3 *db; /* open connection, WAL mode */
+    sqlite3 *db;      /* open connection, WAL mode */
+    ledger_t *ledger; /* the audit ledger in the same database */
 };
 
 static const char *const migrations[] = {
@@ -43,7 +45,7 @@ static const char *const migrations[] = {
     "  ref_message_id BLOB,"
     "  created_ms INTEGER NOT NULL,"
     "  received_ms INTEGER NOT NULL,"
-    "  submit_seq INTEGER NOT NULL,"
+    "  submit_index INTEGER NOT NULL,"
     "  state TEXT NOT NULL DEFAULT 'queued',"
     "  attempts INTEGER NOT NULL DEFAULT 0,"
     "  next_attempt_ms INTEGER NOT NULL,"
@@ -53,18 +55,10 @@ static const char *const migrations[] = {
     "  acked_ms INTEGER,"
     "  dead_reason TEXT);"
     "CREATE INDEX messages_due ON messages(recipient, state, next_attempt_ms);"
-    "CREATE INDEX messages_case ON messages(case_key, state, submit_seq);"
-    "CREATE TABLE events("
-    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  at_ms INTEGER NOT NULL,"
-    "  party TEXT,"
-    "  agency TEXT,"
-    "  peer TEXT,"
-    "  action TEXT NOT NULL,"
-    "  message_id BLOB,"
-    "  outcome TEXT NOT NULL,"
-    "  detail TEXT);"
+    "CREATE INDEX messages_case ON messages(case_key, state, submit_index);"
     "CREATE TABLE admin_nonces(nonce BLOB PRIMARY KEY, used_ms INTEGER NOT NULL);",
+    /* version 2: the audit ledger, which every event goes to */
+    LEDGER_SCHEMA,
 };
 
 rb_err store_open(store_t **out, const char *path, bool create, char *err, size_t errlen)
@@ -75,6 +69,10 @@ rb_err store_open(store_t **out, const char *path, bool create, char *err, size_
         return RB_ERR_NOMEM;
     rb_err rc = sqldb_open(&s->db, path, SQLDB_EXCLUSIVE | (create ? SQLDB_CREATE : 0), migrations,
                            (int)(sizeof migrations / sizeof migrations[0]), "broker", err, errlen);
+    if (rc == RB_OK && (rc = ledger_open(&s->ledger, s->db)) != RB_OK) {
+        snprintf(err, errlen, "the broker's ledger does not load: %s", rb_strerror(rc));
+        sqlite3_close_v2(s->db);
+    }
     if (rc != RB_OK) {
         free(s);
         return rc;
@@ -86,6 +84,7 @@ rb_err store_open(store_t **out, const char *path, bool create, char *err, size_
 void store_close(store_t **store_p)
 {
     if (store_p != NULL && *store_p != NULL) {
+        ledger_close(&(*store_p)->ledger);
         sqlite3_close_v2((*store_p)->db);
         free(*store_p);
         *store_p = NULL;
@@ -106,12 +105,37 @@ void store_rollback(store_t *s)
 {
     if (!sqlite3_get_autocommit(s->db))
         sqldb_exec(s->db, "ROLLBACK");
+    /* The appends the rollback undid must leave the in-memory edge of the tree too. */
+    if (ledger_reload(s->ledger) != RB_OK)
+        ledger_reload(s->ledger);
+}
+
+ledger_t *store_ledger(store_t *s)
+{
+    return s->ledger;
+}
+
+rb_err store_record_card(store_t *s, const card_t *card, const char *detail, int64_t now_ms)
+{
+    uint8_t packed[CARD_PACKED_MAX];
+    Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+    e.at_ms = now_ms;
+    e.action = "party_registered";
+    e.party = (char *)card->name;
+    e.agency = (char *)card->agency;
+    e.outcome = "ok";
+    e.detail = (char *)detail;
+    e.card = (ProtobufCBinaryData){card_pack(card, packed), packed};
+    return store_event(s, &e, NULL);
 }
 
 rb_err store_add_party(store_t *s, const card_t *card, int64_t now_ms)
 {
     uint8_t packed[CARD_PACKED_MAX];
     size_t n = card_pack(card, packed);
+    rb_err rc = store_record_card(s, card, card_role_name((card_role)card->role), now_ms);
+    if (rc != RB_OK)
+        return rc;
     return sqldb_run(
         sqldb_prepare(s->db,
                       "INSERT INTO parties(name, role, agency, key_id, curve_key, card, added_ms) "
@@ -190,6 +214,15 @@ rb_err store_revoke_key(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], const
     sqlite3_finalize(st);
     if (step != SQLITE_ROW)
         return step == SQLITE_DONE ? RB_ERR_UNKNOWN_SENDER : RB_ERR_IO;
+    Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+    e.at_ms = now_ms;
+    e.action = "key_revoked";
+    e.outcome = "ok";
+    e.detail = (char *)reason;
+    e.key_id = (ProtobufCBinaryData){RB_KEY_ID_BYTES, (uint8_t *)key_id};
+    rb_err rc = store_event(s, &e, NULL);
+    if (rc != RB_OK)
+        return rc;
     return sqldb_run(
         sqldb_prepare(s->db, "INSERT OR IGNORE INTO revoked_keys(key_id, reason, revoked_ms) VALUES(?, ?, ?)",
                       "bti", key_id, RB_KEY_ID_BYTES, reason, now_ms));
@@ -232,26 +265,16 @@ rb_err store_load_trust(store_t *s, trust_t **out)
     return rc;
 }
 
-rb_err store_event(store_t *s, const event_t *e, int64_t *seq)
+rb_err store_event(store_t *s, Rb__LedgerEvent *e, uint64_t *index)
 {
-    rb_err rc = sqldb_run(
-        sqldb_prepare(s->db,
-                      "INSERT INTO events(at_ms, party, agency, peer, action, message_id, outcome, detail) "
-                      "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                      "itttt"
-                      "btt",
-                      e->at_ms, e->party, e->agency, e->peer, e->action, e->message_id,
-                      e->message_id ? MSG_ID_BYTES : 0, e->outcome, e->detail));
-    if (rc == RB_OK && seq != NULL)
-        *seq = sqlite3_last_insert_rowid(s->db);
-    return rc;
+    return ledger_append(s->ledger, e, index);
 }
 
 rb_err store_find_message(store_t *s, const uint8_t id[MSG_ID_BYTES], bool *found, stored_msg_t *out)
 {
     sqlite3_stmt *st =
         sqldb_prepare(s->db,
-                      "SELECT envelope_sha256, submit_seq, received_ms, recipient, sender, attempts, state "
+                      "SELECT envelope_sha256, submit_index, received_ms, recipient, sender, attempts, state "
                       "FROM messages WHERE message_id = ?",
                       "b", id, MSG_ID_BYTES);
     if (st == NULL)
@@ -262,7 +285,7 @@ rb_err store_find_message(store_t *s, const uint8_t id[MSG_ID_BYTES], bool *foun
         memset(out, 0, sizeof *out);
         if (sqlite3_column_bytes(st, 0) == RB_HASH_BYTES)
             memcpy(out->envelope_sha256, sqlite3_column_blob(st, 0), RB_HASH_BYTES);
-        out->submit_seq = sqlite3_column_int64(st, 1);
+        out->submit_index = (uint64_t)sqlite3_column_int64(st, 1);
         out->received_ms = sqlite3_column_int64(st, 2);
         snprintf(out->recipient, sizeof out->recipient, "%s", (const char *)sqlite3_column_text(st, 3));
         snprintf(out->sender, sizeof out->sender, "%s", (const char *)sqlite3_column_text(st, 4));
@@ -274,17 +297,17 @@ rb_err store_find_message(store_t *s, const uint8_t id[MSG_ID_BYTES], bool *foun
 }
 
 rb_err store_add_message(store_t *s, const Rb__Header *h, const uint8_t *env, size_t len,
-                         const uint8_t sha256[RB_HASH_BYTES], int64_t submit_seq, int64_t now_ms)
+                         const uint8_t sha256[RB_HASH_BYTES], uint64_t submit_index, int64_t now_ms)
 {
     return sqldb_run(sqldb_prepare(
         s->db,
         "INSERT INTO messages(message_id, envelope, envelope_sha256, kind, sender, recipient, case_key,"
-        " ref_message_id, created_ms, received_ms, submit_seq, next_attempt_ms) "
+        " ref_message_id, created_ms, received_ms, submit_index, next_attempt_ms) "
         "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "bbbittbbiiii", h->message_id.data, MSG_ID_BYTES, env, (int)len, sha256, RB_HASH_BYTES,
         (int64_t)h->kind, h->sender, h->recipient, h->case_key.len ? h->case_key.data : NULL,
         (int)h->case_key.len, h->ref_message_id.len ? h->ref_message_id.data : NULL,
-        (int)h->ref_message_id.len, h->created_ms, now_ms, submit_seq, now_ms));
+        (int)h->ref_message_id.len, h->created_ms, now_ms, (int64_t)submit_index, now_ms));
 }
 
 rb_err store_due(store_t *s, const char *recipient, int64_t now_ms, due_msg_t *out, size_t max, size_t *n)
@@ -297,8 +320,8 @@ rb_err store_due(store_t *s, const char *recipient, int64_t now_ms, due_msg_t *o
                       "WHERE m.recipient = ? AND m.state = 'queued' AND m.next_attempt_ms <= ? "
                       "AND (m.case_key IS NULL OR NOT EXISTS (SELECT 1 FROM messages e "
                       "  WHERE e.case_key = m.case_key AND e.sender = m.sender AND e.state = 'queued' "
-                      "  AND e.submit_seq < m.submit_seq)) "
-                      "ORDER BY m.submit_seq LIMIT ?",
+                      "  AND e.submit_index < m.submit_index)) "
+                      "ORDER BY m.submit_index LIMIT ?",
                       "tii", recipient, now_ms, (int64_t)max);
     if (st == NULL)
         return RB_ERR_IO;
@@ -384,6 +407,21 @@ rb_err store_dead(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *reason
     return update_one(
         s, sqldb_prepare(s->db, "UPDATE messages SET state = 'dead', dead_reason = ? WHERE message_id = ?",
                          "tb", reason, id, MSG_ID_BYTES));
+}
+
+rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t now_ms)
+{
+    rb_err rc = update_one(
+        s, sqldb_prepare(s->db,
+                         "UPDATE messages SET state = 'queued', attempts = 0, next_attempt_ms = ?, "
+                         "dead_reason = NULL WHERE message_id = ? AND state = 'dead'",
+                         "ib", now_ms, id, MSG_ID_BYTES));
+    Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+    e.at_ms = now_ms;
+    e.action = "requeued";
+    e.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, (uint8_t *)id};
+    e.outcome = "ok";
+    return rc == RB_OK ? store_event(s, &e, NULL) : rc;
 }
 
 rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, uint8_t (*out)[MSG_ID_BYTES],

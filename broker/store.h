@@ -1,7 +1,7 @@
 /* store.h -- the broker's durable state in one SQLite database (WAL, synchronous=FULL).
  *
  * Parties (adapters and admins, with their cards), revoked keys, messages with their delivery state, and
- * the event log that the ledger is built from. Writes happen inside store_begin/store_commit so that the
+ * the audit ledger (ledger.h), every event of which is written in the transaction of the change it records. Writes happen inside store_begin/store_commit so that the
  * broker can commit many submissions with one fsync (group commit) and answer none before the commit.
  * The schema version is PRAGMA user_version; store_open migrates older databases and refuses newer ones. */
 #ifndef STORE_H
@@ -13,12 +13,13 @@
 
 #include "card.h"
 #include "envelope.h"
+#include "ledger.h"
 #include "rb_error.h"
 #include "trust.h"
 
 typedef struct store store_t;
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 /* Opens (creating if create) the database at path. On failure *out is NULL and err names the cause
  * (locked by another process, newer schema, not a database). */
@@ -36,7 +37,8 @@ typedef struct {
     bool enabled; /* disabled parties are refused at the handshake and frame by frame */
 } party_t;
 
-/* Registers a party from its card; RB_ERR_CONFLICT when the name or key is taken. */
+/* Registers a party from its card, and ledgers it ("party_registered" with the card); RB_ERR_CONFLICT
+ * when the name or key is taken. */
 rb_err store_add_party(store_t *s, const card_t *card, int64_t now_ms);
 rb_err store_set_enabled(store_t *s, const char *name, bool enabled);
 /* The party with this name, or with this CURVE (X25519) public key. RB_ERR_UNKNOWN_SENDER when none. */
@@ -51,25 +53,18 @@ bool store_key_revoked(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES]);
 /* A trust store of every registered card, revoked keys marked. *out is the caller's. */
 rb_err store_load_trust(store_t *s, trust_t **out);
 
-/* One audit event (CJIS-style: when, who, from where, what, on which message, outcome). */
-typedef struct {
-    int64_t at_ms;
-    const char *party;         /* name of the authenticated party, or NULL for the broker itself */
-    const char *agency;        /* its ORI */
-    const char *peer;          /* peer address, e.g. "127.0.0.1" */
-    const char *action;        /* "submitted", "delivered", "confirmed", "acked", ... */
-    const uint8_t *message_id; /* MSG_ID_BYTES or NULL */
-    const char *outcome;       /* "ok", or an error name */
-    const char *detail;        /* more, never case content */
-} event_t;
-
-/* Appends an event; *seq receives its sequence number (may be NULL). */
-rb_err store_event(store_t *s, const event_t *e, int64_t *seq);
+/* Appends an audit event (CJIS-style: when, who, from where, what, on which message, outcome) to the
+ * ledger in the current transaction; *index (may be NULL) receives its leaf index. */
+rb_err store_event(store_t *s, Rb__LedgerEvent *e, uint64_t *index);
+/* Ledgers a card ("party_registered"): store_add_party does; init does for the broker's own card. */
+rb_err store_record_card(store_t *s, const card_t *card, const char *detail, int64_t now_ms);
+/* The ledger in this database: for checkpoints and proofs. */
+ledger_t *store_ledger(store_t *s);
 
 /* A stored message's state. */
 typedef struct {
     uint8_t envelope_sha256[RB_HASH_BYTES];
-    int64_t submit_seq; /* sequence number of its SUBMITTED event */
+    uint64_t submit_index; /* ledger index of its "submitted" event */
     int64_t received_ms;
     char recipient[CARD_NAME_MAX + 1];
     char sender[CARD_NAME_MAX + 1];
@@ -82,7 +77,7 @@ rb_err store_find_message(store_t *s, const uint8_t id[MSG_ID_BYTES], bool *foun
 
 /* Stores a verified envelope as queued for delivery now. */
 rb_err store_add_message(store_t *s, const Rb__Header *h, const uint8_t *env, size_t len,
-                         const uint8_t sha256[RB_HASH_BYTES], int64_t submit_seq, int64_t now_ms);
+                         const uint8_t sha256[RB_HASH_BYTES], uint64_t submit_index, int64_t now_ms);
 
 /* A message due for delivery. envelope is the caller's (free()). */
 typedef struct {
@@ -103,6 +98,9 @@ rb_err store_attempted(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t next_
 /* Marks confirmed; RB_ERR_USAGE when the message is not one queued for recipient. */
 rb_err store_confirmed(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *recipient, int64_t now_ms);
 rb_err store_dead(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *reason, int64_t now_ms);
+/* A dead letter queued again, as new (attempts from 0), and ledgered ("requeued"); RB_ERR_USAGE when the
+ * message is not a dead letter. */
+rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t now_ms);
 /* Up to max queued messages whose time is up at now_ms: attempts reached limit and the last one went
  * unconfirmed, or received before now_ms - ttl_ms. Their ids go to out, *n how many. */
 rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, uint8_t (*out)[MSG_ID_BYTES],

@@ -1,4 +1,4 @@
-/* wire.c -- frame I/O, CURVE setup and receipts (see wire.h). */
+/* wire.c -- frame I/O and CURVE setup (see wire.h). */
 #include "wire.h"
 
 #include <stdlib.h>
@@ -70,43 +70,6 @@ rb_err wire_curve_client(void *sock, const identity_t *me, const card_t *server)
     if (rc == RB_OK)
         rc = set_key(sock, ZMQ_CURVE_SECRETKEY, identity_box_sk(me));
     return rc;
-}
-
-rb_err wire_sign_receipt(const identity_t *broker, const Rb__ReceiptSigned *body, Rb__Receipt *receipt)
-{
-    rb__receipt__init(receipt);
-    size_t len = rb__receipt_signed__get_packed_size(body);
-    uint8_t *bytes = malloc(len ? len : 1), *sig = malloc(RB_SIG_BYTES);
-    if (bytes == NULL || sig == NULL) {
-        free(bytes);
-        free(sig);
-        return RB_ERR_NOMEM;
-    }
-    rb__receipt_signed__pack(body, bytes);
-    rb_err rc = rbcrypto_sign(RB_DOMAIN_RECEIPT, bytes, len, identity_sign_sk(broker), sig);
-    receipt->signed_ = (ProtobufCBinaryData){len, bytes};
-    receipt->signature = (ProtobufCBinaryData){RB_SIG_BYTES, sig};
-    if (rc != RB_OK)
-        wire_receipt_clear(receipt);
-    return rc;
-}
-
-void wire_receipt_clear(Rb__Receipt *receipt)
-{
-    free(receipt->signed_.data);
-    free(receipt->signature.data);
-    rb__receipt__init(receipt);
-}
-
-rb_err wire_verify_receipt(const card_t *broker, const Rb__Receipt *receipt, Rb__ReceiptSigned **body)
-{
-    *body = NULL;
-    if (receipt->signature.len != RB_SIG_BYTES ||
-        rbcrypto_verify(RB_DOMAIN_RECEIPT, receipt->signed_.data, receipt->signed_.len,
-                        receipt->signature.data, broker->sign_pk) != RB_OK)
-        return RB_ERR_BAD_SIGNATURE;
-    *body = rb__receipt_signed__unpack(NULL, receipt->signed_.len, receipt->signed_.data);
-    return *body != NULL ? RB_OK : RB_ERR_MALFORMED;
 }
 
 void wire_id_hex(const uint8_t id[16], char out[33])

@@ -28,14 +28,6 @@ const char *wire_error_name(Rb__ErrorCode code);
 rb_err wire_curve_server(void *sock, const identity_t *me);
 rb_err wire_curve_client(void *sock, const identity_t *me, const card_t *server);
 
-/* A signed receipt for a stored envelope. receipt->signed_.data and ->signature.data are malloc'd:
- * free them with wire_receipt_clear. */
-rb_err wire_sign_receipt(const identity_t *broker, const Rb__ReceiptSigned *body, Rb__Receipt *receipt);
-void wire_receipt_clear(Rb__Receipt *receipt);
-/* Verifies a receipt with the broker's card; on success *body is the caller's
- * (rb__receipt_signed__free_unpacked(*body, NULL)). */
-rb_err wire_verify_receipt(const card_t *broker, const Rb__Receipt *receipt, Rb__ReceiptSigned **body);
-
 /* Lowercase hex of a message id (33 bytes with the NUL). */
 void wire_id_hex(const uint8_t id[16], char out[33]);
 

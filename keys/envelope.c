@@ -253,6 +253,36 @@ static bool role_may_send(uint8_t role, Rb__Kind kind)
     return kind == RB__KIND__KIND_ACK ? role == CARD_ROLE_SINK : role == CARD_ROLE_SOURCE;
 }
 
+rb_err envelope_verify_signed_header(const trust_t *trust, const uint8_t *header, size_t len,
+                                     const uint8_t sig[RB_SIG_BYTES], Rb__Header **out, card_t *sender)
+{
+    *out = NULL;
+    ProtobufCMessage *m;
+    rb_err rc = unpack_strict(&rb__header__descriptor, header, len, NULL, &m);
+    if (rc != RB_OK)
+        return rc;
+    Rb__Header *h = (Rb__Header *)m;
+    const card_t *card = NULL;
+    if ((rc = check_header_format(h)) == RB_OK) {
+        card = trust_find_key(trust, h->sender_key_id.data);
+        if (card == NULL || strcmp(card->name, h->sender) != 0 || strcmp(card->agency, h->sender_agency) != 0)
+            rc = RB_ERR_UNKNOWN_SENDER;
+    }
+    if (rc == RB_OK && !role_may_send(card->role, h->kind))
+        rc = RB_ERR_NOT_ALLOWED;
+    if (rc == RB_OK)
+        rc = trust_check(trust, card, (uint64_t)(h->created_ms / 1000));
+    if (rc == RB_OK && rbcrypto_verify(RB_DOMAIN_HEADER, header, len, sig, card->sign_pk) != RB_OK)
+        rc = RB_ERR_BAD_SIGNATURE;
+    if (rc != RB_OK) {
+        rb__header__free_unpacked(h, NULL);
+        return rc;
+    }
+    *sender = *card;
+    *out = h;
+    return RB_OK;
+}
+
 /* verify_header, keeping the unpacked envelope for open. */
 static rb_err verify(const trust_t *trust, const uint8_t *env, size_t len, Rb__Envelope **env_out,
                      Rb__Header **header_out, card_t *sender)
@@ -271,34 +301,15 @@ static rb_err verify(const trust_t *trust, const uint8_t *env, size_t len, Rb__E
         rc = RB_ERR_MALFORMED;
         goto fail;
     }
-    if ((rc = unpack_strict(&rb__header__descriptor, e->header.data, e->header.len, NULL, &m)) != RB_OK)
+    if ((rc = envelope_verify_signed_header(trust, e->header.data, e->header.len, e->header_signature.data,
+                                            &h, sender)) != RB_OK)
         goto fail;
-    h = (Rb__Header *)m;
-    if ((rc = check_header_format(h)) != RB_OK)
-        goto fail;
-    const card_t *card = trust_find_key(trust, h->sender_key_id.data);
-    if (card == NULL || strcmp(card->name, h->sender) != 0 || strcmp(card->agency, h->sender_agency) != 0) {
-        rc = RB_ERR_UNKNOWN_SENDER;
-        goto fail;
-    }
-    if (!role_may_send(card->role, h->kind)) {
-        rc = RB_ERR_NOT_ALLOWED;
-        goto fail;
-    }
-    if ((rc = trust_check(trust, card, (uint64_t)(h->created_ms / 1000))) != RB_OK)
-        goto fail;
-    if (rbcrypto_verify(RB_DOMAIN_HEADER, e->header.data, e->header.len, e->header_signature.data,
-                        card->sign_pk) != RB_OK) {
-        rc = RB_ERR_BAD_SIGNATURE;
-        goto fail;
-    }
     uint8_t ct_hash[RB_HASH_BYTES];
     rbcrypto_sha256(e->ciphertext.data, e->ciphertext.len, ct_hash);
     if (!rbcrypto_equal(ct_hash, h->ciphertext_sha256.data, RB_HASH_BYTES)) {
         rc = RB_ERR_HASH_MISMATCH;
         goto fail;
     }
-    *sender = *card;
     *env_out = e;
     *header_out = h;
     return RB_OK;

@@ -59,6 +59,12 @@ rb_err envelope_seal(const identity_t *from, const card_t *to, const envelope_pa
 rb_err envelope_pack(const identity_t *signer, const Rb__Header *header, const uint8_t *ciphertext,
                      size_t ciphertext_len, uint8_t **out, size_t *out_len);
 
+/* The header checks of envelope_verify_header on header bytes and their signature alone (as the ledger
+ * keeps them): format, sender known by key id with this name and agency, role allowed to send the kind,
+ * key valid and unrevoked at created_ms, signature. On success *out is the caller's
+ * (rb__header__free_unpacked) and *sender the signer's card. */
+rb_err envelope_verify_signed_header(const trust_t *trust, const uint8_t *header, size_t len,
+                                     const uint8_t sig[RB_SIG_BYTES], Rb__Header **out, card_t *sender);
 /* Verifies everything that can be verified without the recipient's key (the broker's check): framing,
  * header, sender, key validity, header signature, ciphertext hash. On success *header is the caller's
  * (free with protobuf_c_message_free_unpacked(&(*header)->base, NULL)) and *sender is a copy of the

@@ -132,7 +132,7 @@ static inline client_t *harness_client(harness_t *h, const identity_t *who, uint
 {
     client_t *c;
     char err[512];
-    rb_err rc = client_connect(&c, h->endpoint, who, &h->broker, credit, 10000, err, sizeof err);
+    rb_err rc = client_connect(&c, h->endpoint, who, &h->broker, credit, NULL, 10000, err, sizeof err);
     if (rc != RB_OK)
         fail_msg("%s", err);
     return c;
@@ -279,7 +279,7 @@ static inline uint64_t harness_submit_ok(client_t *c, const uint8_t *env, size_t
     assert_ok(client_submit(c, env, len, 10000, &r));
     if (!r.accepted)
         fail_msg("refused: %s: %s", wire_error_name(r.code), r.reason);
-    return r.event_seq;
+    return r.ledger_index;
 }
 
 /* Submits and expects a refusal with this code. */
