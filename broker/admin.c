@@ -1,15 +1,19 @@
 /* admin.c -- admin command verification and execution (see admin.h).
  *
  * Output is JSON written with snprintf: every value printed is a card name ([a-z0-9._-]), an ORI, a role
- * word, a hex key id or a number, so nothing needs escaping. */
+ * word, a hex key id, a number or base64, so nothing needs escaping but the newlines of checkpoint notes. */
 #include "admin.h"
 
+#include <errno.h>
+#include <inttypes.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "keyfile.h"
+#include "ledger.h"
 #include "rbcrypto.h"
 
 typedef struct {
@@ -91,6 +95,76 @@ static rb_err list(store_t *store, out_t *out, int64_t now_ms, bool with_counts,
     return rc;
 }
 
+typedef struct {
+    out_t *out;
+    bool first;
+    uint64_t from, to; /* the checkpoints wanted: sizes in [from, to] */
+} leaves_out_t;
+
+static rb_err leaf_out(void *ctx, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    (void)index;
+    leaves_out_t *lo = ctx;
+    size_t b64_len = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = malloc(b64_len);
+    if (b64 == NULL)
+        return RB_ERR_NOMEM;
+    sodium_bin2base64(b64, b64_len, leaf, len, sodium_base64_VARIANT_ORIGINAL);
+    out_printf(lo->out, "%s\"%s\"", lo->first ? "" : ", ", b64);
+    lo->first = false;
+    free(b64);
+    return RB_OK;
+}
+
+static rb_err checkpoint_out(void *ctx, uint64_t size, int64_t at_ms, const char *note)
+{
+    (void)at_ms;
+    leaves_out_t *lo = ctx;
+    if (size < lo->from || size > lo->to)
+        return RB_OK;
+    /* A note is printable ASCII and newlines (signed-note), so only the newlines need escaping. */
+    out_printf(lo->out, "%s\"", lo->first ? "" : ", ");
+    for (const char *p = note; *p; p++)
+        out_printf(lo->out, *p == '\n' ? "\\n" : *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
+    out_printf(lo->out, "\"");
+    lo->first = false;
+    return RB_OK;
+}
+
+/* "ledger read FROM COUNT UNTIL": up to COUNT leaves from FROM, never past UNTIL (0: the latest
+ * checkpoint's size), with the checkpoints whose size falls in the page: an export, page by page. */
+static rb_err read_ledger(store_t *store, char **argv, out_t *out)
+{
+    char *end;
+    errno = 0;
+    uint64_t from = strtoull(argv[0], &end, 10), count = strtoull(argv[1], NULL, 10),
+             until = strtoull(argv[2], NULL, 10);
+    if (errno != 0 || *end != '\0' || count == 0 || count > 1000)
+        return out_printf(out, "ledger read FROM COUNT UNTIL: COUNT from 1 to 1000"), RB_ERR_USAGE;
+    ledger_t *l = store_ledger(store);
+    char note[NOTE_TEXT_MAX];
+    bool found;
+    uint64_t latest = 0;
+    rb_err rc = ledger_latest_checkpoint(l, UINT64_MAX, &found, note, &latest);
+    if (rc != RB_OK)
+        return rc;
+    if (until == 0 || until > latest)
+        until = latest;
+    uint64_t to = from + count < until ? from + count : until;
+    if (from > to)
+        return out_printf(out, "ledger read: FROM beyond the checkpoint's %" PRIu64 " leaves", until),
+               RB_ERR_USAGE;
+    out_printf(out, "{\"until\": %" PRIu64 ", \"from\": %" PRIu64 ", \"leaves\": [", until, from);
+    leaves_out_t lo = {out, true, from == 0 ? 0 : from + 1, to};
+    if ((rc = ledger_each_leaf(l, from, to, leaf_out, &lo)) != RB_OK)
+        return rc;
+    out_printf(out, "], \"checkpoints\": [");
+    lo.first = true;
+    rc = ledger_each_checkpoint(l, checkpoint_out, &lo);
+    out_printf(out, "]}");
+    return rc;
+}
+
 /* Runs one command inside the caller's transaction. */
 static rb_err execute(store_t *store, const Rb__AdminCommand *cmd, int64_t now_ms,
                       admin_connected_fn connected, void *ctx, out_t *out, bool *changed)
@@ -138,28 +212,42 @@ static rb_err execute(store_t *store, const Rb__AdminCommand *cmd, int64_t now_m
         *changed = true;
         return out_printf(out, "{\"revoked\": \"%s\"}", argv[0]), RB_OK;
     }
+    if (strcmp(c, "dead-letters requeue") == 0 && argc == 1) {
+        uint8_t id[MSG_ID_BYTES];
+        if (strlen(argv[0]) != 2 * MSG_ID_BYTES || !keyfile_unhex(argv[0], id, MSG_ID_BYTES))
+            return out_printf(out, "a message id is 32 hex digits"), RB_ERR_USAGE;
+        rb_err rc = store_requeue(store, id, now_ms);
+        if (rc != RB_OK)
+            return out_printf(out, "%s: not a dead letter", argv[0]), rc;
+        return out_printf(out, "{\"requeued\": \"%s\"}", argv[0]), RB_OK;
+    }
+    if (strcmp(c, "ledger read") == 0 && argc == 3)
+        return read_ledger(store, argv, out);
     out_printf(out, "unknown command or wrong arguments: %s", c);
     return RB_ERR_USAGE;
 }
 
-/* Records the command, its signature and its outcome as an admin event. */
+/* Ledgers the command exactly as the admin signed it, with the signature and the outcome. */
 static rb_err record(store_t *store, const party_t *admin, const char *peer, const Rb__AdminRequest *req,
                      const Rb__AdminCommand *cmd, int64_t now_ms, const char *outcome, const char *reason)
 {
-    char sig[2 * RB_SIG_BYTES + 1] = "", detail[512];
-    if (req->signature.len == RB_SIG_BYTES)
-        keyfile_hex(req->signature.data, RB_SIG_BYTES, sig);
-    /* The first argument names what the command acts on; a card's text is not worth repeating. */
+    char detail[256];
+    /* The first argument names what the command acts on; a card's text is in the command itself. */
     const char *arg = cmd && cmd->n_args > 0 && strcmp(cmd->command, "adapter add") != 0 ? cmd->args[0] : "";
-    snprintf(detail, sizeof detail, "command=\"%.40s\" arg=\"%.60s\" reason=\"%.120s\" signature=%s",
-             cmd ? cmd->command : "?", arg, reason, sig);
-    event_t e = {.at_ms = now_ms,
-                 .party = admin->card.name,
-                 .agency = admin->card.agency,
-                 .peer = peer,
-                 .action = "admin",
-                 .outcome = outcome,
-                 .detail = detail};
+    snprintf(detail, sizeof detail, "command=\"%.40s\" arg=\"%.60s\" reason=\"%.120s\"",
+             cmd ? cmd->command : "?", arg, reason);
+    Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+    e.at_ms = now_ms;
+    e.action = "admin";
+    e.party = (char *)admin->card.name;
+    e.agency = (char *)admin->card.agency;
+    e.peer = (char *)peer;
+    e.outcome = (char *)outcome;
+    e.detail = detail;
+    if (req->signed_.len <= ADMIN_MAX_BYTES) {
+        e.admin_command = req->signed_;
+        e.admin_signature = req->signature;
+    }
     return store_event(store, &e, NULL);
 }
 
@@ -170,14 +258,20 @@ bool admin_execute(store_t *store, const party_t *admin, const char *peer, const
     *changed = false;
     Rb__AdminCommand *cmd = NULL;
     rb_err rc = RB_OK;
-    if (req->signature.len != RB_SIG_BYTES ||
-        rbcrypto_verify(RB_DOMAIN_ADMIN, req->signed_.data, req->signed_.len, req->signature.data,
-                        admin->card.sign_pk) != RB_OK) {
+    if (req->signed_.len > ADMIN_MAX_BYTES) {
+        out_printf(&out, "command over %d bytes", ADMIN_MAX_BYTES);
+        rc = RB_ERR_TOO_BIG;
+    } else if (req->signature.len != RB_SIG_BYTES ||
+               rbcrypto_verify(RB_DOMAIN_ADMIN, req->signed_.data, req->signed_.len, req->signature.data,
+                               admin->card.sign_pk) != RB_OK) {
         out_printf(&out, "bad signature on the command");
         rc = RB_ERR_BAD_SIGNATURE;
     } else if ((cmd = rb__admin_command__unpack(NULL, req->signed_.len, req->signed_.data)) == NULL) {
         out_printf(&out, "not an admin command");
         rc = RB_ERR_MALFORMED;
+    } else if (card_valid_at(&admin->card, (uint64_t)(now_ms / 1000)) != RB_OK) {
+        out_printf(&out, "the admin's key has expired or is not yet valid");
+        rc = RB_ERR_KEY_EXPIRED;
     } else if (cmd->issued_ms < now_ms - ADMIN_MAX_AGE_MS || cmd->issued_ms > now_ms + ADMIN_MAX_AGE_MS) {
         out_printf(&out, "command too old or from the future: check the clocks");
         rc = RB_ERR_KEY_EXPIRED;
@@ -188,11 +282,10 @@ bool admin_execute(store_t *store, const party_t *admin, const char *peer, const
         out_printf(&out, "command replayed (nonce already used)");
         rc = RB_ERR_CONFLICT;
     }
-    if (rc == RB_OK && (rc = execute(store, cmd, now_ms, connected, ctx, &out, changed)) == RB_OK) {
-        rc = record(store, admin, peer, req, cmd, now_ms, "ok", "");
-        if (rc == RB_OK)
-            rc = store_commit(store);
-        if (rc != RB_OK)
+    /* The command is ledgered before what it does (a registration, a revocation), in one transaction. */
+    if (rc == RB_OK && (rc = record(store, admin, peer, req, cmd, now_ms, "ok", "")) == RB_OK &&
+        (rc = execute(store, cmd, now_ms, connected, ctx, &out, changed)) == RB_OK) {
+        if ((rc = store_commit(store)) != RB_OK)
             out.len = 0; /* the output of a change that did not happen */
     }
     if (rc != RB_OK) {

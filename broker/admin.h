@@ -15,6 +15,7 @@
 #include "wire.pb-c.h"
 
 #define ADMIN_MAX_AGE_MS (5 * 60 * 1000)
+#define ADMIN_MAX_BYTES  32768 /* a signed command, so that it always fits in its ledger leaf */
 
 /* Whether a party has a connection open now (for status). */
 typedef bool (*admin_connected_fn)(void *ctx, const char *name);

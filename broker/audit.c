@@ -1,0 +1,703 @@
+/* audit.c -- opening, writing, verifying and replaying ledger exports (see audit.h).
+ *
+ * A JSON-lines export is loaded into an in-memory SQLite ledger through ledger_append_leaf, so both forms
+ * are verified by the same code, and a JSON-lines file whose leaves are out of order or altered fails
+ * while loading with its line number. Verification never trusts stored hashes: it recomputes the tree
+ * from the leaf bytes with a merkle_frontier_t, one pass, constant memory. */
+#include "audit.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "envelope.h"
+#include "keyfile.h"
+#include "pbjson.h"
+#include "rbcrypto.h"
+#include "sqldb.h"
+#include "trust.h"
+#include "wire.h"
+
+/* --- opening ------------------------------------------------------------------------------------------ */
+
+static rb_err load_card(audit_export_t *x, char *err, size_t errlen)
+{
+    char *text;
+    rb_err rc = ledger_get_meta(x->ledger, "broker_card", &text);
+    if (rc == RB_OK && text == NULL)
+        rc = RB_ERR_MALFORMED;
+    if (rc == RB_OK)
+        rc = card_from_text(&x->broker, text, strlen(text));
+    if (rc != RB_OK)
+        snprintf(err, errlen, "the export has no valid broker card: %s", rb_strerror(rc));
+    free(text);
+    return rc;
+}
+
+static rb_err base64_to_bin(const char *b64, uint8_t **out, size_t *len)
+{
+    size_t cap = strlen(b64) / 4 * 3 + 3;
+    if ((*out = malloc(cap)) == NULL)
+        return RB_ERR_NOMEM;
+    if (sodium_base642bin(*out, cap, b64, strlen(b64), NULL, len, NULL, sodium_base64_VARIANT_ORIGINAL) !=
+        0) {
+        free(*out);
+        *out = NULL;
+        return RB_ERR_MALFORMED;
+    }
+    return RB_OK;
+}
+
+/* The leaf as JSON, the way audit_write puts it on its line: its fields, then index and leaf. */
+static json_t *leaf_line(uint64_t index, const uint8_t *leaf, size_t len)
+{
+    Rb__LedgerEvent *e;
+    char *fields = NULL, *b64 = NULL;
+    json_t *o = NULL;
+    json_error_t jerr;
+    size_t b64_len = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+    if (ledger_parse_leaf(leaf, len, &e) != RB_OK)
+        return NULL;
+    if (pbjson_format(&e->base, 0, &fields) == RB_OK && (o = json_loads(fields, 0, &jerr)) != NULL &&
+        (b64 = malloc(b64_len)) != NULL) {
+        sodium_bin2base64(b64, b64_len, leaf, len, sodium_base64_VARIANT_ORIGINAL);
+        /* The line's index is a JSON number (the proto3 mapping would make it a string). */
+        json_object_set_new(o, "index", json_integer((json_int_t)index));
+        json_object_set_new(o, "leaf", json_string(b64));
+    }
+    rb__ledger_event__free_unpacked(e, NULL);
+    pbjson_free(fields);
+    free(b64);
+    return o;
+}
+
+/* Whether a line's decoded fields are those of its leaf: an edit of either one is caught on its line. */
+static bool fields_match(json_t *line, const uint8_t *leaf, size_t len)
+{
+    json_t *want = leaf_line((uint64_t)json_integer_value(json_object_get(line, "index")), leaf, len);
+    bool same = want != NULL && json_equal(want, line);
+    json_decref(want);
+    return same;
+}
+
+/* One JSON line into the in-memory ledger. */
+static rb_err load_line(audit_export_t *x, const char *line, size_t len, char *what, size_t whatlen)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(line, len, 0, &jerr);
+    rb_err rc = RB_ERR_MALFORMED;
+    const char *card = json_string_value(json_object_get(o, "brokerCard"));
+    const char *note = json_string_value(json_object_get(o, "checkpoint"));
+    const char *leaf = json_string_value(json_object_get(o, "leaf"));
+    json_t *index = json_object_get(o, "index");
+    if (!json_is_object(o)) {
+        snprintf(what, whatlen, "not a JSON object");
+    } else if (card != NULL) {
+        rc = ledger_set_meta(x->ledger, "broker_card", card);
+    } else if (note != NULL) {
+        checkpoint_t cp;
+        if ((rc = checkpoint_parse(note, strlen(note), &cp)) != RB_OK)
+            snprintf(what, whatlen, "not a checkpoint note");
+        else
+            rc = ledger_add_checkpoint(x->ledger, note, cp.size, 0);
+    } else if (leaf != NULL && json_is_integer(index)) {
+        uint8_t *bytes;
+        size_t n;
+        if ((rc = base64_to_bin(leaf, &bytes, &n)) != RB_OK) {
+            snprintf(what, whatlen, "leaf is not base64");
+        } else {
+            if ((uint64_t)json_integer_value(index) != ledger_size(x->ledger)) {
+                snprintf(what, whatlen, "index %" JSON_INTEGER_FORMAT " where leaf %" PRIu64 " belongs",
+                         json_integer_value(index), ledger_size(x->ledger));
+                rc = RB_ERR_MALFORMED;
+            } else if ((rc = ledger_append_leaf(x->ledger, bytes, n)) != RB_OK) {
+                snprintf(what, whatlen, "leaf %" PRIu64 ": %s", ledger_size(x->ledger), rb_strerror(rc));
+            } else if (!fields_match(o, bytes, n)) {
+                snprintf(what, whatlen, "leaf %" PRIu64 ": the decoded fields on the line are not the leaf's",
+                         ledger_size(x->ledger) - 1);
+                rc = RB_ERR_MALFORMED;
+            }
+            free(bytes);
+        }
+    } else {
+        snprintf(what, whatlen, "neither brokerCard, checkpoint nor index and leaf");
+    }
+    json_decref(o);
+    return rc;
+}
+
+static rb_err load_jsonl(audit_export_t *x, FILE *f, char *err, size_t errlen)
+{
+    rb_err rc = sqldb_exec(x->db, LEDGER_SCHEMA);
+    if (rc == RB_OK)
+        rc = ledger_open(&x->ledger, x->db);
+    if (rc == RB_OK)
+        rc = sqldb_exec(x->db, "BEGIN");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long number = 0;
+    while (rc == RB_OK && (n = getline(&line, &cap, f)) > 0) {
+        char what[200] = "";
+        number++;
+        if ((rc = load_line(x, line, (size_t)n, what, sizeof what)) != RB_OK)
+            snprintf(err, errlen, "line %ld: %s", number, what[0] ? what : rb_strerror(rc));
+    }
+    free(line);
+    if (rc == RB_OK)
+        rc = sqldb_exec(x->db, "COMMIT");
+    return rc;
+}
+
+rb_err audit_open(audit_export_t *x, const char *path, char *err, size_t errlen)
+{
+    memset(x, 0, sizeof *x);
+    pbjson_init();
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return RB_ERR_IO;
+    }
+    char magic[16] = "";
+    bool is_sqlite =
+        fread(magic, 1, sizeof magic, f) == sizeof magic && memcmp(magic, "SQLite format 3", 16) == 0;
+    rewind(f);
+    rb_err rc;
+    if (is_sqlite) {
+        rc = sqlite3_open_v2(path, &x->db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK ? RB_OK : RB_ERR_IO;
+        if (rc == RB_OK && (rc = ledger_open(&x->ledger, x->db)) != RB_OK)
+            snprintf(err, errlen, "%s: not a ledger export (%s)", path, rb_strerror(rc));
+    } else {
+        rc = sqlite3_open(":memory:", &x->db) == SQLITE_OK ? load_jsonl(x, f, err, errlen) : RB_ERR_NOMEM;
+    }
+    fclose(f);
+    if (rc == RB_OK)
+        rc = load_card(x, err, errlen);
+    if (rc != RB_OK)
+        audit_close(x);
+    return rc;
+}
+
+void audit_close(audit_export_t *x)
+{
+    ledger_close(&x->ledger);
+    sqlite3_close_v2(x->db);
+    x->db = NULL;
+}
+
+/* --- writing ----------------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t *sizes; /* checkpoints, smallest first */
+    char **notes;
+    size_t n, cap;
+} checkpoints_t;
+
+static rb_err collect_checkpoint(void *ctx, uint64_t size, int64_t at_ms, const char *note)
+{
+    (void)at_ms;
+    checkpoints_t *c = ctx;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        uint64_t *sizes = realloc(c->sizes, cap * sizeof *sizes);
+        if (sizes != NULL)
+            c->sizes = sizes;
+        char **notes = realloc(c->notes, cap * sizeof *notes);
+        if (notes != NULL)
+            c->notes = notes;
+        if (sizes == NULL || notes == NULL)
+            return RB_ERR_NOMEM;
+        c->cap = cap;
+    }
+    if ((c->notes[c->n] = strdup(note)) == NULL)
+        return RB_ERR_NOMEM;
+    c->sizes[c->n++] = size;
+    return RB_OK;
+}
+
+static void checkpoints_free(checkpoints_t *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->notes[i]);
+    free(c->notes);
+    free(c->sizes);
+    memset(c, 0, sizeof *c);
+}
+
+typedef struct {
+    ledger_t *out;      /* SQLite form */
+    FILE *f;            /* JSON-lines form */
+    checkpoints_t *cps; /* for JSON lines: written after the leaf that reaches their size */
+    size_t next_cp;
+} writer_t;
+
+/* Writes o as one line and drops it (jansson allocates through the wiping allocator, see pbjson_init). */
+static rb_err write_line(FILE *f, json_t *o)
+{
+    char *line = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    rb_err rc = line == NULL ? RB_ERR_NOMEM : fprintf(f, "%s\n", line) < 0 ? RB_ERR_IO : RB_OK;
+    rbcrypto_wiping_free(line);
+    json_decref(o);
+    return rc;
+}
+
+static rb_err write_checkpoints_upto(writer_t *w, uint64_t size)
+{
+    rb_err rc = RB_OK;
+    for (; rc == RB_OK && w->next_cp < w->cps->n && w->cps->sizes[w->next_cp] <= size; w->next_cp++)
+        rc = write_line(w->f, json_pack("{s:s}", "checkpoint", w->cps->notes[w->next_cp]));
+    return rc;
+}
+
+static rb_err write_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    writer_t *w = ctx;
+    if (w->out != NULL)
+        return ledger_append_leaf(w->out, leaf, len);
+    rb_err rc = write_line(w->f, leaf_line(index, leaf, len));
+    return rc == RB_OK ? write_checkpoints_upto(w, index + 1) : rc;
+}
+
+rb_err audit_write(ledger_t *l, uint64_t size, const char *broker_card, audit_format_t format,
+                   const char *path, char *err, size_t errlen)
+{
+    pbjson_init();
+    if (access(path, F_OK) == 0) {
+        snprintf(err, errlen, "%s exists: an export never replaces a file", path);
+        return RB_ERR_EXISTS;
+    }
+    checkpoints_t cps = {0};
+    writer_t w = {.cps = &cps};
+    sqlite3 *db = NULL;
+    rb_err rc = ledger_each_checkpoint(l, collect_checkpoint, &cps);
+    while (cps.n > 0 && cps.sizes[cps.n - 1] > size) {
+        free(cps.notes[--cps.n]);
+    }
+    if (rc == RB_OK && format == AUDIT_SQLITE) {
+        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) == SQLITE_OK
+                 ? RB_OK
+                 : RB_ERR_IO;
+        if (rc == RB_OK)
+            rc = sqldb_exec(db, LEDGER_SCHEMA);
+        if (rc == RB_OK)
+            rc = sqldb_exec(db, "BEGIN");
+        if (rc == RB_OK)
+            rc = ledger_open(&w.out, db);
+        if (rc == RB_OK)
+            rc = ledger_set_meta(w.out, "broker_card", broker_card);
+        for (size_t i = 0; rc == RB_OK && i < cps.n; i++)
+            rc = ledger_add_checkpoint(w.out, cps.notes[i], cps.sizes[i], 0);
+    } else if (rc == RB_OK) {
+        if ((w.f = fopen(path, "wx")) == NULL)
+            rc = RB_ERR_IO;
+        if (rc == RB_OK)
+            rc = write_line(w.f, json_pack("{s:s}", "brokerCard", broker_card));
+        if (rc == RB_OK)
+            rc = write_checkpoints_upto(&w, 0);
+    }
+    if (rc == RB_OK)
+        rc = ledger_each_leaf(l, 0, size, write_leaf, &w);
+    if (rc == RB_OK && w.out != NULL && ledger_size(w.out) != size)
+        rc = RB_ERR_MALFORMED;
+    if (rc == RB_OK && db != NULL)
+        rc = sqldb_exec(db, "COMMIT");
+    if (w.f != NULL && fclose(w.f) != 0)
+        rc = RB_ERR_IO;
+    ledger_close(&w.out);
+    if (db != NULL)
+        sqlite3_close_v2(db);
+    checkpoints_free(&cps);
+    if (rc != RB_OK) {
+        snprintf(err, errlen, "%s: export failed: %s", path, rb_strerror(rc));
+        unlink(path);
+    }
+    return rc;
+}
+
+/* --- verification ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    audit_export_t *x;
+    bool signatures;
+    audit_stats_t *stats;
+    char *why;
+    size_t whylen;
+    trust_t *trust;         /* every card registered so far */
+    merkle_frontier_t tree; /* recomputed */
+    checkpoints_t cps;
+    size_t next_cp;
+    char origin[NOTE_NAME_MAX + 1];
+    bool initialising;      /* still in the leading run of registrations that init writes */
+    bool after_admin_ok;    /* the previous leaf was an admin command that succeeded */
+    uint64_t verified_size; /* the size of the last checkpoint verified */
+} verifier_t;
+
+#define PROBLEM(v, ...) (snprintf((v)->why, (v)->whylen, __VA_ARGS__), RB_ERR_INVALID)
+
+static rb_err check_checkpoints(verifier_t *v)
+{
+    for (; v->next_cp < v->cps.n && v->cps.sizes[v->next_cp] == v->tree.size; v->next_cp++) {
+        const char *note = v->cps.notes[v->next_cp];
+        checkpoint_t cp;
+        rb_err rc = checkpoint_open(note, strlen(note), v->origin, v->x->broker.sign_pk, &cp);
+        if (rc != RB_OK)
+            return PROBLEM(v, "checkpoint of size %" PRIu64 ": not signed by the broker's key %s (%s)",
+                           v->tree.size, v->origin, rb_strerror(rc));
+        if (cp.size != v->tree.size)
+            return PROBLEM(v, "checkpoint filed under size %" PRIu64 " says size %" PRIu64, v->tree.size,
+                           cp.size);
+        merkle_hash_t root;
+        merkle_frontier_root(&v->tree, &root);
+        if (memcmp(root.bytes, cp.root.bytes, MERKLE_HASH_BYTES) != 0) {
+            char want[65], found[65];
+            keyfile_hex(root.bytes, 32, want);
+            keyfile_hex(cp.root.bytes, 32, found);
+            return PROBLEM(v,
+                           "checkpoint of size %" PRIu64
+                           ": root hash expected %s (recomputed from the leaves), "
+                           "found %s: a leaf from %" PRIu64 " on was altered",
+                           v->tree.size, want, found, v->verified_size);
+        }
+        v->stats->checkpoints++;
+        v->verified_size = v->tree.size;
+    }
+    return RB_OK;
+}
+
+static bool same_bytes(ProtobufCBinaryData a, ProtobufCBinaryData b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
+}
+
+/* The signed header of a "submitted" or "acked" leaf. */
+static rb_err check_header(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
+{
+    if (e->header_signature.len != RB_SIG_BYTES)
+        return PROBLEM(v, "leaf %" PRIu64 " (%s): no header signature", i, e->action);
+    Rb__Header *h;
+    card_t sender;
+    rb_err rc = envelope_verify_signed_header(v->trust, e->header.data, e->header.len,
+                                              e->header_signature.data, &h, &sender);
+    if (rc != RB_OK)
+        return PROBLEM(v, "leaf %" PRIu64 " (%s): the sender's signed header does not verify: %s", i,
+                       e->action, rb_strerror(rc));
+    bool acked = strcmp(e->action, "acked") == 0;
+    const char *want_outcome = h->ack_status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "accepted" : "rejected";
+    if (!same_bytes(acked ? h->ref_message_id : h->message_id, e->message_id))
+        rc =
+            PROBLEM(v, "leaf %" PRIu64 " (%s): message id is not the one in the signed header", i, e->action);
+    else if (strcmp(sender.name, e->party) != 0)
+        rc = PROBLEM(v, "leaf %" PRIu64 " (%s): party expected %s (the header's signer), found %s", i,
+                     e->action, sender.name, e->party);
+    else if (acked && (h->kind != RB__KIND__KIND_ACK || strcmp(e->outcome, want_outcome) != 0))
+        rc = PROBLEM(v, "leaf %" PRIu64 " (acked): outcome expected %s (from the signed ACK), found %s", i,
+                     want_outcome, e->outcome);
+    rb__header__free_unpacked(h, NULL);
+    v->stats->signatures++;
+    return rc;
+}
+
+static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
+{
+    bool registration = strcmp(e->action, "party_registered") == 0;
+    if (registration) {
+        card_t card;
+        if (card_unpack(&card, e->card.data, e->card.len) != RB_OK)
+            return PROBLEM(
+                v, "leaf %" PRIu64 " (party_registered): the card does not parse or is not self-signed", i);
+        if (i == 0 && !card_equal(&card, &v->x->broker))
+            return PROBLEM(v, "leaf 0: expected the broker's own card (%s), found the card of %s",
+                           v->x->broker.name, card.name);
+        if (!v->initialising && !v->after_admin_ok)
+            return PROBLEM(
+                v, "leaf %" PRIu64 " (party_registered): %s registered without an admin command before it", i,
+                card.name);
+        if (trust_add(v->trust, &card) != RB_OK)
+            return PROBLEM(v, "leaf %" PRIu64 " (party_registered): %s: name or key registered twice", i,
+                           card.name);
+        v->stats->signatures++;
+    } else if (i == 0) {
+        return PROBLEM(v, "leaf 0: expected the broker's own card, found a %s event", e->action);
+    }
+    v->initialising = v->initialising && registration;
+    v->after_admin_ok = strcmp(e->action, "admin") == 0 && strcmp(e->outcome, "ok") == 0;
+    if (!v->signatures)
+        return RB_OK;
+    if (strcmp(e->action, "submitted") == 0 || strcmp(e->action, "acked") == 0)
+        return check_header(v, i, e);
+    if (strcmp(e->action, "admin") == 0 && strcmp(e->outcome, "ok") == 0) {
+        const card_t *admin = trust_find_name(v->trust, e->party, (uint64_t)(e->at_ms / 1000));
+        if (admin == NULL || admin->role != CARD_ROLE_ADMIN)
+            return PROBLEM(v, "leaf %" PRIu64 " (admin): %s is not a registered admin", i, e->party);
+        if (e->admin_signature.len != RB_SIG_BYTES ||
+            rbcrypto_verify(RB_DOMAIN_ADMIN, e->admin_command.data, e->admin_command.len,
+                            e->admin_signature.data, admin->sign_pk) != RB_OK)
+            return PROBLEM(v, "leaf %" PRIu64 " (admin): the command's signature by %s does not verify", i,
+                           e->party);
+        v->stats->signatures++;
+    }
+    if (strcmp(e->action, "key_revoked") == 0 &&
+        (e->key_id.len != RB_KEY_ID_BYTES ||
+         trust_revoke(v->trust, e->key_id.data, (uint64_t)(e->at_ms / 1000)) != RB_OK))
+        return PROBLEM(v, "leaf %" PRIu64 " (key_revoked): not a registered key", i);
+    return RB_OK;
+}
+
+static rb_err verify_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    verifier_t *v = ctx;
+    if (index != v->tree.size)
+        return PROBLEM(v, "leaf %" PRIu64 " is missing (the next stored leaf is %" PRIu64 ")", v->tree.size,
+                       index);
+    Rb__LedgerEvent *e;
+    rb_err rc = ledger_parse_leaf(leaf, len, &e);
+    if (rc != RB_OK)
+        return PROBLEM(v, "leaf %" PRIu64 ": not a canonical version-1 LedgerEvent (%s)", index,
+                       rb_strerror(rc));
+    if (e->index != index)
+        rc = PROBLEM(v, "leaf %" PRIu64 ": its index field says %" PRIu64 " (moved or reordered)", index,
+                     e->index);
+    else
+        rc = check_event(v, index, e);
+    rb__ledger_event__free_unpacked(e, NULL);
+    if (rc != RB_OK)
+        return rc;
+    merkle_hash_t hash, stored;
+    merkle_leaf_hash(leaf, len, &hash);
+    /* An export's stored tree names the altered leaf exactly; the checkpoints catch it regardless. */
+    if (ledger_node(v->x->ledger, 0, index, &stored) == RB_OK && memcmp(hash.bytes, stored.bytes, 32) != 0)
+        return PROBLEM(
+            v, "leaf %" PRIu64 ": its bytes do not hash to the leaf hash stored with the export (altered)",
+            index);
+    merkle_frontier_append(&v->tree, &hash, NULL, NULL);
+    v->stats->leaves++;
+    return check_checkpoints(v);
+}
+
+rb_err audit_verify(audit_export_t *x, bool signatures, audit_stats_t *stats, char *why, size_t whylen)
+{
+    memset(stats, 0, sizeof *stats);
+    verifier_t v = {
+        .x = x, .signatures = signatures, .stats = stats, .why = why, .whylen = whylen, .initialising = true};
+    ledger_origin(&x->broker, v.origin);
+    rb_err rc = trust_new(&v.trust);
+    if (rc == RB_OK)
+        rc = ledger_each_checkpoint(x->ledger, collect_checkpoint, &v.cps);
+    if (rc == RB_OK)
+        rc = check_checkpoints(&v); /* a checkpoint of the empty tree, if any */
+    if (rc == RB_OK)
+        rc = ledger_each_leaf(x->ledger, 0, UINT64_MAX, verify_leaf, &v);
+    if (rc == RB_OK && v.next_cp < v.cps.n)
+        rc = PROBLEM(&v, "checkpoint of size %" PRIu64 ": beyond the %" PRIu64 " leaves of the export",
+                     v.cps.sizes[v.next_cp], v.tree.size);
+    if (rc == RB_OK && v.cps.n == 0)
+        rc = PROBLEM(&v, "no checkpoint: nothing in the export is signed by the broker");
+    if (rc == RB_OK)
+        stats->uncovered = v.tree.size - v.cps.sizes[v.cps.n - 1];
+    if (rc != RB_OK && rc != RB_ERR_INVALID)
+        snprintf(why, whylen, "reading the export: %s", rb_strerror(rc));
+    trust_free(&v.trust);
+    checkpoints_free(&v.cps);
+    return rc;
+}
+
+/* --- replay ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    sqlite3 *db; /* in memory: one row per message, its state as the events so far make it */
+    FILE *out;
+    int problems;
+} replayer_t;
+
+static void flag(replayer_t *r, uint64_t index, const char *what, const uint8_t *id)
+{
+    char hex[33] = "-";
+    if (id != NULL)
+        wire_id_hex(id, hex);
+    fprintf(r->out, "impossible: leaf %" PRIu64 ": %s (message %s)\n", index, what, hex);
+    r->problems++;
+}
+
+/* The message's state: false when it was never submitted. */
+static bool replay_state(replayer_t *r, const uint8_t *id, char state[16], int *attempts)
+{
+    sqlite3_stmt *st = sqldb_prepare(r->db, "SELECT state, attempts FROM msgs WHERE id = ?", "b", id, 16);
+    bool found = st != NULL && sqlite3_step(st) == SQLITE_ROW;
+    if (found) {
+        snprintf(state, 16, "%s", (const char *)sqlite3_column_text(st, 0));
+        *attempts = sqlite3_column_int(st, 1);
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
+static rb_err replay_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    replayer_t *r = ctx;
+    Rb__LedgerEvent *e;
+    rb_err rc = ledger_parse_leaf(leaf, len, &e);
+    if (rc != RB_OK)
+        return rc;
+    const uint8_t *id = e->message_id.len == 16 ? e->message_id.data : NULL;
+    char state[16] = "";
+    int attempts = 0;
+    bool known = id != NULL && replay_state(r, id, state, &attempts);
+    const char *a = e->action;
+    if (strcmp(a, "submitted") == 0 && id != NULL) {
+        Rb__Header *h = rb__header__unpack(NULL, e->header.len, e->header.data);
+        if (known)
+            flag(r, index, "submitted twice", id);
+        else if (h == NULL)
+            flag(r, index, "submitted without a readable header", id);
+        else
+            rc = sqldb_run(sqldb_prepare(
+                r->db,
+                "INSERT INTO msgs(id, kind, sender, recipient, submitted_ms, first_leaf) "
+                "VALUES(?, ?, ?, ?, ?, ?)",
+                "bittii", id, 16, (int64_t)h->kind, h->sender, h->recipient, e->at_ms, (int64_t)index));
+        if (h != NULL)
+            rb__header__free_unpacked(h, NULL);
+    } else if (strcmp(a, "delivered") == 0 || strcmp(a, "confirmed") == 0 || strcmp(a, "acked") == 0 ||
+               strcmp(a, "dead_lettered") == 0 || strcmp(a, "requeued") == 0) {
+        bool delivered = strcmp(a, "delivered") == 0, confirmed = strcmp(a, "confirmed") == 0;
+        bool acked = strcmp(a, "acked") == 0, dead = strcmp(a, "dead_lettered") == 0;
+        bool is_dead = strcmp(state, "dead") == 0, is_confirmed = strcmp(state, "confirmed") == 0;
+        if (!known)
+            flag(r, index, "an event about a message never submitted", id);
+        else if (delivered && is_dead)
+            flag(r, index, "delivery after a dead letter", id);
+        else if (delivered && is_confirmed)
+            flag(r, index, "delivery after confirmation", id);
+        else if (confirmed && (attempts == 0 || !strcmp(state, "dead")))
+            flag(r, index, "confirmation without a delivery", id);
+        else if (acked && attempts == 0)
+            flag(r, index, "ACK before delivery", id);
+        else if (dead && is_confirmed)
+            flag(r, index, "dead letter after confirmation", id);
+        else if (strcmp(a, "requeued") == 0 && !is_dead)
+            flag(r, index, "requeue of a message that was not dead", id);
+        const char *sql = delivered   ? "UPDATE msgs SET attempts = attempts + 1 WHERE id = ?"
+                          : confirmed ? "UPDATE msgs SET state = 'confirmed' WHERE id = ?"
+                          : dead      ? "UPDATE msgs SET state = 'dead' WHERE id = ?"
+                          : acked     ? "UPDATE msgs SET ack_status = ?, acked_ms = ? WHERE id = ?"
+                                      : "UPDATE msgs SET state = 'queued', attempts = 0 WHERE id = ?";
+        if (known && acked)
+            rc = sqldb_run(sqldb_prepare(
+                r->db, sql, "iib", (int64_t)(strcmp(e->outcome, "accepted") == 0 ? 1 : 2), e->at_ms, id, 16));
+        else if (known)
+            rc = sqldb_run(sqldb_prepare(r->db, sql, "b", id, 16));
+    }
+    rb__ledger_event__free_unpacked(e, NULL);
+    return rc;
+}
+
+static void print_totals(replayer_t *r)
+{
+    sqlite3_stmt *st =
+        sqldb_prepare(r->db,
+                      "SELECT count(*), sum(kind != 4), sum(kind = 4), sum(state = 'confirmed'),"
+                      " sum(state = 'dead'), sum(state = 'queued'), sum(ack_status = 1),"
+                      " sum(ack_status = 2), sum(kind != 4 AND state = 'confirmed' AND ack_status IS NULL)"
+                      " FROM msgs",
+                      "");
+    if (st != NULL && sqlite3_step(st) == SQLITE_ROW)
+        fprintf(r->out,
+                "messages %d (referrals and follow-ups %d, ACKs %d): confirmed %d, dead letters %d, not yet "
+                "delivered or confirmed %d; accepted %d, rejected %d, delivered and awaiting an ACK %d\n",
+                sqlite3_column_int(st, 0), sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
+                sqlite3_column_int(st, 3), sqlite3_column_int(st, 4), sqlite3_column_int(st, 5),
+                sqlite3_column_int(st, 6), sqlite3_column_int(st, 7), sqlite3_column_int(st, 8));
+    sqlite3_finalize(st);
+    int64_t n = 0;
+    sqldb_int(sqldb_prepare(r->db, "SELECT count(*) FROM msgs WHERE acked_ms IS NOT NULL", ""), &n);
+    fprintf(r->out, "time to ACK (%lld ACKed):", (long long)n);
+    static const int percents[] = {50, 90, 99, 100};
+    for (size_t i = 0; n > 0 && i < sizeof percents / sizeof percents[0]; i++) {
+        int64_t ms = 0;
+        sqldb_int(sqldb_prepare(r->db,
+                                "SELECT acked_ms - submitted_ms FROM msgs WHERE acked_ms IS NOT NULL "
+                                "ORDER BY acked_ms - submitted_ms LIMIT 1 OFFSET ?",
+                                "i", (int64_t)((n - 1) * percents[i] / 100)),
+                  &ms);
+        fprintf(r->out, " p%d %.3f s", percents[i], (double)ms / 1000.0);
+    }
+    fprintf(r->out, "\n");
+}
+
+/* Every difference between the replayed states and the broker's messages table. */
+static rb_err compare(replayer_t *r, const char *broker_db, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    char *uri = sqlite3_mprintf("file:%s?mode=ro", broker_db);
+    int ok = uri != NULL && sqlite3_exec(r->db, "PRAGMA trusted_schema=OFF", NULL, NULL, NULL) == SQLITE_OK;
+    rb_err rc = ok && sqldb_run(sqldb_prepare(r->db, "ATTACH DATABASE ? AS broker", "t", uri)) == RB_OK
+                    ? RB_OK
+                    : RB_ERR_IO;
+    sqlite3_free(uri);
+    if (rc == RB_OK)
+        st = sqldb_prepare(
+            r->db,
+            "SELECT coalesce(m.id, b.message_id), m.state, b.state, m.attempts, b.attempts, m.ack_status,"
+            " b.ack_status FROM msgs m FULL JOIN broker.messages b ON b.message_id = m.id "
+            "WHERE m.id IS NULL OR b.message_id IS NULL OR m.state != b.state OR m.attempts != b.attempts"
+            " OR m.ack_status IS NOT b.ack_status ORDER BY 1",
+            "");
+    if (rc == RB_OK && st == NULL)
+        rc = RB_ERR_IO;
+    int step = SQLITE_DONE;
+    while (rc == RB_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        char hex[33] = "?";
+        if (sqlite3_column_bytes(st, 0) == 16)
+            wire_id_hex(sqlite3_column_blob(st, 0), hex);
+        fprintf(r->out,
+                "difference: message %s: ledger says %s, %d attempts, ACK %d; broker says %s, %d attempts, "
+                "ACK %d\n",
+                hex, sqlite3_column_text(st, 1) ? (const char *)sqlite3_column_text(st, 1) : "(absent)",
+                sqlite3_column_int(st, 3), sqlite3_column_int(st, 5),
+                sqlite3_column_text(st, 2) ? (const char *)sqlite3_column_text(st, 2) : "(absent)",
+                sqlite3_column_int(st, 4), sqlite3_column_int(st, 6));
+        r->problems++;
+    }
+    if (rc == RB_OK && step != SQLITE_DONE)
+        rc = RB_ERR_IO;
+    sqlite3_finalize(st);
+    if (rc != RB_OK)
+        snprintf(err, errlen,
+                 "%s: cannot read the broker's tables (is the broker running? compare a stopped "
+                 "broker or a backup): %s",
+                 broker_db, sqlite3_errmsg(r->db));
+    return rc;
+}
+
+rb_err audit_replay(audit_export_t *x, const char *broker_db, FILE *out, int *problems, char *err,
+                    size_t errlen)
+{
+    replayer_t r = {.out = out};
+    rb_err rc =
+        sqlite3_open_v2(":memory:", &r.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+                        NULL) == SQLITE_OK
+            ? RB_OK
+            : RB_ERR_NOMEM;
+    if (rc == RB_OK)
+        rc = sqldb_exec(r.db,
+                        "CREATE TABLE msgs(id BLOB PRIMARY KEY, kind INTEGER, sender TEXT, recipient TEXT,"
+                        " submitted_ms INTEGER, first_leaf INTEGER, state TEXT NOT NULL DEFAULT 'queued',"
+                        " attempts INTEGER NOT NULL DEFAULT 0, ack_status INTEGER, acked_ms INTEGER)");
+    if (rc == RB_OK)
+        rc = ledger_each_leaf(x->ledger, 0, UINT64_MAX, replay_leaf, &r);
+    if (rc == RB_OK)
+        print_totals(&r);
+    else
+        snprintf(err, errlen, "replaying the ledger: %s", rb_strerror(rc));
+    if (rc == RB_OK && broker_db != NULL)
+        rc = compare(&r, broker_db, err, errlen);
+    if (rc == RB_OK)
+        fprintf(out, "%d problem%s\n", r.problems, r.problems == 1 ? "" : "s");
+    *problems = r.problems;
+    sqlite3_close(r.db);
+    return rc;
+}
