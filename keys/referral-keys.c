@@ -15,6 +15,7 @@
 #include "card.h"
 #include "identity.h"
 #include "keyfile.h"
+#include "ledger.h"
 #include "rbcrypto.h"
 #include "tool.h"
 
@@ -210,6 +211,11 @@ static int cmd_show(const options_t *o)
            "sealing key  %s\ncreated      %s\nexpires      %s\nfingerprint  %s\n",
            card.name, card_role_name((card_role)card.role), card.agency, hex, sign_pk, box_pk, created,
            expires, fp);
+    /* A broker's key also signs its ledger's checkpoints: the key in the form transparency-log tools take. */
+    char origin[NOTE_NAME_MAX + 1], vkey[NOTE_VKEY_MAX];
+    ledger_origin(&card, origin);
+    if (card.role == CARD_ROLE_BROKER && note_verifier_key(origin, card.sign_pk, vkey) == RB_OK)
+        printf("ledger key   %s\n", vkey);
     return 0;
 }
 
