@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,11 +104,9 @@ static rb_err leaf_out(void *ctx, uint64_t index, const uint8_t *leaf, size_t le
 {
     (void)index;
     leaves_out_t *lo = ctx;
-    size_t b64_len = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
-    char *b64 = malloc(b64_len);
+    char *b64 = keyfile_base64(leaf, len);
     if (b64 == NULL)
         return RB_ERR_NOMEM;
-    sodium_bin2base64(b64, b64_len, leaf, len, sodium_base64_VARIANT_ORIGINAL);
     out_printf(lo->out, "%s\"%s\"", lo->first ? "" : ", ", b64);
     lo->first = false;
     free(b64);

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,20 +37,6 @@ static rb_err load_card(audit_export_t *x, char *err, size_t errlen)
     return rc;
 }
 
-static rb_err base64_to_bin(const char *b64, uint8_t **out, size_t *len)
-{
-    size_t cap = strlen(b64) / 4 * 3 + 3;
-    if ((*out = malloc(cap)) == NULL)
-        return RB_ERR_NOMEM;
-    if (sodium_base642bin(*out, cap, b64, strlen(b64), NULL, len, NULL, sodium_base64_VARIANT_ORIGINAL) !=
-        0) {
-        free(*out);
-        *out = NULL;
-        return RB_ERR_MALFORMED;
-    }
-    return RB_OK;
-}
-
 /* The leaf as JSON, the way audit_write puts it on its line: its fields, then index and leaf. */
 static json_t *leaf_line(uint64_t index, const uint8_t *leaf, size_t len)
 {
@@ -59,12 +44,10 @@ static json_t *leaf_line(uint64_t index, const uint8_t *leaf, size_t len)
     char *fields = NULL, *b64 = NULL;
     json_t *o = NULL;
     json_error_t jerr;
-    size_t b64_len = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
     if (ledger_parse_leaf(leaf, len, &e) != RB_OK)
         return NULL;
     if (pbjson_format(&e->base, 0, &fields) == RB_OK && (o = json_loads(fields, 0, &jerr)) != NULL &&
-        (b64 = malloc(b64_len)) != NULL) {
-        sodium_bin2base64(b64, b64_len, leaf, len, sodium_base64_VARIANT_ORIGINAL);
+        (b64 = keyfile_base64(leaf, len)) != NULL) {
         /* The line's index is a JSON number (the proto3 mapping would make it a string). */
         json_object_set_new(o, "index", json_integer((json_int_t)index));
         json_object_set_new(o, "leaf", json_string(b64));
@@ -105,10 +88,12 @@ static rb_err load_line(audit_export_t *x, const char *line, size_t len, char *w
         else
             rc = ledger_add_checkpoint(x->ledger, note, cp.size, 0);
     } else if (leaf != NULL && json_is_integer(index)) {
-        uint8_t *bytes;
+        uint8_t *bytes = malloc(LEDGER_LEAF_MAX);
         size_t n;
-        if ((rc = base64_to_bin(leaf, &bytes, &n)) != RB_OK) {
-            snprintf(what, whatlen, "leaf is not base64");
+        if (bytes == NULL) {
+            rc = RB_ERR_NOMEM;
+        } else if ((rc = keyfile_unbase64(leaf, strlen(leaf), bytes, LEDGER_LEAF_MAX, &n)) != RB_OK) {
+            snprintf(what, whatlen, "leaf is not canonical base64 of at most %d bytes", LEDGER_LEAF_MAX);
         } else {
             if ((uint64_t)json_integer_value(index) != ledger_size(x->ledger)) {
                 snprintf(what, whatlen, "index %" JSON_INTEGER_FORMAT " where leaf %" PRIu64 " belongs",
@@ -121,8 +106,8 @@ static rb_err load_line(audit_export_t *x, const char *line, size_t len, char *w
                          ledger_size(x->ledger) - 1);
                 rc = RB_ERR_MALFORMED;
             }
-            free(bytes);
         }
+        free(bytes);
     } else {
         snprintf(what, whatlen, "neither brokerCard, checkpoint nor index and leaf");
     }

@@ -63,8 +63,9 @@ typedef struct {
     size_t n_pending;
     int64_t refused_handshakes; /* unauthenticated peers turned away since the last log line */
     int64_t refused_logged_ms;
-    uint64_t checkpoint_size; /* the latest signed checkpoint: its size and when */
-    int64_t checkpoint_ms;
+    uint64_t checkpoint_size; /* the latest committed checkpoint: its size, when, and the note itself, */
+    int64_t checkpoint_ms;    /* kept so that receipts and WELCOMEs need not read it back */
+    char checkpoint_note[NOTE_TEXT_MAX];
 } broker_t;
 
 static int64_t now_ms(void)
@@ -154,6 +155,7 @@ static rb_err checkpoint_now(broker_t *b, bool force)
     }
     b->checkpoint_size = size;
     b->checkpoint_ms = t;
+    memcpy(b->checkpoint_note, note, len + 1);
     log_info("checkpoint", "size=%llu", (unsigned long long)size);
     return RB_OK;
 }
@@ -161,32 +163,29 @@ static rb_err checkpoint_now(broker_t *b, bool force)
 /* The latest checkpoint, and a proof of its consistency with what the session holds. */
 typedef struct {
     Rb__LedgerUpdate update;
-    char note[NOTE_TEXT_MAX];
     merkle_hash_t hashes[PROOF_HASHES_MAX];
     ProtobufCBinaryData proof[PROOF_HASHES_MAX];
-    uint64_t size;
 } ledger_update_t;
 
 static rb_err ledger_update(broker_t *b, session_t *s, ledger_update_t *u)
 {
     rb__ledger_update__init(&u->update);
-    bool found;
-    rb_err rc = ledger_latest_checkpoint(store_ledger(b->store), UINT64_MAX, &found, u->note, &u->size);
-    if (rc != RB_OK || !found)
-        return rc != RB_OK ? rc : RB_ERR_USAGE;
-    u->update.checkpoint = u->note;
+    if (b->checkpoint_note[0] == '\0')
+        return RB_ERR_USAGE;
+    u->update.checkpoint = b->checkpoint_note;
     u->update.old_size = s->ledger_size;
     size_t n = 0;
+    rb_err rc;
     /* A peer that holds a larger tree than ours gets no proof: there is none, and it will say so. */
-    if (s->ledger_size > 0 && s->ledger_size < u->size &&
-        (rc = ledger_consistency_proof(store_ledger(b->store), s->ledger_size, u->size, u->hashes, &n)) !=
-            RB_OK)
+    if (s->ledger_size > 0 && s->ledger_size < b->checkpoint_size &&
+        (rc = ledger_consistency_proof(store_ledger(b->store), s->ledger_size, b->checkpoint_size, u->hashes,
+                                       &n)) != RB_OK)
         return rc;
     for (size_t i = 0; i < n; i++)
         u->proof[i] = (ProtobufCBinaryData){MERKLE_HASH_BYTES, u->hashes[i].bytes};
     u->update.n_consistency = n;
     u->update.consistency = u->proof;
-    s->ledger_size = u->size;
+    s->ledger_size = b->checkpoint_size;
     return RB_OK;
 }
 
@@ -355,9 +354,10 @@ static void send_receipt(broker_t *b, session_t *s, uint64_t index)
     if (rc == RB_OK)
         rc = ledger_leaf(l, index, &leaf, &leaf_len);
     if (rc == RB_OK)
-        rc = ledger_inclusion_proof(l, index, u->size, path, &n);
+        rc = ledger_inclusion_proof(l, index, b->checkpoint_size, path, &n);
     if (rc == RB_OK)
-        rc = proof_format(index, NULL, 0, path, n, u->note, strlen(u->note), text, PROOF_TEXT_MAX, &text_len);
+        rc = proof_format(index, NULL, 0, path, n, b->checkpoint_note, strlen(b->checkpoint_note), text,
+                          PROOF_TEXT_MAX, &text_len);
     if (rc == RB_OK) {
         Rb__Receipt receipt = RB__RECEIPT__INIT;
         receipt.leaf = (ProtobufCBinaryData){leaf_len, leaf};
@@ -536,6 +536,7 @@ static void before_sleep(broker_t *b)
     } else {
         b->checkpoint_size = ledger_size(store_ledger(b->store));
         b->checkpoint_ms = t;
+        memcpy(b->checkpoint_note, note, note_len + 1);
     }
     for (size_t i = 0; i < b->n_pending; i++) {
         pending_t *p = &b->pending[i];

@@ -30,6 +30,7 @@ struct ledger {
     sqlite3 *db;
     merkle_frontier_t edge; /* the stored tree's right edge; edge.size is the ledger's size */
     rb_err append_rc;       /* the first failure while storing the nodes of one append */
+    bool stale;             /* edge not re-read since a rollback: no append until it is */
 };
 
 static int64_t node_id(int level, uint64_t index)
@@ -62,6 +63,7 @@ static rb_err put_node(ledger_t *l, int level, uint64_t index, const merkle_hash
 rb_err ledger_reload(ledger_t *l)
 {
     int64_t last;
+    l->stale = true;
     rb_err rc =
         sqldb_int(sqldb_prepare(l->db, "SELECT coalesce(max(idx), -1) FROM ledger_leaves", ""), &last);
     if (rc != RB_OK)
@@ -77,6 +79,7 @@ rb_err ledger_reload(ledger_t *l)
         offset += (uint64_t)1 << level;
     }
     l->edge.size = size;
+    l->stale = false;
     return RB_OK;
 }
 
@@ -148,6 +151,8 @@ static void store_merged(void *ctx, int level, uint64_t index, const merkle_hash
 /* Stores leaf bytes whose parsed form is e, at the end. */
 static rb_err append(ledger_t *l, const Rb__LedgerEvent *e, const uint8_t *leaf, size_t len)
 {
+    if (l->stale)
+        return RB_ERR_IO;
     if (e->index != l->edge.size)
         return RB_ERR_USAGE;
     rb_err rc = sqldb_run(sqldb_prepare(
@@ -170,6 +175,8 @@ static rb_err append(ledger_t *l, const Rb__LedgerEvent *e, const uint8_t *leaf,
 
 rb_err ledger_append(ledger_t *l, Rb__LedgerEvent *e, uint64_t *index)
 {
+    if (l->stale && ledger_reload(l) != RB_OK)
+        return RB_ERR_IO;
     e->version = LEDGER_VERSION;
     e->index = l->edge.size;
     size_t len = rb__ledger_event__get_packed_size(e);

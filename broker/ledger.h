@@ -32,7 +32,8 @@ typedef struct ledger ledger_t;
 /* Opens the ledger in db (whose tables exist); db stays the caller's. */
 rb_err ledger_open(ledger_t **out, sqlite3 *db);
 void ledger_close(ledger_t **ledger_p);
-/* Re-reads the size and right edge from the database: after a rollback undid appends. */
+/* Re-reads the size and right edge from the database: after a rollback undid appends. Until it succeeds
+ * (ledger_append retries it), nothing is appended over a possibly wrong edge. */
 rb_err ledger_reload(ledger_t *l);
 uint64_t ledger_size(const ledger_t *l);
 

@@ -5,6 +5,8 @@
  * one canonical spelling of every number and hash, and no byte the grammar has no place for. */
 #include "note.h"
 
+#include "keyfile.h"
+
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -93,15 +95,10 @@ static bool sig_name_ok(const char *name, size_t len)
     return true;
 }
 
-/* Canonical base64 only: libsodium already refuses missing padding and stray bits after the data; the
- * length check also catches anything it might leave unread. */
+/* Canonical base64 only (keyfile_unbase64), never empty. */
 static bool b64_decode(const char *s, size_t len, uint8_t *out, size_t cap, size_t *out_len)
 {
-    if (len == 0 || len % 4 != 0)
-        return false;
-    if (sodium_base642bin(out, cap, s, len, NULL, out_len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0)
-        return false;
-    return sodium_base64_ENCODED_LEN(*out_len, sodium_base64_VARIANT_ORIGINAL) - 1 == len;
+    return len > 0 && keyfile_unbase64(s, len, out, cap, out_len) == RB_OK;
 }
 
 static bool b64_decode_exact(const char *s, size_t len, uint8_t *out, size_t want)

@@ -13,11 +13,11 @@
 
 #include <inttypes.h>
 #include <jansson.h>
-#include <sodium.h>
 #include <sqlite3.h>
 
 #include "audit.h"
 #include "client.h"
+#include "keyfile.h"
 #include "pbjson.h"
 #include "tool.h"
 
@@ -61,13 +61,13 @@ static void take_page(ledger_t *l, const char *output, uint64_t *from, uint64_t 
     json_array_foreach(json_object_get(o, "leaves"), i, v)
     {
         const char *b64 = json_string_value(v);
-        uint8_t *leaf = malloc(LEDGER_LEAF_MAX + 3);
+        uint8_t *leaf = malloc(LEDGER_LEAF_MAX);
         size_t len;
-        rb_err rc = b64 == NULL || leaf == NULL ||
-                            sodium_base642bin(leaf, LEDGER_LEAF_MAX + 3, b64, strlen(b64), NULL, &len, NULL,
-                                              sodium_base64_VARIANT_ORIGINAL) != 0
+        rb_err rc = b64 == NULL || leaf == NULL
                         ? RB_ERR_MALFORMED
-                        : ledger_append_leaf(l, leaf, len);
+                        : keyfile_unbase64(b64, strlen(b64), leaf, LEDGER_LEAF_MAX, &len);
+        if (rc == RB_OK)
+            rc = ledger_append_leaf(l, leaf, len);
         free(leaf);
         if (rc != RB_OK)
             xdie(EXIT_VERIFY, "leaf %" PRIu64 " from the broker: %s", ledger_size(l), rb_strerror(rc));

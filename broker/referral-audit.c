@@ -14,7 +14,6 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <pwd.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,8 +348,7 @@ static int cmd_check_proof(const options_t *o)
     static uint8_t leaf[PROOF_EXTRA_MAX];
     size_t leaf_len;
     if (proof_parse(text, strlen(text), &p) != RB_OK || p.extra == NULL ||
-        sodium_base642bin(leaf, sizeof leaf, p.extra, p.extra_len, NULL, &leaf_len, NULL,
-                          sodium_base64_VARIANT_ORIGINAL) != 0)
+        keyfile_unbase64(p.extra, p.extra_len, leaf, sizeof leaf, &leaf_len) != RB_OK)
         xdie(EXIT_VERIFY, "%s: not a tlog-proof with its leaf in the extra line", o->proof);
     if (witness_check_proof(&broker, text, strlen(text), leaf, leaf_len, &cp, &index, why, sizeof why) !=
         RB_OK)

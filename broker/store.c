@@ -105,9 +105,9 @@ void store_rollback(store_t *s)
 {
     if (!sqlite3_get_autocommit(s->db))
         sqldb_exec(s->db, "ROLLBACK");
-    /* The appends the rollback undid must leave the in-memory edge of the tree too. */
-    if (ledger_reload(s->ledger) != RB_OK)
-        ledger_reload(s->ledger);
+    /* The appends the rollback undid must leave the in-memory edge of the tree too; if it cannot be re-read
+     * now, the ledger refuses appends until it can. */
+    ledger_reload(s->ledger);
 }
 
 ledger_t *store_ledger(store_t *s)

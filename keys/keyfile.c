@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -44,18 +45,28 @@ rb_err keyfile_unarmor(const char *text, size_t text_len, char *label, size_t la
     size_t rest = text_len - llen - 1;
     if (rest < 2 || b64[rest - 1] != '\n' || memchr(b64, '\n', rest - 1) != NULL)
         return RB_ERR_MALFORMED;
-    size_t blen = rest - 1;
-    if (sodium_base642bin(data, cap, b64, blen, NULL, len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0)
+    return keyfile_unbase64(b64, rest - 1, data, cap, len) == RB_OK ? RB_OK : RB_ERR_MALFORMED;
+}
+
+char *keyfile_base64(const uint8_t *data, size_t len)
+{
+    size_t b64 = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL); /* with its NUL */
+    char *text = malloc(b64);
+    if (text != NULL)
+        sodium_bin2base64(text, b64, data, len, sodium_base64_VARIANT_ORIGINAL);
+    return text;
+}
+
+rb_err keyfile_unbase64(const char *b64, size_t b64_len, uint8_t *out, size_t cap, size_t *len)
+{
+    if (b64_len / 4 * 3 > cap + 2)
+        return RB_ERR_TOO_BIG;
+    /* libsodium refuses non-zero padding bits; the length check refuses missing or extra padding, so only
+     * the one canonical spelling of each byte string is accepted. */
+    if (sodium_base642bin(out, cap, b64, b64_len, NULL, len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        sodium_base64_ENCODED_LEN(*len, sodium_base64_VARIANT_ORIGINAL) - 1 != b64_len)
         return RB_ERR_MALFORMED;
-    /* Canonical only: re-encoding must give back the same characters (no stray padding bits). */
-    char again[KEYFILE_MAX_BYTES];
-    size_t need = sodium_base64_ENCODED_LEN(*len, sodium_base64_VARIANT_ORIGINAL);
-    if (need > sizeof again || need - 1 != blen)
-        return RB_ERR_MALFORMED;
-    sodium_bin2base64(again, need, data, *len, sodium_base64_VARIANT_ORIGINAL);
-    bool same = memcmp(again, b64, blen) == 0;
-    sodium_memzero(again, sizeof again);
-    return same ? RB_OK : RB_ERR_MALFORMED;
+    return RB_OK;
 }
 
 rb_err keyfile_read(const char *path, char *buf, size_t max, size_t *len, struct stat *st)

@@ -38,6 +38,13 @@ rb_err keyfile_write(const char *path, const void *data, size_t len, mode_t mode
 void keyfile_put_u64(uint8_t *p, uint64_t v);
 uint64_t keyfile_get_u64(const uint8_t *p);
 
+/* Standard base64 (RFC 4648 section 4, padded) of len bytes: malloc'd, NUL-terminated, the caller's to
+ * free; NULL when out of memory. */
+char *keyfile_base64(const uint8_t *data, size_t len);
+/* Decodes b64_len characters of canonical standard base64 into out (cap bytes): RB_ERR_MALFORMED for any
+ * other spelling (whitespace, missing padding, non-zero padding bits), RB_ERR_TOO_BIG when it does not fit. */
+rb_err keyfile_unbase64(const char *b64, size_t b64_len, uint8_t *out, size_t cap, size_t *len);
+
 /* Lowercase hex of len bytes into out (2*len+1 bytes). */
 void keyfile_hex(const uint8_t *bytes, size_t len, char *out);
 

@@ -38,9 +38,10 @@
 static inline char *test_mkdtemp(void)
 {
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    char *dir = malloc(strlen(base) + 32);
+    size_t cap = strlen(base) + 32;
+    char *dir = malloc(cap);
     assert_non_null(dir);
-    sprintf(dir, "%s/rb-test-XXXXXX", base);
+    snprintf(dir, cap, "%s/rb-test-%s", base, "XXXXXX"); /* mkdtemp's template: it replaces the six X */
     assert_non_null(mkdtemp(dir));
     return dir;
 }
