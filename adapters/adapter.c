@@ -30,6 +30,7 @@ struct adapter {
     const connector_ops_t *ops;
     connector_t *conn;
     identity_t *me;
+    identity_t *previous;              /* the key before a rotation, to open what was sealed to it; or NULL */
     card_t broker;                     /* the broker's card */
     trust_t *trust;                    /* peer cards: whom we seal to and whose envelopes we open */
     char recipient[CARD_NAME_MAX + 1]; /* source: the sink referrals go to */
@@ -42,9 +43,11 @@ struct adapter {
     int64_t next_connect_ms, next_report_ms;
 };
 
-static const char *const adapter_keys[] = {"connector",       "secret",    "broker", "broker_card",
-                                           "trust",           "recipient", "data",   "receipt_deadline_ms",
-                                           "ack_deadline_ms", NULL};
+static const char *const adapter_keys[] = {
+    "connector", "secret", "previous_secret",     "broker",          "broker_card", "trust",
+    "recipient", "data",   "receipt_deadline_ms", "ack_deadline_ms", NULL};
+
+static rb_err reapply_notice(void *ctx, const uint8_t *bytes, size_t len);
 
 static int64_t now_ms(void)
 {
@@ -136,6 +139,12 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         snprintf(err, errlen, "%s: %s", broker_card, rb_strerror(rc));
     if (rc == RB_OK)
         rc = trust_load_dir(&a->trust, trust, err, errlen);
+    /* The broker signs key notices. */
+    if (rc == RB_OK && (rc = trust_add(a->trust, &a->broker)) != RB_OK)
+        snprintf(err, errlen, "%s: the broker's card conflicts with a card in %s", broker_card, trust);
+    const char *previous = settings_get(a->cfg, "adapter", "previous_secret", NULL);
+    if (rc == RB_OK && previous != NULL && (rc = identity_load(&a->previous, previous, NULL, 0)) != RB_OK)
+        snprintf(err, errlen, "%s: %s", previous, rb_strerror(rc));
     if (rc == RB_OK && a->ops->role == CARD_ROLE_SOURCE) {
         const char *recipient = required(a->cfg, "recipient", err, errlen);
         if (recipient == NULL) {
@@ -163,6 +172,8 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         snprintf(path, sizeof path, "%s/adapter.db", data);
         rc = astore_open(&a->store, path, false, err, errlen);
     }
+    if (rc == RB_OK && (rc = astore_each_notice(a->store, reapply_notice, a->trust)) != RB_OK)
+        snprintf(err, errlen, "%s: the key notices kept do not apply: %s", path, rb_strerror(rc));
     if (rc == RB_OK)
         rc = a->ops->open(&a->conn, a, a->cfg, err, errlen);
     if (rc != RB_OK) {
@@ -186,6 +197,7 @@ void adapter_close(adapter_t **a_p)
     astore_close(&a->store);
     trust_free(&a->trust);
     identity_free(&a->me);
+    identity_free(&a->previous);
     settings_free(&a->cfg);
     if (a->lock_fd >= 0)
         close(a->lock_fd);
@@ -516,6 +528,70 @@ static bool handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t
     return true;
 }
 
+/* Applies a key notice to the trust store: a rotated key on the word of the old key (its certification,
+ * checked here), a revocation on the broker's (it can only make us refuse more). */
+static rb_err apply_notice(trust_t *trust, const Rb__KeyNotice *n, char *why, size_t cap)
+{
+    card_t card;
+    card_cert_t cert;
+    if (card_unpack(&card, n->card.data, n->card.len) != RB_OK)
+        return snprintf(why, cap, "the notice's card does not parse"), RB_ERR_MALFORMED;
+    if (n->change == RB__KEY_NOTICE__CHANGE__CHANGE_REVOKED) {
+        rb_err rc = trust_revoke(trust, card.key_id, (uint64_t)(n->revoked_since_ms / 1000));
+        return rc == RB_ERR_UNKNOWN_SENDER ? RB_OK : rc; /* a key we never trusted stays untrusted */
+    }
+    if (n->change != RB__KEY_NOTICE__CHANGE__CHANGE_ADDED ||
+        card_cert_unpack(&cert, n->certification.data, n->certification.len) != RB_OK)
+        return snprintf(why, cap, "not a key notice this adapter knows"), RB_ERR_MALFORMED;
+    const card_t *old = trust_find_key(trust, cert.old_key_id);
+    if (old == NULL)
+        return snprintf(why, cap, "%s: the key certifying the new card is not in our trust store", card.name),
+               RB_ERR_UNKNOWN_SENDER;
+    if (card_cert_check(&cert, old, &card) != RB_OK)
+        return snprintf(why, cap, "%s: the new card is not certified by its old key", card.name),
+               RB_ERR_BAD_SIGNATURE;
+    rb_err rc = trust_add(trust, &card);
+    if (rc == RB_OK && n->old_key_retires_ms > 0)
+        rc = trust_retire(trust, cert.old_key_id, (uint64_t)(n->old_key_retires_ms / 1000));
+    if (rc != RB_OK)
+        snprintf(why, cap, "%s: the new card conflicts with our trust store", card.name);
+    return rc;
+}
+
+static rb_err reapply_notice(void *ctx, const uint8_t *bytes, size_t len)
+{
+    char why[200];
+    Rb__KeyNotice *n = rb__key_notice__unpack(NULL, len, bytes);
+    rb_err rc = n == NULL ? RB_ERR_MALFORMED : apply_notice(ctx, n, why, sizeof why);
+    if (n != NULL)
+        rb__key_notice__free_unpacked(n, NULL);
+    return rc;
+}
+
+static void handle_notice(adapter_t *a, const msg_id_t *id, const envelope_opened_t *o, const char *hex)
+{
+    char why[200] = "";
+    const Rb__KeyNotice *n = (const Rb__KeyNotice *)o->message;
+    rb_err rc = apply_notice(a->trust, n, why, sizeof why);
+    if (rc == RB_OK) {
+        /* Kept in the same store as the inbox state, to be applied again at every start. */
+        if (astore_begin(a->store) != RB_OK)
+            return;
+        if (astore_add_notice(a->store, o->body, o->body_len, now_ms()) != RB_OK ||
+            astore_inbox_done(a->store, id, "notice", NULL, NULL, NULL, now_ms()) != RB_OK ||
+            astore_commit(a->store) != RB_OK) {
+            astore_rollback(a->store);
+            return;
+        }
+        log_security("key_notice_applied", "msg=%s change=%s ledger_index=%llu", hex,
+                     n->change == RB__KEY_NOTICE__CHANGE__CHANGE_ADDED ? "added" : "revoked",
+                     (unsigned long long)n->ledger_index);
+    } else {
+        log_security("key_notice_refused", "msg=%s reason=\"%s\"", hex, why);
+        astore_inbox_done(a->store, id, "refused", NULL, NULL, why, now_ms());
+    }
+}
+
 static void process_inbox(adapter_t *a)
 {
     for (int i = 0; i < 256; i++) {
@@ -529,6 +605,9 @@ static void process_inbox(adapter_t *a)
         wire_id_hex(id.bytes, hex);
         envelope_opened_t o;
         rb_err rc = envelope_open(a->me, a->trust, env, len, &o);
+        /* Sealed to our key before a rotation, and delivered after it. */
+        if (rc == RB_ERR_WRONG_RECIPIENT && a->previous != NULL)
+            rc = envelope_open(a->previous, a->trust, env, len, &o);
         free(env);
         if (rc != RB_OK) {
             log_security("envelope_refused", "msg=%s reason=\"%s\"", hex, rb_strerror(rc));
@@ -537,7 +616,9 @@ static void process_inbox(adapter_t *a)
         }
         bool go_on = true;
         bool is_ack = o.header->kind == RB__KIND__KIND_ACK;
-        if (is_ack && a->ops->role == CARD_ROLE_SOURCE) {
+        if (o.header->kind == RB__KIND__KIND_NOTICE) {
+            handle_notice(a, &id, &o, hex);
+        } else if (is_ack && a->ops->role == CARD_ROLE_SOURCE) {
             go_on = handle_ack(a, &id, &o, hex);
         } else if (!is_ack && a->ops->role == CARD_ROLE_SINK) {
             go_on = handle_referral(a, &id, &o, hex);

@@ -40,6 +40,8 @@ static const char *const migrations[] = {
     "CREATE TABLE checkpoints(id INTEGER PRIMARY KEY, size INTEGER NOT NULL, note TEXT NOT NULL,"
     "  received_ms INTEGER NOT NULL);"
     "CREATE TABLE ledger_alarms(id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, reason TEXT NOT NULL);",
+    /* version 3: the key notices applied to the trust store, applied again at every start */
+    "CREATE TABLE key_notices(id INTEGER PRIMARY KEY, notice BLOB NOT NULL, applied_ms INTEGER NOT NULL);",
 };
 
 static const char *text_or(sqlite3_stmt *st, int col, const char *dflt)
@@ -228,6 +230,27 @@ rb_err astore_add_alarm(astore_t *s, const char *reason, int64_t now_ms)
 {
     return sqldb_run(
         sqldb_prepare(s->db, "INSERT INTO ledger_alarms(at_ms, reason) VALUES(?, ?)", "it", now_ms, reason));
+}
+
+rb_err astore_add_notice(astore_t *s, const uint8_t *notice, size_t len, int64_t now_ms)
+{
+    return sqldb_run(sqldb_prepare(s->db, "INSERT INTO key_notices(notice, applied_ms) VALUES(?, ?)", "bi",
+                                   notice, (int)len, now_ms));
+}
+
+rb_err astore_each_notice(astore_t *s, rb_err (*fn)(void *ctx, const uint8_t *notice, size_t len), void *ctx)
+{
+    sqlite3_stmt *st = sqldb_prepare(s->db, "SELECT notice FROM key_notices ORDER BY id", "");
+    if (st == NULL)
+        return RB_ERR_IO;
+    rb_err rc = RB_OK;
+    int step;
+    while (rc == RB_OK && (step = sqlite3_step(st)) == SQLITE_ROW)
+        rc = fn(ctx, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+    if (rc == RB_OK && step != SQLITE_DONE)
+        rc = RB_ERR_IO;
+    sqlite3_finalize(st);
+    return rc;
 }
 
 rb_err astore_outbox_acked(astore_t *s, const msg_id_t *referral, int status, const char *intake_reference,

@@ -64,6 +64,9 @@ rb_err astore_add_checkpoint(astore_t *s, const char *note, uint64_t size, int64
 rb_err astore_latest_checkpoint(astore_t *s, bool *found, char note[NOTE_TEXT_MAX]);
 /* Keeps an alarm: a checkpoint that did not extend the one held (the ledger was rewritten). */
 rb_err astore_add_alarm(astore_t *s, const char *reason, int64_t now_ms);
+/* Keeps a key notice from the broker (a packed KeyNotice) once applied, to apply again at every start. */
+rb_err astore_add_notice(astore_t *s, const uint8_t *notice, size_t len, int64_t now_ms);
+rb_err astore_each_notice(astore_t *s, rb_err (*fn)(void *ctx, const uint8_t *notice, size_t len), void *ctx);
 /* Records the ACK for a referral we sent. RB_ERR_USAGE when the referral is not ours. */
 rb_err astore_outbox_acked(astore_t *s, const msg_id_t *referral, int status, const char *intake_reference,
                            const char *ack_json, int64_t now_ms);

@@ -17,14 +17,18 @@
 #define ADMIN_MAX_AGE_MS (5 * 60 * 1000)
 #define ADMIN_MAX_BYTES  32768 /* a signed command, so that it always fits in its ledger leaf */
 
-/* Whether a party has a connection open now (for status). */
-typedef bool (*admin_connected_fn)(void *ctx, const char *name);
+/* What commands need from the running broker. */
+typedef struct {
+    bool (*connected)(void *ctx, const char *name); /* whether a party has a connection open now */
+    void *ctx;
+    int64_t rotation_overlap_ms; /* how long an old key stays valid after its successor is added */
+} admin_env_t;
 
 /* Verifies and executes req from admin. *output (malloc'd, the caller frees it) is JSON on success or one
  * line saying why not. *changed is set when parties or keys changed (the broker reloads its trust).
- * Returns whether the command succeeded. */
+ * Returns whether the command succeeded. A command that would leave no admin able to sign is refused. */
 bool admin_execute(store_t *store, const party_t *admin, const char *peer, const Rb__AdminRequest *req,
-                   int64_t now_ms, admin_connected_fn connected, void *ctx, char **output, bool *changed);
+                   int64_t now_ms, const admin_env_t *env, char **output, bool *changed);
 
 /* Signs a command for sending: fills req with malloc'd bytes (free with admin_request_clear). */
 rb_err admin_sign(const identity_t *admin, const Rb__AdminCommand *cmd, Rb__AdminRequest *req);

@@ -381,14 +381,47 @@ static rb_err check_header(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
     else if (acked && (h->kind != RB__KIND__KIND_ACK || strcmp(e->outcome, want_outcome) != 0))
         rc = PROBLEM(v, "leaf %" PRIu64 " (acked): outcome expected %s (from the signed ACK), found %s", i,
                      want_outcome, e->outcome);
+    else if (!acked && trust_revoked(v->trust, sender.key_id))
+        rc = PROBLEM(v, "leaf %" PRIu64 " (submitted): accepted after the sender's key was revoked", i);
     rb__header__free_unpacked(h, NULL);
     v->stats->signatures++;
     return rc;
 }
 
+/* A rotated key: registered on an admin's command, certified by a registered key of the same party. */
+static rb_err check_key_added(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
+{
+    card_t card;
+    card_cert_t cert;
+    const card_t *old;
+    if (card_unpack(&card, e->card.data, e->card.len) != RB_OK ||
+        card_cert_unpack(&cert, e->certification.data, e->certification.len) != RB_OK)
+        return PROBLEM(v, "leaf %" PRIu64 " (key_added): the card or its certification does not parse", i);
+    if (!v->after_admin_ok)
+        return PROBLEM(v, "leaf %" PRIu64 " (key_added): %s: a key added without an admin command before it",
+                       i, card.name);
+    if ((old = trust_find_key(v->trust, cert.old_key_id)) == NULL ||
+        card_cert_check(&cert, old, &card) != RB_OK)
+        return PROBLEM(v,
+                       "leaf %" PRIu64
+                       " (key_added): %s: the new card is not certified by a registered key of "
+                       "the party",
+                       i, card.name);
+    if (trust_add(v->trust, &card) != RB_OK ||
+        trust_retire(v->trust, cert.old_key_id, (uint64_t)(e->retires_ms / 1000)) != RB_OK)
+        return PROBLEM(v, "leaf %" PRIu64 " (key_added): %s: key registered twice", i, card.name);
+    v->stats->signatures += 2;
+    return RB_OK;
+}
+
 static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
 {
     bool registration = strcmp(e->action, "party_registered") == 0;
+    if (strcmp(e->action, "key_added") == 0) {
+        rb_err rc = check_key_added(v, i, e);
+        v->after_admin_ok = false;
+        return rc;
+    }
     if (registration) {
         card_t card;
         if (card_unpack(&card, e->card.data, e->card.len) != RB_OK)
@@ -427,7 +460,7 @@ static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
     }
     if (strcmp(e->action, "key_revoked") == 0 &&
         (e->key_id.len != RB_KEY_ID_BYTES ||
-         trust_revoke(v->trust, e->key_id.data, (uint64_t)(e->at_ms / 1000)) != RB_OK))
+         trust_revoke(v->trust, e->key_id.data, (uint64_t)(e->since_ms / 1000)) != RB_OK))
         return PROBLEM(v, "leaf %" PRIu64 " (key_revoked): not a registered key", i);
     return RB_OK;
 }
@@ -546,6 +579,22 @@ static rb_err replay_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t
                 "bittii", id, 16, (int64_t)h->kind, h->sender, h->recipient, e->at_ms, (int64_t)index));
         if (h != NULL)
             rb__header__free_unpacked(h, NULL);
+    } else if (strcmp(a, "quarantined") == 0 || strcmp(a, "released") == 0 || strcmp(a, "discarded") == 0) {
+        bool held = strcmp(state, "quarantined") == 0;
+        const char *to = strcmp(a, "quarantined") == 0 ? "quarantined"
+                         : strcmp(a, "released") == 0  ? "queued"
+                                                       : "discarded";
+        if (!known)
+            flag(r, index, "an event about a message never submitted", id);
+        else if (strcmp(a, "quarantined") == 0 && strcmp(state, "queued") != 0)
+            flag(r, index, "quarantine of a message not queued", id);
+        else if (strcmp(a, "released") == 0 && !held)
+            flag(r, index, "release of a message not quarantined", id);
+        else if (strcmp(a, "discarded") == 0 && !held && strcmp(state, "dead") != 0)
+            flag(r, index, "discard of a message neither dead nor quarantined", id);
+        if (known)
+            rc = sqldb_run(sqldb_prepare(r->db, "UPDATE msgs SET state = ?, attempts = ? WHERE id = ?", "tib",
+                                         to, (int64_t)(strcmp(a, "released") == 0 ? 0 : attempts), id, 16));
     } else if (strcmp(a, "delivered") == 0 || strcmp(a, "confirmed") == 0 || strcmp(a, "acked") == 0 ||
                strcmp(a, "dead_lettered") == 0 || strcmp(a, "requeued") == 0) {
         bool delivered = strcmp(a, "delivered") == 0, confirmed = strcmp(a, "confirmed") == 0;
@@ -582,13 +631,13 @@ static rb_err replay_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t
 
 static void print_totals(replayer_t *r)
 {
-    sqlite3_stmt *st =
-        sqldb_prepare(r->db,
-                      "SELECT count(*), sum(kind != 4), sum(kind = 4), sum(state = 'confirmed'),"
-                      " sum(state = 'dead'), sum(state = 'queued'), sum(ack_status = 1),"
-                      " sum(ack_status = 2), sum(kind != 4 AND state = 'confirmed' AND ack_status IS NULL)"
-                      " FROM msgs",
-                      "");
+    sqlite3_stmt *st = sqldb_prepare(
+        r->db,
+        "SELECT count(*), sum(kind IN (1, 2, 3)), sum(kind = 4), sum(state = 'confirmed'),"
+        " sum(state = 'dead'), sum(state = 'queued'), sum(ack_status = 1),"
+        " sum(ack_status = 2), sum(kind IN (1, 2, 3) AND state = 'confirmed' AND ack_status IS NULL)"
+        " FROM msgs",
+        "");
     if (st != NULL && sqlite3_step(st) == SQLITE_ROW)
         fprintf(r->out,
                 "messages %d (referrals and follow-ups %d, ACKs %d): confirmed %d, dead letters %d, not yet "

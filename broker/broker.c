@@ -200,7 +200,16 @@ static rb_err reload_trust(broker_t *b)
     return rc;
 }
 
-/* --- ZAP: admit only registered, enabled parties whose key is not revoked ---------------------------- */
+/* Whether a party's key may connect and speak now: enabled, not revoked, valid, not retired. */
+static bool admitted(broker_t *b, const party_t *p)
+{
+    int64_t t = now_ms();
+    return p->enabled && !store_key_revoked(b->store, p->card.key_id) &&
+           card_valid_at(&p->card, (uint64_t)(t / 1000)) == RB_OK &&
+           (p->retires_ms == 0 || t < p->retires_ms);
+}
+
+/* --- ZAP: admit only registered, enabled parties whose key is valid and not revoked ------------------- */
 
 static void zap_reply(void *zap, const char *request_id, const char *status, const char *text,
                       const char *user)
@@ -241,8 +250,7 @@ static void handle_zap(broker_t *b)
     bool ok = n >= 7 && sizes[5] == 5 && memcmp(parts[5], "CURVE", 5) == 0 && sizes[6] == 32;
     if (ok) {
         memcpy(key, parts[6], 32);
-        ok = store_find_party_by_curve_key(b->store, key, &party) == RB_OK && party.enabled &&
-             !store_key_revoked(b->store, party.card.key_id);
+        ok = store_find_party_by_curve_key(b->store, key, &party) == RB_OK && admitted(b, &party);
     }
     if (!ok) {
         b->refused_handshakes++;
@@ -256,7 +264,10 @@ static void handle_zap(broker_t *b)
         zap_reply(b->zap, request_id, "400", "not a registered party", "");
         return;
     }
-    zap_reply(b->zap, request_id, "200", "OK", party.card.name);
+    /* The User-Id names the key, not only the party: during a rotation a party has two. */
+    char user[2 * RB_BOX_PK_BYTES + 1];
+    keyfile_hex(key, sizeof key, user);
+    zap_reply(b->zap, request_id, "200", "OK", user);
 }
 
 /* --- sessions -------------------------------------------------------------------------------------- */
@@ -278,7 +289,9 @@ static session_t *new_session(broker_t *b, const uint8_t *rid, size_t rid_len, c
         if (s->used)
             continue;
         memset(s, 0, sizeof *s);
-        if (store_find_party(b->store, user, &s->party) != RB_OK)
+        uint8_t key[RB_BOX_PK_BYTES];
+        if (user == NULL || strlen(user) != 2 * RB_BOX_PK_BYTES || !keyfile_unhex(user, key, sizeof key) ||
+            store_find_party_by_curve_key(b->store, key, &s->party) != RB_OK)
             return NULL;
         s->used = true;
         memcpy(s->rid, rid, rid_len);
@@ -404,6 +417,11 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
     Rb__Header *h;
     card_t sender;
     rb_err rc = envelope_verify_header(b->trust, env, len, &h, &sender);
+    /* A revoked key signs nothing new, whatever date it puts on it: a thief can back-date. */
+    if (rc == RB_OK && trust_revoked(b->trust, sender.key_id)) {
+        rb__header__free_unpacked(h, NULL);
+        rc = RB_ERR_KEY_REVOKED;
+    }
     if (rc != RB_OK) {
         refuse(b, s, error_for(rc), rb_strerror(rc), NULL);
         return;
@@ -476,31 +494,34 @@ static void clear_pending(broker_t *b)
     b->n_pending = 0;
 }
 
-/* Ledgers a pending submission: "submitted" with the sender's signed header, and for an ACK also "acked"
- * on the referral it answers, with the same header. */
-static rb_err record_submission(broker_t *b, pending_t *p, uint64_t *index)
+/* Ledgers a submission: "submitted" with the sender's signed header, and for an ACK also "acked" on the
+ * referral it answers, with the same header. s is the submitting session, NULL for the broker's own
+ * notices. */
+static rb_err record_submission(broker_t *b, const session_t *s, const Rb__Header *h, const uint8_t *envelope,
+                                size_t len, const uint8_t sha256[RB_HASH_BYTES], uint64_t *index)
 {
-    Rb__Envelope *env = rb__envelope__unpack(NULL, p->len, p->envelope); /* verified already */
+    Rb__Envelope *env = rb__envelope__unpack(NULL, len, envelope); /* verified already */
     if (env == NULL)
         return RB_ERR_MALFORMED;
     char detail[160];
-    snprintf(detail, sizeof detail, "kind=%d recipient=%s bytes=%zu", (int)p->header->kind,
-             p->header->recipient, p->len);
+    snprintf(detail, sizeof detail, "kind=%d recipient=%s bytes=%zu", (int)h->kind, h->recipient, len);
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.action = "submitted";
-    e.message_id = p->header->message_id;
+    e.party = h->sender;
+    e.agency = h->sender_agency;
+    e.message_id = h->message_id;
     e.outcome = "ok";
     e.detail = detail;
     e.header = env->header;
     e.header_signature = env->header_signature;
-    e.envelope_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, p->sha256};
-    rb_err rc = record(b, p->session, &e, index);
-    if (rc == RB_OK && p->header->kind == RB__KIND__KIND_ACK) {
+    e.envelope_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, (uint8_t *)sha256};
+    rb_err rc = record(b, s, &e, index);
+    if (rc == RB_OK && h->kind == RB__KIND__KIND_ACK) {
         e.action = "acked";
-        e.message_id = p->header->ref_message_id;
-        e.outcome = p->header->ack_status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "accepted" : "rejected";
+        e.message_id = h->ref_message_id;
+        e.outcome = h->ack_status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "accepted" : "rejected";
         e.envelope_sha256 = (ProtobufCBinaryData){0, NULL};
-        rc = record(b, p->session, &e, NULL);
+        rc = record(b, s, &e, NULL);
     }
     rb__envelope__free_unpacked(env, NULL);
     return rc;
@@ -517,7 +538,7 @@ static void before_sleep(broker_t *b)
     rb_err rc = store_begin(b->store);
     for (size_t i = 0; rc == RB_OK && i < b->n_pending; i++) {
         pending_t *p = &b->pending[i];
-        rc = record_submission(b, p, &indexes[i]);
+        rc = record_submission(b, p->session, p->header, p->envelope, p->len, p->sha256, &indexes[i]);
         if (rc == RB_OK)
             rc = store_add_message(b->store, p->header, p->envelope, p->len, p->sha256, indexes[i], t);
         if (rc == RB_OK && p->header->kind == RB__KIND__KIND_ACK)
@@ -666,11 +687,12 @@ static bool is_connected(void *ctx, const char *name)
 static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t len)
 {
     s->last_rx_ms = now_ms();
-    /* Disabled or revoked since it connected: it gets an error for every frame and nothing else. */
+    /* Disabled, revoked or retired since it connected: it gets an error for every frame and nothing else. */
     party_t fresh;
-    if (store_find_party(b->store, s->party.card.name, &fresh) != RB_OK || !fresh.enabled ||
-        store_key_revoked(b->store, fresh.card.key_id)) {
-        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_DISABLED, "this party is disabled or its key revoked", NULL);
+    if (store_find_party_by_curve_key(b->store, s->party.card.box_pk, &fresh) != RB_OK ||
+        !admitted(b, &fresh)) {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_DISABLED,
+               "this party is disabled, or the key it connected with is revoked or retired", NULL);
         s->hello = false;
         return;
     }
@@ -715,8 +737,10 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
     } else if (f->body_case == RB__FRAME__BODY_ADMIN_REQUEST && s->party.card.role == CARD_ROLE_ADMIN) {
         char *output = NULL;
         bool changed = false;
-        bool ok = admin_execute(b->store, &s->party, s->peer, f->admin_request, now_ms(), is_connected, b,
-                                &output, &changed);
+        admin_env_t env = {
+            .connected = is_connected, .ctx = b, .rotation_overlap_ms = b->cfg->rotation_overlap_ms};
+        bool ok =
+            admin_execute(b->store, &fresh, s->peer, f->admin_request, now_ms(), &env, &output, &changed);
         if (changed && reload_trust(b) != RB_OK)
             log_error("trust_reload_failed", "after=admin");
         Rb__Frame r = RB__FRAME__INIT;
@@ -795,11 +819,125 @@ static void expire(broker_t *b)
         store_rollback(b->store);
 }
 
+/* --- key notices ------------------------------------------------------------------------------------------- */
+
+/* A notice of the key change recorded at leaf `index`, packed into *out (malloc'd); *owner is the party
+ * whose key changed. */
+static rb_err notice_body(broker_t *b, uint64_t index, uint8_t **out, size_t *len,
+                          char owner[CARD_NAME_MAX + 1])
+{
+    uint8_t *leaf;
+    size_t leaf_len;
+    Rb__LedgerEvent *e = NULL;
+    rb_err rc = ledger_leaf(store_ledger(b->store), index, &leaf, &leaf_len);
+    if (rc == RB_OK) {
+        rc = ledger_parse_leaf(leaf, leaf_len, &e);
+        free(leaf);
+    }
+    if (rc != RB_OK)
+        return rc;
+    Rb__KeyNotice n = RB__KEY_NOTICE__INIT;
+    n.ledger_index = index;
+    uint8_t packed[CARD_PACKED_MAX];
+    party_t revoked;
+    if (strcmp(e->action, "key_added") == 0) {
+        n.change = RB__KEY_NOTICE__CHANGE__CHANGE_ADDED;
+        n.card = e->card;
+        n.certification = e->certification;
+        n.old_key_retires_ms = e->retires_ms;
+    } else if (strcmp(e->action, "key_revoked") == 0 && e->key_id.len == RB_KEY_ID_BYTES &&
+               store_find_key(b->store, e->key_id.data, &revoked) == RB_OK) {
+        n.change = RB__KEY_NOTICE__CHANGE__CHANGE_REVOKED;
+        n.card = (ProtobufCBinaryData){card_pack(&revoked.card, packed), packed};
+        n.reason = e->detail;
+        n.revoked_since_ms = e->since_ms;
+    } else {
+        rc = RB_ERR_MALFORMED;
+    }
+    snprintf(owner, CARD_NAME_MAX + 1, "%s", e->party);
+    *len = rb__key_notice__get_packed_size(&n);
+    if (rc == RB_OK && (*out = malloc(*len ? *len : 1)) == NULL)
+        rc = RB_ERR_NOMEM;
+    if (rc == RB_OK)
+        rb__key_notice__pack(&n, *out);
+    rb__ledger_event__free_unpacked(e, NULL);
+    return rc;
+}
+
+typedef struct {
+    broker_t *b;
+    const uint8_t *body;
+    size_t len;
+    const char *owner;
+    int sent;
+} notice_run_t;
+
+/* Seals the notice to one adapter and queues it like any submission, in the caller's transaction. */
+static rb_err notice_to(void *ctx, const party_t *p)
+{
+    notice_run_t *r = ctx;
+    if (p->card.role == CARD_ROLE_ADMIN || !p->enabled || strcmp(p->card.name, r->owner) == 0)
+        return RB_OK;
+    envelope_params_t params = {.kind = RB__KIND__KIND_NOTICE, .created_ms = now_ms()};
+    msg_id_t id;
+    uint8_t *env, sha256[RB_HASH_BYTES];
+    size_t len;
+    Rb__Header *h = NULL;
+    uint64_t index;
+    rb_err rc = envelope_seal(r->b->me, &p->card, &params, r->body, r->len, &id, &env, &len);
+    if (rc != RB_OK)
+        return rc;
+    rbcrypto_sha256(env, len, sha256);
+    rc = envelope_peek_header(env, len, &h);
+    if (rc == RB_OK)
+        rc = record_submission(r->b, NULL, h, env, len, sha256, &index);
+    if (rc == RB_OK)
+        rc = store_add_message(r->b->store, h, env, len, sha256, index, params.created_ms);
+    if (h != NULL)
+        rb__header__free_unpacked(h, NULL);
+    free(env);
+    r->sent += rc == RB_OK;
+    return rc;
+}
+
+/* Tells every other adapter of each key change an admin made, one notice envelope per adapter, delivered
+ * like any envelope: so that receivers trust a rotated key, and refuse a revoked one, without an operator
+ * copying cards around. */
+static void send_notices(broker_t *b)
+{
+    bool found;
+    uint64_t leaf;
+    if (store_next_notice(b->store, &found, &leaf) != RB_OK || !found)
+        return;
+    notice_run_t r = {.b = b};
+    char owner[CARD_NAME_MAX + 1] = "";
+    uint8_t *body = NULL;
+    rb_err rc = notice_body(b, leaf, &body, &r.len, owner);
+    r.body = body;
+    r.owner = owner;
+    if (rc == RB_OK && (rc = store_begin(b->store)) == RB_OK) {
+        rc = store_each_party(b->store, notice_to, &r);
+        if (rc == RB_OK)
+            rc = store_notice_sent(b->store, leaf);
+        if (rc == RB_OK)
+            rc = store_commit(b->store);
+        if (rc != RB_OK)
+            store_rollback(b->store);
+    }
+    free(body);
+    if (rc == RB_OK)
+        log_info("key_notices_queued", "leaf=%llu adapter=%s recipients=%d", (unsigned long long)leaf, owner,
+                 r.sent);
+    else
+        log_error("key_notices_failed", "leaf=%llu error=\"%s\"", (unsigned long long)leaf, rb_strerror(rc));
+}
+
 /* --- timers ------------------------------------------------------------------------------------------------ */
 
 static void tick(broker_t *b)
 {
     expire(b);
+    send_notices(b);
     checkpoint_now(b, false);
     int64_t t = now_ms();
     for (size_t i = 0; i < MAX_SESSIONS; i++) {

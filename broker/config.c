@@ -20,6 +20,7 @@ void config_defaults(broker_config_t *cfg)
     cfg->retry_max_ms = 5 * 60 * 1000;
     cfg->retry_limit = 12;
     cfg->ttl_ms = 14LL * 24 * 3600 * 1000;
+    cfg->rotation_overlap_ms = 7LL * 24 * 3600 * 1000;
 }
 
 typedef struct {
@@ -41,6 +42,7 @@ static const struct {
     {"delivery", "retry_max_ms", offsetof(broker_config_t, retry_max_ms), 10, 7LL * 86400000},
     {"delivery", "retry_limit", offsetof(broker_config_t, retry_limit), 1, 1000},
     {"delivery", "ttl_ms", offsetof(broker_config_t, ttl_ms), 1000, 366LL * 86400000},
+    {"keys", "rotation_overlap_ms", offsetof(broker_config_t, rotation_overlap_ms), 1000, 366LL * 86400000},
 };
 
 static int on_value(void *user, const char *section, const char *name, const char *value)

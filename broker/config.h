@@ -12,6 +12,8 @@
  *   retry_max_ms = 300000
  *   retry_limit = 12
  *   ttl_ms = 1209600000
+ *   [keys]
+ *   rotation_overlap_ms = 604800000
  */
 #ifndef CONFIG_H
 #define CONFIG_H
@@ -32,6 +34,7 @@ typedef struct {
     int64_t retry_max_ms;           /* longest wait between attempts */
     int64_t retry_limit;            /* attempts before a message is dead-lettered */
     int64_t ttl_ms;                 /* age after which an undelivered message is dead-lettered */
+    int64_t rotation_overlap_ms;    /* how long a party's old key stays valid once its new key is added */
 } broker_config_t;
 
 void config_defaults(broker_config_t *cfg);

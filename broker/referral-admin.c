@@ -2,14 +2,16 @@
  *
  *   referral-admin --broker ENDPOINT --broker-card CARD --as ADMIN_SECRET [--passphrase-file F] COMMAND ...
  *
- * Commands: adapter add --card CARD | adapter list | adapter disable NAME | adapter enable NAME |
- *           key revoke KEYID --reason TEXT | status | dead-letters requeue ID | export-ledger --out FILE
- * Each command is signed with the admin's key; the broker verifies it and records it. The output is JSON.
+ * Commands: adapter add|list|disable|enable, key add|revoke, status, message show, dead-letters
+ * list|requeue|discard, quarantine list|release|discard, export-ledger (see usage below). Each command is
+ * signed with the admin's key; the broker verifies it and records it in its ledger. Output is JSON, or for
+ * status and lists a table unless --json. Nothing destructive happens without --yes.
  * Exit status: 0 done, 1 refused by the broker, 2 usage or system error. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -29,15 +31,45 @@ static const char usage[] =
     "  adapter list                 every registered party\n"
     "  adapter disable NAME         refuses its connections and frames from now on\n"
     "  adapter enable NAME\n"
-    "  key revoke KEYID --reason R  refuses everything signed with the key, for good\n"
-    "  status                       per adapter: connected, queued, in flight, awaiting ack, dead letters\n"
-    "  dead-letters requeue ID      queues a dead letter again, as new\n"
+    "  key add --card NEW.card [--cert NEW.cert]\n"
+    "                               a party's rotated key (from `referral-keys rotate`), accepted only with\n"
+    "                               its certification by the party's current key (default: NEW.cert);\n"
+    "                               the old key stays valid for the broker's rotation_overlap_ms\n"
+    "  key revoke KEYID --reason compromised|superseded|retired [--since TIME]\n"
+    "                               refuses the key from now (compromised: from TIME, ISO 8601 UTC like\n"
+    "                               2026-11-25T08:00:00Z), quarantines what it signed since, and tells\n"
+    "                               every adapter; the last admin key cannot be revoked\n"
+    "  status [--json]              per adapter and overall: connected, queued, in flight, awaiting ack\n"
+    "                               (oldest age), dead letters, quarantined, receipts in the last minute\n"
+    "  message show ID              a message's metadata and ledger history (never its content)\n"
+    "  dead-letters list [--json]\n"
+    "  dead-letters requeue ID | --all --yes\n"
+    "                               queues dead letters again, as new, with a new time to live\n"
+    "  dead-letters discard ID --reason TEXT --yes\n"
+    "                               gives a dead letter up for good (its envelope is deleted)\n"
+    "  quarantine list [--json]     messages held after their signing key was compromised\n"
+    "  quarantine release ID --yes  delivers a held message after all\n"
+    "  quarantine discard ID --reason TEXT --yes\n"
     "  export-ledger --out FILE     the audit ledger up to its latest checkpoint, for referral-audit: JSON\n"
     "                               lines if FILE ends in .jsonl, else SQLite (each page read is ledgered)\n"
     "\n"
     "Exit status: 0 done, 1 refused by the broker, 2 usage or system error.\n";
 
-enum { OPT_BROKER = 1, OPT_BROKER_CARD, OPT_AS, OPT_PASS_FILE, OPT_CARD, OPT_REASON, OPT_TIMEOUT, OPT_OUT };
+enum {
+    OPT_BROKER = 1,
+    OPT_BROKER_CARD,
+    OPT_AS,
+    OPT_PASS_FILE,
+    OPT_CARD,
+    OPT_REASON,
+    OPT_TIMEOUT,
+    OPT_OUT,
+    OPT_CERT,
+    OPT_SINCE,
+    OPT_JSON,
+    OPT_ALL,
+    OPT_YES
+};
 
 #define PAGE_LEAVES "1000"
 
@@ -113,6 +145,114 @@ static int export_ledger(client_t *client, const identity_t *me, const card_t *b
     return 0;
 }
 
+static const char *read_card_text(const char *path, char text[CARD_TEXT_MAX + 1])
+{
+    card_t card;
+    rb_err rc = card_read_file(&card, path);
+    if (rc != RB_OK)
+        xfail(rc, path);
+    text[card_to_text(&card, text)] = '\0';
+    return text;
+}
+
+/* The certification written by `referral-keys rotate` next to the card, unless named. */
+static const char *read_cert_text(const char *card_path, const char *cert_path, char text[CARD_TEXT_MAX + 1])
+{
+    char path[4096];
+    size_t n = strlen(card_path);
+    if (cert_path == NULL) {
+        if (n < 5 || strcmp(card_path + n - 5, ".card") != 0 ||
+            snprintf(path, sizeof path, "%.*s.cert", (int)(n - 5), card_path) >= (int)sizeof path)
+            xdie(EXIT_USAGE, "--cert is required when the card's file name does not end in .card");
+        cert_path = path;
+    }
+    card_cert_t cert;
+    rb_err rc = card_cert_read_file(&cert, cert_path);
+    if (rc != RB_OK)
+        xdie(tool_exit_code(rc), "%s: %s (key add needs the certification `referral-keys rotate` wrote)",
+             cert_path, rc == RB_ERR_IO ? "cannot read it" : rb_strerror(rc));
+    text[card_cert_to_text(&cert, text)] = '\0';
+    return text;
+}
+
+/* "2026-11-25T08:00:00Z" as Unix milliseconds. */
+static int64_t parse_time(const char *text)
+{
+    struct tm tm = {0};
+    int end = 0;
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &end) != 6 ||
+        text[end] != '\0' || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+        tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+        xdie(EXIT_USAGE, "--since must be a UTC time like 2026-11-25T08:00:00Z");
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t)timegm(&tm) * 1000;
+}
+
+static void print_age(int64_t ms)
+{
+    if (ms <= 0)
+        printf("%8s", "-");
+    else if (ms < 3600000)
+        printf("%7lldm", (long long)(ms / 60000));
+    else if (ms < 172800000)
+        printf("%7lldh", (long long)(ms / 3600000));
+    else
+        printf("%7lldd", (long long)(ms / 86400000));
+}
+
+static long long int_of(json_t *o, const char *key)
+{
+    return (long long)json_integer_value(json_object_get(o, key));
+}
+
+/* status and the lists, for people: one line per adapter or message. */
+static void print_table(const char *command, const char *output)
+{
+    json_error_t jerr;
+    json_t *o = json_loads(output, 0, &jerr), *v;
+    size_t i;
+    if (o == NULL)
+        xdie(EXIT_USAGE, "the broker's answer is not what this tool expects");
+    if (strcmp(command, "status") == 0) {
+        printf("%-24s %-6s %-5s %7s %8s %8s %8s %8s %8s %8s\n", "ADAPTER", "ROLE", "CONN", "QUEUED",
+               "INFLIGHT", "AWAITACK", "OLDEST", "DEAD", "QUARANT", "RCPT/MIN");
+        json_t *total = json_object_get(o, "total");
+        json_array_foreach(json_object_get(o, "adapters"), i, v)
+        {
+            printf("%-24s %-6s %-5s %7lld %8lld %8lld ", json_string_value(json_object_get(v, "name")),
+                   json_string_value(json_object_get(v, "role")),
+                   json_is_true(json_object_get(v, "connected")) ? "yes" : "no", int_of(v, "queued"),
+                   int_of(v, "inFlight"), int_of(v, "awaitingAck"));
+            print_age(int_of(v, "oldestAwaitingAckMs"));
+            printf(" %8lld %8lld %8lld\n", int_of(v, "deadLetters"), int_of(v, "quarantined"),
+                   int_of(v, "receiptsPerMinute"));
+        }
+        printf("%-24s %-6s %-5lld %7lld %8lld %8lld ", "TOTAL", "", int_of(total, "connected"),
+               int_of(total, "queued"), int_of(total, "inFlight"), int_of(total, "awaitingAck"));
+        print_age(int_of(total, "oldestAwaitingAckMs"));
+        printf(" %8lld %8lld %8lld\nledger: %lld leaves\n", int_of(total, "deadLetters"),
+               int_of(total, "quarantined"), int_of(total, "receiptsPerMinute"), int_of(o, "ledgerSize"));
+    } else {
+        printf("%-32s %-20s %-20s %4s %-20s %s\n", "MESSAGE", "SENDER", "RECIPIENT", "TRY", "RECEIVED",
+               "REASON");
+        json_array_foreach(o, i, v)
+        {
+            char when[32];
+            time_t t = (time_t)(int_of(v, "receivedMs") / 1000);
+            struct tm tm;
+            strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+            printf("%-32s %-20s %-20s %4lld %-20s %s\n", json_string_value(json_object_get(v, "id")),
+                   json_string_value(json_object_get(v, "sender")),
+                   json_string_value(json_object_get(v, "recipient")), int_of(v, "attempts"), when,
+                   json_string_value(json_object_get(v, "reason")));
+        }
+        printf("%zu message%s\n", json_array_size(o), json_array_size(o) == 1 ? "" : "s");
+    }
+    json_decref(o);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -124,11 +264,17 @@ int main(int argc, char **argv)
         {"reason", required_argument, NULL, OPT_REASON},
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
         {"out", required_argument, NULL, OPT_OUT},
+        {"cert", required_argument, NULL, OPT_CERT},
+        {"since", required_argument, NULL, OPT_SINCE},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"all", no_argument, NULL, OPT_ALL},
+        {"yes", no_argument, NULL, OPT_YES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *endpoint = NULL, *broker_card = NULL, *as = NULL, *pass_file = NULL, *card_path = NULL,
-               *reason = NULL, *timeout = NULL, *out = NULL;
+               *reason = NULL, *timeout = NULL, *out = NULL, *cert_path = NULL, *since = NULL, *json = NULL,
+               *all = NULL, *yes = NULL;
     tool_init(argv[0]);
     pbjson_init();
     int c;
@@ -158,6 +304,21 @@ int main(int argc, char **argv)
         case OPT_OUT:
             xoption_once(&out, optarg, "--out");
             break;
+        case OPT_CERT:
+            xoption_once(&cert_path, optarg, "--cert");
+            break;
+        case OPT_SINCE:
+            xoption_once(&since, optarg, "--since");
+            break;
+        case OPT_JSON:
+            xoption_once(&json, "yes", "--json");
+            break;
+        case OPT_ALL:
+            xoption_once(&all, "yes", "--all");
+            break;
+        case OPT_YES:
+            xoption_once(&yes, "yes", "--yes");
+            break;
         case 'h':
             fputs(usage, stdout);
             return 0;
@@ -175,33 +336,56 @@ int main(int argc, char **argv)
 
     /* The command line, as the broker's command name and arguments. */
     char command[64];
-    const char *args[2];
+    const char *args[3];
     size_t n_args = 0;
-    char card_text[CARD_TEXT_MAX + 1];
-    if (n_words >= 2 && strcmp(words[0], "adapter") == 0) {
-        snprintf(command, sizeof command, "adapter %s", words[1]);
-        if (strcmp(words[1], "add") == 0) {
+    char card_text[CARD_TEXT_MAX + 1], cert_text[CARD_TEXT_MAX + 1], since_ms[24];
+    const char *w0 = words[0], *w1 = n_words > 1 ? words[1] : "", *w2 = n_words > 2 ? words[2] : NULL;
+    bool table = false; /* a list or status printed for people unless --json */
+    if (n_words >= 2)
+        snprintf(command, sizeof command, "%s %s", w0, w1);
+    if (n_words >= 2 && strcmp(w0, "adapter") == 0) {
+        if (strcmp(w1, "add") == 0) {
             xrequire(card_path, "--card");
-            card_t card;
-            rb_err rc = card_read_file(&card, card_path);
-            if (rc != RB_OK)
-                xfail(rc, card_path);
-            card_text[card_to_text(&card, card_text)] = '\0';
-            args[n_args++] = card_text;
+            args[n_args++] = read_card_text(card_path, card_text);
         } else if (n_words == 3) {
-            args[n_args++] = words[2];
+            args[n_args++] = w2;
         }
-    } else if (n_words == 3 && strcmp(words[0], "key") == 0 && strcmp(words[1], "revoke") == 0) {
+    } else if (n_words == 2 && strcmp(w0, "key") == 0 && strcmp(w1, "add") == 0) {
+        xrequire(card_path, "--card");
+        args[n_args++] = read_card_text(card_path, card_text);
+        args[n_args++] = read_cert_text(card_path, cert_path, cert_text);
+    } else if (n_words == 3 && strcmp(w0, "key") == 0 && strcmp(w1, "revoke") == 0) {
         xrequire(reason, "--reason");
-        snprintf(command, sizeof command, "key revoke");
-        args[n_args++] = words[2];
+        args[n_args++] = w2;
         args[n_args++] = reason;
-    } else if (n_words == 1 && strcmp(words[0], "status") == 0) {
+        snprintf(since_ms, sizeof since_ms, "%lld", since ? (long long)parse_time(since) : 0LL);
+        args[n_args++] = since_ms;
+    } else if (n_words == 1 && strcmp(w0, "status") == 0) {
         snprintf(command, sizeof command, "status");
-    } else if (n_words == 3 && strcmp(words[0], "dead-letters") == 0 && strcmp(words[1], "requeue") == 0) {
-        snprintf(command, sizeof command, "dead-letters requeue");
-        args[n_args++] = words[2];
-    } else if (n_words == 1 && strcmp(words[0], "export-ledger") == 0) {
+        table = json == NULL;
+    } else if (n_words == 3 && strcmp(w0, "message") == 0 && strcmp(w1, "show") == 0) {
+        args[n_args++] = w2;
+    } else if (n_words >= 2 && (strcmp(w0, "dead-letters") == 0 || strcmp(w0, "quarantine") == 0)) {
+        bool discard = strcmp(w1, "discard") == 0;
+        if (strcmp(w1, "list") == 0 && n_words == 2) {
+            table = json == NULL;
+        } else if ((strcmp(w1, "requeue") == 0 || strcmp(w1, "release") == 0) && all != NULL &&
+                   n_words == 2) {
+            if (yes == NULL)
+                xdie(EXIT_USAGE, "%s %s --all changes every message in the list: add --yes", w0, w1);
+            args[n_args++] = "all";
+        } else if (n_words == 3 && (strcmp(w1, "requeue") == 0 || strcmp(w1, "release") == 0 || discard)) {
+            if (discard)
+                xrequire(reason, "--reason");
+            if (yes == NULL && (discard || strcmp(w1, "release") == 0))
+                xdie(EXIT_USAGE, "%s %s cannot be undone: add --yes", w0, w1);
+            args[n_args++] = w2;
+            if (discard)
+                args[n_args++] = reason;
+        } else {
+            xdie(EXIT_USAGE, "unknown %s command (see --help)", w0);
+        }
+    } else if (n_words == 1 && strcmp(w0, "export-ledger") == 0) {
         xrequire(out, "--out");
         snprintf(command, sizeof command, "ledger read");
     } else {
@@ -233,7 +417,10 @@ int main(int argc, char **argv)
         xfail(rc, "no answer from the broker");
     if (!ok)
         xdie(EXIT_VERIFY, "refused: %s", output);
-    printf("%s\n", output);
+    if (table)
+        print_table(command, output);
+    else
+        printf("%s\n", output);
     free(output);
     return 0;
 }

@@ -59,7 +59,71 @@ static const char *const migrations[] = {
     "CREATE TABLE admin_nonces(nonce BLOB PRIMARY KEY, used_ms INTEGER NOT NULL);",
     /* version 2: the audit ledger, which every event goes to */
     LEDGER_SCHEMA,
+    /* version 3: several keys per party (rotation), dated revocations, quarantine, key notices to send,
+     * and each message's ledger leaves */
+    "CREATE TABLE party_keys("
+    "  key_id BLOB PRIMARY KEY,"
+    "  party TEXT NOT NULL,"
+    "  curve_key BLOB NOT NULL UNIQUE,"
+    "  card BLOB NOT NULL,"
+    "  added_ms INTEGER NOT NULL,"
+    "  retires_ms INTEGER);"
+    "INSERT INTO party_keys(key_id, party, curve_key, card, added_ms)"
+    "  SELECT key_id, name, curve_key, card, added_ms FROM parties ORDER BY id;"
+    "CREATE INDEX party_keys_party ON party_keys(party);"
+    "CREATE TABLE parties_v3("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  role INTEGER NOT NULL,"
+    "  agency TEXT NOT NULL,"
+    "  enabled INTEGER NOT NULL DEFAULT 1,"
+    "  added_ms INTEGER NOT NULL);"
+    "INSERT INTO parties_v3 SELECT id, name, role, agency, enabled, added_ms FROM parties;"
+    "DROP TABLE parties;"
+    "ALTER TABLE parties_v3 RENAME TO parties;"
+    /* Revocations before version 3 covered everything the key signed: since 0. */
+    "ALTER TABLE revoked_keys ADD COLUMN since_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE messages ADD COLUMN sender_key_id BLOB;"
+    /* When it was last queued: the time to live counts from here, so a requeued letter gets a new one. */
+    "ALTER TABLE messages ADD COLUMN queued_ms INTEGER;"
+    "UPDATE messages SET queued_ms = received_ms;"
+    "CREATE INDEX messages_sender_key ON messages(sender_key_id, state);"
+    "CREATE INDEX messages_state ON messages(state, recipient);"
+    "CREATE TABLE message_leaves(message_id BLOB NOT NULL, leaf INTEGER NOT NULL,"
+    "  PRIMARY KEY(message_id, leaf)) WITHOUT ROWID;"
+    "CREATE TABLE pending_notices(leaf INTEGER PRIMARY KEY);",
 };
+
+/* Indexes the leaves about each message, for `message show`, when a version 2 database is migrated. */
+static rb_err index_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    store_t *s = ctx;
+    Rb__LedgerEvent *e;
+    rb_err rc = ledger_parse_leaf(leaf, len, &e);
+    if (rc != RB_OK)
+        return rc;
+    if (e->message_id.len == MSG_ID_BYTES)
+        rc = sqldb_run(sqldb_prepare(s->db,
+                                     "INSERT OR IGNORE INTO message_leaves(message_id, leaf) VALUES(?, ?)",
+                                     "bi", e->message_id.data, MSG_ID_BYTES, (int64_t)index));
+    rb__ledger_event__free_unpacked(e, NULL);
+    return rc;
+}
+
+static rb_err index_old_leaves(store_t *s)
+{
+    int64_t indexed = 0;
+    rb_err rc = sqldb_int(sqldb_prepare(s->db, "SELECT count(*) FROM message_leaves", ""), &indexed);
+    if (rc != RB_OK || indexed > 0 || ledger_size(s->ledger) == 0)
+        return rc;
+    if ((rc = store_begin(s)) != RB_OK)
+        return rc;
+    rc = ledger_each_leaf(s->ledger, 0, ledger_size(s->ledger), index_leaf, s);
+    if (rc == RB_OK)
+        return store_commit(s);
+    sqldb_exec(s->db, "ROLLBACK");
+    return rc;
+}
 
 rb_err store_open(store_t **out, const char *path, bool create, char *err, size_t errlen)
 {
@@ -71,6 +135,10 @@ rb_err store_open(store_t **out, const char *path, bool create, char *err, size_
                            (int)(sizeof migrations / sizeof migrations[0]), "broker", err, errlen);
     if (rc == RB_OK && (rc = ledger_open(&s->ledger, s->db)) != RB_OK) {
         snprintf(err, errlen, "the broker's ledger does not load: %s", rb_strerror(rc));
+        sqlite3_close_v2(s->db);
+    } else if (rc == RB_OK && (rc = index_old_leaves(s)) != RB_OK) {
+        snprintf(err, errlen, "indexing the ledger's leaves by message: %s", rb_strerror(rc));
+        ledger_close(&s->ledger);
         sqlite3_close_v2(s->db);
     }
     if (rc != RB_OK) {
@@ -129,19 +197,50 @@ rb_err store_record_card(store_t *s, const card_t *card, const char *detail, int
     return store_event(s, &e, NULL);
 }
 
-rb_err store_add_party(store_t *s, const card_t *card, int64_t now_ms)
+static rb_err insert_key(store_t *s, const card_t *card, int64_t now_ms)
 {
     uint8_t packed[CARD_PACKED_MAX];
     size_t n = card_pack(card, packed);
+    return sqldb_run(sqldb_prepare(
+        s->db, "INSERT INTO party_keys(key_id, party, curve_key, card, added_ms) VALUES(?, ?, ?, ?, ?)",
+        "btbbi", card->key_id, RB_KEY_ID_BYTES, card->name, card->box_pk, RB_BOX_PK_BYTES, packed, (int)n,
+        now_ms));
+}
+
+rb_err store_add_party(store_t *s, const card_t *card, int64_t now_ms)
+{
     rb_err rc = store_record_card(s, card, card_role_name((card_role)card->role), now_ms);
-    if (rc != RB_OK)
-        return rc;
-    return sqldb_run(
-        sqldb_prepare(s->db,
-                      "INSERT INTO parties(name, role, agency, key_id, curve_key, card, added_ms) "
-                      "VALUES(?, ?, ?, ?, ?, ?, ?)",
-                      "titbbbi", card->name, (int64_t)card->role, card->agency, card->key_id, RB_KEY_ID_BYTES,
-                      card->box_pk, RB_BOX_PK_BYTES, packed, (int)n, now_ms));
+    if (rc == RB_OK)
+        rc = sqldb_run(sqldb_prepare(s->db,
+                                     "INSERT INTO parties(name, role, agency, added_ms) VALUES(?, ?, ?, ?)",
+                                     "titi", card->name, (int64_t)card->role, card->agency, now_ms));
+    return rc == RB_OK ? insert_key(s, card, now_ms) : rc;
+}
+
+rb_err store_add_key(store_t *s, const card_t *card, const card_cert_t *cert, int64_t retires_ms,
+                     int64_t now_ms, uint64_t *leaf)
+{
+    uint8_t packed[CARD_PACKED_MAX], cert_packed[CARD_CERT_PACKED];
+    card_cert_pack(cert, cert_packed);
+    Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+    e.at_ms = now_ms;
+    e.action = "key_added";
+    e.party = (char *)card->name;
+    e.agency = (char *)card->agency;
+    e.outcome = "ok";
+    e.card = (ProtobufCBinaryData){card_pack(card, packed), packed};
+    e.key_id = (ProtobufCBinaryData){RB_KEY_ID_BYTES, (uint8_t *)cert->old_key_id};
+    e.certification = (ProtobufCBinaryData){sizeof cert_packed, cert_packed};
+    e.retires_ms = retires_ms;
+    rb_err rc = store_event(s, &e, leaf);
+    if (rc == RB_OK)
+        rc = insert_key(s, card, now_ms);
+    if (rc == RB_OK)
+        rc = sqldb_run(sqldb_prepare(s->db,
+                                     "UPDATE party_keys SET retires_ms = ? WHERE key_id = ? "
+                                     "AND (retires_ms IS NULL OR retires_ms > ?)",
+                                     "ibi", retires_ms, cert->old_key_id, RB_KEY_ID_BYTES, retires_ms));
+    return rc;
 }
 
 rb_err store_set_enabled(store_t *s, const char *name, bool enabled)
@@ -153,10 +252,15 @@ rb_err store_set_enabled(store_t *s, const char *name, bool enabled)
     return rc;
 }
 
+/* Columns: id, enabled, card, retires_ms. */
+#define PARTY_COLUMNS                                                                                        \
+    "SELECT p.id, p.enabled, k.card, k.retires_ms FROM parties p JOIN party_keys k ON k.party = p.name "
+
 static rb_err read_party(sqlite3_stmt *st, party_t *out)
 {
     out->id = sqlite3_column_int64(st, 0);
     out->enabled = sqlite3_column_int(st, 1) != 0;
+    out->retires_ms = sqlite3_column_int64(st, 3);
     return card_unpack(&out->card, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2));
 }
 
@@ -174,20 +278,24 @@ static rb_err find_party(sqlite3_stmt *st, party_t *out)
 
 rb_err store_find_party(store_t *s, const char *name, party_t *out)
 {
-    return find_party(sqldb_prepare(s->db, "SELECT id, enabled, card FROM parties WHERE name = ?", "t", name),
-                      out);
+    return find_party(
+        sqldb_prepare(s->db, PARTY_COLUMNS "WHERE p.name = ? ORDER BY k.rowid DESC LIMIT 1", "t", name), out);
 }
 
 rb_err store_find_party_by_curve_key(store_t *s, const uint8_t key[RB_BOX_PK_BYTES], party_t *out)
 {
-    return find_party(sqldb_prepare(s->db, "SELECT id, enabled, card FROM parties WHERE curve_key = ?", "b",
-                                    key, RB_BOX_PK_BYTES),
+    return find_party(sqldb_prepare(s->db, PARTY_COLUMNS "WHERE k.curve_key = ?", "b", key, RB_BOX_PK_BYTES),
                       out);
 }
 
-rb_err store_each_party(store_t *s, rb_err (*fn)(void *ctx, const party_t *p), void *ctx)
+rb_err store_find_key(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], party_t *out)
 {
-    sqlite3_stmt *st = sqldb_prepare(s->db, "SELECT id, enabled, card FROM parties ORDER BY id", "");
+    return find_party(sqldb_prepare(s->db, PARTY_COLUMNS "WHERE k.key_id = ?", "b", key_id, RB_KEY_ID_BYTES),
+                      out);
+}
+
+static rb_err each_party(store_t *s, sqlite3_stmt *st, rb_err (*fn)(void *ctx, const party_t *p), void *ctx)
+{
     if (st == NULL)
         return RB_ERR_IO;
     rb_err rc = RB_OK;
@@ -201,31 +309,50 @@ rb_err store_each_party(store_t *s, rb_err (*fn)(void *ctx, const party_t *p), v
     if (rc == RB_OK && step != SQLITE_DONE)
         rc = RB_ERR_IO;
     sqlite3_finalize(st);
+    (void)s;
     return rc;
 }
 
-rb_err store_revoke_key(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], const char *reason, int64_t now_ms)
+rb_err store_each_party(store_t *s, rb_err (*fn)(void *ctx, const party_t *p), void *ctx)
 {
-    sqlite3_stmt *st =
-        sqldb_prepare(s->db, "SELECT 1 FROM parties WHERE key_id = ?", "b", key_id, RB_KEY_ID_BYTES);
-    if (st == NULL)
-        return RB_ERR_IO;
-    int step = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (step != SQLITE_ROW)
-        return step == SQLITE_DONE ? RB_ERR_UNKNOWN_SENDER : RB_ERR_IO;
+    /* Each party once, with its newest key. */
+    return each_party(s,
+                      sqldb_prepare(s->db,
+                                    PARTY_COLUMNS "WHERE k.rowid = (SELECT max(rowid) FROM party_keys "
+                                                  "WHERE party = p.name) ORDER BY p.id",
+                                    ""),
+                      fn, ctx);
+}
+
+rb_err store_each_key(store_t *s, rb_err (*fn)(void *ctx, const party_t *p), void *ctx)
+{
+    return each_party(s, sqldb_prepare(s->db, PARTY_COLUMNS "ORDER BY k.rowid", ""), fn, ctx);
+}
+
+rb_err store_revoke_key(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], const char *reason,
+                        int64_t since_ms, int64_t now_ms, uint64_t *leaf)
+{
+    party_t owner;
+    rb_err rc = store_find_key(s, key_id, &owner);
+    if (rc != RB_OK)
+        return rc;
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.at_ms = now_ms;
     e.action = "key_revoked";
+    e.party = owner.card.name;
+    e.agency = owner.card.agency;
     e.outcome = "ok";
     e.detail = (char *)reason;
     e.key_id = (ProtobufCBinaryData){RB_KEY_ID_BYTES, (uint8_t *)key_id};
-    rb_err rc = store_event(s, &e, NULL);
-    if (rc != RB_OK)
+    e.since_ms = since_ms;
+    if ((rc = store_event(s, &e, leaf)) != RB_OK)
         return rc;
+    /* Revoked again: the earlier time stands, as in the trust store. */
     return sqldb_run(
-        sqldb_prepare(s->db, "INSERT OR IGNORE INTO revoked_keys(key_id, reason, revoked_ms) VALUES(?, ?, ?)",
-                      "bti", key_id, RB_KEY_ID_BYTES, reason, now_ms));
+        sqldb_prepare(s->db,
+                      "INSERT INTO revoked_keys(key_id, reason, revoked_ms, since_ms) VALUES(?, ?, ?, ?) "
+                      "ON CONFLICT(key_id) DO UPDATE SET since_ms = min(since_ms, excluded.since_ms)",
+                      "btii", key_id, RB_KEY_ID_BYTES, reason, now_ms, since_ms));
 }
 
 bool store_key_revoked(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES])
@@ -240,7 +367,10 @@ bool store_key_revoked(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES])
 
 static rb_err add_to_trust(void *ctx, const party_t *p)
 {
-    return trust_add(ctx, &p->card);
+    rb_err rc = trust_add(ctx, &p->card);
+    if (rc == RB_OK && p->retires_ms > 0)
+        rc = trust_retire(ctx, p->card.key_id, (uint64_t)(p->retires_ms / 1000));
+    return rc;
 }
 
 rb_err store_load_trust(store_t *s, trust_t **out)
@@ -249,9 +379,9 @@ rb_err store_load_trust(store_t *s, trust_t **out)
     rb_err rc = trust_new(&trust);
     if (rc != RB_OK)
         return rc;
-    rc = store_each_party(s, add_to_trust, trust);
+    rc = store_each_key(s, add_to_trust, trust);
     sqlite3_stmt *st =
-        rc == RB_OK ? sqldb_prepare(s->db, "SELECT key_id, revoked_ms FROM revoked_keys", "") : NULL;
+        rc == RB_OK ? sqldb_prepare(s->db, "SELECT key_id, since_ms FROM revoked_keys", "") : NULL;
     if (rc == RB_OK && st == NULL)
         rc = RB_ERR_IO;
     while (rc == RB_OK && sqlite3_step(st) == SQLITE_ROW)
@@ -265,35 +395,138 @@ rb_err store_load_trust(store_t *s, trust_t **out)
     return rc;
 }
 
+static rb_err count_usable_admin(void *ctx, const party_t *p)
+{
+    int64_t *counts = ctx; /* [0] now, [1] count */
+    uint64_t t = (uint64_t)(counts[0] / 1000);
+    if (p->card.role == CARD_ROLE_ADMIN && p->enabled && card_valid_at(&p->card, t) == RB_OK &&
+        (p->retires_ms == 0 || p->retires_ms > counts[0]))
+        counts[1]++;
+    return RB_OK;
+}
+
+rb_err store_count_admin_keys(store_t *s, int64_t now_ms, int *count)
+{
+    int64_t counts[2] = {now_ms, 0};
+    rb_err rc = each_party(s,
+                           sqldb_prepare(s->db,
+                                         PARTY_COLUMNS "WHERE p.role = 4 AND k.key_id NOT IN "
+                                                       "(SELECT key_id FROM revoked_keys)",
+                                         ""),
+                           count_usable_admin, counts);
+    *count = (int)counts[1];
+    return rc;
+}
+
+rb_err store_add_notice(store_t *s, uint64_t leaf)
+{
+    return sqldb_run(sqldb_prepare(s->db, "INSERT INTO pending_notices(leaf) VALUES(?)", "i", (int64_t)leaf));
+}
+
+rb_err store_next_notice(store_t *s, bool *found, uint64_t *leaf)
+{
+    int64_t v = -1;
+    rb_err rc =
+        sqldb_int(sqldb_prepare(s->db, "SELECT coalesce(min(leaf), -1) FROM pending_notices", ""), &v);
+    *found = rc == RB_OK && v >= 0;
+    *leaf = *found ? (uint64_t)v : 0;
+    return rc;
+}
+
+rb_err store_notice_sent(store_t *s, uint64_t leaf)
+{
+    return sqldb_run(sqldb_prepare(s->db, "DELETE FROM pending_notices WHERE leaf = ?", "i", (int64_t)leaf));
+}
+
 rb_err store_event(store_t *s, Rb__LedgerEvent *e, uint64_t *index)
 {
-    return ledger_append(s->ledger, e, index);
+    uint64_t at;
+    rb_err rc = ledger_append(s->ledger, e, &at);
+    if (rc == RB_OK && e->message_id.len == MSG_ID_BYTES)
+        rc = sqldb_run(sqldb_prepare(s->db, "INSERT INTO message_leaves(message_id, leaf) VALUES(?, ?)", "bi",
+                                     e->message_id.data, MSG_ID_BYTES, (int64_t)at));
+    if (index != NULL)
+        *index = at;
+    return rc;
+}
+
+/* Columns read_message expects. */
+#define MESSAGE_COLUMNS                                                                                      \
+    "SELECT message_id, envelope_sha256, submit_index, received_ms, recipient, sender, attempts, state, "    \
+    "kind, coalesce(dead_reason, ''), coalesce(confirmed_ms, 0), coalesce(ack_status, 0), "                  \
+    "coalesce(acked_ms, 0), sender_key_id, length(envelope) FROM messages "
+
+static void read_message(sqlite3_stmt *st, stored_msg_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (sqlite3_column_bytes(st, 0) == MSG_ID_BYTES)
+        memcpy(out->message_id, sqlite3_column_blob(st, 0), MSG_ID_BYTES);
+    if (sqlite3_column_bytes(st, 1) == RB_HASH_BYTES)
+        memcpy(out->envelope_sha256, sqlite3_column_blob(st, 1), RB_HASH_BYTES);
+    out->submit_index = (uint64_t)sqlite3_column_int64(st, 2);
+    out->received_ms = sqlite3_column_int64(st, 3);
+    snprintf(out->recipient, sizeof out->recipient, "%s", (const char *)sqlite3_column_text(st, 4));
+    snprintf(out->sender, sizeof out->sender, "%s", (const char *)sqlite3_column_text(st, 5));
+    out->attempts = sqlite3_column_int(st, 6);
+    snprintf(out->state, sizeof out->state, "%s", (const char *)sqlite3_column_text(st, 7));
+    out->kind = sqlite3_column_int(st, 8);
+    snprintf(out->reason, sizeof out->reason, "%s", (const char *)sqlite3_column_text(st, 9));
+    out->confirmed_ms = sqlite3_column_int64(st, 10);
+    out->ack_status = sqlite3_column_int(st, 11);
+    out->acked_ms = sqlite3_column_int64(st, 12);
+    if (sqlite3_column_bytes(st, 13) == RB_KEY_ID_BYTES)
+        memcpy(out->sender_key_id, sqlite3_column_blob(st, 13), RB_KEY_ID_BYTES);
+    out->envelope_bytes = (size_t)sqlite3_column_int64(st, 14);
 }
 
 rb_err store_find_message(store_t *s, const uint8_t id[MSG_ID_BYTES], bool *found, stored_msg_t *out)
 {
-    sqlite3_stmt *st =
-        sqldb_prepare(s->db,
-                      "SELECT envelope_sha256, submit_index, received_ms, recipient, sender, attempts, state "
-                      "FROM messages WHERE message_id = ?",
-                      "b", id, MSG_ID_BYTES);
+    sqlite3_stmt *st = sqldb_prepare(s->db, MESSAGE_COLUMNS "WHERE message_id = ?", "b", id, MSG_ID_BYTES);
     if (st == NULL)
         return RB_ERR_IO;
     int step = sqlite3_step(st);
     *found = step == SQLITE_ROW;
-    if (*found) {
-        memset(out, 0, sizeof *out);
-        if (sqlite3_column_bytes(st, 0) == RB_HASH_BYTES)
-            memcpy(out->envelope_sha256, sqlite3_column_blob(st, 0), RB_HASH_BYTES);
-        out->submit_index = (uint64_t)sqlite3_column_int64(st, 1);
-        out->received_ms = sqlite3_column_int64(st, 2);
-        snprintf(out->recipient, sizeof out->recipient, "%s", (const char *)sqlite3_column_text(st, 3));
-        snprintf(out->sender, sizeof out->sender, "%s", (const char *)sqlite3_column_text(st, 4));
-        out->attempts = sqlite3_column_int(st, 5);
-        snprintf(out->state, sizeof out->state, "%s", (const char *)sqlite3_column_text(st, 6));
-    }
+    if (*found)
+        read_message(st, out);
     sqlite3_finalize(st);
     return step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+}
+
+rb_err store_each_message(store_t *s, const char *state, rb_err (*fn)(void *ctx, const stored_msg_t *m),
+                          void *ctx)
+{
+    sqlite3_stmt *st =
+        sqldb_prepare(s->db, MESSAGE_COLUMNS "WHERE state = ? ORDER BY submit_index", "t", state);
+    if (st == NULL)
+        return RB_ERR_IO;
+    rb_err rc = RB_OK;
+    int step;
+    while (rc == RB_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        stored_msg_t m;
+        read_message(st, &m);
+        rc = fn(ctx, &m);
+    }
+    if (rc == RB_OK && step != SQLITE_DONE)
+        rc = RB_ERR_IO;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+rb_err store_message_leaves(store_t *s, const uint8_t id[MSG_ID_BYTES],
+                            rb_err (*fn)(void *ctx, uint64_t leaf), void *ctx)
+{
+    sqlite3_stmt *st = sqldb_prepare(
+        s->db, "SELECT leaf FROM message_leaves WHERE message_id = ? ORDER BY leaf", "b", id, MSG_ID_BYTES);
+    if (st == NULL)
+        return RB_ERR_IO;
+    rb_err rc = RB_OK;
+    int step;
+    while (rc == RB_OK && (step = sqlite3_step(st)) == SQLITE_ROW)
+        rc = fn(ctx, (uint64_t)sqlite3_column_int64(st, 0));
+    if (rc == RB_OK && step != SQLITE_DONE)
+        rc = RB_ERR_IO;
+    sqlite3_finalize(st);
+    return rc;
 }
 
 rb_err store_add_message(store_t *s, const Rb__Header *h, const uint8_t *env, size_t len,
@@ -302,12 +535,13 @@ rb_err store_add_message(store_t *s, const Rb__Header *h, const uint8_t *env, si
     return sqldb_run(sqldb_prepare(
         s->db,
         "INSERT INTO messages(message_id, envelope, envelope_sha256, kind, sender, recipient, case_key,"
-        " ref_message_id, created_ms, received_ms, submit_index, next_attempt_ms) "
-        "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        "bbbittbbiiii", h->message_id.data, MSG_ID_BYTES, env, (int)len, sha256, RB_HASH_BYTES,
+        " ref_message_id, created_ms, received_ms, submit_index, next_attempt_ms, sender_key_id, queued_ms) "
+        "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "bbbittbbiiiibi", h->message_id.data, MSG_ID_BYTES, env, (int)len, sha256, RB_HASH_BYTES,
         (int64_t)h->kind, h->sender, h->recipient, h->case_key.len ? h->case_key.data : NULL,
         (int)h->case_key.len, h->ref_message_id.len ? h->ref_message_id.data : NULL,
-        (int)h->ref_message_id.len, h->created_ms, now_ms, (int64_t)submit_index, now_ms));
+        (int)h->ref_message_id.len, h->created_ms, now_ms, (int64_t)submit_index, now_ms,
+        h->sender_key_id.data, (int)h->sender_key_id.len, now_ms));
 }
 
 rb_err store_due(store_t *s, const char *recipient, int64_t now_ms, due_msg_t *out, size_t max, size_t *n)
@@ -409,19 +643,75 @@ rb_err store_dead(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *reason
                          "tb", reason, id, MSG_ID_BYTES));
 }
 
-rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t now_ms)
+/* Ledgers an admin's decision on a message: action with outcome "ok" and the reason. */
+static rb_err message_event(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *action,
+                            const char *reason, int64_t now_ms)
 {
-    rb_err rc = update_one(
-        s, sqldb_prepare(s->db,
-                         "UPDATE messages SET state = 'queued', attempts = 0, next_attempt_ms = ?, "
-                         "dead_reason = NULL WHERE message_id = ? AND state = 'dead'",
-                         "ib", now_ms, id, MSG_ID_BYTES));
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.at_ms = now_ms;
-    e.action = "requeued";
+    e.action = (char *)action;
     e.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, (uint8_t *)id};
     e.outcome = "ok";
-    return rc == RB_OK ? store_event(s, &e, NULL) : rc;
+    e.detail = (char *)(reason ? reason : "");
+    return store_event(s, &e, NULL);
+}
+
+rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, int64_t now_ms)
+{
+    rb_err rc = update_one(
+        s, sqldb_prepare(
+               s->db,
+               "UPDATE messages SET state = 'queued', attempts = 0, next_attempt_ms = ?, queued_ms = ?, "
+               "dead_reason = NULL WHERE message_id = ? AND state = ?",
+               "iibt", now_ms, now_ms, id, MSG_ID_BYTES, from_state));
+    return rc == RB_OK
+               ? message_event(s, id, strcmp(from_state, "dead") == 0 ? "requeued" : "released", NULL, now_ms)
+               : rc;
+}
+
+rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const char *reason,
+                     int64_t now_ms)
+{
+    /* The envelope goes (it will never be delivered); its hash, header and history stay in the ledger. */
+    rb_err rc = update_one(
+        s, sqldb_prepare(s->db,
+                         "UPDATE messages SET state = 'discarded', envelope = X'', dead_reason = ? "
+                         "WHERE message_id = ? AND state = ?",
+                         "tbt", reason, id, MSG_ID_BYTES, from_state));
+    return rc == RB_OK ? message_event(s, id, "discarded", reason, now_ms) : rc;
+}
+
+rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64_t since_ms,
+                        const char *reason, int64_t now_ms, int *count)
+{
+    *count = 0;
+    sqlite3_stmt *st =
+        sqldb_prepare(s->db,
+                      "SELECT message_id FROM messages WHERE sender_key_id = ? AND state = 'queued' "
+                      "AND received_ms >= ? ORDER BY submit_index",
+                      "bi", key_id, RB_KEY_ID_BYTES, since_ms);
+    if (st == NULL)
+        return RB_ERR_IO;
+    rb_err rc = RB_OK;
+    int step;
+    while (rc == RB_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        uint8_t id[MSG_ID_BYTES];
+        if (sqlite3_column_bytes(st, 0) != MSG_ID_BYTES)
+            continue;
+        memcpy(id, sqlite3_column_blob(st, 0), MSG_ID_BYTES);
+        rc = update_one(
+            s, sqldb_prepare(
+                   s->db, "UPDATE messages SET state = 'quarantined', dead_reason = ? WHERE message_id = ?",
+                   "tb", reason, id, MSG_ID_BYTES));
+        if (rc == RB_OK)
+            rc = message_event(s, id, "quarantined", reason, now_ms);
+        if (rc == RB_OK)
+            (*count)++;
+    }
+    if (rc == RB_OK && step != SQLITE_DONE)
+        rc = RB_ERR_IO;
+    sqlite3_finalize(st);
+    return rc;
 }
 
 rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, uint8_t (*out)[MSG_ID_BYTES],
@@ -430,7 +720,7 @@ rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, 
     *n = 0;
     sqlite3_stmt *st = sqldb_prepare(s->db,
                                      "SELECT message_id, attempts FROM messages WHERE state = 'queued' AND "
-                                     "((attempts >= ? AND next_attempt_ms <= ?) OR received_ms < ?) LIMIT ?",
+                                     "((attempts >= ? AND next_attempt_ms <= ?) OR queued_ms < ?) LIMIT ?",
                                      "iiii", limit, now_ms, now_ms - ttl_ms, (int64_t)max);
     if (st == NULL)
         return RB_ERR_IO;
@@ -482,9 +772,23 @@ rb_err store_counts(store_t *s, const char *name, int64_t now_ms, party_counts_t
                   &out->dead);
     if (rc != RB_OK)
         return rc;
+    if (rc == RB_OK)
+        rc = count(s,
+                   sqldb_prepare(s->db,
+                                 "SELECT count(*) FROM messages WHERE sender = ? AND state = 'quarantined'",
+                                 "t", name),
+                   &out->quarantined);
+    if (rc == RB_OK)
+        rc = count(s,
+                   sqldb_prepare(s->db, "SELECT count(*) FROM messages WHERE sender = ? AND received_ms > ?",
+                                 "ti", name, now_ms - 60000),
+                   &out->receipts_last_minute);
+    if (rc != RB_OK)
+        return rc;
+    /* Referrals, supplements and withdrawals are answered; ACKs and key notices are not. */
     sqlite3_stmt *st = sqldb_prepare(s->db,
                                      "SELECT count(*), min(received_ms) FROM messages WHERE recipient = ? "
-                                     "AND state = 'confirmed' AND kind != 4 AND ack_status IS NULL",
+                                     "AND state = 'confirmed' AND kind IN (1, 2, 3) AND ack_status IS NULL",
                                      "t", name);
     if (st == NULL || sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_finalize(st);

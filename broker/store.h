@@ -19,7 +19,7 @@
 
 typedef struct store store_t;
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* Opens (creating if create) the database at path. On failure *out is NULL and err names the cause
  * (locked by another process, newer schema, not a database). */
@@ -30,28 +30,47 @@ rb_err store_begin(store_t *s);
 rb_err store_commit(store_t *s);
 void store_rollback(store_t *s);
 
-/* One registered party. */
+/* One registered party, with one of its keys (a party has several during a key rotation). */
 typedef struct {
-    int64_t id;   /* row id */
-    card_t card;  /* its card: name, role, agency, keys */
-    bool enabled; /* disabled parties are refused at the handshake and frame by frame */
+    int64_t id;         /* row id */
+    card_t card;        /* the card of that key: name, role, agency, keys */
+    bool enabled;       /* disabled parties are refused at the handshake and frame by frame */
+    int64_t retires_ms; /* 0, or when a rotation ends this key's validity (Unix ms) */
 } party_t;
 
 /* Registers a party from its card, and ledgers it ("party_registered" with the card); RB_ERR_CONFLICT
  * when the name or key is taken. */
 rb_err store_add_party(store_t *s, const card_t *card, int64_t now_ms);
+/* Adds a rotated key to its party, certified by cert (which the caller checked against the old key), ends
+ * the old key's validity at retires_ms (unless already earlier), and ledgers it ("key_added" with card
+ * and certification) at *leaf. RB_ERR_CONFLICT when the key is registered already. */
+rb_err store_add_key(store_t *s, const card_t *card, const card_cert_t *cert, int64_t retires_ms,
+                     int64_t now_ms, uint64_t *leaf);
 rb_err store_set_enabled(store_t *s, const char *name, bool enabled);
-/* The party with this name, or with this CURVE (X25519) public key. RB_ERR_UNKNOWN_SENDER when none. */
+/* The party with this name (with its newest key), with this CURVE (X25519) public key, or with this
+ * signing key id (with that key). RB_ERR_UNKNOWN_SENDER when none. */
 rb_err store_find_party(store_t *s, const char *name, party_t *out);
 rb_err store_find_party_by_curve_key(store_t *s, const uint8_t key[RB_BOX_PK_BYTES], party_t *out);
-/* Every party, for listing: calls fn for each; stops at the first non-OK result and returns it. */
+rb_err store_find_key(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], party_t *out);
+/* Every party once with its newest key (for listing), or every key: calls fn for each; stops at the first
+ * non-OK result and returns it. */
 rb_err store_each_party(store_t *s, rb_err (*fn)(void *ctx, const party_t *p), void *ctx);
+rb_err store_each_key(store_t *s, rb_err (*fn)(void *ctx, const party_t *p), void *ctx);
 
+/* Revokes a registered key for what it signed from since_ms on, and ledgers it ("key_revoked") at *leaf
+ * (may be NULL). RB_ERR_UNKNOWN_SENDER when no party has the key. */
 rb_err store_revoke_key(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], const char *reason,
-                        int64_t now_ms);
+                        int64_t since_ms, int64_t now_ms, uint64_t *leaf);
 bool store_key_revoked(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES]);
-/* A trust store of every registered card, revoked keys marked. *out is the caller's. */
+/* A trust store of every registered key, retirements and revocations marked. *out is the caller's. */
 rb_err store_load_trust(store_t *s, trust_t **out);
+/* Admin keys that can still sign commands: enabled, valid now, not retired, not revoked. */
+rb_err store_count_admin_keys(store_t *s, int64_t now_ms, int *count);
+
+/* Key notices the broker owes the adapters: the leaf of each "key_added" or "key_revoked" to announce. */
+rb_err store_add_notice(store_t *s, uint64_t leaf);
+rb_err store_next_notice(store_t *s, bool *found, uint64_t *leaf);
+rb_err store_notice_sent(store_t *s, uint64_t leaf);
 
 /* Appends an audit event (CJIS-style: when, who, from where, what, on which message, outcome) to the
  * ledger in the current transaction; *index (may be NULL) receives its leaf index. */
@@ -63,17 +82,27 @@ ledger_t *store_ledger(store_t *s);
 
 /* A stored message's state. */
 typedef struct {
+    uint8_t message_id[MSG_ID_BYTES];
     uint8_t envelope_sha256[RB_HASH_BYTES];
+    uint8_t sender_key_id[RB_KEY_ID_BYTES];
     uint64_t submit_index; /* ledger index of its "submitted" event */
-    int64_t received_ms;
+    int64_t received_ms, confirmed_ms, acked_ms;
     char recipient[CARD_NAME_MAX + 1];
     char sender[CARD_NAME_MAX + 1];
-    int attempts;
-    char state[16]; /* "queued", "confirmed", "dead" */
+    int kind, attempts, ack_status;
+    char state[16];   /* "queued", "confirmed", "dead", "quarantined", "discarded" */
+    char reason[160]; /* why dead, quarantined or discarded */
+    size_t envelope_bytes;
 } stored_msg_t;
 
 /* Looks a message up by id: *found says whether it exists, and *out holds it when it does. */
 rb_err store_find_message(store_t *s, const uint8_t id[MSG_ID_BYTES], bool *found, stored_msg_t *out);
+/* Every message in a state, oldest first. */
+rb_err store_each_message(store_t *s, const char *state, rb_err (*fn)(void *ctx, const stored_msg_t *m),
+                          void *ctx);
+/* The index of every ledger leaf about a message, in order. */
+rb_err store_message_leaves(store_t *s, const uint8_t id[MSG_ID_BYTES],
+                            rb_err (*fn)(void *ctx, uint64_t leaf), void *ctx);
 
 /* Stores a verified envelope as queued for delivery now. */
 rb_err store_add_message(store_t *s, const Rb__Header *h, const uint8_t *env, size_t len,
@@ -98,11 +127,19 @@ rb_err store_attempted(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t next_
 /* Marks confirmed; RB_ERR_USAGE when the message is not one queued for recipient. */
 rb_err store_confirmed(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *recipient, int64_t now_ms);
 rb_err store_dead(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *reason, int64_t now_ms);
-/* A dead letter queued again, as new (attempts from 0), and ledgered ("requeued"); RB_ERR_USAGE when the
- * message is not a dead letter. */
-rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t now_ms);
+/* A dead letter ("dead") or a quarantined message queued again, as new (attempts from 0, a new time to
+ * live), and ledgered ("requeued" or "released"); RB_ERR_USAGE when the message is not in from_state. */
+rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, int64_t now_ms);
+/* A dead letter or quarantined message given up for good: its envelope is deleted, and the decision
+ * ledgered ("discarded" with the reason); RB_ERR_USAGE when the message is not in from_state. */
+rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const char *reason,
+                     int64_t now_ms);
+/* Holds every queued message signed with key_id and received from since_ms on ("quarantined"), for an
+ * admin to release or discard; *count receives how many. */
+rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64_t since_ms,
+                        const char *reason, int64_t now_ms, int *count);
 /* Up to max queued messages whose time is up at now_ms: attempts reached limit and the last one went
- * unconfirmed, or received before now_ms - ttl_ms. Their ids go to out, *n how many. */
+ * unconfirmed, or queued (received, or requeued) before now_ms - ttl_ms. Their ids go to out, *n how many. */
 rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, uint8_t (*out)[MSG_ID_BYTES],
                      int *attempts, size_t max, size_t *n);
 /* Records an ACK on the referral it answers. */
@@ -111,10 +148,10 @@ rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_
 /* Makes every message of recipient that was delivered but not confirmed due again now (peer gone). */
 rb_err store_reschedule(store_t *s, const char *recipient, int64_t now_ms);
 
-/* Counts for status: queued (never delivered), in flight, awaiting ack (confirmed referrals without an
- * ACK) and its oldest age, dead letters. */
+/* Counts for status: to the party, queued (never delivered), in flight, awaiting ack (confirmed referrals
+ * without an ACK) and its oldest age, dead letters; from it, quarantined and received in the last minute. */
 typedef struct {
-    int queued, in_flight, awaiting_ack, dead;
+    int queued, in_flight, awaiting_ack, dead, quarantined, receipts_last_minute;
     int64_t oldest_awaiting_ms;
 } party_counts_t;
 rb_err store_counts(store_t *s, const char *name, int64_t now_ms, party_counts_t *out);

@@ -231,6 +231,128 @@ rb_err card_write_file(const card_t *card, const char *path, bool force)
     return keyfile_write(path, text, len, 0644, force);
 }
 
+static const uint8_t cert_magic[4] = {'R', 'B', 'K', 'C'};
+#define CERT_VERSION   1
+#define CERT_SIGNED_AT 24 /* magic, version, reserved, both key ids: the certification's own signed bytes */
+
+/* What the old key signs: the certification's first bytes, then the new card as packed. */
+static size_t cert_message(const card_cert_t *cert, const card_t *next,
+                           uint8_t out[CERT_SIGNED_AT + CARD_PACKED_MAX])
+{
+    uint8_t packed[CARD_CERT_PACKED];
+    card_cert_pack(cert, packed);
+    memcpy(out, packed, CERT_SIGNED_AT);
+    return CERT_SIGNED_AT + card_pack(next, out + CERT_SIGNED_AT);
+}
+
+static bool same_holder(const card_t *old, const card_t *next)
+{
+    return old->role == next->role && strcmp(old->name, next->name) == 0 &&
+           strcmp(old->agency, next->agency) == 0 && next->created >= old->created &&
+           memcmp(old->key_id, next->key_id, RB_KEY_ID_BYTES) != 0;
+}
+
+rb_err card_certify(const card_t *old, const uint8_t old_sign_sk[RB_SIGN_SK_BYTES], const card_t *next,
+                    card_cert_t *cert)
+{
+    memset(cert, 0, sizeof *cert);
+    if (!same_holder(old, next))
+        return RB_ERR_USAGE;
+    memcpy(cert->old_key_id, old->key_id, RB_KEY_ID_BYTES);
+    memcpy(cert->new_key_id, next->key_id, RB_KEY_ID_BYTES);
+    uint8_t msg[CERT_SIGNED_AT + CARD_PACKED_MAX];
+    size_t n = cert_message(cert, next, msg);
+    return rbcrypto_sign(RB_DOMAIN_ROTATE, msg, n, old_sign_sk, cert->signature);
+}
+
+rb_err card_cert_check(const card_cert_t *cert, const card_t *old, const card_t *next)
+{
+    if (memcmp(cert->old_key_id, old->key_id, RB_KEY_ID_BYTES) != 0 ||
+        memcmp(cert->new_key_id, next->key_id, RB_KEY_ID_BYTES) != 0 || !same_holder(old, next))
+        return RB_ERR_USAGE;
+    uint8_t msg[CERT_SIGNED_AT + CARD_PACKED_MAX];
+    size_t n = cert_message(cert, next, msg);
+    return rbcrypto_verify(RB_DOMAIN_ROTATE, msg, n, cert->signature, old->sign_pk) == RB_OK
+               ? RB_OK
+               : RB_ERR_BAD_SIGNATURE;
+}
+
+void card_cert_pack(const card_cert_t *cert, uint8_t out[CARD_CERT_PACKED])
+{
+    memset(out, 0, CARD_CERT_PACKED);
+    memcpy(out, cert_magic, 4);
+    out[4] = CERT_VERSION;
+    memcpy(out + 8, cert->old_key_id, RB_KEY_ID_BYTES);
+    memcpy(out + 16, cert->new_key_id, RB_KEY_ID_BYTES);
+    memcpy(out + CERT_SIGNED_AT, cert->signature, RB_SIG_BYTES);
+}
+
+rb_err card_cert_unpack(card_cert_t *cert, const uint8_t *bytes, size_t len)
+{
+    static const uint8_t zero[3];
+    memset(cert, 0, sizeof *cert);
+    if (len != CARD_CERT_PACKED || memcmp(bytes, cert_magic, 4) != 0 || memcmp(bytes + 5, zero, 3) != 0)
+        return RB_ERR_MALFORMED;
+    if (bytes[4] != CERT_VERSION)
+        return RB_ERR_BAD_VERSION;
+    memcpy(cert->old_key_id, bytes + 8, RB_KEY_ID_BYTES);
+    memcpy(cert->new_key_id, bytes + 16, RB_KEY_ID_BYTES);
+    memcpy(cert->signature, bytes + CERT_SIGNED_AT, RB_SIG_BYTES);
+    return RB_OK;
+}
+
+static void cert_label(const card_cert_t *cert, char *out, size_t cap)
+{
+    char old[2 * RB_KEY_ID_BYTES + 1], next[2 * RB_KEY_ID_BYTES + 1];
+    card_key_id_hex(cert->old_key_id, old);
+    card_key_id_hex(cert->new_key_id, next);
+    snprintf(out, cap, "referral-broker key certification v1: old=%s new=%s", old, next);
+}
+
+size_t card_cert_to_text(const card_cert_t *cert, char text[CARD_TEXT_MAX])
+{
+    char label[120];
+    uint8_t packed[CARD_CERT_PACKED];
+    size_t text_len = 0;
+    card_cert_pack(cert, packed);
+    cert_label(cert, label, sizeof label);
+    rb_err rc = keyfile_armor(label, packed, sizeof packed, text, CARD_TEXT_MAX, &text_len);
+    (void)rc; /* CARD_TEXT_MAX holds it */
+    return text_len;
+}
+
+rb_err card_cert_from_text(card_cert_t *cert, const char *text, size_t len)
+{
+    char label[CARD_TEXT_MAX], expect[120];
+    uint8_t packed[CARD_CERT_PACKED + 1];
+    size_t n;
+    if (keyfile_unarmor(text, len, label, sizeof label, packed, sizeof packed, &n) != RB_OK)
+        return RB_ERR_MALFORMED;
+    rb_err rc = card_cert_unpack(cert, packed, n);
+    if (rc != RB_OK)
+        return rc;
+    cert_label(cert, expect, sizeof expect);
+    return strcmp(label, expect) == 0 ? RB_OK : RB_ERR_MALFORMED;
+}
+
+rb_err card_cert_read_file(card_cert_t *cert, const char *path)
+{
+    char text[CARD_TEXT_MAX];
+    size_t len;
+    struct stat st;
+    rb_err rc = keyfile_read(path, text, sizeof text, &len, &st);
+    if (rc != RB_OK)
+        return rc == RB_ERR_TOO_BIG ? RB_ERR_MALFORMED : rc;
+    return card_cert_from_text(cert, text, len);
+}
+
+rb_err card_cert_write_file(const card_cert_t *cert, const char *path, bool force)
+{
+    char text[CARD_TEXT_MAX];
+    size_t len = card_cert_to_text(cert, text);
+    return keyfile_write(path, text, len, 0644, force);
+}
+
 rb_err card_valid_at(const card_t *card, uint64_t t)
 {
     return t >= card->created && t < card->expires ? RB_OK : RB_ERR_KEY_EXPIRED;

@@ -65,6 +65,32 @@ rb_err card_valid_at(const card_t *card, uint64_t t);
 /* Whether two cards are the same card, byte for byte in packed form. */
 bool card_equal(const card_t *a, const card_t *b);
 
+/* A key certification: the old key of a party vouching for its new card (key rotation), so that whoever
+ * trusts the old card can trust the new one without asking anyone else. Packed: magic "RBKC", version 1,
+ * three zero bytes, the old and the new key id, and the old key's Ed25519 signature under the "rotate"
+ * label over those 24 bytes followed by the new card's packed form (docs/KEYS.md). */
+#define CARD_CERT_PACKED 88
+typedef struct {
+    uint8_t old_key_id[RB_KEY_ID_BYTES];
+    uint8_t new_key_id[RB_KEY_ID_BYTES];
+    uint8_t signature[RB_SIG_BYTES];
+} card_cert_t;
+
+/* Certifies next with the secret key of old (old_sign_sk). RB_ERR_USAGE unless next has old's name, role
+ * and agency and was created no earlier than old. */
+rb_err card_certify(const card_t *old, const uint8_t old_sign_sk[RB_SIGN_SK_BYTES], const card_t *next,
+                    card_cert_t *cert);
+/* Whether cert is old's certification of next: key ids, same name, role and agency, next created no
+ * earlier, signature. RB_ERR_BAD_SIGNATURE or RB_ERR_USAGE (naming nothing more) when not. */
+rb_err card_cert_check(const card_cert_t *cert, const card_t *old, const card_t *next);
+void card_cert_pack(const card_cert_t *cert, uint8_t out[CARD_CERT_PACKED]);
+rb_err card_cert_unpack(card_cert_t *cert, const uint8_t *bytes, size_t len);
+/* Text form (a label line naming both key ids, then base64) and files, as for cards. */
+size_t card_cert_to_text(const card_cert_t *cert, char text[CARD_TEXT_MAX]);
+rb_err card_cert_from_text(card_cert_t *cert, const char *text, size_t len);
+rb_err card_cert_read_file(card_cert_t *cert, const char *path);
+rb_err card_cert_write_file(const card_cert_t *cert, const char *path, bool force);
+
 bool card_name_ok(const char *name);
 bool card_agency_ok(const char *agency);
 const char *card_role_name(card_role role); /* "source", …; "?" when out of range */

@@ -120,7 +120,7 @@ static ProtobufCBinaryData bin(const void *p, size_t len)
 
 static bool kind_known(int kind)
 {
-    return kind >= RB__KIND__KIND_REFERRAL && kind <= RB__KIND__KIND_ACK;
+    return kind >= RB__KIND__KIND_REFERRAL && kind <= RB__KIND__KIND_NOTICE;
 }
 
 rb_err envelope_pack(const identity_t *signer, const Rb__Header *header, const uint8_t *ciphertext,
@@ -247,10 +247,13 @@ static rb_err check_header_format(const Rb__Header *h)
     return ok ? RB_OK : RB_ERR_MALFORMED;
 }
 
-/* Police systems send referrals; the intake system answers. Nobody else signs messages. */
+/* Police systems send referrals; the intake system answers; the broker sends key notices. Nobody else
+ * signs messages. */
 static bool role_may_send(uint8_t role, Rb__Kind kind)
 {
-    return kind == RB__KIND__KIND_ACK ? role == CARD_ROLE_SINK : role == CARD_ROLE_SOURCE;
+    return kind == RB__KIND__KIND_ACK      ? role == CARD_ROLE_SINK
+           : kind == RB__KIND__KIND_NOTICE ? role == CARD_ROLE_BROKER
+                                           : role == CARD_ROLE_SOURCE;
 }
 
 rb_err envelope_verify_signed_header(const trust_t *trust, const uint8_t *header, size_t len,
@@ -419,8 +422,10 @@ rb_err envelope_open(const identity_t *as, const trust_t *trust, const uint8_t *
         rc = RB_ERR_INNER_MISMATCH;
         goto done;
     }
-    const ProtobufCMessageDescriptor *body_desc =
-        h->kind == RB__KIND__KIND_ACK ? &rb__ack_body__descriptor : &rb__referral__descriptor;
+    const ProtobufCMessageDescriptor *body_desc = h->kind == RB__KIND__KIND_ACK ? &rb__ack_body__descriptor
+                                                  : h->kind == RB__KIND__KIND_NOTICE
+                                                      ? &rb__key_notice__descriptor
+                                                      : &rb__referral__descriptor;
     rc = unpack_strict(body_desc, is->body.data, is->body.len, wiping(), &out->message);
     if (rc == RB_ERR_MALFORMED)
         rc = RB_ERR_BAD_BODY;

@@ -32,7 +32,7 @@ typedef struct {
 
 /* What a sealed envelope says in its clear header besides sender and recipient. */
 typedef struct {
-    Rb__Kind kind;            /* REFERRAL, SUPPLEMENT, WITHDRAWAL or ACK */
+    Rb__Kind kind;            /* REFERRAL, SUPPLEMENT, WITHDRAWAL, ACK or NOTICE */
     const msg_id_t *ref;      /* the message followed or answered; required for ACK, else NULL or set */
     const uint8_t *case_key;  /* CASE_KEY_BYTES for ordering, or NULL */
     Rb__AckStatus ack_status; /* ACK only; UNSPECIFIED otherwise */
@@ -85,7 +85,8 @@ typedef struct {
     uint8_t envelope_sha256[RB_HASH_BYTES]; /* of the whole envelope as received (what ACKs quote) */
     uint8_t *body;                          /* the packed body, in secret memory */
     size_t body_len;
-    ProtobufCMessage *message; /* body unpacked: Rb__Referral, or Rb__AckBody for ACK */
+    ProtobufCMessage
+        *message; /* body unpacked: Rb__Referral, Rb__AckBody for ACK, Rb__KeyNotice for NOTICE */
 } envelope_opened_t;
 
 /* Verifies and opens an envelope addressed to `as`. On success fills *out; on failure *out is zeroed and

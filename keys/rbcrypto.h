@@ -33,6 +33,7 @@
 #define RB_DOMAIN_HEADER "referral-broker/v1/header"
 #define RB_DOMAIN_INNER  "referral-broker/v1/inner"
 #define RB_DOMAIN_ADMIN  "referral-broker/v1/admin"
+#define RB_DOMAIN_ROTATE "referral-broker/v1/rotate"
 
 /* Initialises the library and keeps the process from writing core dumps (they would hold secrets).
  * Safe to call more than once; every other function here requires it first. */

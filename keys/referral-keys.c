@@ -4,6 +4,8 @@
  *                          [--no-passphrase | --passphrase-file F] [--force]
  *   referral-keys show CARD | fingerprint CARD | verify-card CARD
  *   referral-keys passwd SECRET [--passphrase-file OLD] [--new-passphrase-file NEW | --no-passphrase]
+ *   referral-keys rotate --old SECRET --out PREFIX [--days D] [--passphrase-file OLD]
+ *                        [--new-passphrase-file NEW | --no-passphrase] [--force]
  *
  * Exit status: 0 success, 1 a card or key that fails verification, 2 a usage or system error. */
 #include <getopt.h>
@@ -31,6 +33,11 @@ static const char usage[] =
     "  verify-card CARD     Checks the card's format and self-signature and that it is valid now.\n"
     "  passwd SECRET [--passphrase-file OLD] [--new-passphrase-file NEW | --no-passphrase]\n"
     "      Re-encrypts a secret file under a new passphrase (or none).\n"
+    "  rotate --old SECRET --out PREFIX [--days D] [--passphrase-file OLD]\n"
+    "         [--new-passphrase-file NEW | --no-passphrase] [--force]\n"
+    "      Makes the successor of the identity in SECRET: PREFIX.secret and PREFIX.card with the same\n"
+    "      name, role and agency and new keys, and PREFIX.cert, the old key's certification of the new\n"
+    "      card, which `referral-admin key add --card PREFIX.card` sends with it.\n"
     "\n"
     "Passphrases are read from the first line of the named file (mode 0600) or asked on the terminal.\n"
     "Exit status: 0 ok, 1 verification failed, 2 usage or system error.\n";
@@ -44,11 +51,12 @@ enum {
     OPT_NO_PASS,
     OPT_PASS_FILE,
     OPT_NEW_PASS_FILE,
-    OPT_FORCE
+    OPT_FORCE,
+    OPT_OLD
 };
 
 typedef struct {
-    const char *name, *role, *agency, *out, *days, *pass_file, *new_pass_file;
+    const char *name, *role, *agency, *out, *days, *pass_file, *new_pass_file, *old;
     const char *no_pass, *force; /* non-NULL when given */
     const char *arg;             /* the one positional argument */
 } options_t;
@@ -65,6 +73,7 @@ static void parse_options(int argc, char **argv, options_t *o)
         {"passphrase-file", required_argument, NULL, OPT_PASS_FILE},
         {"new-passphrase-file", required_argument, NULL, OPT_NEW_PASS_FILE},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"old", required_argument, NULL, OPT_OLD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -99,6 +108,9 @@ static void parse_options(int argc, char **argv, options_t *o)
         case OPT_FORCE:
             xoption_once(&o->force, "yes", "--force");
             break;
+        case OPT_OLD:
+            xoption_once(&o->old, optarg, "--old");
+            break;
         case 'h':
             fputs(usage, stdout);
             exit(0);
@@ -127,6 +139,52 @@ static void save_secret(const identity_t *id, const char *path, const char *pass
         xfail(rc, path);
 }
 
+static uint64_t lifetime_days(const options_t *o)
+{
+    long days = 365;
+    if (o->days != NULL) {
+        char *end;
+        days = strtol(o->days, &end, 10);
+        if (*end != '\0' || days < 1 || days > 3660)
+            xdie(EXIT_USAGE, "--days must be a whole number from 1 to 3660");
+    }
+    return (uint64_t)days;
+}
+
+static void out_path(char *path, size_t cap, const char *prefix, const char *ext)
+{
+    if (snprintf(path, cap, "%s.%s", prefix, ext) >= (int)cap)
+        xdie(EXIT_USAGE, "--out is too long");
+}
+
+/* PREFIX.secret and PREFIX.card, and PREFIX.cert when cert is given; refuses to replace any of them
+ * unless force, before asking for a passphrase. */
+static void write_identity(const identity_t *id, const char *prefix, const char *pass_file, bool no_pass,
+                           bool force, const card_cert_t *cert)
+{
+    char secret_path[4096], card_path[4096], cert_path[4096];
+    out_path(secret_path, sizeof secret_path, prefix, "secret");
+    out_path(card_path, sizeof card_path, prefix, "card");
+    out_path(cert_path, sizeof cert_path, prefix, "cert");
+    card_t existing;
+    card_cert_t existing_cert;
+    if (!force && card_read_file(&existing, card_path) != RB_ERR_IO)
+        xfail(RB_ERR_EXISTS, card_path);
+    if (!force && cert != NULL && card_cert_read_file(&existing_cert, cert_path) != RB_ERR_IO)
+        xfail(RB_ERR_EXISTS, cert_path);
+    save_secret(id, secret_path, pass_file, no_pass, force);
+    rb_err rc = card_write_file(identity_card(id), card_path, force);
+    if (rc != RB_OK)
+        xfail(rc, card_path);
+    if (cert != NULL && (rc = card_cert_write_file(cert, cert_path, force)) != RB_OK)
+        xfail(rc, cert_path);
+    char hex[2 * RB_KEY_ID_BYTES + 1], fp[CARD_FINGERPRINT_MAX];
+    card_key_id_hex(identity_card(id)->key_id, hex);
+    card_fingerprint(identity_card(id), fp);
+    printf("wrote %s and %s%s%s\nkey id %s\nfingerprint %s\n", secret_path, card_path, cert ? " and " : "",
+           cert ? cert_path : "", hex, fp);
+}
+
 static int cmd_generate(const options_t *o)
 {
     xrequire(o->name, "--name");
@@ -144,37 +202,42 @@ static int cmd_generate(const options_t *o)
         xdie(EXIT_USAGE, "--name must be 1-64 of a-z 0-9 . _ - starting with a letter or digit");
     if (!card_agency_ok(o->agency))
         xdie(EXIT_USAGE, "--agency must be an ORI: two capital letters then seven capitals or digits");
-    long days = 365;
-    if (o->days != NULL) {
-        char *end;
-        days = strtol(o->days, &end, 10);
-        if (*end != '\0' || days < 1 || days > 3660)
-            xdie(EXIT_USAGE, "--days must be a whole number from 1 to 3660");
-    }
-    char secret_path[4096], card_path[4096];
-    if (snprintf(secret_path, sizeof secret_path, "%s.secret", o->out) >= (int)sizeof secret_path ||
-        snprintf(card_path, sizeof card_path, "%s.card", o->out) >= (int)sizeof card_path)
-        xdie(EXIT_USAGE, "--out is too long");
-
     identity_t *id;
     rb_err rc =
-        identity_generate(&id, o->name, role, o->agency, (uint64_t)time(NULL), (uint64_t)days * 86400);
+        identity_generate(&id, o->name, role, o->agency, (uint64_t)time(NULL), lifetime_days(o) * 86400);
     if (rc != RB_OK)
         xfail(rc, "generate");
-    bool force = o->force != NULL;
-    /* Refuse before asking for a passphrase when either file is in the way. */
-    card_t existing;
-    if (!force && card_read_file(&existing, card_path) != RB_ERR_IO)
-        xfail(RB_ERR_EXISTS, card_path);
-    save_secret(id, secret_path, o->pass_file, o->no_pass != NULL, force);
-    rc = card_write_file(identity_card(id), card_path, force);
-    if (rc != RB_OK)
-        xfail(rc, card_path);
-    char hex[2 * RB_KEY_ID_BYTES + 1], fp[CARD_FINGERPRINT_MAX];
-    card_key_id_hex(identity_card(id)->key_id, hex);
-    card_fingerprint(identity_card(id), fp);
-    printf("wrote %s and %s\nkey id %s\nfingerprint %s\n", secret_path, card_path, hex, fp);
+    write_identity(id, o->out, o->pass_file, o->no_pass != NULL, o->force != NULL, NULL);
     identity_free(&id);
+    return 0;
+}
+
+static int cmd_rotate(const options_t *o)
+{
+    xrequire(o->old, "--old");
+    xrequire(o->out, "--out");
+    if (o->arg != NULL || o->name || o->role || o->agency)
+        xdie(EXIT_USAGE, "rotate keeps the old card's name, role and agency (no --name, --role, --agency)");
+    if (o->no_pass && o->new_pass_file)
+        xdie(EXIT_USAGE, "--no-passphrase and --new-passphrase-file exclude each other");
+    identity_t *old = xload_identity(o->old, o->pass_file), *next;
+    const card_t *was = identity_card(old);
+    uint64_t now = (uint64_t)time(NULL);
+    rb_err rc = card_valid_at(was, now);
+    if (rc != RB_OK)
+        xdie(EXIT_VERIFY,
+             "%s: the old key is no longer valid; a rotation must be certified by a valid key "
+             "(register a new card with `referral-admin adapter add` instead)",
+             o->old);
+    if ((rc = identity_generate(&next, was->name, (card_role)was->role, was->agency, now,
+                                lifetime_days(o) * 86400)) != RB_OK)
+        xfail(rc, "rotate");
+    card_cert_t cert;
+    if ((rc = card_certify(was, identity_sign_sk(old), identity_card(next), &cert)) != RB_OK)
+        xfail(rc, "certifying the new card");
+    write_identity(next, o->out, o->new_pass_file, o->no_pass != NULL, o->force != NULL, &cert);
+    identity_free(&next);
+    identity_free(&old);
     return 0;
 }
 
@@ -268,5 +331,7 @@ int main(int argc, char **argv)
         return cmd_verify_card(&o);
     if (strcmp(cmd, "passwd") == 0)
         return cmd_passwd(&o);
+    if (strcmp(cmd, "rotate") == 0)
+        return cmd_rotate(&o);
     xdie(EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
 }

@@ -10,8 +10,9 @@
 
 typedef struct {
     card_t card;         /* checked when added */
-    bool revoked;        /* refused for every message once set */
-    uint64_t revoked_at; /* Unix second of the revocation, for the record */
+    bool revoked;        /* refused for what it signed from revoked_at on */
+    uint64_t revoked_at; /* Unix second */
+    uint64_t retires_at; /* 0, or when a rotation ended its validity before its card's expiry */
 } trust_entry_t;
 
 struct trust {
@@ -145,11 +146,37 @@ rb_err trust_revoke(trust_t *trust, const uint8_t key_id[RB_KEY_ID_BYTES], uint6
     trust_entry_t *e = find_entry(trust, key_id);
     if (e == NULL)
         return RB_ERR_UNKNOWN_SENDER;
-    if (!e->revoked) {
-        e->revoked = true;
+    /* Two revocations of one key: the earlier time stands (a compromise found to be older). */
+    if (!e->revoked || at_s < e->revoked_at)
         e->revoked_at = at_s;
-    }
+    e->revoked = true;
     return RB_OK;
+}
+
+rb_err trust_retire(trust_t *trust, const uint8_t key_id[RB_KEY_ID_BYTES], uint64_t at_s)
+{
+    trust_entry_t *e = find_entry(trust, key_id);
+    if (e == NULL)
+        return RB_ERR_UNKNOWN_SENDER;
+    if (e->retires_at == 0 || at_s < e->retires_at)
+        e->retires_at = at_s;
+    return RB_OK;
+}
+
+bool trust_revoked(const trust_t *trust, const uint8_t key_id[RB_KEY_ID_BYTES])
+{
+    const trust_entry_t *e = find_entry(trust, key_id);
+    return e != NULL && e->revoked;
+}
+
+/* Whether the entry's key may be used for something signed at Unix second t. */
+static rb_err entry_usable(const trust_entry_t *e, uint64_t t)
+{
+    if (e->revoked && t >= e->revoked_at)
+        return RB_ERR_KEY_REVOKED;
+    if (e->retires_at != 0 && t >= e->retires_at)
+        return RB_ERR_KEY_EXPIRED;
+    return card_valid_at(&e->card, t);
 }
 
 const card_t *trust_find_key(const trust_t *trust, const uint8_t key_id[RB_KEY_ID_BYTES])
@@ -163,7 +190,7 @@ const card_t *trust_find_name(const trust_t *trust, const char *name, uint64_t t
     const card_t *best = NULL;
     for (size_t i = 0; i < trust->count; i++) {
         const trust_entry_t *e = &trust->entries[i];
-        if (e->revoked || strcmp(e->card.name, name) != 0 || card_valid_at(&e->card, t) != RB_OK)
+        if (strcmp(e->card.name, name) != 0 || entry_usable(e, t) != RB_OK)
             continue;
         if (best == NULL || e->card.created > best->created)
             best = &e->card;
@@ -176,7 +203,5 @@ rb_err trust_check(const trust_t *trust, const card_t *card, uint64_t t)
     const trust_entry_t *e = find_entry(trust, card->key_id);
     if (e == NULL || !card_equal(&e->card, card))
         return RB_ERR_UNKNOWN_SENDER;
-    if (e->revoked)
-        return RB_ERR_KEY_REVOKED;
-    return card_valid_at(card, t);
+    return entry_usable(e, t);
 }

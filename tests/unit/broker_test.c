@@ -185,8 +185,8 @@ static void revoked_key_mid_connection(void **state)
     uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &id);
     char key_id[17];
     card_key_id_hex(identity_card(h->cpd)->key_id, key_id);
-    const char *args[] = {key_id, "laptop stolen"};
-    free(harness_admin(h, true, "key revoke", args, 2));
+    const char *args[] = {key_id, "compromised", "0"};
+    free(harness_admin(h, true, "key revoke", args, 3));
     /* The open connection's next frame is refused... */
     harness_submit_refused(cpd, env, len, RB__ERROR_CODE__ERROR_CODE_DISABLED);
     client_close(&cpd);

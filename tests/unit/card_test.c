@@ -8,12 +8,20 @@
 
 #define NOW 1760000000ULL /* 2025-10-09 */
 
-static void make_card(card_t *card, card_role role)
+/* A card for cpd-rms created at `created`; its signing secret into ssk when not NULL. */
+static void make_card_at(card_t *card, card_role role, uint64_t created, uint8_t *ssk_out)
 {
     uint8_t spk[RB_SIGN_PK_BYTES], ssk[RB_SIGN_SK_BYTES], bpk[RB_BOX_PK_BYTES], bsk[RB_BOX_SK_BYTES];
     rbcrypto_sign_keypair(spk, ssk);
     rbcrypto_box_keypair(bpk, bsk);
-    assert_ok(card_make(card, "cpd-rms", role, "ILCPD0000", spk, bpk, NOW, NOW + 86400, ssk));
+    assert_ok(card_make(card, "cpd-rms", role, "ILCPD0000", spk, bpk, created, created + 86400, ssk));
+    if (ssk_out != NULL)
+        memcpy(ssk_out, ssk, sizeof ssk);
+}
+
+static void make_card(card_t *card, card_role role)
+{
+    make_card_at(card, role, NOW, NULL);
 }
 
 static int setup(void **state)
@@ -152,6 +160,43 @@ static void fingerprint_format(void **state)
     assert_int_equal(fp[4], ' ');
 }
 
+/* Rotation: the old key certifies the new card; nothing else passes for that certification. */
+static void rotation_certification(void **state)
+{
+    (void)state;
+    card_t old, next, stranger, other_role;
+    uint8_t old_sk[RB_SIGN_SK_BYTES], next_sk[RB_SIGN_SK_BYTES];
+    make_card_at(&old, CARD_ROLE_SOURCE, NOW, old_sk);
+    make_card_at(&next, CARD_ROLE_SOURCE, NOW + 100, next_sk);
+    make_card_at(&stranger, CARD_ROLE_SOURCE, NOW + 100, NULL);
+    make_card_at(&other_role, CARD_ROLE_SINK, NOW + 100, NULL);
+    card_cert_t cert, back;
+    assert_ok(card_certify(&old, old_sk, &next, &cert));
+    assert_ok(card_cert_check(&cert, &old, &next));
+    assert_rb(card_cert_check(&cert, &old, &stranger), RB_ERR_USAGE); /* another new key */
+    assert_rb(card_cert_check(&cert, &next, &next), RB_ERR_USAGE);
+    /* Certified by the new key itself (what a thief of only the new key could make): refused. */
+    assert_ok(card_certify(&old, next_sk, &next, &back));
+    assert_rb(card_cert_check(&back, &old, &next), RB_ERR_BAD_SIGNATURE);
+    assert_rb(card_certify(&old, old_sk, &other_role, &back),
+              RB_ERR_USAGE);                                            /* role changes are not rotation */
+    assert_rb(card_certify(&next, next_sk, &old, &back), RB_ERR_USAGE); /* nor going back in time */
+
+    char text[CARD_TEXT_MAX];
+    size_t len = card_cert_to_text(&cert, text);
+    assert_non_null(strstr(text, "referral-broker key certification v1: old="));
+    assert_ok(card_cert_from_text(&back, text, len));
+    assert_memory_equal(&back, &cert, sizeof cert);
+    /* Every byte of the text matters: the label is rebuilt, the signature checked. */
+    for (size_t i = 0; i < len; i++) {
+        char changed[CARD_TEXT_MAX];
+        memcpy(changed, text, len);
+        changed[i] ^= 0x01;
+        if (card_cert_from_text(&back, changed, len) == RB_OK)
+            assert_int_not_equal(card_cert_check(&back, &old, &next), RB_OK);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +207,7 @@ int main(void)
         cmocka_unit_test(field_rules),
         cmocka_unit_test(file_round_trip),
         cmocka_unit_test(fingerprint_format),
+        cmocka_unit_test(rotation_certification),
     };
     return cmocka_run_group_tests_name("card", tests, setup, NULL);
 }

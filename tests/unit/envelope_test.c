@@ -368,7 +368,10 @@ static void key_validity(void **state)
     assert_rb(open_as(f->intake, strangers, env, len), RB_ERR_UNKNOWN_SENDER);
     trust_free(&strangers);
 
+    /* Revoked from a minute after it was sealed: what it signed before stays good; from before: refused. */
     assert_ok(trust_revoke(f->trust, identity_card(f->police)->key_id, NOW + 60));
+    assert_ok(open_as(f->intake, f->trust, env, len));
+    assert_ok(trust_revoke(f->trust, identity_card(f->police)->key_id, NOW - 60));
     assert_rb(open_as(f->intake, f->trust, env, len), RB_ERR_KEY_REVOKED);
     free(env);
 

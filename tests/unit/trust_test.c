@@ -85,10 +85,22 @@ static void rotation_expiry_revocation(void **state)
     assert_null(trust_find_name(trust, "nobody", NOW + DAY));
 
     assert_rb(trust_check(trust, &old, NOW + 31 * DAY), RB_ERR_KEY_EXPIRED);
+    /* A rotation's overlap ends the old key before its card expires. */
+    assert_ok(trust_retire(trust, old.key_id, NOW + 22 * DAY));
+    assert_ok(trust_check(trust, &old, NOW + 22 * DAY - 1));
+    assert_rb(trust_check(trust, &old, NOW + 22 * DAY), RB_ERR_KEY_EXPIRED);
+    /* A compromise from day 22 on: what the key signed before stays good, what it signed since is not. */
+    assert_false(trust_revoked(trust, rotated.key_id));
     assert_ok(trust_revoke(trust, rotated.key_id, NOW + 40 * DAY));
-    /* Revocation covers everything the key ever signed. */
-    assert_rb(trust_check(trust, &rotated, NOW + 21 * DAY), RB_ERR_KEY_REVOKED);
-    assert_true(card_equal(trust_find_name(trust, "cpd-rms", NOW + 25 * DAY), &old));
+    assert_ok(trust_revoke(trust, rotated.key_id, NOW + 22 * DAY)); /* the earlier time stands */
+    assert_ok(trust_revoke(trust, rotated.key_id, NOW + 30 * DAY));
+    assert_true(trust_revoked(trust, rotated.key_id));
+    assert_ok(trust_check(trust, &rotated, NOW + 21 * DAY));
+    assert_rb(trust_check(trust, &rotated, NOW + 22 * DAY), RB_ERR_KEY_REVOKED);
+    assert_true(card_equal(trust_find_name(trust, "cpd-rms", NOW + 21 * DAY), &rotated));
+    assert_true(card_equal(trust_find_name(trust, "cpd-rms", NOW + 22 * DAY - 1), &rotated));
+    assert_null(trust_find_name(trust, "cpd-rms", NOW + 25 * DAY)); /* old retired, new revoked */
+    assert_rb(trust_retire(trust, (const uint8_t *)"12345678", NOW), RB_ERR_UNKNOWN_SENDER);
 
     card_t stranger = new_card("cpd-rms", CARD_ROLE_SOURCE, NOW, DAY);
     assert_rb(trust_check(trust, &stranger, NOW), RB_ERR_UNKNOWN_SENDER);
