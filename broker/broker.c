@@ -68,6 +68,9 @@ typedef struct {
     char checkpoint_note[NOTE_TEXT_MAX];
 } broker_t;
 
+static void send_notices(broker_t *b);
+static rb_err send_notice(broker_t *b, uint64_t leaf);
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -743,6 +746,10 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
             admin_execute(b->store, &fresh, s->peer, f->admin_request, now_ms(), &env, &output, &changed);
         if (changed && reload_trust(b) != RB_OK)
             log_error("trust_reload_failed", "after=admin");
+        /* Before the reply: whatever the admin's peers submit next is queued after the notice, so adapters
+         * learn of a new key before they see it. */
+        if (changed)
+            send_notices(b);
         Rb__Frame r = RB__FRAME__INIT;
         Rb__AdminReply reply = RB__ADMIN_REPLY__INIT;
         reply.ok = ok;
@@ -907,8 +914,12 @@ static void send_notices(broker_t *b)
 {
     bool found;
     uint64_t leaf;
-    if (store_next_notice(b->store, &found, &leaf) != RB_OK || !found)
-        return;
+    while (store_next_notice(b->store, &found, &leaf) == RB_OK && found && send_notice(b, leaf) == RB_OK)
+        ;
+}
+
+static rb_err send_notice(broker_t *b, uint64_t leaf)
+{
     notice_run_t r = {.b = b};
     char owner[CARD_NAME_MAX + 1] = "";
     uint8_t *body = NULL;
@@ -930,6 +941,7 @@ static void send_notices(broker_t *b)
                  r.sent);
     else
         log_error("key_notices_failed", "leaf=%llu error=\"%s\"", (unsigned long long)leaf, rb_strerror(rc));
+    return rc;
 }
 
 /* --- timers ------------------------------------------------------------------------------------------------ */
