@@ -13,40 +13,8 @@
 
 #include "keyfile.h"
 #include "ledger.h"
+#include "out.h"
 #include "rbcrypto.h"
-
-typedef struct {
-    char *buf; /* growing output */
-    size_t len, cap;
-    bool failed;
-} out_t;
-
-static void out_printf(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_printf(out_t *o, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->buf ? o->buf + o->len : NULL, o->buf ? o->cap - o->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            o->failed = true;
-            return;
-        }
-        if (o->buf != NULL && o->len + (size_t)n < o->cap) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t cap = (o->cap + (size_t)n + 1) * 2;
-        char *grown = realloc(o->buf, cap);
-        if (grown == NULL) {
-            o->failed = true;
-            return;
-        }
-        o->buf = grown;
-        o->cap = cap;
-    }
-}
 
 typedef struct {
     store_t *store;
