@@ -39,7 +39,7 @@ static rb_err list_one(void *ctx, const party_t *p)
     l->first = false;
     if (l->with_counts && p->card.role != CARD_ROLE_ADMIN) {
         party_counts_t c;
-        rb_err rc = store_counts(l->store, p->card.name, l->now_ms, &c);
+        rb_err rc = store_counts(l->store, p->card.name, l->now_ms, 0, &c);
         if (rc != RB_OK)
             return rc;
         out_printf(l->out,
