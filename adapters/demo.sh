@@ -33,7 +33,7 @@ cp "$demo/keys/cpd-rms.card" "$demo/trust-intake/"
 
 step "the broker, on a free loopback port"
 "$BIN/referral-broker" init --data "$demo/broker" --name broker-1 --admin-card "$demo/keys/ops-admin.card"
-"$BIN/referral-broker" run --data "$demo/broker" --listen 'tcp://127.0.0.1:*' 2>"$demo/logs/broker.log" &
+"$BIN/referral-broker" run --data "$demo/broker" --listen 'tcp://127.0.0.1:*' --metrics 127.0.0.1:0 2>"$demo/logs/broker.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q 'event=broker_started' "$demo/logs/broker.log" && break; sleep 0.1; done
 endpoint=$(grep -o 'listen=tcp://[0-9.:]*' "$demo/logs/broker.log" | head -n 1 | cut -d= -f2)

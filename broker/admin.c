@@ -13,40 +13,8 @@
 
 #include "keyfile.h"
 #include "ledger.h"
+#include "out.h"
 #include "rbcrypto.h"
-
-typedef struct {
-    char *buf; /* growing output */
-    size_t len, cap;
-    bool failed;
-} out_t;
-
-static void out_printf(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_printf(out_t *o, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->buf ? o->buf + o->len : NULL, o->buf ? o->cap - o->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            o->failed = true;
-            return;
-        }
-        if (o->buf != NULL && o->len + (size_t)n < o->cap) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t cap = (o->cap + (size_t)n + 1) * 2;
-        char *grown = realloc(o->buf, cap);
-        if (grown == NULL) {
-            o->failed = true;
-            return;
-        }
-        o->buf = grown;
-        o->cap = cap;
-    }
-}
 
 /* A JSON string: quotes, backslashes and control characters escaped. */
 static void out_string(out_t *o, const char *s)
@@ -80,9 +48,9 @@ static void counts_out(out_t *o, const party_counts_t *c)
 {
     out_printf(o,
                "\"queued\": %d, \"inFlight\": %d, \"awaitingAck\": %d, \"oldestAwaitingAckMs\": %lld, "
-               "\"deadLetters\": %d, \"quarantined\": %d, \"receiptsPerMinute\": %d",
-               c->queued, c->in_flight, c->awaiting_ack, (long long)c->oldest_awaiting_ms, c->dead,
-               c->quarantined, c->receipts_last_minute);
+               "\"overdueAcks\": %d, \"deadLetters\": %d, \"quarantined\": %d, \"receiptsPerMinute\": %d",
+               c->queued, c->in_flight, c->awaiting_ack, (long long)c->oldest_awaiting_ms, c->overdue,
+               c->dead, c->quarantined, c->receipts_last_minute);
 }
 
 static rb_err list_one(void *ctx, const party_t *p)
@@ -92,15 +60,15 @@ static rb_err list_one(void *ctx, const party_t *p)
         return RB_OK;
     char key_id[2 * RB_KEY_ID_BYTES + 1];
     card_key_id_hex(p->card.key_id, key_id);
-    out_printf(
-        l->out,
-        "%s\n  {\"name\": \"%s\", \"role\": \"%s\", \"agency\": \"%s\", \"keyId\": \"%s\", \"enabled\": %s",
-        l->first ? "" : ",", p->card.name, card_role_name((card_role)p->card.role), p->card.agency, key_id,
-        p->enabled ? "true" : "false");
+    out_printf(l->out,
+               "%s\n  {\"name\": \"%s\", \"role\": \"%s\", \"agency\": \"%s\", \"keyId\": \"%s\", "
+               "\"enabled\": %s",
+               l->first ? "" : ",", p->card.name, card_role_name((card_role)p->card.role), p->card.agency,
+               key_id, p->enabled ? "true" : "false");
     l->first = false;
     if (l->with_counts) {
         party_counts_t c;
-        rb_err rc = store_counts(l->store, p->card.name, l->now_ms, &c);
+        rb_err rc = store_counts(l->store, p->card.name, l->now_ms, l->env->ack_overdue_ms, &c);
         if (rc != RB_OK)
             return rc;
         bool connected = l->env->connected && l->env->connected(l->env->ctx, p->card.name);
@@ -110,6 +78,7 @@ static rb_err list_one(void *ctx, const party_t *p)
         t->queued += c.queued;
         t->in_flight += c.in_flight;
         t->awaiting_ack += c.awaiting_ack;
+        t->overdue += c.overdue;
         t->dead += c.dead;
         t->quarantined += c.quarantined;
         t->receipts_last_minute += c.receipts_last_minute;
@@ -152,15 +121,15 @@ static void message_out(out_t *o, const stored_msg_t *m)
     keyfile_hex(m->message_id, MSG_ID_BYTES, id);
     keyfile_hex(m->sender_key_id, RB_KEY_ID_BYTES, key);
     keyfile_hex(m->envelope_sha256, RB_HASH_BYTES, sha);
-    out_printf(
-        o,
-        "{\"id\": \"%s\", \"kind\": %d, \"sender\": \"%s\", \"senderKeyId\": \"%s\", \"recipient\": \"%s\", "
-        "\"state\": \"%s\", \"attempts\": %d, \"receivedMs\": %lld, \"confirmedMs\": %lld, "
-        "\"ackStatus\": %d, \"ackedMs\": %lld, \"ledgerIndex\": %llu, \"envelopeSha256\": \"%s\", "
-        "\"envelopeBytes\": %zu, \"reason\": ",
-        id, m->kind, m->sender, key, m->recipient, m->state, m->attempts, (long long)m->received_ms,
-        (long long)m->confirmed_ms, m->ack_status, (long long)m->acked_ms,
-        (unsigned long long)m->submit_index, sha, m->envelope_bytes);
+    out_printf(o,
+               "{\"id\": \"%s\", \"kind\": %d, \"sender\": \"%s\", \"senderKeyId\": \"%s\", "
+               "\"recipient\": \"%s\", "
+               "\"state\": \"%s\", \"attempts\": %d, \"receivedMs\": %lld, \"confirmedMs\": %lld, "
+               "\"ackStatus\": %d, \"ackedMs\": %lld, \"ledgerIndex\": %llu, \"envelopeSha256\": \"%s\", "
+               "\"envelopeBytes\": %zu, \"reason\": ",
+               id, m->kind, m->sender, key, m->recipient, m->state, m->attempts, (long long)m->received_ms,
+               (long long)m->confirmed_ms, m->ack_status, (long long)m->acked_ms,
+               (unsigned long long)m->submit_index, sha, m->envelope_bytes);
     out_string(o, m->reason);
     out_printf(o, "}");
 }

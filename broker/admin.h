@@ -17,11 +17,15 @@
 #define ADMIN_MAX_AGE_MS (5 * 60 * 1000)
 #define ADMIN_MAX_BYTES  32768 /* a signed command, so that it always fits in its ledger leaf */
 
+/* Whether a party has a connection open now (for status). */
+typedef bool (*admin_connected_fn)(void *ctx, const char *name);
+
 /* What commands need from the running broker. */
 typedef struct {
-    bool (*connected)(void *ctx, const char *name); /* whether a party has a connection open now */
+    admin_connected_fn connected;
     void *ctx;
     int64_t rotation_overlap_ms; /* how long an old key stays valid after its successor is added */
+    int64_t ack_overdue_ms;      /* a referral confirmed this long ago without an ACK is overdue */
 } admin_env_t;
 
 /* Verifies and executes req from admin. *output (malloc'd, the caller frees it) is JSON on success or one

@@ -21,6 +21,7 @@
 #include "keyfile.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
 #include "rbcrypto.h"
 #include "wire.h"
 
@@ -49,6 +50,7 @@ typedef struct {
     uint8_t *envelope;
     size_t len;
     uint8_t sha256[RB_HASH_BYTES];
+    double arrived; /* metrics_clock() when its SUBMIT arrived */
 } pending_t;
 
 typedef struct {
@@ -66,6 +68,7 @@ typedef struct {
     uint64_t checkpoint_size; /* the latest committed checkpoint: its size, when, and the note itself, */
     int64_t checkpoint_ms;    /* kept so that receipts and WELCOMEs need not read it back */
     char checkpoint_note[NOTE_TEXT_MAX];
+    metrics_t *metrics; /* the Prometheus endpoint's registry; NULL when off */
 } broker_t;
 
 static void send_notices(broker_t *b);
@@ -159,6 +162,7 @@ static rb_err checkpoint_now(broker_t *b, bool force)
     b->checkpoint_size = size;
     b->checkpoint_ms = t;
     memcpy(b->checkpoint_note, note, len + 1);
+    metrics_checkpointed(b->metrics, t, size);
     log_info("checkpoint", "size=%llu", (unsigned long long)size);
     return RB_OK;
 }
@@ -330,6 +334,7 @@ static void refuse(broker_t *b, session_t *s, Rb__ErrorCode code, const char *re
     log_security("frame_refused", "party=%s peer=%s code=%s reason=\"%s\"", s->party.card.name, s->peer,
                  wire_error_name(code), reason);
     event_now(b, s, "refused", id, wire_error_name(code), reason);
+    metrics_refused(b->metrics, s->party.card.name, code);
     wire_send_error(b->router, s->rid, s->rid_len, code, reason, id);
 }
 
@@ -484,6 +489,7 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
     p->len = len;
     p->header = h;
     p->session = s;
+    p->arrived = metrics_clock();
     memcpy(p->sha256, sha256, RB_HASH_BYTES);
     b->n_pending++;
 }
@@ -561,6 +567,7 @@ static void before_sleep(broker_t *b)
         b->checkpoint_size = ledger_size(store_ledger(b->store));
         b->checkpoint_ms = t;
         memcpy(b->checkpoint_note, note, note_len + 1);
+        metrics_checkpointed(b->metrics, t, b->checkpoint_size);
     }
     for (size_t i = 0; i < b->n_pending; i++) {
         pending_t *p = &b->pending[i];
@@ -570,6 +577,7 @@ static void before_sleep(broker_t *b)
             log_info("submitted", "party=%s msg=%s index=%llu", p->session->party.card.name, hex,
                      (unsigned long long)indexes[i]);
             send_receipt(b, p->session, indexes[i]);
+            metrics_receipted(b->metrics, b->store, p->header, p->arrived, t);
         } else {
             wire_send_error(b->router, p->session->rid, p->session->rid_len,
                             RB__ERROR_CODE__ERROR_CODE_STORAGE, "the broker could not store it: retry later",
@@ -638,6 +646,7 @@ static void deliver_to(broker_t *b, session_t *s)
         }
         s->last_tx_ms = t;
         log_info("delivered", "recipient=%s msg=%s attempt=%d", s->party.card.name, hex, attempt);
+        metrics_delivered(b->metrics, s->party.card.name, attempt);
     }
     if (store_commit(b->store) != RB_OK)
         store_rollback(b->store);
@@ -661,6 +670,7 @@ static void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c)
         char hex[33];
         wire_id_hex(c->message_id.data, hex);
         log_info("confirmed", "recipient=%s msg=%s", s->party.card.name, hex);
+        metrics_confirmed(b->metrics, s->party.card.name);
         return;
     }
     store_rollback(b->store);
@@ -740,8 +750,10 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
     } else if (f->body_case == RB__FRAME__BODY_ADMIN_REQUEST && s->party.card.role == CARD_ROLE_ADMIN) {
         char *output = NULL;
         bool changed = false;
-        admin_env_t env = {
-            .connected = is_connected, .ctx = b, .rotation_overlap_ms = b->cfg->rotation_overlap_ms};
+        admin_env_t env = {.connected = is_connected,
+                           .ctx = b,
+                           .rotation_overlap_ms = b->cfg->rotation_overlap_ms,
+                           .ack_overdue_ms = b->cfg->ack_overdue_ms};
         bool ok =
             admin_execute(b->store, &fresh, s->peer, f->admin_request, now_ms(), &env, &output, &changed);
         if (changed && reload_trust(b) != RB_OK)
@@ -824,6 +836,8 @@ static void expire(broker_t *b)
     }
     if (store_commit(b->store) != RB_OK)
         store_rollback(b->store);
+    else
+        metrics_dead_lettered(b->metrics, n);
 }
 
 /* --- key notices ------------------------------------------------------------------------------------------- */
@@ -952,6 +966,7 @@ static void tick(broker_t *b)
     send_notices(b);
     checkpoint_now(b, false);
     int64_t t = now_ms();
+    metrics_refresh(b->metrics, b->store, t, b->cfg->ack_overdue_ms, is_connected, b);
     for (size_t i = 0; i < MAX_SESSIONS; i++) {
         session_t *s = &b->sessions[i];
         if (!s->used)
@@ -1000,6 +1015,8 @@ rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *sto
         log_error("bind_failed", "listen=%s error=\"%s\"", cfg->listen, zmq_strerror(errno));
         rc = RB_ERR_IO;
     }
+    if (rc == RB_OK)
+        rc = metrics_start(&b->metrics, cfg->metrics_listen);
     if (rc == RB_OK) {
         /* The endpoint actually bound: with "tcp://127.0.0.1:*" the system picks a free port. */
         char bound[256], detail[300];
@@ -1033,6 +1050,7 @@ rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *sto
         event_now(b, NULL, "broker_stopped", NULL, "ok", NULL);
         checkpoint_now(b, true);
     }
+    metrics_stop(&b->metrics);
     log_info("broker_stopped", "name=%s", identity_card(me)->name);
     zmq_close(b->router);
     zmq_close(b->zap);

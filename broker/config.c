@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
+
 void config_defaults(broker_config_t *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -21,6 +23,8 @@ void config_defaults(broker_config_t *cfg)
     cfg->retry_limit = 12;
     cfg->ttl_ms = 14LL * 24 * 3600 * 1000;
     cfg->rotation_overlap_ms = 7LL * 24 * 3600 * 1000;
+    cfg->ack_overdue_ms = 72LL * 3600 * 1000;
+    snprintf(cfg->metrics_listen, sizeof cfg->metrics_listen, "127.0.0.1:9464");
 }
 
 typedef struct {
@@ -43,6 +47,7 @@ static const struct {
     {"delivery", "retry_limit", offsetof(broker_config_t, retry_limit), 1, 1000},
     {"delivery", "ttl_ms", offsetof(broker_config_t, ttl_ms), 1000, 366LL * 86400000},
     {"keys", "rotation_overlap_ms", offsetof(broker_config_t, rotation_overlap_ms), 1000, 366LL * 86400000},
+    {"delivery", "ack_overdue_ms", offsetof(broker_config_t, ack_overdue_ms), 1000, 366LL * 86400000},
 };
 
 static int on_value(void *user, const char *section, const char *name, const char *value)
@@ -52,6 +57,12 @@ static int on_value(void *user, const char *section, const char *name, const cha
         if (strlen(value) >= sizeof l->cfg->listen)
             return snprintf(l->reason, sizeof l->reason, "[broker] listen is too long"), 0;
         snprintf(l->cfg->listen, sizeof l->cfg->listen, "%s", value);
+        return 1;
+    }
+    if (strcmp(section, "metrics") == 0 && strcmp(name, "listen") == 0) {
+        if (!metrics_listen_valid(value))
+            return snprintf(l->reason, sizeof l->reason, "[metrics] listen %s", METRICS_LISTEN_FORM), 0;
+        snprintf(l->cfg->metrics_listen, sizeof l->cfg->metrics_listen, "%s", value);
         return 1;
     }
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {

@@ -12,6 +12,9 @@
  *   retry_max_ms = 300000
  *   retry_limit = 12
  *   ttl_ms = 1209600000
+ *   ack_overdue_ms = 259200000
+ *   [metrics]
+ *   listen = 127.0.0.1:9464
  *   [keys]
  *   rotation_overlap_ms = 604800000
  */
@@ -34,6 +37,8 @@ typedef struct {
     int64_t retry_max_ms;           /* longest wait between attempts */
     int64_t retry_limit;            /* attempts before a message is dead-lettered */
     int64_t ttl_ms;                 /* age after which an undelivered message is dead-lettered */
+    int64_t ack_overdue_ms;         /* a referral confirmed this long ago without an ACK is overdue */
+    char metrics_listen[64];        /* HOST:PORT of the Prometheus endpoint (port 0: any), or "off" */
     int64_t rotation_overlap_ms;    /* how long a party's old key stays valid once its new key is added */
 } broker_config_t;
 

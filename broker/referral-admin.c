@@ -216,8 +216,8 @@ static void print_table(const char *command, const char *output)
     if (o == NULL)
         xdie(EXIT_USAGE, "the broker's answer is not what this tool expects");
     if (strcmp(command, "status") == 0) {
-        printf("%-24s %-6s %-5s %7s %8s %8s %8s %8s %8s %8s\n", "ADAPTER", "ROLE", "CONN", "QUEUED",
-               "INFLIGHT", "AWAITACK", "OLDEST", "DEAD", "QUARANT", "RCPT/MIN");
+        printf("%-24s %-6s %-5s %7s %8s %8s %8s %8s %8s %8s %8s\n", "ADAPTER", "ROLE", "CONN", "QUEUED",
+               "INFLIGHT", "AWAITACK", "OLDEST", "OVERDUE", "DEAD", "QUARANT", "RCPT/MIN");
         json_t *total = json_object_get(o, "total");
         json_array_foreach(json_object_get(o, "adapters"), i, v)
         {
@@ -226,14 +226,15 @@ static void print_table(const char *command, const char *output)
                    json_is_true(json_object_get(v, "connected")) ? "yes" : "no", int_of(v, "queued"),
                    int_of(v, "inFlight"), int_of(v, "awaitingAck"));
             print_age(int_of(v, "oldestAwaitingAckMs"));
-            printf(" %8lld %8lld %8lld\n", int_of(v, "deadLetters"), int_of(v, "quarantined"),
-                   int_of(v, "receiptsPerMinute"));
+            printf(" %8lld %8lld %8lld %8lld\n", int_of(v, "overdueAcks"), int_of(v, "deadLetters"),
+                   int_of(v, "quarantined"), int_of(v, "receiptsPerMinute"));
         }
         printf("%-24s %-6s %-5lld %7lld %8lld %8lld ", "TOTAL", "", int_of(total, "connected"),
                int_of(total, "queued"), int_of(total, "inFlight"), int_of(total, "awaitingAck"));
         print_age(int_of(total, "oldestAwaitingAckMs"));
-        printf(" %8lld %8lld %8lld\nledger: %lld leaves\n", int_of(total, "deadLetters"),
-               int_of(total, "quarantined"), int_of(total, "receiptsPerMinute"), int_of(o, "ledgerSize"));
+        printf(" %8lld %8lld %8lld %8lld\nledger: %lld leaves\n", int_of(total, "overdueAcks"),
+               int_of(total, "deadLetters"), int_of(total, "quarantined"), int_of(total, "receiptsPerMinute"),
+               int_of(o, "ledgerSize"));
     } else {
         printf("%-32s %-20s %-20s %4s %-20s %s\n", "MESSAGE", "SENDER", "RECIPIENT", "TRY", "RECEIVED",
                "REASON");

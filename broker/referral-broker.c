@@ -1,7 +1,7 @@
 /* referral-broker -- creates a broker's data directory, and runs the broker.
  *
  *   referral-broker init --data DIR --name NAME --admin-card CARD [--days D]
- *   referral-broker run --data DIR [--config FILE] [--listen ENDPOINT]
+ *   referral-broker run --data DIR [--config FILE] [--listen ENDPOINT] [--metrics ADDRESS]
  *
  * Exit status: 0 success (run: stopped by SIGTERM or SIGINT), 1 refused input, 2 usage or system error. */
 #include <getopt.h>
@@ -16,6 +16,7 @@
 #include "config.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "tool.h"
 
@@ -25,15 +26,16 @@ static const char usage[] =
     "  init --data DIR --name NAME --admin-card CARD [--days D]\n"
     "      Creates DIR (mode 0700) with the broker's identity (DIR/broker.secret, unattended, and\n"
     "      DIR/broker.card, which every adapter needs), the database, and registers the first admin.\n"
-    "  run --data DIR [--config FILE] [--listen ENDPOINT]\n"
+    "  run --data DIR [--config FILE] [--listen ENDPOINT] [--metrics ADDRESS]\n"
     "      Runs the broker in the foreground until SIGTERM or SIGINT; logs key=value lines to stderr.\n"
+    "      --listen and --metrics override [broker] listen and [metrics] listen (HOST:PORT or off).\n"
     "\n"
     "Exit status: 0 ok, 1 refused input, 2 usage or system error.\n";
 
-enum { OPT_DATA = 1, OPT_NAME, OPT_ADMIN_CARD, OPT_DAYS, OPT_CONFIG, OPT_LISTEN };
+enum { OPT_DATA = 1, OPT_NAME, OPT_ADMIN_CARD, OPT_DAYS, OPT_CONFIG, OPT_LISTEN, OPT_METRICS };
 
 typedef struct {
-    const char *data, *name, *admin_card, *days, *config, *listen;
+    const char *data, *name, *admin_card, *days, *config, *listen, *metrics;
 } options_t;
 
 static void parse_options(int argc, char **argv, options_t *o)
@@ -45,6 +47,7 @@ static void parse_options(int argc, char **argv, options_t *o)
         {"days", required_argument, NULL, OPT_DAYS},
         {"config", required_argument, NULL, OPT_CONFIG},
         {"listen", required_argument, NULL, OPT_LISTEN},
+        {"metrics", required_argument, NULL, OPT_METRICS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -69,6 +72,9 @@ static void parse_options(int argc, char **argv, options_t *o)
             break;
         case OPT_LISTEN:
             xoption_once(&o->listen, optarg, "--listen");
+            break;
+        case OPT_METRICS:
+            xoption_once(&o->metrics, optarg, "--metrics");
             break;
         case 'h':
             fputs(usage, stdout);
@@ -159,6 +165,10 @@ static int cmd_run(const options_t *o)
         xdie(EXIT_USAGE, "%s", err);
     if (o->listen != NULL)
         snprintf(cfg.listen, sizeof cfg.listen, "%s", o->listen);
+    if (o->metrics != NULL && !metrics_listen_valid(o->metrics))
+        xdie(EXIT_USAGE, "--metrics %s", METRICS_LISTEN_FORM);
+    if (o->metrics != NULL)
+        snprintf(cfg.metrics_listen, sizeof cfg.metrics_listen, "%s", o->metrics);
     data_path(secret, sizeof secret, o->data, BROKER_SECRET);
     data_path(db, sizeof db, o->data, BROKER_DB);
     identity_t *me = xload_identity(secret, NULL);

@@ -753,7 +753,7 @@ rb_err store_reschedule(store_t *s, const char *recipient, int64_t now_ms)
                       "iti", now_ms, recipient, now_ms));
 }
 
-rb_err store_counts(store_t *s, const char *name, int64_t now_ms, party_counts_t *out)
+rb_err store_counts(store_t *s, const char *name, int64_t now_ms, int64_t ack_overdue_ms, party_counts_t *out)
 {
     memset(out, 0, sizeof *out);
     rb_err rc = count(
@@ -786,15 +786,18 @@ rb_err store_counts(store_t *s, const char *name, int64_t now_ms, party_counts_t
     if (rc != RB_OK)
         return rc;
     /* Referrals, supplements and withdrawals are answered; ACKs and key notices are not. */
-    sqlite3_stmt *st = sqldb_prepare(s->db,
-                                     "SELECT count(*), min(received_ms) FROM messages WHERE recipient = ? "
-                                     "AND state = 'confirmed' AND kind IN (1, 2, 3) AND ack_status IS NULL",
-                                     "t", name);
+    sqlite3_stmt *st =
+        sqldb_prepare(s->db,
+                      "SELECT count(*), min(received_ms), sum(confirmed_ms <= ?) FROM messages "
+                      "WHERE recipient = ? AND state = 'confirmed' AND kind IN (1, 2, 3) "
+                      "AND ack_status IS NULL",
+                      "it", ack_overdue_ms > 0 ? now_ms - ack_overdue_ms : INT64_MIN, name);
     if (st == NULL || sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_finalize(st);
         return RB_ERR_IO;
     }
     out->awaiting_ack = sqlite3_column_int(st, 0);
+    out->overdue = sqlite3_column_int(st, 2);
     if (out->awaiting_ack > 0)
         out->oldest_awaiting_ms = now_ms - sqlite3_column_int64(st, 1);
     sqlite3_finalize(st);

@@ -149,12 +149,15 @@ rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_
 rb_err store_reschedule(store_t *s, const char *recipient, int64_t now_ms);
 
 /* Counts for status: to the party, queued (never delivered), in flight, awaiting ack (confirmed referrals
- * without an ACK) and its oldest age, dead letters; from it, quarantined and received in the last minute. */
+ * without an ACK) and its oldest age, overdue (awaiting ack and confirmed at least ack_overdue_ms ago; none
+ * when ack_overdue_ms is 0), dead letters; from it, quarantined and received in the last minute. */
 typedef struct {
     int queued, in_flight, awaiting_ack, dead, quarantined, receipts_last_minute;
     int64_t oldest_awaiting_ms;
+    int overdue;
 } party_counts_t;
-rb_err store_counts(store_t *s, const char *name, int64_t now_ms, party_counts_t *out);
+rb_err store_counts(store_t *s, const char *name, int64_t now_ms, int64_t ack_overdue_ms,
+                    party_counts_t *out);
 
 /* Admin replay protection: RB_ERR_CONFLICT when the nonce was seen. */
 rb_err store_use_nonce(store_t *s, const uint8_t *nonce, size_t len, int64_t now_ms);

@@ -160,7 +160,8 @@ static inline void harness_register(harness_t *h, const identity_t *who)
     free(harness_admin(h, true, "adapter add", args, 1));
 }
 
-/* config: extra INI text for [delivery] (fast timers suit tests). */
+/* config: extra INI text for [delivery] (fast timers suit tests); the metrics endpoint listens on a port
+ * the system picks (the broker logs it as metrics_listening). */
 static inline harness_t *harness_start(const char *delivery_config)
 {
     assert_ok(rbcrypto_init());
@@ -183,7 +184,8 @@ static inline harness_t *harness_start(const char *delivery_config)
               h->data, path);
     assert_int_equal(system(cmd), 0);
     char ini[1024];
-    int n = snprintf(ini, sizeof ini, "[delivery]\nheartbeat_ms = 200\n%s\n",
+    /* Metrics on a port the system picks: tests run side by side, and 9464 may be taken. */
+    int n = snprintf(ini, sizeof ini, "[metrics]\nlisten = 127.0.0.1:0\n[delivery]\nheartbeat_ms = 200\n%s\n",
                      delivery_config ? delivery_config : "");
     test_write_file(h->config, ini, (size_t)n, 0644);
     assert_ok(card_read_file(&h->broker, test_path(path, sizeof path, "%s/broker.card", h->data)));
