@@ -100,7 +100,7 @@ static enum MHD_Result post_referral(connector_t *c, struct MHD_Connection *conn
         return reply(conn, MHD_HTTP_ACCEPTED, json_pack("{s:s}", "messageId", hex));
     }
     if (rc == RB_ERR_MALFORMED || rc == RB_ERR_INVALID || rc == RB_ERR_CONFLICT) {
-        log_warn("export_rejected", "via=http reason=\"%s\"", rb_strerror(rc));
+        log_warn("export_rejected", "via=http reason=%s", rb_strerror(rc));
         return reply(conn, rc == RB_ERR_CONFLICT ? MHD_HTTP_CONFLICT : MHD_HTTP_BAD_REQUEST,
                      problems_json(problems));
     }
