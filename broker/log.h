@@ -8,13 +8,15 @@
  * keys from the format and formats each value on its own, so it can quote and escape values for either
  * form: a value holding a space, quote, backslash, '=' or control byte is written "quoted" with C-style
  * escapes in text and as a JSON string in JSON, so no value can break its line or forge another field. A
- * value that is one integer conversion (%d %u %lld %zu ...) is a JSON number. A field whose value comes
- * out empty is left out (for optional fields such as msg=%s with ""). Do not quote in the format: "%s"
- * does the right thing (a template written "..." is unwrapped, for call sites that still quote).
+ * value that is one plain integer conversion (%d %u %lld %zu, no flag or width) is a JSON number. A field
+ * whose value comes out empty is left out (for optional fields: msg=%s with ""). Write key=%s, never
+ * key=\"%s\": the logger quotes. A template in double quotes is unwrapped, which only a literal value
+ * with spaces needs.
  *
  * Names used everywhere: adapter= the party's name (the peer in the broker; the adapter itself, added to
- * every line by log_set_context, in an adapter), msg= a message id in hex, ref= the message an ACK is for,
- * reason= and error= human-readable causes. Every line about a message carries msg= and adapter=.
+ * every line by log_set_context, in an adapter), msg= a message id in hex (on ACK lines the referral's),
+ * ack= an ACK's own id, reason= and error= causes in words. Every line about a message has msg= and
+ * adapter=.
  *
  * Levels are filtered before formatting. Security events (authentication, revocation, refused frames)
  * go through log_security (a warning with security=1) so they can be found and counted. Ids and hashes
