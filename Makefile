@@ -4,7 +4,8 @@
 #   make test       every test; ends with "N passed, N failed"   (SANITIZE=1: ASan+UBSan build)
 #   make demo       the end-to-end demonstration (adapters/demo.sh)
 #   make deps       installs the Debian packages the build needs (the targets above run it when needed)
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR=: tools, manual pages, example configs, systemd units
+#   make uninstall  the same PREFIX and DESTDIR: removes what install wrote
 #   make fuzz       runs each libFuzzer target for SECONDS (clang)
 #   make format     rewrites the sources with clang-format
 #
@@ -13,7 +14,7 @@
 PKGS := libzmq libprotobuf-c libsodium sqlite3 jansson inih libmicrohttpd cmocka
 DEBS := build-essential pkg-config libzmq3-dev protobuf-c-compiler libprotobuf-c-dev libsodium-dev \
         libsqlite3-dev sqlite3 libjansson-dev libinih-dev libmicrohttpd-dev libcmocka-dev clang \
-        libclang-rt-14-dev clang-format jq
+        libclang-rt-14-dev clang-format jq systemd groff-base man-db
 
 PREFIX  ?= /usr/local
 SECONDS ?= 60
@@ -47,7 +48,7 @@ CPPFLAGS += -std=c11 -D_DEFAULT_SOURCE $(addprefix -I,$(LIBDIRS)) -I$(GEN) -MMD 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN) $(WARN) $(PKG_CFLAGS)
 LDLIBS   = $(PKG_LIBS) -lpthread -lm
 
-.PHONY: all deps test demo clean install fuzz format
+.PHONY: all deps test demo clean install uninstall fuzz format
 # Keep objects that only feed a link, so a second make does not rebuild them.
 .SECONDARY:
 all: $(addprefix $(BIN)/,$(TOOLS))
@@ -60,7 +61,8 @@ $(BUILD)/config.mk: Makefile
 	@mkdir -p $(@D)
 	@if ! command -v $(CC) >/dev/null || ! command -v pkg-config >/dev/null || ! pkg-config --exists $(PKGS) || \
 	    ! command -v protoc-c >/dev/null || ! command -v clang >/dev/null || \
-	    ! command -v clang-format >/dev/null || ! command -v jq >/dev/null; then $(MAKE) --no-print-directory deps; fi
+	    ! command -v clang-format >/dev/null || ! command -v jq >/dev/null || \
+	    ! command -v systemd-analyze >/dev/null || ! command -v groff >/dev/null; then $(MAKE) --no-print-directory deps; fi
 	@printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$(pkg-config --cflags $(PKGS))" \
 	    "$$(pkg-config --libs $(PKGS))" > $@
 
@@ -133,9 +135,28 @@ fuzz: $(FUZZ)
 demo: all
 	@BIN=$(BIN) adapters/demo.sh
 
+# Where install puts things (docs/ops/install.md). The units name $(BINDIR) in ExecStart; systemd reads
+# units from /usr/local/lib/systemd/system as well as /etc/systemd/system.
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/referral-broker
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+EXAMPLES := broker/dist/broker.conf $(wildcard adapters/dist/*.conf)
+UNITS   := broker/dist/referral-broker.service.in adapters/dist/referral-adapter@.service.in
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(addprefix $(BIN)/,$(TOOLS)) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(addprefix $(BIN)/,$(TOOLS)) $(DESTDIR)$(BINDIR)/
+	for t in $(TOOLS); do broker/dist/help-to-man.sh $(BIN)/$$t >$(DESTDIR)$(MANDIR)/man1/$$t.1 && \
+	    chmod 0644 $(DESTDIR)$(MANDIR)/man1/$$t.1 || exit 1; done
+	install -m 0644 $(EXAMPLES) $(DESTDIR)$(DOCDIR)/examples/
+	for u in $(UNITS); do f=$(DESTDIR)$(UNITDIR)/$$(basename $$u .in); \
+	    sed 's|@BINDIR@|$(BINDIR)|g' $$u >$$f && chmod 0644 $$f || exit 1; done
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(TOOLS)) $(patsubst %,$(DESTDIR)$(MANDIR)/man1/%.1,$(TOOLS)) \
+	    $(patsubst %.in,$(DESTDIR)$(UNITDIR)/%,$(notdir $(UNITS)))
+	rm -rf $(DESTDIR)$(DOCDIR)
 
 format:
 	clang-format -i --style=file $(SOURCES)

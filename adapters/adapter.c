@@ -174,14 +174,15 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
     }
     if (rc == RB_OK && (rc = astore_each_notice(a->store, reapply_notice, a->trust)) != RB_OK)
         snprintf(err, errlen, "%s: the key notices kept do not apply: %s", path, rb_strerror(rc));
+    if (rc == RB_OK) /* every line this process writes is about this adapter */
+        log_set_context("adapter", identity_card(a->me)->name);
     if (rc == RB_OK)
         rc = a->ops->open(&a->conn, a, a->cfg, err, errlen);
     if (rc != RB_OK) {
         adapter_close(&a);
         return rc;
     }
-    log_info("adapter_started", "name=%s connector=%s broker=%s", identity_card(a->me)->name, a->ops->name,
-             a->endpoint);
+    log_info("adapter_started", "connector=%s broker=%s", a->ops->name, a->endpoint);
     *out = a;
     return RB_OK;
 }
@@ -318,9 +319,9 @@ static void keep_ledger(adapter_t *a)
     int64_t t = now_ms();
     if (l->alarms > a->alarms_seen) {
         a->alarms_seen = l->alarms;
-        log_security("ledger_alarm", "broker=%s reason=\"%s\"", a->endpoint, l->alarm);
+        log_security("ledger_alarm", "broker=%s reason=%s", a->endpoint, l->alarm);
         if (astore_add_alarm(a->store, l->alarm, t) != RB_OK)
-            log_error("alarm_not_stored", "reason=\"%s\"", l->alarm);
+            log_error("alarm_not_stored", "reason=%s", l->alarm);
     }
     if (l->holds && astore_add_checkpoint(a->store, l->note, l->size, t) != RB_OK)
         log_error("checkpoint_not_stored", "size=%llu", (unsigned long long)l->size);
@@ -341,14 +342,14 @@ static void ensure_connected(adapter_t *a)
         a->alarms_seen = 0;
         keep_ledger(a);
     } else {
-        log_warn("broker_unreachable", "broker=%s error=\"%s\"", a->endpoint, err);
+        log_warn("broker_unreachable", "broker=%s error=%s", a->endpoint, err);
         a->next_connect_ms = t + 2000;
     }
 }
 
 static void disconnect(adapter_t *a, const char *why)
 {
-    log_warn("disconnected", "broker=%s reason=\"%s\"", a->endpoint, why);
+    log_warn("disconnected", "broker=%s reason=%s", a->endpoint, why);
     client_close(&a->client);
 }
 
@@ -372,7 +373,7 @@ static void submit_outbox(adapter_t *a)
         }
         if (rc != RB_OK) {
             keep_ledger(a);
-            log_error("bad_receipt", "msg=%s error=\"%s\" detail=\"%s\"", hex, rb_strerror(rc), r.reason);
+            log_error("bad_receipt", "msg=%s error=%s detail=%s", hex, rb_strerror(rc), r.reason);
             disconnect(a, "bad receipt");
             return;
         }
@@ -382,15 +383,13 @@ static void submit_outbox(adapter_t *a)
             log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r.ledger_index);
         } else if (r.code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
                    r.code == RB__ERROR_CODE__ERROR_CODE_DISABLED) {
-            log_warn("submit_deferred", "msg=%s code=%s reason=\"%s\"", hex, wire_error_name(r.code),
-                     r.reason);
+            log_warn("submit_deferred", "msg=%s code=%s reason=%s", hex, wire_error_name(r.code), r.reason);
             return; /* try again later */
         } else {
             char reason[300];
             snprintf(reason, sizeof reason, "%s: %s", wire_error_name(r.code), r.reason);
             astore_outbox_refused(a->store, &id, reason, now_ms());
-            log_error("submit_refused", "msg=%s code=%s reason=\"%s\"", hex, wire_error_name(r.code),
-                      r.reason);
+            log_error("submit_refused", "msg=%s code=%s reason=%s", hex, wire_error_name(r.code), r.reason);
         }
     }
 }
@@ -414,7 +413,7 @@ static void receive_deliveries(adapter_t *a, int wait_ms)
             else
                 log_error("inbox_write_failed", "msg=%s", hex);
         }
-        log_info("received", "msg=%s attempt=%u%s", hex, attempt, fresh ? "" : " duplicate=1");
+        log_info("received", "msg=%s attempt=%u duplicate=%d", hex, attempt, !fresh);
         free(env);
     }
 }
@@ -475,7 +474,7 @@ static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_ope
     if (valid && !already &&
         a->ops->file(a->conn, id, o->header->kind, r, reference, sizeof reference, err, sizeof err) !=
             RB_OK) {
-        log_warn("filing_deferred", "msg=%s error=\"%s\"", hex, err); /* e.g. the intake database is locked */
+        log_warn("filing_deferred", "msg=%s error=%s", hex, err); /* e.g. the intake database is locked */
         return false;
     }
     if (!valid)
@@ -490,11 +489,11 @@ static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_ope
         rc = astore_commit(a->store);
     if (rc != RB_OK) {
         astore_rollback(a->store);
-        log_error("inbox_update_failed", "msg=%s error=\"%s\"", hex, rb_strerror(rc));
+        log_error("inbox_update_failed", "msg=%s error=%s", hex, rb_strerror(rc));
         return false;
     }
-    log_info(valid ? "filed" : "rejected", "msg=%s intake_reference=%s%s problems=%zu", hex, reference,
-             already ? " duplicate_content=1" : "", valid ? (size_t)0 : problems.count);
+    log_info(valid ? "filed" : "rejected", "msg=%s intake_reference=%s duplicate_content=%d problems=%zu",
+             hex, reference, already, valid ? (size_t)0 : problems.count);
     return true;
 }
 
@@ -512,7 +511,7 @@ static bool handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t
     char ref_hex[33];
     wire_id_hex(referral.bytes, ref_hex);
     if (rc == RB_OK) {
-        log_info("acked", "msg=%s status=%s intake_reference=%s", ref_hex,
+        log_info("acked", "msg=%s ack=%s status=%s intake_reference=%s", ref_hex, hex,
                  ack->status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED",
                  ack->intake_reference);
         if (a->ops->on_ack != NULL && a->ops->on_ack(a->conn, &referral, json ? json : "") != RB_OK) {
@@ -520,7 +519,7 @@ static bool handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t
             return false; /* told again on a later turn */
         }
     } else {
-        log_security("ack_refused", "ack=%s for=%s reason=\"not our referral\"", hex, ref_hex);
+        log_security("ack_refused", "msg=%s ack=%s reason=%s", ref_hex, hex, "not our referral");
     }
     astore_inbox_done(a->store, id, rc == RB_OK ? "ack" : "refused", NULL, ack->intake_reference,
                       rc == RB_OK ? NULL : "ACK for a referral this adapter did not send", now_ms());
@@ -610,7 +609,7 @@ static void process_inbox(adapter_t *a)
             rc = envelope_open(a->previous, a->trust, env, len, &o);
         free(env);
         if (rc != RB_OK) {
-            log_security("envelope_refused", "msg=%s reason=\"%s\"", hex, rb_strerror(rc));
+            log_security("envelope_refused", "msg=%s reason=%s", hex, rb_strerror(rc));
             astore_inbox_done(a->store, &id, "refused", NULL, NULL, rb_strerror(rc), now_ms());
             continue;
         }
@@ -660,7 +659,7 @@ rb_err adapter_run(adapter_t *a, volatile sig_atomic_t *stop)
         process_inbox(a);
         report_overdue(a);
     }
-    log_info("adapter_stopped", "name=%s", identity_card(a->me)->name);
+    log_info("adapter_stopped", "connector=%s", a->ops->name);
     return RB_OK;
 }
 

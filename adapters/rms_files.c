@@ -165,8 +165,7 @@ static void take_file(connector_t *c, const char *name)
         keyfile_write(errors, problems, strlen(problems), 0640, true);
         log_warn("export_rejected", "file=%s reason=%s", name, rb_strerror(rc));
     } else {
-        log_error("export_deferred", "file=%s error=\"%s\"", name,
-                  rb_strerror(rc)); /* tried again next scan */
+        log_error("export_deferred", "file=%s error=%s", name, rb_strerror(rc)); /* tried again next scan */
     }
 }
 
@@ -212,7 +211,7 @@ static rb_err rms_on_ack(connector_t *c, const msg_id_t *referral, const char *a
     snprintf(path, sizeof path, "%s/acks/%s.json", c->drop, hex);
     rb_err rc = keyfile_write(path, ack_json, strlen(ack_json), 0640, true);
     if (rc != RB_OK)
-        log_error("ack_write_failed", "msg=%s error=\"%s\"", hex,
+        log_error("ack_write_failed", "msg=%s error=%s", hex,
                   rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
     return rc;
 }

@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +101,7 @@ static enum MHD_Result post_referral(connector_t *c, struct MHD_Connection *conn
         return reply(conn, MHD_HTTP_ACCEPTED, json_pack("{s:s}", "messageId", hex));
     }
     if (rc == RB_ERR_MALFORMED || rc == RB_ERR_INVALID || rc == RB_ERR_CONFLICT) {
-        log_warn("export_rejected", "via=http reason=\"%s\"", rb_strerror(rc));
+        log_warn("export_rejected", "via=http reason=%s", rb_strerror(rc));
         return reply(conn, rc == RB_ERR_CONFLICT ? MHD_HTTP_CONFLICT : MHD_HTTP_BAD_REQUEST,
                      problems_json(problems));
     }
@@ -204,6 +205,17 @@ static rb_err read_token(connector_t *c, const char *path, char *err, size_t err
     return RB_OK;
 }
 
+/* libmicrohttpd's own messages (a failed accept, a malformed request) as log lines like every other. */
+static void on_http_message(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void on_http_message(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char text[512];
+    vsnprintf(text, sizeof text, fmt, ap);
+    text[strcspn(text, "\n")] = '\0';
+    log_warn("http_error", "detail=%s", text);
+}
+
 static rb_err http_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
 {
     pbjson_init(); /* jansson's memory comes from the wiping allocator */
@@ -231,10 +243,10 @@ static rb_err http_open(connector_t **out, adapter_t *a, const settings_t *cfg, 
     }
     if (rc == RB_OK) {
         addr.sin_port = htons((uint16_t)port);
-        c->daemon =
-            MHD_start_daemon(MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL, on_request, c,
-                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
-                             on_completed, c, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+        c->daemon = MHD_start_daemon(MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL, on_request, c,
+                                     MHD_OPTION_EXTERNAL_LOGGER, on_http_message, NULL, MHD_OPTION_SOCK_ADDR,
+                                     (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, c,
+                                     MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
         if (c->daemon == NULL) {
             snprintf(err, errlen, "[rms-http] cannot listen on %s", listen);
             rc = RB_ERR_IO;

@@ -92,8 +92,13 @@ static rb_err record(broker_t *b, const session_t *s, Rb__LedgerEvent *e, uint64
         e->peer = (char *)s->peer;
     }
     rb_err rc = store_event(b->store, e, index);
-    if (rc != RB_OK)
-        log_error("event_not_recorded", "action=%s error=\"%s\"", e->action, rb_strerror(rc));
+    if (rc != RB_OK) {
+        char hex[33] = "";
+        if (e->message_id.len == MSG_ID_BYTES)
+            wire_id_hex(e->message_id.data, hex);
+        log_error("event_not_recorded", "action=%s adapter=%s msg=%s error=%s", e->action, e->party, hex,
+                  rb_strerror(rc));
+    }
     return rc;
 }
 
@@ -134,7 +139,7 @@ static rb_err checkpoint(broker_t *b, char note[NOTE_TEXT_MAX], size_t *len)
                   "checkpoint: refusing to sign\"",
                   (unsigned long long)ledger_size(store_ledger(b->store)));
     else if (rc != RB_OK)
-        log_error("checkpoint_failed", "error=\"%s\"", rb_strerror(rc));
+        log_error("checkpoint_failed", "error=%s", rb_strerror(rc));
     return rc;
 }
 
@@ -313,7 +318,7 @@ static session_t *new_session(broker_t *b, const uint8_t *rid, size_t rid_len, c
 
 static void drop_session(broker_t *b, session_t *s, const char *why)
 {
-    log_info("peer_gone", "party=%s peer=%s reason=%s", s->party.card.name, s->peer, why);
+    log_info("peer_gone", "adapter=%s peer=%s reason=%s", s->party.card.name, s->peer, why);
     /* Whatever it had in flight is due again, for its next connection. */
     if (store_begin(b->store) == RB_OK) {
         if (store_reschedule(b->store, s->party.card.name, now_ms()) != RB_OK ||
@@ -331,8 +336,11 @@ static void send_frame(broker_t *b, session_t *s, Rb__Frame *f)
 
 static void refuse(broker_t *b, session_t *s, Rb__ErrorCode code, const char *reason, const uint8_t *id)
 {
-    log_security("frame_refused", "party=%s peer=%s code=%s reason=\"%s\"", s->party.card.name, s->peer,
-                 wire_error_name(code), reason);
+    char hex[33] = "";
+    if (id != NULL)
+        wire_id_hex(id, hex);
+    log_security("frame_refused", "adapter=%s peer=%s msg=%s code=%s reason=%s", s->party.card.name, s->peer,
+                 hex, wire_error_name(code), reason);
     event_now(b, s, "refused", id, wire_error_name(code), reason);
     metrics_refused(b->metrics, s->party.card.name, code);
     wire_send_error(b->router, s->rid, s->rid_len, code, reason, id);
@@ -389,7 +397,7 @@ static void send_receipt(broker_t *b, session_t *s, uint64_t index)
         f.receipt = &receipt;
         send_frame(b, s, &f);
     } else {
-        log_error("receipt_failed", "party=%s index=%llu error=\"%s\"", s->party.card.name,
+        log_error("receipt_failed", "adapter=%s index=%llu error=%s", s->party.card.name,
                   (unsigned long long)index, rb_strerror(rc));
     }
     free(leaf);
@@ -458,7 +466,7 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
         } else if (found) {
             char hex[33];
             wire_id_hex(id, hex);
-            log_info("duplicate_submit", "party=%s msg=%s", s->party.card.name, hex);
+            log_info("duplicate_submit", "adapter=%s msg=%s", s->party.card.name, hex);
             send_receipt(b, s, old.submit_index); /* the same promise again */
             rb__header__free_unpacked(h, NULL);
             return;
@@ -562,7 +570,7 @@ static void before_sleep(broker_t *b)
         rc = store_commit(b->store);
     if (rc != RB_OK) {
         store_rollback(b->store);
-        log_error("commit_failed", "submissions=%zu error=\"%s\"", b->n_pending, rb_strerror(rc));
+        log_error("commit_failed", "submissions=%zu error=%s", b->n_pending, rb_strerror(rc));
     } else {
         b->checkpoint_size = ledger_size(store_ledger(b->store));
         b->checkpoint_ms = t;
@@ -574,7 +582,7 @@ static void before_sleep(broker_t *b)
         char hex[33];
         wire_id_hex(p->header->message_id.data, hex);
         if (rc == RB_OK) {
-            log_info("submitted", "party=%s msg=%s index=%llu", p->session->party.card.name, hex,
+            log_info("submitted", "adapter=%s msg=%s index=%llu", p->session->party.card.name, hex,
                      (unsigned long long)indexes[i]);
             send_receipt(b, p->session, indexes[i]);
             metrics_receipted(b->metrics, b->store, p->header, p->arrived, t);
@@ -645,7 +653,7 @@ static void deliver_to(broker_t *b, session_t *s)
             goto done;
         }
         s->last_tx_ms = t;
-        log_info("delivered", "recipient=%s msg=%s attempt=%d", s->party.card.name, hex, attempt);
+        log_info("delivered", "adapter=%s msg=%s attempt=%d", s->party.card.name, hex, attempt);
         metrics_delivered(b->metrics, s->party.card.name, attempt);
     }
     if (store_commit(b->store) != RB_OK)
@@ -669,7 +677,7 @@ static void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c)
     if (rc == RB_OK && (rc = store_commit(b->store)) == RB_OK) {
         char hex[33];
         wire_id_hex(c->message_id.data, hex);
-        log_info("confirmed", "recipient=%s msg=%s", s->party.card.name, hex);
+        log_info("confirmed", "adapter=%s msg=%s", s->party.card.name, hex);
         metrics_confirmed(b->metrics, s->party.card.name);
         return;
     }
@@ -740,7 +748,8 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         w.welcome = &welcome;
         send_frame(b, s, &w);
         free(u);
-        log_info("hello", "party=%s peer=%s credit=%lld", s->party.card.name, s->peer, (long long)s->credit);
+        log_info("hello", "adapter=%s peer=%s credit=%lld", s->party.card.name, s->peer,
+                 (long long)s->credit);
     } else if (f->body_case == RB__FRAME__BODY_SUBMIT && s->party.card.role != CARD_ROLE_ADMIN) {
         handle_submit(b, s, f->submit);
     } else if (f->body_case == RB__FRAME__BODY_CONFIRM && s->party.card.role != CARD_ROLE_ADMIN) {
@@ -832,7 +841,12 @@ static void expire(broker_t *b)
             store_rollback(b->store);
             return;
         }
-        log_warn("dead_lettered", "msg=%s attempts=%d reason=\"%s\"", hex, attempts[i], why);
+        bool found;
+        stored_msg_t m;
+        if (store_find_message(b->store, ids[i], &found, &m) != RB_OK || !found)
+            m.recipient[0] = '\0';
+        log_warn("dead_lettered", "adapter=%s msg=%s attempts=%d reason=%s", m.recipient, hex, attempts[i],
+                 why);
     }
     if (store_commit(b->store) != RB_OK)
         store_rollback(b->store);
@@ -1012,7 +1026,7 @@ rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *sto
          wire_curve_server(b->router, me) != RB_OK))
         rc = RB_ERR_IO;
     if (rc == RB_OK && zmq_bind(b->router, cfg->listen) != 0) {
-        log_error("bind_failed", "listen=%s error=\"%s\"", cfg->listen, zmq_strerror(errno));
+        log_error("bind_failed", "listen=%s error=%s", cfg->listen, zmq_strerror(errno));
         rc = RB_ERR_IO;
     }
     if (rc == RB_OK)

@@ -30,29 +30,88 @@
 #include "wire.h"
 #include "witness.h"
 
+/* --help, laid out as a manual page, which make install turns into referral-audit(1) with
+ * broker/dist/help-to-man.sh. A new command is one more block under COMMANDS, with its options under
+ * OPTIONS and an example under EXAMPLES. */
 static const char usage[] =
-    "usage: referral-audit COMMAND [OPTIONS]\n"
+    "NAME\n"
+    "    referral-audit - verify, replay and prove from an export of the broker's audit ledger, offline\n"
     "\n"
-    "  export --data DIR --out PATH [--format sqlite|jsonl|tiles]\n"
-    "      On the broker host, with the broker stopped: records the export in the ledger, signs a\n"
-    "      checkpoint of it, and writes an export with no envelope content (tiles: a C2SP tlog-tiles\n"
-    "      directory). Running brokers are exported with `referral-admin export-ledger`.\n"
-    "  verify --ledger FILE [--broker-card CARD] [--no-signatures]\n"
-    "      Recomputes every leaf hash and the tree, checks every checkpoint's root and signature and every\n"
-    "      sender, acker and admin signature; prints the first problem.\n"
-    "  replay --ledger FILE [--data DIR]\n"
-    "      Rebuilds each message's final state, flags impossible sequences, prints totals and time to ACK;\n"
-    "      with the broker's data directory (broker stopped), lists every difference from its tables.\n"
-    "  history --ledger FILE MESSAGE_ID        the message's events with their leaf indexes and times\n"
-    "  prove --ledger FILE MESSAGE_ID --out DIR [--checkpoint FILE]\n"
-    "      Writes DIR/<index>.tlog-proof for each of its events: a C2SP tlog-proof of the leaf (carried in\n"
-    "      the proof's extra line) under the checkpoint given, or the latest one.\n"
-    "  check-proof --proof FILE --broker-card CARD   verifies one proof without the ledger\n"
-    "  consistency --ledger FILE --old CHECKPOINT --new CHECKPOINT\n"
-    "      Proves that the log only grew between two checkpoints (e.g. two an adapter kept).\n"
-    "  verifier-key --broker-card CARD          the checkpoint key in signed-note form\n"
+    "SYNOPSIS\n"
+    "    referral-audit export --data DIR --out PATH [--format sqlite|jsonl|tiles]\n"
+    "    referral-audit verify --ledger FILE [--broker-card CARD] [--no-signatures]\n"
+    "    referral-audit replay --ledger FILE [--data DIR]\n"
+    "    referral-audit history --ledger FILE MESSAGE_ID\n"
+    "    referral-audit prove --ledger FILE MESSAGE_ID --out DIR [--checkpoint FILE]\n"
+    "    referral-audit check-proof --proof FILE --broker-card CARD\n"
+    "    referral-audit consistency --ledger FILE --old CHECKPOINT --new CHECKPOINT\n"
+    "    referral-audit verifier-key --broker-card CARD\n"
+    "    referral-audit --help\n"
     "\n"
-    "Exit status: 0 verified, 1 a problem found, 2 usage or system error.\n";
+    "DESCRIPTION\n"
+    "    The broker records every event (registrations, key changes, submissions with the sender's\n"
+    "    signature, deliveries, confirmations, ACKs, dead letters, admin commands) as a leaf of an RFC\n"
+    "    6962 Merkle tree and signs checkpoints of it, which the adapters keep. An export holds the\n"
+    "    leaves and checkpoints, never envelope content, so an auditor can check everything without\n"
+    "    being able to read a referral.\n"
+    "\n"
+    "COMMANDS\n"
+    "    export\n"
+    "        On the broker host, with the broker stopped: records the export in the ledger, signs a\n"
+    "        checkpoint of it, and writes the export (tiles: a C2SP tlog-tiles directory). A running\n"
+    "        broker is exported with referral-admin export-ledger.\n"
+    "    verify\n"
+    "        Recomputes every leaf hash and the tree, checks every checkpoint's root and signature and\n"
+    "        every sender, acker and admin signature; prints the first problem.\n"
+    "    replay\n"
+    "        Rebuilds each message's final state, flags impossible sequences, prints totals and time to\n"
+    "        ACK; with the broker's data directory (broker stopped), lists every difference from its\n"
+    "        tables.\n"
+    "    history\n"
+    "        The message's events with their leaf indexes and times.\n"
+    "    prove\n"
+    "        Writes DIR/INDEX.tlog-proof for each of the message's events: a C2SP tlog-proof of the leaf\n"
+    "        under the checkpoint given, or the latest one.\n"
+    "    check-proof\n"
+    "        Verifies one proof without the ledger.\n"
+    "    consistency\n"
+    "        Proves that the log only grew between two checkpoints (e.g. two an adapter kept).\n"
+    "    verifier-key\n"
+    "        Prints the broker's checkpoint key in signed-note form, for transparency-log tools.\n"
+    "\n"
+    "OPTIONS\n"
+    "    --data DIR             the broker's data directory (export; replay, to compare)\n"
+    "    --out PATH             export: the file or, for tiles, directory; prove: the proofs' directory\n"
+    "    --format FORMAT        export: sqlite (default), jsonl or tiles\n"
+    "    --ledger FILE          an export (SQLite or JSON lines)\n"
+    "    --broker-card CARD     the broker's card: the export must name it, proofs are checked with it\n"
+    "    --no-signatures        verify: skip the signature checks (the tree is still checked)\n"
+    "    --checkpoint FILE      prove: the checkpoint to prove against (e.g. one an adapter kept)\n"
+    "    --proof FILE           check-proof: a .tlog-proof file\n"
+    "    --old, --new CHECKPOINT\n"
+    "                           consistency: two checkpoint notes, the older first\n"
+    "    --help                 this text\n"
+    "\n"
+    "FILES\n"
+    "    DIR/broker.db          the broker's database (export reads and records in it; replay compares)\n"
+    "    FILE.jsonl, FILE       an export: JSON lines, or SQLite (referral-admin export-ledger writes\n"
+    "                           either, by the name's ending)\n"
+    "    DIR/INDEX.tlog-proof   a C2SP tlog-proof: the checkpoint, the leaf and its inclusion proof\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    0  verified (or done)\n"
+    "    1  a problem found (the first one is printed)\n"
+    "    2  usage or system error\n"
+    "\n"
+    "EXAMPLES\n"
+    "    referral-admin ... export-ledger --out ledger.jsonl\n"
+    "    referral-audit verify --ledger ledger.jsonl --broker-card broker.card\n"
+    "    referral-audit history --ledger ledger.jsonl 01a211c51ccb7f8784e61fa7e221140d\n"
+    "    referral-audit prove --ledger ledger.jsonl 01a211c51ccb7f8784e61fa7e221140d --out proofs\n"
+    "    referral-audit check-proof --proof proofs/17.tlog-proof --broker-card broker.card\n"
+    "\n"
+    "SEE ALSO\n"
+    "    referral-admin(1), referral-broker(1)\n";
 
 enum {
     OPT_DATA = 1,
@@ -86,6 +145,7 @@ static void parse_options(int argc, char **argv, options_t *o)
         {"proof", required_argument, NULL, OPT_PROOF},
         {"old", required_argument, NULL, OPT_OLD},
         {"new", required_argument, NULL, OPT_NEW},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char **slots[] = {NULL, &o->data,       &o->out,   &o->format, &o->ledger, &o->card,
@@ -95,7 +155,9 @@ static void parse_options(int argc, char **argv, options_t *o)
     int c;
     optind = 2;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        if (c == OPT_NOSIG)
+        if (c == 'h')
+            fputs(usage, stdout), exit(0);
+        else if (c == OPT_NOSIG)
             o->no_signatures = true;
         else if (c > 0 && c <= OPT_NEW && slots[c] != NULL)
             xoption_once(slots[c], optarg, names[c]);

@@ -2,6 +2,7 @@
  *
  *   referral-broker init --data DIR --name NAME --admin-card CARD [--days D]
  *   referral-broker run --data DIR [--config FILE] [--listen ENDPOINT] [--metrics ADDRESS]
+ *                       [--log-format F] [--log-level L]
  *
  * Exit status: 0 success (run: stopped by SIGTERM or SIGINT), 1 refused input, 2 usage or system error. */
 #include <getopt.h>
@@ -20,22 +21,89 @@
 #include "store.h"
 #include "tool.h"
 
+/* --help, laid out as a manual page, which make install turns into referral-broker(1) with
+ * broker/dist/help-to-man.sh. A new command is one more block under COMMANDS, with its options under
+ * OPTIONS and an example under EXAMPLES. */
 static const char usage[] =
-    "usage: referral-broker COMMAND [OPTIONS]\n"
+    "NAME\n"
+    "    referral-broker - create a broker's data directory, and run the broker\n"
     "\n"
-    "  init --data DIR --name NAME --admin-card CARD [--days D]\n"
-    "      Creates DIR (mode 0700) with the broker's identity (DIR/broker.secret, unattended, and\n"
-    "      DIR/broker.card, which every adapter needs), the database, and registers the first admin.\n"
-    "  run --data DIR [--config FILE] [--listen ENDPOINT] [--metrics ADDRESS]\n"
-    "      Runs the broker in the foreground until SIGTERM or SIGINT; logs key=value lines to stderr.\n"
-    "      --listen and --metrics override [broker] listen and [metrics] listen (HOST:PORT or off).\n"
+    "SYNOPSIS\n"
+    "    referral-broker init --data DIR --name NAME --admin-card CARD [--days D]\n"
+    "    referral-broker run --data DIR [--config FILE] [--listen ENDPOINT] [--metrics ADDRESS]\n"
+    "                        [--log-format text|json] [--log-level debug|info|warn|error]\n"
+    "    referral-broker --help\n"
     "\n"
-    "Exit status: 0 ok, 1 refused input, 2 usage or system error.\n";
+    "DESCRIPTION\n"
+    "    The broker carries signed and sealed referral envelopes between registered adapters over\n"
+    "    ZeroMQ with CURVE. It stores each envelope before it answers with a signed receipt, delivers\n"
+    "    it until the recipient confirms (dead-lettering it after the retry limit or the time to live),\n"
+    "    and records every event in a Merkle-tree audit ledger with signed checkpoints. It cannot read\n"
+    "    a referral. It is administered with referral-admin, over the same socket.\n"
+    "\n"
+    "COMMANDS\n"
+    "    init\n"
+    "        Creates DIR (mode 0700; it must not exist yet) with the broker's identity (an unattended\n"
+    "        key, without passphrase, valid for D days, default 365), its database and the ledger's\n"
+    "        first signed checkpoint, and registers the holder of CARD (a card of role admin) as the\n"
+    "        first admin. Every adapter and admin needs a copy of DIR/broker.card.\n"
+    "    run\n"
+    "        Runs the broker in the foreground. The database migrates itself to this version's schema\n"
+    "        at start. On SIGTERM or SIGINT it stores and answers what it has received, signs a last\n"
+    "        checkpoint and exits 0. Logs go to standard error, one event a line.\n"
+    "\n"
+    "OPTIONS\n"
+    "    --data DIR             the broker's data directory\n"
+    "    --name NAME            init: the broker's name (a-z 0-9 . _ -, starting with a letter or digit)\n"
+    "    --admin-card CARD      init: the first admin's card (referral-keys generate --role admin)\n"
+    "    --days D               init: how long the broker's key is valid, 1 to 3660 days (default 365)\n"
+    "    --config FILE          run: an INI file of settings (see broker.conf among the examples);\n"
+    "                           without it, the defaults; an unknown setting is an error\n"
+    "    --listen ENDPOINT      run: the ZeroMQ endpoint to bind, over the config's [broker] listen\n"
+    "                           (default tcp://127.0.0.1:7450; tcp://127.0.0.1:* picks a free port)\n"
+    "    --metrics ADDRESS      run: HOST:PORT of the Prometheus endpoint over [metrics] listen\n"
+    "                           (default 127.0.0.1:9464; port 0 picks a free port; off disables)\n"
+    "    --log-format FORMAT    run: text (key=value, the default) or json (one object a line)\n"
+    "    --log-level LEVEL      run: the lowest level written: debug, info (default), warn or error;\n"
+    "                           security events (security=1) are always written\n"
+    "    --help                 this text\n"
+    "\n"
+    "FILES\n"
+    "    DIR/broker.secret      the broker's secret keys (mode 0600)\n"
+    "    DIR/broker.card        the broker's public card\n"
+    "    DIR/broker.db          SQLite (WAL): registry, messages, delivery state and the audit ledger,\n"
+    "                           locked while the broker runs\n"
+    "    /etc/referral/broker.conf\n"
+    "                           the settings, as the systemd unit referral-broker.service runs it\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    0  done (run: stopped by SIGTERM or SIGINT)\n"
+    "    1  refused input (init: CARD is not an admin's card, or fails verification)\n"
+    "    2  usage or system error (a bad option or setting, DIR in use, a database of a newer schema)\n"
+    "\n"
+    "EXAMPLES\n"
+    "    referral-keys generate --name ops-admin --role admin --agency ILCPD0000 --out ops-admin\n"
+    "    referral-broker init --data /var/lib/referral/broker --name broker-1 --admin-card ops-admin.card\n"
+    "    referral-broker run --data /var/lib/referral/broker --config /etc/referral/broker.conf\n"
+    "    referral-broker run --data ./broker --listen 'tcp://127.0.0.1:*' --log-format json 2>broker.log\n"
+    "\n"
+    "SEE ALSO\n"
+    "    referral-admin(1), referral-adapter(1), referral-keys(1), referral-audit(1)\n";
 
-enum { OPT_DATA = 1, OPT_NAME, OPT_ADMIN_CARD, OPT_DAYS, OPT_CONFIG, OPT_LISTEN, OPT_METRICS };
+enum {
+    OPT_DATA = 1,
+    OPT_NAME,
+    OPT_ADMIN_CARD,
+    OPT_DAYS,
+    OPT_CONFIG,
+    OPT_LISTEN,
+    OPT_LOG_FORMAT,
+    OPT_LOG_LEVEL,
+    OPT_METRICS
+};
 
 typedef struct {
-    const char *data, *name, *admin_card, *days, *config, *listen, *metrics;
+    const char *data, *name, *admin_card, *days, *config, *listen, *log_format, *log_level, *metrics;
 } options_t;
 
 static void parse_options(int argc, char **argv, options_t *o)
@@ -48,6 +116,8 @@ static void parse_options(int argc, char **argv, options_t *o)
         {"config", required_argument, NULL, OPT_CONFIG},
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"metrics", required_argument, NULL, OPT_METRICS},
+        {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -75,6 +145,12 @@ static void parse_options(int argc, char **argv, options_t *o)
             break;
         case OPT_METRICS:
             xoption_once(&o->metrics, optarg, "--metrics");
+            break;
+        case OPT_LOG_FORMAT:
+            xoption_once(&o->log_format, optarg, "--log-format");
+            break;
+        case OPT_LOG_LEVEL:
+            xoption_once(&o->log_level, optarg, "--log-level");
             break;
         case 'h':
             fputs(usage, stdout);
@@ -158,6 +234,7 @@ static void on_signal(int sig)
 static int cmd_run(const options_t *o)
 {
     xrequire(o->data, "--data");
+    xlog_options(o->log_format, o->log_level);
     broker_config_t cfg;
     char err[512], secret[4096], db[4096];
     config_defaults(&cfg);

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "rbcrypto.h"
 
 #define PASSPHRASE_MAX 1024
@@ -73,6 +74,20 @@ void xoption_once(const char **slot, const char *value, const char *option)
     if (*slot != NULL)
         xdie(EXIT_USAGE, "option %s given twice", option);
     *slot = value;
+}
+
+void xlog_options(const char *format, const char *level)
+{
+    log_format f;
+    log_level l;
+    if (format != NULL && !log_format_named(format, &f))
+        xdie(EXIT_USAGE, "--log-format must be text or json, not '%s'", format);
+    if (level != NULL && !log_level_named(level, &l))
+        xdie(EXIT_USAGE, "--log-level must be debug, info, warn or error, not '%s'", level);
+    if (format != NULL)
+        log_set_format(f);
+    if (level != NULL)
+        log_set_level(l);
 }
 
 /* Reads one line (without its newline) from fd into buf (cap bytes); the length, or -1. */

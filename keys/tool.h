@@ -34,6 +34,10 @@ void xrequire(const char *value, const char *option);
 /* Stores an option's value, refusing a second occurrence of the same option. */
 void xoption_once(const char **slot, const char *value, const char *option);
 
+/* Applies --log-format text|json and --log-level debug|info|warn|error (NULL leaves the default: text,
+ * info); dies naming the option when a value is none of those. */
+void xlog_options(const char *format, const char *level);
+
 /* A passphrase, in secret memory the caller frees with rbcrypto_secret_free. From the first line of
  * file when file is not NULL (the file must not be readable by group or others), else asked on the
  * terminal without echo, twice when confirm. Dies when it is empty or there is no terminal. */
