@@ -117,7 +117,7 @@ sqlite3 -header -column "$demo/intake.db" \
      WHERE is_supervisor = 1 ORDER BY intake_number LIMIT 6;"
 
 step "broker and adapter status"
-"${admin[@]}" status | jq -c '.[] | select(.role != "admin") | {name, connected, queued, inFlight, awaitingAck, deadLetters}'
+"${admin[@]}" status
 echo "police adapter: $("$BIN/referral-adapter" status --config "$demo/police.ini")"
 echo "intake adapter: $("$BIN/referral-adapter" status --config "$demo/intake.ini")"
 
