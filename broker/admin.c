@@ -16,23 +16,6 @@
 #include "out.h"
 #include "rbcrypto.h"
 
-/* A JSON string: quotes, backslashes and control characters escaped. */
-static void out_string(out_t *o, const char *s)
-{
-    out_printf(o, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            out_printf(o, "\\%c", *p);
-        else if (*p == '\n')
-            out_printf(o, "\\n");
-        else if (*p < 0x20)
-            out_printf(o, "\\u%04x", *p);
-        else
-            out_printf(o, "%c", *p);
-    }
-    out_printf(o, "\"");
-}
-
 typedef struct {
     store_t *store;
     out_t *out;
@@ -276,11 +259,8 @@ static rb_err checkpoint_out(void *ctx, uint64_t size, int64_t at_ms, const char
     leaves_out_t *lo = ctx;
     if (size < lo->from || size > lo->to)
         return RB_OK;
-    /* A note is printable ASCII and newlines (signed-note), so only the newlines need escaping. */
-    out_printf(lo->out, "%s\"", lo->first ? "" : ", ");
-    for (const char *p = note; *p; p++)
-        out_printf(lo->out, *p == '\n' ? "\\n" : *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
-    out_printf(lo->out, "\"");
+    out_printf(lo->out, "%s", lo->first ? "" : ", ");
+    out_string(lo->out, note);
     lo->first = false;
     return RB_OK;
 }
@@ -526,7 +506,7 @@ bool admin_execute(store_t *store, const party_t *admin, const char *peer, const
         /* Checked after the change, whatever it was: a disable, a revocation, an expiry brought forward. */
         if (*changed && (rc = store_count_admin_keys(store, now_ms, &admins)) == RB_OK && admins == 0) {
             out.len = 0;
-            out_printf(&out, "refused: no admin would be left able to sign commands (the last admin cannot "
+            out_printf(&out, "no admin would be left able to sign commands (the last admin cannot "
                              "be removed: add another admin first)");
             rc = RB_ERR_NOT_ALLOWED;
         } else if (rc == RB_OK && (rc = store_commit(store)) != RB_OK) {

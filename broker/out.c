@@ -30,3 +30,19 @@ void out_printf(out_t *o, const char *fmt, ...)
         o->cap = cap;
     }
 }
+
+void out_string(out_t *o, const char *s)
+{
+    out_printf(o, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            out_printf(o, "\\%c", *p);
+        else if (*p == '\n')
+            out_printf(o, "\\n");
+        else if (*p < 0x20)
+            out_printf(o, "\\u%04x", *p);
+        else
+            out_printf(o, "%c", *p);
+    }
+    out_printf(o, "\"");
+}

@@ -15,5 +15,7 @@ typedef struct {
 } out_t;
 
 void out_printf(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* s as a JSON string: quotes, backslashes and control characters escaped. */
+void out_string(out_t *o, const char *s);
 
 #endif

@@ -59,8 +59,9 @@ printf '%s\n' "$token" >"$etc/keys/cpd-http.token"
 chmod 600 "$etc/keys/cpd-http.token"
 
 install_config() { # install_config EXAMPLE: as an operator would, paths moved under $root, defaults on
+    # (previous_secret is not a default: it names a file only a rotation leaves behind)
     sed -e "s|/etc/referral|$etc|g; s|/var/lib/referral|$var|g; s|/srv/referral|$srv|g" \
-        -e 's/^;\([a-z_]* = \)/\1/' -e "s|tcp://broker.example.org:7450|${endpoint:-}|" \
+        -e '/^;previous_secret/!s/^;\([a-z_]* = \)/\1/' -e "s|tcp://broker.example.org:7450|${endpoint:-}|" \
         -e 's|^listen = 127.0.0.1:8080$|listen = 127.0.0.1:0|' "$1" >"$etc/$(basename "$1")"
 }
 
