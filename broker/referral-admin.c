@@ -3,7 +3,8 @@
  *   referral-admin --broker ENDPOINT --broker-card CARD --as ADMIN_SECRET [--passphrase-file F] COMMAND ...
  *
  * Commands: adapter add --card CARD | adapter list | adapter disable NAME | adapter enable NAME |
- *           key revoke KEYID --reason TEXT | status | dead-letters requeue ID | export-ledger --out FILE
+ *           key revoke KEYID --reason TEXT | status | dead-letters requeue ID | export-ledger --out FILE |
+ *           backup --out FILE
  * Each command is signed with the admin's key; the broker verifies it and records it. The output is JSON.
  * Exit status: 0 done, 1 refused by the broker, 2 usage or system error. */
 #include <getopt.h>
@@ -16,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "audit.h"
+#include "backup.h"
 #include "client.h"
 #include "keyfile.h"
 #include "pbjson.h"
@@ -34,6 +36,8 @@ static const char usage[] =
     "  dead-letters requeue ID      queues a dead letter again, as new\n"
     "  export-ledger --out FILE     the audit ledger up to its latest checkpoint, for referral-audit: JSON\n"
     "                               lines if FILE ends in .jsonl, else SQLite (each page read is ledgered)\n"
+    "  backup --out FILE            a consistent copy of the running broker's database (0600), checked\n"
+    "                               (SHA-256, integrity); install it with referral-broker restore\n"
     "\n"
     "Exit status: 0 done, 1 refused by the broker, 2 usage or system error.\n";
 
@@ -204,6 +208,9 @@ int main(int argc, char **argv)
     } else if (n_words == 1 && strcmp(words[0], "export-ledger") == 0) {
         xrequire(out, "--out");
         snprintf(command, sizeof command, "ledger read");
+    } else if (n_words == 1 && strcmp(words[0], "backup") == 0) {
+        xrequire(out, "--out");
+        snprintf(command, sizeof command, "backup start");
     } else {
         xdie(EXIT_USAGE, "unknown command (see --help)");
     }
@@ -223,6 +230,19 @@ int main(int argc, char **argv)
         client_close(&client);
         identity_free(&me);
         return status;
+    }
+    if (strcmp(command, "backup start") == 0) {
+        backup_fetched_t got;
+        rc = backup_fetch(client, me, out, timeout_ms, &got, err, sizeof err);
+        client_close(&client);
+        identity_free(&me);
+        if (rc != RB_OK)
+            xdie(tool_exit_code(rc), "backup: %s", err);
+        printf("{\"backup\": \"%s\", \"file\": \"%s\", \"bytes\": %" PRIu64 ", \"sha256\": \"%s\", "
+               "\"integrity\": \"ok\", \"ledgerLeaves\": %" PRId64 ", \"messages\": %" PRId64
+               ", \"ms\": %" PRId64 "}\n",
+               got.id, out, got.bytes, got.sha256, got.ledger_leaves, got.messages, got.ms);
+        return 0;
     }
     bool ok;
     char *output;

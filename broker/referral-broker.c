@@ -2,6 +2,7 @@
  *
  *   referral-broker init --data DIR --name NAME --admin-card CARD [--days D]
  *   referral-broker run --data DIR [--config FILE] [--listen ENDPOINT]
+ *   referral-broker restore --from FILE --data DIR [--force]
  *
  * Exit status: 0 success (run: stopped by SIGTERM or SIGINT), 1 refused input, 2 usage or system error. */
 #include <getopt.h>
@@ -16,6 +17,7 @@
 #include "config.h"
 #include "ledger.h"
 #include "log.h"
+#include "restore.h"
 #include "store.h"
 #include "tool.h"
 
@@ -27,13 +29,20 @@ static const char usage[] =
     "      DIR/broker.card, which every adapter needs), the database, and registers the first admin.\n"
     "  run --data DIR [--config FILE] [--listen ENDPOINT]\n"
     "      Runs the broker in the foreground until SIGTERM or SIGINT; logs key=value lines to stderr.\n"
+    "  restore --from FILE --data DIR [--force]\n"
+    "      Installs a backup (referral-admin backup) as DIR/broker.db after checking it: integrity, schema\n"
+    "      version, the whole ledger against its signed checkpoints and the broker card it names (which\n"
+    "      must be DIR/broker.card when that exists), the stored messages against the ledger. Creates DIR\n"
+    "      (0700) if missing; replaces a database only with --force, keeping it as "
+    "broker.db.before-restore.\n"
     "\n"
     "Exit status: 0 ok, 1 refused input, 2 usage or system error.\n";
 
-enum { OPT_DATA = 1, OPT_NAME, OPT_ADMIN_CARD, OPT_DAYS, OPT_CONFIG, OPT_LISTEN };
+enum { OPT_DATA = 1, OPT_NAME, OPT_ADMIN_CARD, OPT_DAYS, OPT_CONFIG, OPT_LISTEN, OPT_FROM, OPT_FORCE };
 
 typedef struct {
-    const char *data, *name, *admin_card, *days, *config, *listen;
+    const char *data, *name, *admin_card, *days, *config, *listen, *from;
+    bool force;
 } options_t;
 
 static void parse_options(int argc, char **argv, options_t *o)
@@ -45,6 +54,8 @@ static void parse_options(int argc, char **argv, options_t *o)
         {"days", required_argument, NULL, OPT_DAYS},
         {"config", required_argument, NULL, OPT_CONFIG},
         {"listen", required_argument, NULL, OPT_LISTEN},
+        {"from", required_argument, NULL, OPT_FROM},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -69,6 +80,12 @@ static void parse_options(int argc, char **argv, options_t *o)
             break;
         case OPT_LISTEN:
             xoption_once(&o->listen, optarg, "--listen");
+            break;
+        case OPT_FROM:
+            xoption_once(&o->from, optarg, "--from");
+            break;
+        case OPT_FORCE:
+            o->force = true;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -180,6 +197,19 @@ static int cmd_run(const options_t *o)
     return 0;
 }
 
+static int cmd_restore(const options_t *o)
+{
+    xrequire(o->from, "--from");
+    xrequire(o->data, "--data");
+    restore_summary_t summary;
+    char err[1024];
+    rb_err rc = restore_backup(o->from, o->data, o->force, &summary, err, sizeof err);
+    if (rc != RB_OK)
+        xdie(tool_exit_code(rc), "restore refused: %s", err);
+    restore_print(&summary, o->from, o->data, stdout);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = tool_start(argc, argv, usage);
@@ -189,5 +219,7 @@ int main(int argc, char **argv)
         return cmd_init(&o);
     if (strcmp(cmd, "run") == 0)
         return cmd_run(&o);
+    if (strcmp(cmd, "restore") == 0)
+        return cmd_restore(&o);
     xdie(EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
 }
