@@ -246,6 +246,22 @@ static void snapshot_carries_a_change_made_during_the_copy(void **state)
     assert_ok(run_backup(store, "backup end", id, &out));
     free(out);
     assert_int_equal(access(snapshot, F_OK), -1);
+
+    /* An admin who never comes back: the snapshot goes BACKUP_IDLE_MS after the last command about it. */
+    assert_ok(run_backup(store, "backup start", NULL, &out));
+    assert_int_equal(sscanf(out, "{\"backup\": \"%16[0-9a-f]\"", id), 1);
+    free(out);
+    backup_tick(store);
+    test_path(snapshot, sizeof snapshot, "%s/backups/snapshot-%s.db", dir, id);
+    assert_int_equal(access(snapshot, F_OK), 0);
+    char *status_args[] = {id};
+    assert_ok(
+        backup_command(store, "backup status", status_args, 1, harness_ms() - BACKUP_IDLE_MS - 1000, &out));
+    free(out);
+    backup_tick(store);
+    assert_int_equal(access(snapshot, F_OK), -1);
+    assert_rb(run_backup(store, "backup status", id, &out), RB_ERR_CONFLICT);
+    free(out);
     backup_close();
     store_close(&store);
     test_rmdir(&dir);
