@@ -205,30 +205,32 @@ rb_err backup_fetch(client_t *client, const identity_t *admin, const char *path,
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= (int)sizeof tmp)
         return problem(&f, RB_ERR_USAGE, "%s: path too long", path);
+    /* The temporary file first (mode 0600): a directory it cannot be made in fails before the broker works. */
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return problem(&f, RB_ERR_IO, "%s: %s", tmp, strerror(errno));
     json_t *r;
     rb_err rc = ask(&f, "backup start", NULL, 0, &r);
-    if (rc != RB_OK)
-        return rc;
-    const char *id = json_string_value(json_object_get(r, "backup"));
-    if (id == NULL || strlen(id) != 16)
+    const char *id = rc == RB_OK ? json_string_value(json_object_get(r, "backup")) : NULL;
+    if (rc == RB_OK && (id == NULL || strlen(id) != 16))
         rc = problem(&f, RB_ERR_MALFORMED, "backup start: the broker's answer has no backup id");
-    else
+    else if (rc == RB_OK)
         memcpy(out->id, id, 17);
     json_decref(r);
-    if (rc != RB_OK)
+    if (rc != RB_OK) {
+        close(fd);
+        unlink(tmp);
         return rc;
+    }
 
     char want_hex[2 * RB_HASH_BYTES + 1], got_hex[2 * RB_HASH_BYTES + 1];
     uint8_t got[RB_HASH_BYTES];
-    int fd = -1;
     rc = wait_done(&f, out->id, &out->bytes, want_hex);
-    if (rc == RB_OK && (fd = mkstemp(tmp)) < 0) /* mode 0600 */
-        rc = problem(&f, RB_ERR_IO, "%s: %s", tmp, strerror(errno));
     if (rc == RB_OK)
         rc = read_all(&f, out->id, fd, out->bytes, got);
     if (rc == RB_OK && fsync(fd) != 0)
         rc = problem(&f, RB_ERR_IO, "%s: %s", tmp, strerror(errno));
-    if (fd >= 0 && close(fd) != 0 && rc == RB_OK)
+    if (close(fd) != 0 && rc == RB_OK)
         rc = problem(&f, RB_ERR_IO, "%s: %s", tmp, strerror(errno));
     if (rc == RB_OK) {
         keyfile_hex(got, RB_HASH_BYTES, got_hex);
@@ -242,8 +244,7 @@ rb_err backup_fetch(client_t *client, const identity_t *admin, const char *path,
     /* link, not rename: a file that appeared at path meanwhile is never replaced. */
     if (rc == RB_OK && link(tmp, path) != 0)
         rc = problem(&f, errno == EEXIST ? RB_ERR_EXISTS : RB_ERR_IO, "%s: %s", path, strerror(errno));
-    if (fd >= 0)
-        unlink(tmp);
+    unlink(tmp);
     if (rc == RB_OK)
         sync_dir_of(path);
     /* The snapshot is deleted on the broker whatever happened here; a failure to end it is only untidy
