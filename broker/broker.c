@@ -18,6 +18,7 @@
 #include <zmq.h>
 
 #include "admin.h"
+#include "backup.h"
 #include "keyfile.h"
 #include "ledger.h"
 #include "log.h"
@@ -979,6 +980,7 @@ static void tick(broker_t *b)
     expire(b);
     send_notices(b);
     checkpoint_now(b, false);
+    backup_tick(b->store);
     int64_t t = now_ms();
     metrics_refresh(b->metrics, b->store, t, b->cfg->ack_overdue_ms, is_connected, b);
     for (size_t i = 0; i < MAX_SESSIONS; i++) {
@@ -1060,6 +1062,7 @@ rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *sto
         tick(b);
     }
     before_sleep(b); /* nothing received is left unanswered or unstored */
+    backup_close();
     if (b->router != NULL && rc != RB_ERR_HASH_MISMATCH) {
         event_now(b, NULL, "broker_stopped", NULL, "ok", NULL);
         checkpoint_now(b, true);

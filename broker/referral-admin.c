@@ -3,7 +3,7 @@
  *   referral-admin --broker ENDPOINT --broker-card CARD --as ADMIN_SECRET [--passphrase-file F] COMMAND ...
  *
  * Commands: adapter add|list|disable|enable, key add|revoke, status, message show, dead-letters
- * list|requeue|discard, quarantine list|release|discard, export-ledger (see usage below). Each command is
+ * list|requeue|discard, quarantine list|release|discard, export-ledger, backup (see usage below). Each command is
  * signed with the admin's key; the broker verifies it and records it in its ledger. Output is JSON, or for
  * status and lists a table unless --json. Nothing destructive happens without --yes.
  * Exit status: 0 done, 1 refused by the broker, 2 usage or system error. */
@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 
 #include "audit.h"
+#include "backup.h"
 #include "client.h"
 #include "keyfile.h"
 #include "pbjson.h"
@@ -78,6 +79,11 @@ static const char usage[] =
     "        Reads the audit ledger up to its latest checkpoint, page by page (each page read is itself\n"
     "        ledgered), and writes it for referral-audit: JSON lines if FILE ends in .jsonl, else\n"
     "        SQLite. Holds no envelope content.\n"
+    "    backup --out FILE\n"
+    "        A consistent copy of the running broker's database, taken by the broker while traffic\n"
+    "        flows, fetched in signed chunks and checked (SHA-256, SQLite integrity) before it is put\n"
+    "        in place as FILE (mode 0600). Install it with referral-broker restore. It holds the\n"
+    "        sealed envelopes still queued: keep it as safe as the broker's data directory.\n"
     "\n"
     "OPTIONS\n"
     "    --broker ENDPOINT      the broker's ZeroMQ endpoint, e.g. tcp://broker.example.org:7450\n"
@@ -93,7 +99,7 @@ static const char usage[] =
     "    --json                 status and lists: JSON instead of a table\n"
     "    --all                  requeue or release every message in the list (with --yes)\n"
     "    --yes                  confirms a change that cannot be undone\n"
-    "    --out FILE             export-ledger: where to write\n"
+    "    --out FILE             export-ledger, backup: where to write\n"
     "    --help                 this text\n"
     "\n"
     "FILES\n"
@@ -114,6 +120,7 @@ static const char usage[] =
     "    $admin key revoke 3f2a9c0d1e4b5a67 --reason compromised --since 2026-11-25T08:00:00Z\n"
     "    $admin dead-letters requeue --all --yes\n"
     "    $admin export-ledger --out ledger.jsonl\n"
+    "    $admin backup --out /var/backups/referral/broker-$(date -u +%Y%m%d).db\n"
     "\n"
     "SEE ALSO\n"
     "    referral-broker(1), referral-keys(1), referral-audit(1)\n";
@@ -452,6 +459,9 @@ int main(int argc, char **argv)
     } else if (n_words == 1 && strcmp(w0, "export-ledger") == 0) {
         xrequire(out, "--out");
         snprintf(command, sizeof command, "ledger read");
+    } else if (n_words == 1 && strcmp(words[0], "backup") == 0) {
+        xrequire(out, "--out");
+        snprintf(command, sizeof command, "backup start");
     } else {
         xdie(EXIT_USAGE, "unknown command (see --help)");
     }
@@ -471,6 +481,19 @@ int main(int argc, char **argv)
         client_close(&client);
         identity_free(&me);
         return status;
+    }
+    if (strcmp(command, "backup start") == 0) {
+        backup_fetched_t got;
+        rc = backup_fetch(client, me, out, timeout_ms, &got, err, sizeof err);
+        client_close(&client);
+        identity_free(&me);
+        if (rc != RB_OK)
+            xdie(tool_exit_code(rc), "backup: %s", err);
+        printf("{\"backup\": \"%s\", \"file\": \"%s\", \"bytes\": %" PRIu64 ", \"sha256\": \"%s\", "
+               "\"integrity\": \"ok\", \"ledgerLeaves\": %" PRId64 ", \"messages\": %" PRId64
+               ", \"ms\": %" PRId64 "}\n",
+               got.id, out, got.bytes, got.sha256, got.ledger_leaves, got.messages, got.ms);
+        return 0;
     }
     bool ok;
     char *output;

@@ -3,6 +3,7 @@
  *   referral-broker init --data DIR --name NAME --admin-card CARD [--days D]
  *   referral-broker run --data DIR [--config FILE] [--listen ENDPOINT] [--metrics ADDRESS]
  *                       [--log-format F] [--log-level L]
+ *   referral-broker restore --from FILE --data DIR [--force]
  *
  * Exit status: 0 success (run: stopped by SIGTERM or SIGINT), 1 refused input, 2 usage or system error. */
 #include <getopt.h>
@@ -18,6 +19,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
+#include "restore.h"
 #include "store.h"
 #include "tool.h"
 
@@ -32,6 +34,7 @@ static const char usage[] =
     "    referral-broker init --data DIR --name NAME --admin-card CARD [--days D]\n"
     "    referral-broker run --data DIR [--config FILE] [--listen ENDPOINT] [--metrics ADDRESS]\n"
     "                        [--log-format text|json] [--log-level debug|info|warn|error]\n"
+    "    referral-broker restore --from FILE --data DIR [--force]\n"
     "    referral-broker --help\n"
     "\n"
     "DESCRIPTION\n"
@@ -51,6 +54,12 @@ static const char usage[] =
     "        Runs the broker in the foreground. The database migrates itself to this version's schema\n"
     "        at start. On SIGTERM or SIGINT it stores and answers what it has received, signs a last\n"
     "        checkpoint and exits 0. Logs go to standard error, one event a line.\n"
+    "    restore\n"
+    "        Installs a backup (referral-admin backup) as DIR/broker.db after checking it: SQLite\n"
+    "        integrity, schema version, the whole ledger against its signed checkpoints and the broker\n"
+    "        card it names (which must be DIR/broker.card when that exists), and the stored messages\n"
+    "        against the ledger. Creates DIR (0700) if missing. Replaces a database only with --force,\n"
+    "        keeping the old one as DIR/broker.db.before-restore. The broker must be stopped.\n"
     "\n"
     "OPTIONS\n"
     "    --data DIR             the broker's data directory\n"
@@ -66,6 +75,8 @@ static const char usage[] =
     "    --log-format FORMAT    run: text (key=value, the default) or json (one object a line)\n"
     "    --log-level LEVEL      run: the lowest level written: debug, info (default), warn or error;\n"
     "                           security events (security=1) are always written\n"
+    "    --from FILE            restore: the backup to install\n"
+    "    --force                restore: replace an existing database\n"
     "    --help                 this text\n"
     "\n"
     "FILES\n"
@@ -86,6 +97,7 @@ static const char usage[] =
     "    referral-broker init --data /var/lib/referral/broker --name broker-1 --admin-card ops-admin.card\n"
     "    referral-broker run --data /var/lib/referral/broker --config /etc/referral/broker.conf\n"
     "    referral-broker run --data ./broker --listen 'tcp://127.0.0.1:*' --log-format json 2>broker.log\n"
+    "    referral-broker restore --from broker-20261125.db --data /var/lib/referral/broker --force\n"
     "\n"
     "SEE ALSO\n"
     "    referral-admin(1), referral-adapter(1), referral-keys(1), referral-audit(1)\n";
@@ -99,11 +111,14 @@ enum {
     OPT_LISTEN,
     OPT_LOG_FORMAT,
     OPT_LOG_LEVEL,
-    OPT_METRICS
+    OPT_METRICS,
+    OPT_FROM,
+    OPT_FORCE
 };
 
 typedef struct {
-    const char *data, *name, *admin_card, *days, *config, *listen, *log_format, *log_level, *metrics;
+    const char *data, *name, *admin_card, *days, *config, *listen, *log_format, *log_level, *metrics, *from;
+    bool force;
 } options_t;
 
 static void parse_options(int argc, char **argv, options_t *o)
@@ -118,6 +133,8 @@ static void parse_options(int argc, char **argv, options_t *o)
         {"metrics", required_argument, NULL, OPT_METRICS},
         {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"from", required_argument, NULL, OPT_FROM},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -151,6 +168,12 @@ static void parse_options(int argc, char **argv, options_t *o)
             break;
         case OPT_LOG_LEVEL:
             xoption_once(&o->log_level, optarg, "--log-level");
+            break;
+        case OPT_FROM:
+            xoption_once(&o->from, optarg, "--from");
+            break;
+        case OPT_FORCE:
+            o->force = true;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -267,6 +290,19 @@ static int cmd_run(const options_t *o)
     return 0;
 }
 
+static int cmd_restore(const options_t *o)
+{
+    xrequire(o->from, "--from");
+    xrequire(o->data, "--data");
+    restore_summary_t summary;
+    char err[1024];
+    rb_err rc = restore_backup(o->from, o->data, o->force, &summary, err, sizeof err);
+    if (rc != RB_OK)
+        xdie(tool_exit_code(rc), "restore refused: %s", err);
+    restore_print(&summary, o->from, o->data, stdout);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = tool_start(argc, argv, usage);
@@ -276,5 +312,7 @@ int main(int argc, char **argv)
         return cmd_init(&o);
     if (strcmp(cmd, "run") == 0)
         return cmd_run(&o);
+    if (strcmp(cmd, "restore") == 0)
+        return cmd_restore(&o);
     xdie(EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
 }

@@ -183,6 +183,11 @@ ledger_t *store_ledger(store_t *s)
     return s->ledger;
 }
 
+sqlite3 *store_db(store_t *s)
+{
+    return s->db;
+}
+
 rb_err store_record_card(store_t *s, const card_t *card, const char *detail, int64_t now_ms)
 {
     uint8_t packed[CARD_PACKED_MAX];

@@ -79,6 +79,9 @@ rb_err store_event(store_t *s, Rb__LedgerEvent *e, uint64_t *index);
 rb_err store_record_card(store_t *s, const card_t *card, const char *detail, int64_t now_ms);
 /* The ledger in this database: for checkpoints and proofs. */
 ledger_t *store_ledger(store_t *s);
+/* The connection itself, borrowed: the online backup (backup.h) must copy through it, since the broker holds
+ * the database's only lock. */
+sqlite3 *store_db(store_t *s);
 
 /* A stored message's state. */
 typedef struct {

@@ -150,6 +150,24 @@ void rbcrypto_sha256(const uint8_t *msg, size_t len, uint8_t out[RB_HASH_BYTES])
     crypto_hash_sha256(out, msg, len);
 }
 
+_Static_assert(sizeof(crypto_hash_sha256_state) <= sizeof(rbcrypto_sha256_t),
+               "rbcrypto_sha256_t must hold libsodium's SHA-256 state");
+
+void rbcrypto_sha256_init(rbcrypto_sha256_t *h)
+{
+    crypto_hash_sha256_init((crypto_hash_sha256_state *)h->opaque);
+}
+
+void rbcrypto_sha256_update(rbcrypto_sha256_t *h, const uint8_t *data, size_t len)
+{
+    crypto_hash_sha256_update((crypto_hash_sha256_state *)h->opaque, data, len);
+}
+
+void rbcrypto_sha256_final(rbcrypto_sha256_t *h, uint8_t out[RB_HASH_BYTES])
+{
+    crypto_hash_sha256_final((crypto_hash_sha256_state *)h->opaque, out);
+}
+
 void rbcrypto_prf(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t len, uint8_t *out,
                   size_t out_len)
 {

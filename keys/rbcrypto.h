@@ -75,6 +75,14 @@ rb_err rbcrypto_seal_open(const uint8_t *box, size_t len, const uint8_t pk[RB_BO
                           const uint8_t sk[RB_BOX_SK_BYTES], uint8_t *out);
 
 void rbcrypto_sha256(const uint8_t *msg, size_t len, uint8_t out[RB_HASH_BYTES]);
+/* SHA-256 of data that comes in pieces (a file read chunk by chunk): init, update as often as needed,
+ * final. The state is libsodium's, held opaque here. */
+typedef struct {
+    uint64_t opaque[16];
+} rbcrypto_sha256_t;
+void rbcrypto_sha256_init(rbcrypto_sha256_t *h);
+void rbcrypto_sha256_update(rbcrypto_sha256_t *h, const uint8_t *data, size_t len);
+void rbcrypto_sha256_final(rbcrypto_sha256_t *h, uint8_t out[RB_HASH_BYTES]);
 /* Keyed BLAKE2b with a 16..64-byte output: a pseudorandom function for derived identifiers. */
 void rbcrypto_prf(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t len, uint8_t *out,
                   size_t out_len);
