@@ -172,10 +172,13 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         snprintf(path, sizeof path, "%s/adapter.db", data);
         rc = astore_open(&a->store, path, false, err, errlen);
     }
-    if (rc == RB_OK && (rc = astore_each_notice(a->store, reapply_notice, a->trust)) != RB_OK)
-        snprintf(err, errlen, "%s: the key notices kept do not apply: %s", path, rb_strerror(rc));
     if (rc == RB_OK) /* every line this process writes is about this adapter */
         log_set_context("adapter", identity_card(a->me)->name);
+    if (rc == RB_OK)
+        rc = astore_each_notice(a->store, reapply_notice, a->trust);
+    int held = 0;
+    if (rc == RB_OK && (rc = astore_inbox_retry_held(a->store, &held)) == RB_OK && held > 0)
+        log_info("held_envelopes_retried", "count=%d", held);
     if (rc == RB_OK)
         rc = a->ops->open(&a->conn, a, a->cfg, err, errlen);
     if (rc != RB_OK) {
@@ -557,14 +560,19 @@ static rb_err apply_notice(trust_t *trust, const Rb__KeyNotice *n, char *why, si
     return rc;
 }
 
+/* A kept notice that no longer applies (its certifying card was taken out of the trust directory) is
+ * reported, not fatal: it can only add trust, never take it away, and the card it carried can be put in
+ * the trust directory by hand. */
 static rb_err reapply_notice(void *ctx, const uint8_t *bytes, size_t len)
 {
-    char why[200];
+    char why[200] = "";
     Rb__KeyNotice *n = rb__key_notice__unpack(NULL, len, bytes);
     rb_err rc = n == NULL ? RB_ERR_MALFORMED : apply_notice(ctx, n, why, sizeof why);
     if (n != NULL)
         rb__key_notice__free_unpacked(n, NULL);
-    return rc;
+    if (rc != RB_OK)
+        log_security("key_notice_not_reapplied", "reason=\"%s\" error=%s", why, rb_strerror(rc));
+    return RB_OK;
 }
 
 static void handle_notice(adapter_t *a, const msg_id_t *id, const envelope_opened_t *o, const char *hex)
@@ -608,6 +616,16 @@ static void process_inbox(adapter_t *a)
         if (rc == RB_ERR_WRONG_RECIPIENT && a->previous != NULL)
             rc = envelope_open(a->previous, a->trust, env, len, &o);
         free(env);
+        if (rc == RB_ERR_WRONG_RECIPIENT) {
+            /* Most likely sealed to this adapter's new key while it still runs the old one (a rotation
+             * done out of order): kept, and tried again at the next start, with the keys then configured. */
+            log_security("envelope_held",
+                         "msg=%s reason=\"sealed to a key this adapter does not hold: "
+                         "configure its new secret, the old one as previous_secret, and restart\"",
+                         hex);
+            astore_inbox_done(a->store, &id, "held", NULL, NULL, rb_strerror(rc), now_ms());
+            continue;
+        }
         if (rc != RB_OK) {
             log_security("envelope_refused", "msg=%s reason=%s", hex, rb_strerror(rc));
             astore_inbox_done(a->store, &id, "refused", NULL, NULL, rb_strerror(rc), now_ms());

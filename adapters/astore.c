@@ -330,6 +330,14 @@ rb_err astore_inbox_done(astore_t *s, const msg_id_t *id, const char *state, con
                          id->bytes, MSG_ID_BYTES));
 }
 
+rb_err astore_inbox_retry_held(astore_t *s, int *count)
+{
+    rb_err rc =
+        sqldb_run(sqldb_prepare(s->db, "UPDATE inbox SET state = 'received' WHERE state = 'held'", ""));
+    *count = rc == RB_OK ? sqlite3_changes(s->db) : 0;
+    return rc;
+}
+
 rb_err astore_inbox_find_filed(astore_t *s, const content_id_t *content, bool *found, char *intake_reference,
                                size_t cap)
 {
@@ -361,7 +369,7 @@ rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, i
         " (SELECT count(*) FROM outbox WHERE ack_status = 2),"
         " (SELECT count(*) FROM outbox WHERE receipted_ms IS NULL AND refused IS NULL AND queued_ms < ?),"
         " (SELECT count(*) FROM outbox WHERE kind != 4 AND acked_ms IS NULL AND queued_ms < ?),"
-        " (SELECT count(*) FROM inbox WHERE state = 'received'),"
+        " (SELECT count(*) FROM inbox WHERE state IN ('received', 'held')),"
         " (SELECT count(*) FROM inbox WHERE state = 'filed'),"
         " (SELECT count(*) FROM inbox WHERE state IN ('rejected', 'refused')) + "
         " (SELECT count(*) FROM outbox WHERE refused IS NOT NULL),"

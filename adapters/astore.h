@@ -89,10 +89,14 @@ rb_err astore_inbox_add(astore_t *s, const msg_id_t *id, const uint8_t *env, siz
                         bool *fresh);
 /* The oldest received envelope not yet processed. */
 rb_err astore_inbox_next(astore_t *s, bool *found, msg_id_t *id, uint8_t **env, size_t *len);
-/* Marks a received envelope processed: state "filed", "rejected", "ack" or "refused" (not openable),
+/* Marks a received envelope processed: state "filed", "rejected", "ack", "notice", "refused" (not
+ * openable) or "held" (sealed to a key this adapter does not hold),
  * with the content identity and intake reference when filed. */
 rb_err astore_inbox_done(astore_t *s, const msg_id_t *id, const char *state, const content_id_t *content,
                          const char *intake_reference, const char *problems, int64_t now_ms);
+/* Puts every "held" envelope (sealed to a key the adapter did not hold) back as received, for another try
+ * with the keys configured now; *count how many. */
+rb_err astore_inbox_retry_held(astore_t *s, int *count);
 /* The filed referral with this content identity, for idempotent filing: its intake reference. */
 rb_err astore_inbox_find_filed(astore_t *s, const content_id_t *content, bool *found, char *intake_reference,
                                size_t cap);
@@ -105,7 +109,7 @@ typedef struct {
     int accepted, rejected;
     int overdue_receipt; /* no receipt within the receipt deadline */
     int overdue_ack;     /* no ACK within the ACK deadline */
-    int inbox_waiting;   /* received, not yet processed */
+    int inbox_waiting;   /* received, not yet processed, or held for a key not configured yet */
     int filed, refused;
     int ledger_alarms; /* checkpoints from the broker that did not verify or did not extend ours */
     int checkpoints;   /* checkpoints kept */

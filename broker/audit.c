@@ -401,11 +401,12 @@ static rb_err check_key_added(verifier_t *v, uint64_t i, const Rb__LedgerEvent *
         return PROBLEM(v, "leaf %" PRIu64 " (key_added): %s: a key added without an admin command before it",
                        i, card.name);
     if ((old = trust_find_key(v->trust, cert.old_key_id)) == NULL ||
-        card_cert_check(&cert, old, &card) != RB_OK)
+        card_cert_check(&cert, old, &card) != RB_OK ||
+        trust_check(v->trust, old, (uint64_t)(e->at_ms / 1000)) != RB_OK)
         return PROBLEM(v,
                        "leaf %" PRIu64
-                       " (key_added): %s: the new card is not certified by a registered key of "
-                       "the party",
+                       " (key_added): %s: the new card is not certified by a key of the party "
+                       "valid then",
                        i, card.name);
     if (trust_add(v->trust, &card) != RB_OK ||
         trust_retire(v->trust, cert.old_key_id, (uint64_t)(e->retires_ms / 1000)) != RB_OK)
@@ -442,6 +443,7 @@ static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
         return PROBLEM(v, "leaf 0: expected the broker's own card, found a %s event", e->action);
     }
     v->initialising = v->initialising && registration;
+    bool after_admin = v->after_admin_ok;
     v->after_admin_ok = strcmp(e->action, "admin") == 0 && strcmp(e->outcome, "ok") == 0;
     if (!v->signatures)
         return RB_OK;
@@ -452,12 +454,17 @@ static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
         if (admin == NULL || admin->role != CARD_ROLE_ADMIN)
             return PROBLEM(v, "leaf %" PRIu64 " (admin): %s is not a registered admin", i, e->party);
         if (e->admin_signature.len != RB_SIG_BYTES ||
-            rbcrypto_verify(RB_DOMAIN_ADMIN, e->admin_command.data, e->admin_command.len,
-                            e->admin_signature.data, admin->sign_pk) != RB_OK)
-            return PROBLEM(v, "leaf %" PRIu64 " (admin): the command's signature by %s does not verify", i,
-                           e->party);
+            trust_find_signer(v->trust, e->party, (uint64_t)(e->at_ms / 1000), RB_DOMAIN_ADMIN,
+                              e->admin_command.data, e->admin_command.len, e->admin_signature.data) == NULL)
+            return PROBLEM(v,
+                           "leaf %" PRIu64 " (admin): the command's signature does not verify with any key "
+                           "%s held then",
+                           i, e->party);
         v->stats->signatures++;
     }
+    if (strcmp(e->action, "key_revoked") == 0 && !after_admin)
+        return PROBLEM(v, "leaf %" PRIu64 " (key_revoked): a key revoked without an admin command before it",
+                       i);
     if (strcmp(e->action, "key_revoked") == 0 &&
         (e->key_id.len != RB_KEY_ID_BYTES ||
          trust_revoke(v->trust, e->key_id.data, (uint64_t)(e->since_ms / 1000)) != RB_OK))

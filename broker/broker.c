@@ -858,9 +858,9 @@ static void expire(broker_t *b)
 /* --- key notices ------------------------------------------------------------------------------------------- */
 
 /* A notice of the key change recorded at leaf `index`, packed into *out (malloc'd); *owner is the party
- * whose key changed. */
+ * whose key changed, *owner_role its role. */
 static rb_err notice_body(broker_t *b, uint64_t index, uint8_t **out, size_t *len,
-                          char owner[CARD_NAME_MAX + 1])
+                          char owner[CARD_NAME_MAX + 1], int *owner_role)
 {
     uint8_t *leaf;
     size_t leaf_len;
@@ -891,6 +891,9 @@ static rb_err notice_body(broker_t *b, uint64_t index, uint8_t **out, size_t *le
         rc = RB_ERR_MALFORMED;
     }
     snprintf(owner, CARD_NAME_MAX + 1, "%s", e->party);
+    card_t changed;
+    if (rc == RB_OK && (rc = card_unpack(&changed, n.card.data, n.card.len)) == RB_OK)
+        *owner_role = changed.role;
     *len = rb__key_notice__get_packed_size(&n);
     if (rc == RB_OK && (*out = malloc(*len ? *len : 1)) == NULL)
         rc = RB_ERR_NOMEM;
@@ -905,6 +908,7 @@ typedef struct {
     const uint8_t *body;
     size_t len;
     const char *owner;
+    int owner_role;
     int sent;
 } notice_run_t;
 
@@ -912,7 +916,8 @@ typedef struct {
 static rb_err notice_to(void *ctx, const party_t *p)
 {
     notice_run_t *r = ctx;
-    if (p->card.role == CARD_ROLE_ADMIN || !p->enabled || strcmp(p->card.name, r->owner) == 0)
+    /* Sources need the sinks' keys and sinks the sources'; a party of the owner's role has no use for it. */
+    if (p->card.role == CARD_ROLE_ADMIN || !p->enabled || p->card.role == r->owner_role)
         return RB_OK;
     envelope_params_t params = {.kind = RB__KIND__KIND_NOTICE, .created_ms = now_ms()};
     msg_id_t id;
@@ -936,7 +941,7 @@ static rb_err notice_to(void *ctx, const party_t *p)
     return rc;
 }
 
-/* Tells every other adapter of each key change an admin made, one notice envelope per adapter, delivered
+/* Tells every adapter of the other role of each key change an admin made, one notice envelope each, delivered
  * like any envelope: so that receivers trust a rotated key, and refuse a revoked one, without an operator
  * copying cards around. */
 static void send_notices(broker_t *b)
@@ -952,7 +957,7 @@ static rb_err send_notice(broker_t *b, uint64_t leaf)
     notice_run_t r = {.b = b};
     char owner[CARD_NAME_MAX + 1] = "";
     uint8_t *body = NULL;
-    rb_err rc = notice_body(b, leaf, &body, &r.len, owner);
+    rb_err rc = notice_body(b, leaf, &body, &r.len, owner, &r.owner_role);
     r.body = body;
     r.owner = owner;
     if (rc == RB_OK && (rc = store_begin(b->store)) == RB_OK) {

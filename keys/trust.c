@@ -198,6 +198,18 @@ const card_t *trust_find_name(const trust_t *trust, const char *name, uint64_t t
     return best;
 }
 
+const card_t *trust_find_signer(const trust_t *trust, const char *name, uint64_t t, const char *domain,
+                                const uint8_t *msg, size_t len, const uint8_t sig[RB_SIG_BYTES])
+{
+    for (size_t i = 0; i < trust->count; i++) {
+        const trust_entry_t *e = &trust->entries[i];
+        if (strcmp(e->card.name, name) == 0 && entry_usable(e, t) == RB_OK &&
+            rbcrypto_verify(domain, msg, len, sig, e->card.sign_pk) == RB_OK)
+            return &e->card;
+    }
+    return NULL;
+}
+
 rb_err trust_check(const trust_t *trust, const card_t *card, uint64_t t)
 {
     const trust_entry_t *e = find_entry(trust, card->key_id);

@@ -40,6 +40,10 @@ const card_t *trust_find_key(const trust_t *trust, const uint8_t key_id[RB_KEY_I
 /* The card named name that is valid at Unix second t and not revoked, the latest created if several
  * (key rotation); NULL when none. Borrowed as above. */
 const card_t *trust_find_name(const trust_t *trust, const char *name, uint64_t t);
+/* The card named name, usable at Unix second t, whose signing key verifies sig over domain || 0x00 ||
+ * msg: during a rotation a party holds two keys and either may have signed. NULL when none does. */
+const card_t *trust_find_signer(const trust_t *trust, const char *name, uint64_t t, const char *domain,
+                                const uint8_t *msg, size_t len, const uint8_t sig[RB_SIG_BYTES]);
 /* Whether a card's key may be used for something signed at Unix second t: RB_ERR_KEY_REVOKED when t is
  * at or after its revocation time, RB_ERR_KEY_EXPIRED outside its validity (or after its retirement),
  * RB_ERR_UNKNOWN_SENDER when the store does not hold it. */

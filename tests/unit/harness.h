@@ -40,6 +40,7 @@ typedef struct {
     card_t broker;
     harness_adapter_t adapters[HARNESS_MAX_ADAPTERS];
     int n_adapters;
+    char adapter_settings[700]; /* more [adapter] lines for the configs written from now on */
 } harness_t;
 
 /* The harness of the running test, for the teardown to clean up after a failure. */
@@ -353,9 +354,9 @@ static inline void harness_adapter_start(harness_t *h, int i, const char *connec
     int n = snprintf(
         ini, sizeof ini,
         "[adapter]\nconnector = %s\nsecret = %s/%s.secret\nbroker = %s\nbroker_card = %s/broker.card\n"
-        "trust = %s/trust-%s\ndata = %s/adapter-%d-data\n%s\n",
+        "trust = %s/trust-%s\ndata = %s/adapter-%d-data\n%s%s\n",
         connector, h->dir, source ? "cpd" : "sao", h->endpoint, h->data, h->dir, source ? "source" : "sink",
-        h->dir, i, source ? "recipient = sao-intake\n" : "");
+        h->dir, i, source ? "recipient = sao-intake\n" : "", h->adapter_settings);
     if (strcmp(connector, "rms-files") == 0)
         n += snprintf(ini + n, sizeof ini - (size_t)n,
                       "[rms-files]\ndrop = %s/drop\nstable_ms = 200\nscan_ms = 50\n", h->dir);

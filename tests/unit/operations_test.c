@@ -1,6 +1,7 @@
 /* operations_test.c -- what admins do to a running broker, as they do it: a key rotated while referrals
  * flow, a compromised key revoked while it is sending, the last admin protected, dead letters requeued and
  * discarded. A real broker, real adapters and the real tools (referral-keys, referral-admin, referral-audit). */
+#include <jansson.h>
 #include <sqlite3.h>
 
 #include "harness.h"
@@ -62,15 +63,36 @@ static void wait_adapter_db(harness_t *h, int i, const char *sql, int64_t want, 
     }
 }
 
-/* Exports the ledger with the admin tool and verifies every signature in it. */
+/* Exports the ledger with the admin tool and verifies every signature in it. An export ends at the
+ * latest checkpoint, so it is taken again until it holds every leaf there was when it began. */
 static void export_and_verify(harness_t *h)
 {
-    char args[800];
-    snprintf(args, sizeof args, "export-ledger --out '%s/ledger.jsonl'", h->dir);
-    admin_tool(h, 0, args);
-    run_expect(
-        0, "'%s/referral-audit' verify --ledger '%s/ledger.jsonl' --broker-card '%s/broker.card' >/dev/null",
-        h->bin, h->dir, h->data);
+    char *status = harness_admin(h, true, "status", NULL, 0), args[800], cmd[1600], line[256] = "";
+    json_t *o = json_loads(status, 0, NULL);
+    free(status);
+    assert_true(json_is_integer(json_object_get(o, "ledgerSize")));
+    unsigned long long want = (unsigned long long)json_integer_value(json_object_get(o, "ledgerSize")),
+                       got = 0;
+    json_decref(o);
+    char export[700];
+    test_path(export, sizeof export, "%s/ledger.jsonl", h->dir);
+    snprintf(args, sizeof args, "export-ledger --out '%s'", export);
+    snprintf(cmd, sizeof cmd,
+             "'%s/referral-audit' verify --ledger '%s/ledger.jsonl' --broker-card '%s/broker.card' 2>&1",
+             h->bin, h->dir, h->data);
+    for (int64_t deadline = harness_ms() + 20000; got < want; harness_sleep_ms(200)) {
+        if (harness_ms() > deadline)
+            fail_msg("the export holds %llu leaves, not %llu, after 20 s", got, want);
+        unlink(export);
+        admin_tool(h, 0, args);
+        FILE *p = popen(cmd, "r");
+        assert_non_null(p);
+        if (fgets(line, sizeof line, p) == NULL)
+            line[0] = '\0';
+        if (pclose(p) != 0)
+            fail_msg("referral-audit verify: %s", line);
+        assert_int_equal(sscanf(line, "verified: %llu leaves", &got), 1);
+    }
 }
 
 /* A source rotates its key while it sends: every referral, under the old key or the new, is receipted
@@ -136,6 +158,57 @@ static void rotation_with_traffic_flowing(void **state)
     wait_adapter_db(h, sink, "SELECT count(*) FROM inbox WHERE state IN ('filed', 'rejected')", sent + 1,
                     20000);
     export_and_verify(h);
+    identity_free(&next);
+    harness_stop(&h);
+}
+
+/* A sink's key is rotated while the sink still runs its old key (stopping it first was skipped): the
+ * referrals sealed to the new key cannot be opened, and are held, not lost. Restarted with the new secret
+ * and the old one as previous_secret, the sink files them, and those sealed to the old key too. */
+static void sink_rotated_out_of_order(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int sink = harness_adapter(h);
+    harness_adapter_start(h, sink, "intake-sqlite");
+    client_t *source = harness_client(h, h->cpd, 0);
+    size_t len;
+    msg_id_t id;
+    uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &id);
+    harness_submit_ok(source, env, len);
+    free(env);
+    run_expect(0,
+               "'%s/referral-keys' rotate --old '%s/sao.secret' --out '%s/sao-2' --no-passphrase >/dev/null",
+               h->bin, h->dir, h->dir);
+    char args[800], path[700];
+    snprintf(args, sizeof args, "key add --card '%s/sao-2.card'", h->dir);
+    admin_tool(h, 0, args);
+    identity_t *next;
+    assert_ok(identity_load(&next, test_path(path, sizeof path, "%s/sao-2.secret", h->dir), NULL, 0));
+    for (int i = 0; i < 3; i++) {
+        env = harness_referral(h->cpd, next, NULL, NULL, &len, &id);
+        harness_submit_ok(source, env, len);
+        free(env);
+    }
+    wait_adapter_db(h, sink, "SELECT count(*) FROM inbox WHERE state = 'held'", 3, 20000);
+    assert_int_equal(
+        adapter_db_int(h, sink, "SELECT count(*) FROM inbox WHERE state IN ('filed', 'rejected')"), 1);
+    assert_int_equal(adapter_db_int(h, sink, "SELECT count(*) FROM inbox WHERE state = 'refused'"), 0);
+
+    harness_adapter_stop(h, sink, SIGTERM);
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "cp '%s/sao.secret' '%s/sao-1.secret' && mv '%s/sao-2.secret' '%s/sao.secret'",
+             h->dir, h->dir, h->dir, h->dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(h->adapter_settings, sizeof h->adapter_settings, "previous_secret = %s/sao-1.secret\n", h->dir);
+    harness_adapter_start(h, sink, "intake-sqlite");
+    wait_adapter_db(h, sink, "SELECT count(*) FROM inbox WHERE state IN ('filed', 'rejected')", 4, 20000);
+    /* One sealed to the old key after the restart is opened with previous_secret. */
+    env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &id);
+    harness_submit_ok(source, env, len);
+    free(env);
+    wait_adapter_db(h, sink, "SELECT count(*) FROM inbox WHERE state IN ('filed', 'rejected')", 5, 20000);
+    client_close(&source);
     identity_free(&next);
     harness_stop(&h);
 }
@@ -241,7 +314,7 @@ static void compromised_key_revoked_while_sending(void **state)
 static void last_admin_cannot_be_removed(void **state)
 {
     (void)state;
-    harness_t *h = harness_start(NULL);
+    harness_t *h = harness_start("[broker]\ncheckpoint_interval_ms = 200");
     char key_id[17];
     card_key_id_hex(identity_card(h->admin)->key_id, key_id);
     const char *revoke[] = {key_id, "retired", "0"}, *disable[] = {"ops-admin"};
@@ -268,12 +341,26 @@ static void last_admin_cannot_be_removed(void **state)
     assert_ok(client_admin(c, second, "key add", add, 2, 10000, &ok, &out));
     assert_true(ok);
     free(out);
+    /* During the overlap both keys sign commands, and the auditor accepts both. */
+    assert_ok(client_admin(c, second, "adapter list", NULL, 0, 10000, &ok, &out));
+    assert_true(ok);
+    free(out);
+    client_t *c2 = harness_client(h, rotated, 0);
+    assert_ok(client_admin(c2, rotated, "adapter list", NULL, 0, 10000, &ok, &out));
+    assert_true(ok);
+    free(out);
+    client_close(&c2);
     const char *disable_second[] = {"night-admin"};
     assert_ok(client_admin(c, second, "adapter disable", disable_second, 1, 10000, &ok, &out));
     assert_false(ok);
     assert_non_null(strstr(out, "last admin"));
     free(out);
     client_close(&c);
+    /* The first admin's key is revoked: the rotated one exports. */
+    identity_t *first = h->admin;
+    h->admin = rotated;
+    export_and_verify(h);
+    h->admin = first;
     identity_free(&second);
     identity_free(&rotated);
     harness_stop(&h);
@@ -358,6 +445,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(rotation_with_traffic_flowing, harness_teardown),
+        cmocka_unit_test_teardown(sink_rotated_out_of_order, harness_teardown),
         cmocka_unit_test_teardown(compromised_key_revoked_while_sending, harness_teardown),
         cmocka_unit_test_teardown(last_admin_cannot_be_removed, harness_teardown),
         cmocka_unit_test_teardown(dead_letters_requeue_and_discard, harness_teardown),
