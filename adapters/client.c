@@ -76,21 +76,23 @@ static bool same_id(ProtobufCBinaryData b, const uint8_t *id)
 }
 
 /* Takes a checkpoint the broker sent if it verifies; raises the alarm if it does not extend the one
- * held. false when it is not the broker's checkpoint at all. */
-static bool take_update(client_t *c, const Rb__LedgerUpdate *u)
+ * held. false, with why, when it is not taken: not the broker's checkpoint at all, or an update from a
+ * broker that has lost track of what we hold. */
+static bool take_update(client_t *c, const Rb__LedgerUpdate *u, char *why, size_t whylen)
 {
     checkpoint_t fresh;
-    char why[sizeof c->ledger.alarm];
-    rb_err rc =
-        witness_check_update(&c->broker, c->ledger.holds ? &c->held : NULL, u, &fresh, why, sizeof why);
-    if (rc != RB_OK && rc != RB_ERR_HASH_MISMATCH) {
-        snprintf(c->ledger.alarm, sizeof c->ledger.alarm, "%s", why);
-        c->ledger.alarms++;
+    rb_err rc = witness_check_update(&c->broker, c->ledger.holds ? &c->held : NULL, u, &fresh, why, whylen);
+    if (rc == RB_ERR_CONFLICT) {
+        /* No evidence against the ledger: a restarted broker met us before our HELLO. Telling it what we
+         * hold gets the proof with its next update. */
+        send_hello(c);
         return false;
     }
-    if (rc == RB_ERR_HASH_MISMATCH) {
+    if (rc != RB_OK) {
         snprintf(c->ledger.alarm, sizeof c->ledger.alarm, "%s", why);
         c->ledger.alarms++;
+        if (rc != RB_ERR_HASH_MISMATCH)
+            return false;
     }
     /* Alarm or not, the broker's newest signed word is what later ones are checked against. */
     c->held = fresh;
@@ -108,8 +110,10 @@ static void take(client_t *c, Rb__Frame *f)
         c->welcomed = true;
         if (f->welcome->heartbeat_ms > 0)
             c->heartbeat_ms = f->welcome->heartbeat_ms;
-        if (f->welcome->ledger != NULL)
-            take_update(c, f->welcome->ledger);
+        if (f->welcome->ledger != NULL) {
+            char why[sizeof c->ledger.alarm];
+            take_update(c, f->welcome->ledger, why, sizeof why);
+        }
         break;
     case RB__FRAME__BODY_DELIVER: {
         delivery_t *d = calloc(1, sizeof *d);
@@ -275,8 +279,9 @@ void client_close(client_t **client_p)
 static rb_err check_receipt(client_t *c, const Rb__Receipt *r, const uint8_t *id, const uint8_t *env,
                             size_t len, client_result_t *result)
 {
-    if (r->ledger == NULL || !take_update(c, r->ledger)) {
-        snprintf(result->reason, sizeof result->reason, "receipt: %.200s", c->ledger.alarm);
+    char why[sizeof c->ledger.alarm] = "no checkpoint";
+    if (r->ledger == NULL || !take_update(c, r->ledger, why, sizeof why)) {
+        snprintf(result->reason, sizeof result->reason, "receipt: %.200s", why);
         return RB_ERR_BAD_SIGNATURE;
     }
     checkpoint_t cp;

@@ -321,8 +321,9 @@ static rb_err add_key(store_t *store, char **argv, int64_t now_ms, const admin_e
     if (store_key_revoked(store, old.card.key_id) || card_valid_at(&old.card, t) != RB_OK ||
         (old.retires_ms != 0 && old.retires_ms <= now_ms))
         return out_printf(out,
-                          "%s: the certifying key is revoked or no longer valid: register the new card "
-                          "with adapter add after removing the party, or rotate from a valid key",
+                          "%s: the certifying key is revoked or no longer valid: certify the new card "
+                          "with a valid key of the party; a party left without one is registered again "
+                          "under a new name (adapter add)",
                           card.name),
                RB_ERR_KEY_REVOKED;
     if ((rc = card_cert_check(&cert, &old.card, &card)) != RB_OK)

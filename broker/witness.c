@@ -58,9 +58,10 @@ rb_err witness_check_update(const card_t *broker, const checkpoint_t *held, cons
     }
     if (u->old_size != held->size && out->size >= held->size) {
         snprintf(why, whylen,
-                 "consistency proof from %" PRIu64 " leaves, but the checkpoint held has %" PRIu64,
+                 "the update proves from %" PRIu64 " leaves, not from the %" PRIu64
+                 " of the checkpoint held (the broker does not know it: restarted?)",
                  u->old_size, held->size);
-        return RB_ERR_MALFORMED;
+        return RB_ERR_CONFLICT;
     }
     return witness_check_consistency(held, out, proof, u->n_consistency, why, whylen);
 }

@@ -24,7 +24,8 @@ rb_err witness_check_consistency(const checkpoint_t *held, const checkpoint_t *f
                                  const merkle_hash_t *proof, size_t n, char *why, size_t whylen);
 
 /* Checks a LedgerUpdate: its checkpoint's signature, and when held is not NULL its consistency with
- * held. *out receives the new checkpoint (also when only the consistency fails: RB_ERR_HASH_MISMATCH). */
+ * held. *out receives the new checkpoint (also when only the consistency fails: RB_ERR_HASH_MISMATCH).
+ * RB_ERR_CONFLICT when the update proves from another size than held's: it proves nothing either way. */
 rb_err witness_check_update(const card_t *broker, const checkpoint_t *held, const Rb__LedgerUpdate *u,
                             checkpoint_t *out, char *why, size_t whylen);
 

@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -82,8 +83,24 @@ static inline int harness_starts(harness_t *h, char *endpoint, size_t cap)
     return n;
 }
 
-/* Starts `referral-broker run` and waits until it has bound. */
-static inline void harness_spawn(harness_t *h)
+/* One number from a SQLite file another process writes (an adapter's store, the intake database); -1
+ * when the query returns no row. */
+static inline int64_t harness_db_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Starts `referral-broker run` on listen (a port the system picks: tcp://127.0.0.1:*, or the one it had
+ * before a restart) and waits until it has bound. */
+static inline void harness_spawn_at(harness_t *h, const char *listen)
 {
     int before = harness_starts(h, NULL, 0);
     char exe[700];
@@ -93,8 +110,7 @@ static inline void harness_spawn(harness_t *h)
     if (pid == 0) {
         FILE *log = freopen(h->log, "a", stderr);
         (void)log;
-        execl(exe, exe, "run", "--data", h->data, "--config", h->config, "--listen", "tcp://127.0.0.1:*",
-              (char *)NULL);
+        execl(exe, exe, "run", "--data", h->data, "--config", h->config, "--listen", listen, (char *)NULL);
         _exit(127);
     }
     h->pid = pid;
@@ -107,6 +123,11 @@ static inline void harness_spawn(harness_t *h)
             fail_msg("the broker did not start; see %s", h->log);
         harness_sleep_ms(20);
     }
+}
+
+static inline void harness_spawn(harness_t *h)
+{
+    harness_spawn_at(h, "tcp://127.0.0.1:*");
 }
 
 /* Stops the broker with sig and waits for it; returns its wait status. */

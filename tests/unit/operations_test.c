@@ -2,7 +2,6 @@
  * flow, a compromised key revoked while it is sending, the last admin protected, dead letters requeued and
  * discarded. A real broker, real adapters and the real tools (referral-keys, referral-admin, referral-audit). */
 #include <jansson.h>
-#include <sqlite3.h>
 
 #include "harness.h"
 
@@ -38,18 +37,8 @@ static void admin_tool(harness_t *h, int want, const char *args)
 /* A count from an adapter's own store (readable while the adapter runs). */
 static int64_t adapter_db_int(harness_t *h, int i, const char *sql)
 {
-    sqlite3 *db;
     char path[700];
-    assert_int_equal(sqlite3_open_v2(test_path(path, sizeof path, "%s/adapter-%d-data/adapter.db", h->dir, i),
-                                     &db, SQLITE_OPEN_READONLY, NULL),
-                     SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
+    return harness_db_int(test_path(path, sizeof path, "%s/adapter-%d-data/adapter.db", h->dir, i), sql);
 }
 
 static void wait_adapter_db(harness_t *h, int i, const char *sql, int64_t want, int timeout_ms)
