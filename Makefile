@@ -135,7 +135,7 @@ fuzz: $(FUZZ)
 demo: all
 	@BIN=$(BIN) adapters/demo.sh
 
-# Where install puts things (docs/ops/install.md). The units name $(BINDIR) in ExecStart; systemd reads
+# Where install puts things (docs/OPERATIONS.md). The units name $(BINDIR) in ExecStart; systemd reads
 # units from /usr/local/lib/systemd/system as well as /etc/systemd/system.
 BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man

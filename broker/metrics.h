@@ -4,7 +4,7 @@
  * The broker's loop is the only writer: it counts events through the hooks below as they happen and, at
  * most once a second, copies the store's per-adapter counts into the registry (metrics_refresh). The HTTP
  * thread only renders what the registry holds and never touches the store. Every hook does nothing when
- * the registry is NULL (metrics off), so the loop calls them unconditionally. docs/ops/metrics.md lists
+ * the registry is NULL (metrics off), so the loop calls them unconditionally. docs/OPERATIONS.md lists
  * every metric. */
 #ifndef METRICS_H
 #define METRICS_H

@@ -84,7 +84,7 @@ EOF
         mkdir -p "$etc/trust/${pair%%:*}" && cp "$etc/keys/${pair#*:}.card" "$etc/trust/${pair%%:*}/" || return 1
     done
 }
-check "keys and trust directories laid out as docs/ops/install.md says" identities
+check "keys and trust directories laid out as docs/OPERATIONS.md says" identities
 
 broker_log=$work/logs/broker.log
 endpoint=
