@@ -438,13 +438,8 @@ static rb_err execute(store_t *store, const Rb__AdminCommand *cmd, int64_t now_m
         return show_message(store, argv[0], out);
     if (strcmp(c, "ledger read") == 0 && argc == 3)
         return read_ledger(store, argv, out);
-    if (strncmp(c, "backup ", 7) == 0) {
-        char *text;
-        rb_err rc = backup_command(store, c, argv, argc, now_ms, &text);
-        out_printf(out, "%s", text ? text : "out of memory");
-        free(text);
-        return rc;
-    }
+    if (strncmp(c, "backup ", 7) == 0)
+        return backup_command(store, c, argv, argc, now_ms, out);
     out_printf(out, "unknown command or wrong arguments: %s", c);
     return RB_ERR_USAGE;
 }

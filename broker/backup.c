@@ -264,52 +264,41 @@ void backup_close(void)
 
 /* --- admin commands ---------------------------------------------------------------------------------------- */
 
-static rb_err answer(char **output, rb_err rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static rb_err answer(char **output, rb_err rc, const char *fmt, ...)
-{
-    va_list ap, again;
-    va_start(ap, fmt);
-    va_copy(again, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    *output = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (*output != NULL)
-        vsnprintf(*output, (size_t)n + 1, fmt, again);
-    va_end(again);
-    va_end(ap);
-    return *output != NULL ? rc : RB_ERR_NOMEM;
-}
-
-static rb_err status(char **output)
+static rb_err status(out_t *out)
 {
     if (bk.state == DONE) {
         char hex[2 * RB_HASH_BYTES + 1];
         keyfile_hex(bk.sha256, RB_HASH_BYTES, hex);
-        return answer(output, RB_OK,
-                      "{\"backup\": \"%s\", \"state\": \"done\", \"bytes\": %" PRIu64
-                      ", \"sha256\": \"%s\", \"pages\": %d, \"ms\": %lld}",
-                      bk.id, bk.bytes, hex, bk.pages, (long long)(bk.finished_ms - bk.started_ms));
+        return out_printf(out,
+                          "{\"backup\": \"%s\", \"state\": \"done\", \"bytes\": %" PRIu64
+                          ", \"sha256\": \"%s\", \"pages\": %d, \"ms\": %lld}",
+                          bk.id, bk.bytes, hex, bk.pages, (long long)(bk.finished_ms - bk.started_ms)),
+               RB_OK;
     }
     if (bk.state == FAILED)
-        return answer(output, RB_OK, "{\"backup\": \"%s\", \"state\": \"failed\", \"error\": \"%s\"}", bk.id,
-                      bk.error);
-    return answer(
-        output, RB_OK,
-        "{\"backup\": \"%s\", \"state\": \"%s\", \"pages\": %d, \"pagesLeft\": %d, \"bytesHashed\": %" PRIu64
-        "}",
-        bk.id, state_names[bk.state], bk.pages, bk.pages_left, bk.state == HASHING ? bk.bytes : 0);
+        return out_printf(out, "{\"backup\": \"%s\", \"state\": \"failed\", \"error\": \"%s\"}", bk.id,
+                          bk.error),
+               RB_OK;
+    return out_printf(out,
+                      "{\"backup\": \"%s\", \"state\": \"%s\", \"pages\": %d, \"pagesLeft\": %d, "
+                      "\"bytesHashed\": %" PRIu64 "}",
+                      bk.id, state_names[bk.state], bk.pages, bk.pages_left,
+                      bk.state == HASHING ? bk.bytes : 0),
+           RB_OK;
 }
 
 /* "backup read ID OFFSET": up to BACKUP_CHUNK_MAX bytes of the finished snapshot, base64. */
-static rb_err read_chunk(const char *offset_text, char **output)
+static rb_err read_chunk(const char *offset_text, out_t *out)
 {
     if (bk.state != DONE)
-        return answer(output, RB_ERR_USAGE, "backup %s is %s, not done: nothing to read yet", bk.id,
-                      state_names[bk.state]);
+        return out_printf(out, "backup %s is %s, not done: nothing to read yet", bk.id,
+                          state_names[bk.state]),
+               RB_ERR_USAGE;
     char *end;
     errno = 0;
     unsigned long long offset = strtoull(offset_text, &end, 10);
     if (errno != 0 || *end != '\0' || offset_text[0] == '\0' || offset_text[0] == '-' || offset > bk.bytes)
-        return answer(output, RB_ERR_USAGE, "backup read ID OFFSET: OFFSET from 0 to %" PRIu64, bk.bytes);
+        return out_printf(out, "backup read ID OFFSET: OFFSET from 0 to %" PRIu64, bk.bytes), RB_ERR_USAGE;
     size_t want = bk.bytes - offset < BACKUP_CHUNK_MAX ? (size_t)(bk.bytes - offset) : BACKUP_CHUNK_MAX;
     uint8_t *buf = malloc(want ? want : 1);
     int fd = open(bk.path, O_RDONLY | O_CLOEXEC);
@@ -319,25 +308,25 @@ static rb_err read_chunk(const char *offset_text, char **output)
     char *b64 = got == (ssize_t)want ? keyfile_base64(buf, want) : NULL;
     free(buf);
     if (b64 == NULL)
-        return answer(output, RB_ERR_IO, "backup %s: the snapshot cannot be read", bk.id);
-    rb_err rc =
-        answer(output, RB_OK, "{\"backup\": \"%s\", \"offset\": %llu, \"length\": %zu, \"data\": \"%s\"}",
-               bk.id, offset, want, b64);
+        return out_printf(out, "backup %s: the snapshot cannot be read", bk.id), RB_ERR_IO;
+    out_printf(out, "{\"backup\": \"%s\", \"offset\": %llu, \"length\": %zu, \"data\": \"%s\"}", bk.id,
+               offset, want, b64);
     free(b64);
-    return rc;
+    return RB_OK;
 }
 
 rb_err backup_command(store_t *store, const char *command, char *const *argv, size_t argc, int64_t now_ms,
-                      char **output)
+                      out_t *out)
 {
-    *output = NULL;
     if (strcmp(command, "backup start") == 0 && argc == 0) {
         if (bk.state == REQUESTED || bk.state == COPYING || bk.state == HASHING || bk.state == DONE)
-            return answer(output, RB_ERR_CONFLICT,
-                          "backup %s is %s: one backup at a time (it is deleted %d s after its last command)",
-                          bk.id, state_names[bk.state], BACKUP_IDLE_MS / 1000);
+            return out_printf(
+                       out,
+                       "backup %s is %s: one backup at a time (it is deleted %d s after its last command)",
+                       bk.id, state_names[bk.state], BACKUP_IDLE_MS / 1000),
+                   RB_ERR_CONFLICT;
         if (find_dir(store) != RB_OK)
-            return answer(output, RB_ERR_IO, "the broker cannot tell where its data directory is");
+            return out_printf(out, "the broker cannot tell where its data directory is"), RB_ERR_IO;
         uint8_t raw[8];
         rbcrypto_random(raw, sizeof raw);
         keyfile_hex(raw, sizeof raw, bk.id);
@@ -345,25 +334,28 @@ rb_err backup_command(store_t *store, const char *command, char *const *argv, si
         bk.pages = bk.pages_left = bk.steps = 0;
         bk.error[0] = '\0';
         bk.started_ms = bk.touched_ms = now_ms;
-        return answer(output, RB_OK, "{\"backup\": \"%s\", \"state\": \"requested\"}", bk.id);
+        return out_printf(out, "{\"backup\": \"%s\", \"state\": \"requested\"}", bk.id), RB_OK;
     }
     bool is_status = strcmp(command, "backup status") == 0 && argc == 1;
     bool is_read = strcmp(command, "backup read") == 0 && argc == 2;
     bool is_end = strcmp(command, "backup end") == 0 && argc == 1;
     if (!is_status && !is_read && !is_end)
-        return answer(output, RB_ERR_USAGE,
-                      "unknown command or wrong arguments: %s (backup start | status ID | read ID OFFSET | "
-                      "end ID)",
-                      command);
+        return out_printf(
+                   out,
+                   "unknown command or wrong arguments: %s (backup start | status ID | read ID OFFSET | "
+                   "end ID)",
+                   command),
+               RB_ERR_USAGE;
     if (bk.state == IDLE || strcmp(argv[0], bk.id) != 0)
-        return answer(output, RB_ERR_CONFLICT, "no backup %.20s under way (deleted after %d s unused?)",
-                      argv[0], BACKUP_IDLE_MS / 1000);
+        return out_printf(out, "no backup %.20s under way (deleted after %d s unused?)", argv[0],
+                          BACKUP_IDLE_MS / 1000),
+               RB_ERR_CONFLICT;
     bk.touched_ms = now_ms;
     if (is_status)
-        return status(output);
+        return status(out);
     if (is_read)
-        return read_chunk(argv[1], output);
+        return read_chunk(argv[1], out);
     log_info("backup_ended", "id=%s state=%s", bk.id, state_names[bk.state]);
     discard();
-    return answer(output, RB_OK, "{\"ended\": \"%s\"}", argv[0]);
+    return out_printf(out, "{\"ended\": \"%s\"}", argv[0]), RB_OK;
 }

@@ -27,6 +27,7 @@
 
 #include "client.h"
 #include "identity.h"
+#include "out.h"
 #include "rb_error.h"
 #include "rbcrypto.h"
 #include "store.h"
@@ -41,11 +42,11 @@
 
 /* Executes one "backup ..." admin command (admin.c calls it inside the command's transaction; nothing here
  * touches the database: "backup start" only registers the request, which the next backup_tick starts
- * outside any transaction). *output (malloc'd, the caller frees it; NULL when out of memory) is the JSON
- * answer or one line saying why not. RB_ERR_USAGE for a bad command or argument, RB_ERR_CONFLICT when a
+ * outside any transaction). It writes to out, as every admin command does, the JSON answer or one line
+ * saying why not. RB_ERR_USAGE for a bad command or argument, RB_ERR_CONFLICT when a
  * backup is already under way or the id is not the current backup's. */
 rb_err backup_command(store_t *store, const char *command, char *const *argv, size_t argc, int64_t now_ms,
-                      char **output);
+                      out_t *out);
 
 /* The broker's loop calls this every turn, outside transactions: starts a requested backup, copies and
  * hashes a bounded amount, deletes an abandoned snapshot. Failures are kept for "backup status" and

@@ -10,7 +10,6 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,15 +33,7 @@ typedef struct {
     size_t errlen;
 } fetch_t;
 
-static rb_err problem(fetch_t *f, rb_err rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static rb_err problem(fetch_t *f, rb_err rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(f->err, f->errlen, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+#define problem(f, rc, ...) rb_explain((f)->err, (f)->errlen, (rc), __VA_ARGS__)
 
 static int64_t mono_ms(void)
 {

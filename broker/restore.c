@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,15 +36,7 @@ typedef struct {
     size_t errlen;
 } restore_t;
 
-static rb_err problem(restore_t *r, rb_err rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static rb_err problem(restore_t *r, rb_err rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->err, r->errlen, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+#define problem(r, rc, ...) rb_explain((r)->err, (r)->errlen, (rc), __VA_ARGS__)
 
 static bool exists(const char *path)
 {

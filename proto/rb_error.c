@@ -1,6 +1,9 @@
 /* rb_error.c -- words for each rb_err. */
 #include "rb_error.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 static const char *const messages[RB_ERR__COUNT] = {
     [RB_OK] = "ok",
     [RB_ERR_NOMEM] = "out of memory",
@@ -34,4 +37,13 @@ const char *rb_strerror(rb_err err)
     if ((unsigned)err >= RB_ERR__COUNT || !messages[err])
         return "unknown error";
     return messages[err];
+}
+
+rb_err rb_explain(char *err, size_t errlen, rb_err rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
 }

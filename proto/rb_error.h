@@ -6,6 +6,8 @@
 #ifndef RB_ERROR_H
 #define RB_ERROR_H
 
+#include <stddef.h>
+
 typedef enum {
     RB_OK = 0,
     RB_ERR_NOMEM,           /* out of memory */
@@ -37,5 +39,10 @@ typedef enum {
 
 /* A constant string naming the error; never NULL, also for values out of range. */
 const char *rb_strerror(rb_err err);
+
+/* Writes why it failed, printf-style, into the caller's err buffer of errlen bytes, and returns rc: for the
+ * functions that explain a failure in words as well as with a value. */
+rb_err rb_explain(char *err, size_t errlen, rb_err rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -21,19 +21,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-n=0
 
-check() { # check NAME COMMAND...: ok when the command succeeds; its output is shown when it fails
-    local name=$1
-    shift
-    n=$((n + 1))
-    if "$@" >"$work/out" 2>&1; then
-        echo "ok $n - $name"
-    else
-        echo "not ok $n - $name"
-        sed 's/^/# /' "$work/out"
-    fi
-}
+. tests/integration/tap.sh
 
 until_true() { # until_true SECONDS COMMAND...: polls the command until it succeeds or time is up
     local deadline=$((SECONDS + $1))

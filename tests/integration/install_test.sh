@@ -13,19 +13,8 @@ cd "$(dirname "$0")/../.."
 BIN=${BIN:-bin}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-n=0
 
-check() { # check NAME COMMAND...: ok when the command succeeds; its output is shown when it fails
-    local name=$1
-    shift
-    n=$((n + 1))
-    if "$@" >"$work/out" 2>&1; then
-        echo "ok $n - $name"
-    else
-        echo "not ok $n - $name"
-        sed 's/^/# /' "$work/out"
-    fi
-}
+. tests/integration/tap.sh
 
 tools=$(for f in */referral-*.c; do basename "$f" .c; done | sort)
 examples=$(for f in broker/dist/*.conf adapters/dist/*.conf; do basename "$f"; done)

@@ -10,19 +10,8 @@ keys="$BIN/referral-keys"
 envelope="$BIN/referral-envelope"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-n=0
 
-check() { # check NAME COMMAND...: ok when the command succeeds
-    local name=$1
-    shift
-    n=$((n + 1))
-    if "$@" >"$work/out" 2>"$work/err"; then
-        echo "ok $n - $name"
-    else
-        echo "not ok $n - $name"
-        sed 's/^/# /' "$work/out" "$work/err"
-    fi
-}
+. tests/integration/tap.sh
 
 exits() { # exits CODE COMMAND...: the command exits with CODE and says why in one line on stderr
     local want=$1 rc

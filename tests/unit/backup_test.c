@@ -131,10 +131,21 @@ static void expect_mode(const char *path, mode_t want)
 
 /* --- in process: bounded steps, and a change made between two of them carried into the snapshot -------- */
 
+/* A backup command as admin.c runs it; *out its answer (malloc'd). */
+static rb_err command_at(store_t *store, const char *command, char *const *args, size_t argc, int64_t now_ms,
+                         char **out)
+{
+    out_t answer = {0};
+    rb_err rc = backup_command(store, command, args, argc, now_ms, &answer);
+    assert_false(answer.failed);
+    *out = answer.buf;
+    return rc;
+}
+
 static rb_err run_backup(store_t *store, const char *command, const char *arg, char **out)
 {
     char *args[] = {(char *)arg};
-    return backup_command(store, command, args, arg ? 1 : 0, harness_ms(), out);
+    return command_at(store, command, args, arg ? 1 : 0, harness_ms(), out);
 }
 
 static void add_message(store_t *store, int n, size_t size)
@@ -226,7 +237,7 @@ static void snapshot_carries_a_change_made_during_the_copy(void **state)
 
     /* Read by chunks: the first one starts with SQLite's magic; an offset past the end is refused. */
     char *args[] = {id, "0"};
-    assert_ok(backup_command(store, "backup read", args, 2, harness_ms(), &out));
+    assert_ok(command_at(store, "backup read", args, 2, harness_ms(), &out));
     char *data = strstr(out, "\"data\": \"");
     assert_non_null(data);
     uint8_t *chunk = malloc(BACKUP_CHUNK_MAX);
@@ -238,7 +249,7 @@ static void snapshot_carries_a_change_made_during_the_copy(void **state)
     free(chunk);
     free(out);
     args[1] = "999999999999";
-    assert_rb(backup_command(store, "backup read", args, 2, harness_ms(), &out), RB_ERR_USAGE);
+    assert_rb(command_at(store, "backup read", args, 2, harness_ms(), &out), RB_ERR_USAGE);
     free(out);
     assert_rb(run_backup(store, "backup status", "0000000000000000", &out), RB_ERR_CONFLICT);
     free(out);
@@ -255,8 +266,7 @@ static void snapshot_carries_a_change_made_during_the_copy(void **state)
     test_path(snapshot, sizeof snapshot, "%s/backups/snapshot-%s.db", dir, id);
     assert_int_equal(access(snapshot, F_OK), 0);
     char *status_args[] = {id};
-    assert_ok(
-        backup_command(store, "backup status", status_args, 1, harness_ms() - BACKUP_IDLE_MS - 1000, &out));
+    assert_ok(command_at(store, "backup status", status_args, 1, harness_ms() - BACKUP_IDLE_MS - 1000, &out));
     free(out);
     backup_tick(store);
     assert_int_equal(access(snapshot, F_OK), -1);
