@@ -2,6 +2,7 @@
 #
 #   make            libraries and tools into bin/
 #   make test       every test; ends with "N passed, N failed"   (SANITIZE=1: ASan+UBSan build)
+#   make test-faults  the long fault run: FAULT_RUNS (50) seeded runs of tests/faults (FAULT_SEED replays)
 #   make demo       the end-to-end demonstration (adapters/demo.sh)
 #   make deps       installs the Debian packages the build needs (the targets above run it when needed)
 #   make install    PREFIX=/usr/local DESTDIR=: tools, manual pages, example configs, systemd units
@@ -34,6 +35,7 @@ LIB_SRC := $(filter-out $(TOOL_SRC),$(foreach d,$(LIBDIRS),$(wildcard $(d)/*.c))
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(patsubst $(GEN)/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
 LIB     := $(BUILD)/libreferral.a
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*_test.c))
+FAULTS  := $(BUILD)/tests/fault_test
 FUZZ    := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/*_fuzz.c))
 FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC)) $(patsubst $(GEN)/%.c,build/fuzz/obj/gen/%.o,$(GEN_C))
 SOURCES := $(shell find proto keys broker adapters tests bench -name '*.[ch]' 2>/dev/null)
@@ -48,7 +50,7 @@ CPPFLAGS += -std=c11 -D_DEFAULT_SOURCE $(addprefix -I,$(LIBDIRS)) -I$(GEN) -MMD 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN) $(WARN) $(PKG_CFLAGS)
 LDLIBS   = $(PKG_LIBS) -lpthread -lm
 
-.PHONY: all deps test demo clean install uninstall fuzz format
+.PHONY: all deps test test-faults demo clean install uninstall fuzz format
 # Keep objects that only feed a link, so a second make does not rebuild them.
 .SECONDARY:
 all: $(addprefix $(BIN)/,$(TOOLS))
@@ -111,6 +113,9 @@ $(foreach t,$(TOOL_SRC),$(eval $(call tool_rule,$(t))))
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+$(FAULTS): $(BUILD)/obj/tests/faults/fault_test.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
 # Fuzz targets: clang, libFuzzer, ASan and UBSan, whatever the flavor.
 FUZZ_FLAGS = $(CPPFLAGS) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -Wall -Wextra -Werror $(PKG_CFLAGS)
@@ -123,9 +128,15 @@ build/fuzz/obj/%.o: %.c | $(GEN_H)
 build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(FUZZ_OBJ)
 	clang -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
 
-test: all $(UNIT) $(FUZZ)
+test: all $(UNIT) $(FAULTS) $(FUZZ)
 	@BIN=$(BIN) BUILD=$(BUILD) FUZZ_SECONDS=$(if $(FUZZ_SECONDS),$(FUZZ_SECONDS),4) \
-	    tests/run.sh $(UNIT) $(wildcard tests/integration/*_test.sh) $(addprefix fuzz:,$(FUZZ)) format:
+	    tests/run.sh $(UNIT) $(FAULTS) $(wildcard tests/integration/*_test.sh) $(addprefix fuzz:,$(FUZZ)) format:
+
+# The long fault run: FAULT_RUNS seeded runs (FAULT_SEED replays one), figures in its log.
+FAULT_RUNS ?= 50
+test-faults: all $(FAULTS)
+	@BIN=$(BIN) BUILD=$(BUILD) FAULT_RUNS=$(FAULT_RUNS) TEST_TIMEOUT=$$(( $(FAULT_RUNS) * 120 + 600 )) \
+	    tests/run.sh $(FAULTS); grep '^# fault runs\|^# faults injected' $(BUILD)/test-logs/fault_test.log
 
 fuzz: $(FUZZ)
 	@for f in $(FUZZ); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \

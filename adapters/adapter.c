@@ -49,13 +49,6 @@ static const char *const adapter_keys[] = {
 
 static rb_err reapply_notice(void *ctx, const uint8_t *bytes, size_t len);
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 astore_t *adapter_store(adapter_t *a)
 {
     return a->store;
@@ -149,7 +142,7 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         const char *recipient = required(a->cfg, "recipient", err, errlen);
         if (recipient == NULL) {
             rc = RB_ERR_USAGE;
-        } else if (trust_find_name(a->trust, recipient, (uint64_t)(now_ms() / 1000)) == NULL) {
+        } else if (trust_find_name(a->trust, recipient, (uint64_t)(client_clock_ms() / 1000)) == NULL) {
             snprintf(err, errlen, "[adapter] recipient: no valid card named '%s' in %s", recipient, trust);
             rc = RB_ERR_USAGE;
         } else {
@@ -240,7 +233,7 @@ rb_err adapter_accept_referral(adapter_t *a, const char *json, size_t len, const
         return rc == RB_ERR_NOMEM ? rc : RB_ERR_MALFORMED;
     Rb__Referral *r = (Rb__Referral *)m;
     Rb__Kind kind = kind_of(r);
-    int64_t t = now_ms();
+    int64_t t = client_clock_ms();
     referral_problems_t found;
     uint8_t *body = NULL, *env = NULL;
     size_t body_len = 0, env_len = 0;
@@ -319,7 +312,7 @@ done:
 static void keep_ledger(adapter_t *a)
 {
     const client_ledger_t *l = client_ledger(a->client);
-    int64_t t = now_ms();
+    int64_t t = client_clock_ms();
     if (l->alarms > a->alarms_seen) {
         a->alarms_seen = l->alarms;
         log_security("ledger_alarm", "broker=%s reason=%s", a->endpoint, l->alarm);
@@ -332,7 +325,7 @@ static void keep_ledger(adapter_t *a)
 
 static void ensure_connected(adapter_t *a)
 {
-    int64_t t = now_ms();
+    int64_t t = client_clock_ms();
     if (a->client != NULL || t < a->next_connect_ms)
         return;
     char err[512], note[NOTE_TEXT_MAX];
@@ -382,7 +375,7 @@ static void submit_outbox(adapter_t *a)
         }
         keep_ledger(a);
         if (r.accepted) {
-            astore_outbox_receipted(a->store, &id, r.ledger_index, r.broker_ms, r.proof, now_ms());
+            astore_outbox_receipted(a->store, &id, r.ledger_index, r.broker_ms, r.proof, client_clock_ms());
             log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r.ledger_index);
         } else if (r.code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
                    r.code == RB__ERROR_CODE__ERROR_CODE_DISABLED) {
@@ -391,7 +384,7 @@ static void submit_outbox(adapter_t *a)
         } else {
             char reason[300];
             snprintf(reason, sizeof reason, "%s: %s", wire_error_name(r.code), r.reason);
-            astore_outbox_refused(a->store, &id, reason, now_ms());
+            astore_outbox_refused(a->store, &id, reason, client_clock_ms());
             log_error("submit_refused", "msg=%s code=%s reason=%s", hex, wire_error_name(r.code), r.reason);
         }
     }
@@ -411,7 +404,7 @@ static void receive_deliveries(adapter_t *a, int wait_ms)
         if (envelope_peek_id(env, len, &id) == RB_OK) {
             wire_id_hex(id.bytes, hex);
             /* On our disk first; only then may the broker forget it. */
-            if (astore_inbox_add(a->store, &id, env, len, now_ms(), &fresh) == RB_OK)
+            if (astore_inbox_add(a->store, &id, env, len, client_clock_ms(), &fresh) == RB_OK)
                 client_confirm(a->client, id.bytes);
             else
                 log_error("inbox_write_failed", "msg=%s", hex);
@@ -432,7 +425,7 @@ static rb_err queue_ack(adapter_t *a, const envelope_opened_t *o, bool accepted,
     ack.status = accepted ? RB__ACK_STATUS__ACK_STATUS_ACCEPTED : RB__ACK_STATUS__ACK_STATUS_REJECTED;
     ack.intake_reference = (char *)intake_reference;
     ack.received_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, (uint8_t *)o->envelope_sha256};
-    ack.decided_ms = now_ms();
+    ack.decided_ms = client_clock_ms();
     for (size_t i = 0; problems != NULL && i < problems->count; i++) {
         rb__problem__init(&items[i]);
         items[i].path = (char *)problems->items[i].path;
@@ -469,7 +462,7 @@ static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_ope
     snprintf(content.agency, sizeof content.agency, "%s", r->agency_ori);
     snprintf(content.rd_number, sizeof content.rd_number, "%s", r->rd_number);
     content.revision = r->revision;
-    bool valid = referral_validate(r, o->header->kind, now_ms(), &problems) == RB_OK;
+    bool valid = referral_validate(r, o->header->kind, client_clock_ms(), &problems) == RB_OK;
     char reference[64] = "", err[256] = "", listed[2048] = "";
     bool already = false;
     if (valid && astore_inbox_find_filed(a->store, &content, &already, reference, sizeof reference) != RB_OK)
@@ -487,7 +480,7 @@ static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_ope
         rc = queue_ack(a, o, valid, reference, valid ? NULL : &problems);
     if (rc == RB_OK)
         rc = astore_inbox_done(a->store, id, valid ? (already ? "duplicate" : "filed") : "rejected", &content,
-                               reference, listed, now_ms());
+                               reference, listed, client_clock_ms());
     if (rc == RB_OK)
         rc = astore_commit(a->store);
     if (rc != RB_OK) {
@@ -510,7 +503,7 @@ static bool handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t
     memcpy(referral.bytes, o->header->ref_message_id.data, MSG_ID_BYTES);
     pbjson_format(o->message, PBJSON_PRETTY, &json);
     rb_err rc = astore_outbox_acked(a->store, &referral, (int)ack->status, ack->intake_reference,
-                                    json ? json : "", now_ms());
+                                    json ? json : "", client_clock_ms());
     char ref_hex[33];
     wire_id_hex(referral.bytes, ref_hex);
     if (rc == RB_OK) {
@@ -525,7 +518,7 @@ static bool handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t
         log_security("ack_refused", "msg=%s ack=%s reason=%s", ref_hex, hex, "not our referral");
     }
     astore_inbox_done(a->store, id, rc == RB_OK ? "ack" : "refused", NULL, ack->intake_reference,
-                      rc == RB_OK ? NULL : "ACK for a referral this adapter did not send", now_ms());
+                      rc == RB_OK ? NULL : "ACK for a referral this adapter did not send", client_clock_ms());
     pbjson_free(json);
     return true;
 }
@@ -584,8 +577,8 @@ static void handle_notice(adapter_t *a, const msg_id_t *id, const envelope_opene
         /* Kept in the same store as the inbox state, to be applied again at every start. */
         if (astore_begin(a->store) != RB_OK)
             return;
-        if (astore_add_notice(a->store, o->body, o->body_len, now_ms()) != RB_OK ||
-            astore_inbox_done(a->store, id, "notice", NULL, NULL, NULL, now_ms()) != RB_OK ||
+        if (astore_add_notice(a->store, o->body, o->body_len, client_clock_ms()) != RB_OK ||
+            astore_inbox_done(a->store, id, "notice", NULL, NULL, NULL, client_clock_ms()) != RB_OK ||
             astore_commit(a->store) != RB_OK) {
             astore_rollback(a->store);
             return;
@@ -595,7 +588,7 @@ static void handle_notice(adapter_t *a, const msg_id_t *id, const envelope_opene
                      (unsigned long long)n->ledger_index);
     } else {
         log_security("key_notice_refused", "msg=%s reason=\"%s\"", hex, why);
-        astore_inbox_done(a->store, id, "refused", NULL, NULL, why, now_ms());
+        astore_inbox_done(a->store, id, "refused", NULL, NULL, why, client_clock_ms());
     }
 }
 
@@ -623,12 +616,12 @@ static void process_inbox(adapter_t *a)
                          "msg=%s reason=\"sealed to a key this adapter does not hold: "
                          "configure its new secret, the old one as previous_secret, and restart\"",
                          hex);
-            astore_inbox_done(a->store, &id, "held", NULL, NULL, rb_strerror(rc), now_ms());
+            astore_inbox_done(a->store, &id, "held", NULL, NULL, rb_strerror(rc), client_clock_ms());
             continue;
         }
         if (rc != RB_OK) {
             log_security("envelope_refused", "msg=%s reason=%s", hex, rb_strerror(rc));
-            astore_inbox_done(a->store, &id, "refused", NULL, NULL, rb_strerror(rc), now_ms());
+            astore_inbox_done(a->store, &id, "refused", NULL, NULL, rb_strerror(rc), client_clock_ms());
             continue;
         }
         bool go_on = true;
@@ -641,7 +634,7 @@ static void process_inbox(adapter_t *a)
             go_on = handle_referral(a, &id, &o, hex);
         } else {
             astore_inbox_done(a->store, &id, "refused", NULL, NULL, "not a kind this adapter takes",
-                              now_ms());
+                              client_clock_ms());
         }
         envelope_opened_clear(&o);
         if (!go_on)
@@ -651,7 +644,7 @@ static void process_inbox(adapter_t *a)
 
 static void report_overdue(adapter_t *a)
 {
-    int64_t t = now_ms();
+    int64_t t = client_clock_ms();
     if (t < a->next_report_ms)
         return;
     a->next_report_ms = t + 30000;
@@ -715,7 +708,7 @@ rb_err adapter_status(const char *config_path, const char *message_id_hex, char 
         }
     } else if (rc == RB_OK) {
         astore_counts_t c;
-        if ((rc = astore_counts(store, now_ms(), receipt_deadline, ack_deadline, &c)) == RB_OK)
+        if ((rc = astore_counts(store, client_clock_ms(), receipt_deadline, ack_deadline, &c)) == RB_OK)
             printf("{\"queued\": %d, \"awaitingAck\": %d, \"accepted\": %d, \"rejected\": %d, "
                    "\"overdueReceipt\": %d, "
                    "\"overdueAck\": %d, \"inboxWaiting\": %d, \"filed\": %d, \"refused\": %d, "

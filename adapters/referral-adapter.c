@@ -154,6 +154,9 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Past a file size limit a write fails with EFBIG, which the store reports like a full disk, instead of
+     * the signal killing the process. */
+    signal(SIGXFSZ, SIG_IGN);
     rc = adapter_run(a, &stopping);
     adapter_close(&a);
     return rc == RB_OK ? 0 : EXIT_USAGE;

@@ -569,9 +569,14 @@ static void before_sleep(broker_t *b)
         rc = checkpoint(b, note, &note_len);
     if (rc == RB_OK)
         rc = store_commit(b->store);
+    /* SQLite's own words ("database or disk is full", "disk I/O error") before the rollback replaces them:
+     * they tell the sender and the operator what to fix. */
+    char why[160] = "";
     if (rc != RB_OK) {
+        const char *cause = sqlite3_errmsg(store_db(b->store));
+        snprintf(why, sizeof why, "the broker could not store it (%s): retry later", cause);
+        log_error("commit_failed", "submissions=%zu error=%s", b->n_pending, cause);
         store_rollback(b->store);
-        log_error("commit_failed", "submissions=%zu error=%s", b->n_pending, rb_strerror(rc));
     } else {
         b->checkpoint_size = ledger_size(store_ledger(b->store));
         b->checkpoint_ms = t;
@@ -589,8 +594,7 @@ static void before_sleep(broker_t *b)
             metrics_receipted(b->metrics, b->store, p->header, p->arrived, t);
         } else {
             wire_send_error(b->router, p->session->rid, p->session->rid_len,
-                            RB__ERROR_CODE__ERROR_CODE_STORAGE, "the broker could not store it: retry later",
-                            p->header->message_id.data);
+                            RB__ERROR_CODE__ERROR_CODE_STORAGE, why, p->header->message_id.data);
         }
     }
     clear_pending(b);

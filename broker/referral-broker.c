@@ -282,6 +282,9 @@ static int cmd_run(const options_t *o)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Past a file size limit a write fails with EFBIG, which the store reports like a full disk, instead of
+     * the signal killing the process. */
+    signal(SIGXFSZ, SIG_IGN);
     rc = broker_run(&cfg, me, store, &stopping);
     store_close(&store);
     identity_free(&me);

@@ -26,7 +26,7 @@ run_tap() { # a cmocka program: count its ok / not ok lines
     local prog=$1 name log rc ok bad
     name=$(basename "$prog")
     log="$out_dir/$name.log"
-    CMOCKA_MESSAGE_OUTPUT=tap timeout -k 5 600 "$prog" >"$log" 2>&1
+    CMOCKA_MESSAGE_OUTPUT=tap timeout -k 5 "${TEST_TIMEOUT:-600}" "$prog" >"$log" 2>&1
     rc=$?
     ok=$(grep -c '^ok ' "$log")
     bad=$(grep -c '^not ok ' "$log")
