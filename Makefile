@@ -113,7 +113,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
 # Fuzz targets: clang, libFuzzer, ASan and UBSan, whatever the flavor.
-FUZZ_FLAGS = $(CPPFLAGS) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -Wall -Wextra -Werror $(PKG_CFLAGS)
+FUZZ_FLAGS = $(CPPFLAGS) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror $(PKG_CFLAGS)
 build/fuzz/obj/gen/%.o: $(GEN)/%.c | $(GEN_H)
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -c $< -o $@
@@ -121,7 +121,7 @@ build/fuzz/obj/%.o: %.c | $(GEN_H)
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -c $< -o $@
 build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(FUZZ_OBJ)
-	clang -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+	clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $^ $(LDLIBS)
 
 test: all $(UNIT) $(FUZZ)
 	@BIN=$(BIN) BUILD=$(BUILD) FUZZ_SECONDS=$(if $(FUZZ_SECONDS),$(FUZZ_SECONDS),4) \

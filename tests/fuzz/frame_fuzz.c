@@ -43,8 +43,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     uint8_t seed[32] = {3};
-    if (rbcrypto_init() != RB_OK ||
-        identity_from_seed(&broker, seed, "broker", CARD_ROLE_BROKER, "ILCCSAO00", NOW_MS / 1000, 86400) != RB_OK)
+    if (rbcrypto_init() != RB_OK || identity_from_seed(&broker, seed, "broker", CARD_ROLE_BROKER, "ILCCSAO00",
+                                                       NOW_MS / 1000, 86400) != RB_OK)
         abort();
     for (size_t i = 0; i < N_LEAVES; i++) {
         uint8_t id[16] = {0x01, 0x9a, (uint8_t)i}, sha[RB_HASH_BYTES];
@@ -115,7 +115,8 @@ static bool take_receipt(const checkpoint_t **held, checkpoint_t *slot, const Rb
                             &index, why, sizeof why) != RB_OK)
         return false;
     assert_true_checkpoint(&cp);
-    if (index >= cp.size || r->leaf.len != leaf_len[index] || memcmp(r->leaf.data, leaves[index], r->leaf.len) != 0)
+    if (index >= cp.size || r->leaf.len != leaf_len[index] ||
+        memcmp(r->leaf.data, leaves[index], r->leaf.len) != 0)
         abort(); /* a proof held for a leaf that is not there */
     if (cp.size != (*held)->size || memcmp(cp.root.bytes, (*held)->root.bytes, MERKLE_HASH_BYTES) != 0)
         return false;
@@ -145,7 +146,8 @@ static bool take(const uint8_t *bytes, size_t len, const checkpoint_t *held)
         uint8_t *env = malloc(f->deliver->envelope.len + 1);
         if (env == NULL)
             abort();
-        memcpy(env, f->deliver->envelope.data, f->deliver->envelope.len);
+        if (f->deliver->envelope.len > 0)
+            memcpy(env, f->deliver->envelope.data, f->deliver->envelope.len);
         free(env);
         break;
     }

@@ -88,7 +88,8 @@ static void text_mode(const char *text, size_t len)
     if (proof_parse(text, len, &p) == RB_OK) {
         uint8_t extra[PROOF_EXTRA_MAX];
         size_t extra_len = 0;
-        if (p.extra != NULL && keyfile_unbase64(p.extra, p.extra_len, extra, sizeof extra, &extra_len) != RB_OK)
+        if (p.extra != NULL &&
+            keyfile_unbase64(p.extra, p.extra_len, extra, sizeof extra, &extra_len) != RB_OK)
             abort(); /* parsed, so the extra line decodes */
         char *out = malloc(PROOF_FILE_MAX + 1);
         size_t out_len;
@@ -179,7 +180,8 @@ static void inclusion_mode(const uint8_t *data, size_t size)
     if (size > 4 && data[4] < n) /* drop the last hashes */
         n = data[4];
     for (size_t i = 5; i + 1 < size; i += 2)
-        proof[(data[i] / MERKLE_HASH_BYTES) % PROOF_HASHES_MAX].bytes[data[i] % MERKLE_HASH_BYTES] ^= data[i + 1];
+        proof[(data[i] / MERKLE_HASH_BYTES) % PROOF_HASHES_MAX].bytes[data[i] % MERKLE_HASH_BYTES] ^=
+            data[i + 1];
     if (merkle_verify_inclusion(claim, tree, &leaf, proof, n, &roots[tree]) == RB_OK) {
         if (claim >= tree || memcmp(leaf.bytes, hashes[claim].bytes, MERKLE_HASH_BYTES) != 0 ||
             merkle_inclusion_proof(merkle_memory_subtree, hashes, tree, claim, truth, &n_truth) != RB_OK ||
@@ -206,12 +208,14 @@ static void consistency_mode(const uint8_t *data, size_t size)
     if (size > 4 && data[4] <= PROOF_HASHES_MAX)
         n = data[4] < n ? data[4] : n + (data[4] > n); /* shorter, or one hash longer */
     for (size_t i = 5; i + 1 < size; i += 2)
-        proof[(data[i] / MERKLE_HASH_BYTES) % PROOF_HASHES_MAX].bytes[data[i] % MERKLE_HASH_BYTES] ^= data[i + 1];
+        proof[(data[i] / MERKLE_HASH_BYTES) % PROOF_HASHES_MAX].bytes[data[i] % MERKLE_HASH_BYTES] ^=
+            data[i + 1];
     if (merkle_verify_consistency(c1, c2, &roots[c1], &roots[c2], proof, n) == RB_OK) {
         if (c1 == 0 || c2 < c1)
             abort();
         n_truth = 0;
-        if (c1 < c2 && merkle_consistency_proof(merkle_memory_subtree, hashes, c1, c2, truth, &n_truth) != RB_OK)
+        if (c1 < c2 &&
+            merkle_consistency_proof(merkle_memory_subtree, hashes, c1, c2, truth, &n_truth) != RB_OK)
             abort();
         if (n_truth != n || memcmp(truth, proof, n * sizeof *proof) != 0)
             abort();
