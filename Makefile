@@ -118,7 +118,7 @@ $(FAULTS): $(BUILD)/obj/tests/faults/fault_test.o $(LIB)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
 # Fuzz targets: clang, libFuzzer, ASan and UBSan, whatever the flavor.
-FUZZ_FLAGS = $(CPPFLAGS) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -Wall -Wextra -Werror $(PKG_CFLAGS)
+FUZZ_FLAGS = $(CPPFLAGS) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror $(PKG_CFLAGS)
 build/fuzz/obj/gen/%.o: $(GEN)/%.c | $(GEN_H)
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -c $< -o $@
@@ -126,7 +126,7 @@ build/fuzz/obj/%.o: %.c | $(GEN_H)
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -c $< -o $@
 build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(FUZZ_OBJ)
-	clang -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+	clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $^ $(LDLIBS)
 
 test: all $(UNIT) $(FAULTS) $(FUZZ)
 	@BIN=$(BIN) BUILD=$(BUILD) FUZZ_SECONDS=$(if $(FUZZ_SECONDS),$(FUZZ_SECONDS),4) \

@@ -127,7 +127,8 @@ static void take(client_t *c, Rb__Frame *f)
             free(d); /* not confirmed, so the broker delivers it again */
             break;
         }
-        memcpy(d->env, f->deliver->envelope.data, f->deliver->envelope.len);
+        if (f->deliver->envelope.len > 0) /* an empty one has no data pointer */
+            memcpy(d->env, f->deliver->envelope.data, f->deliver->envelope.len);
         d->len = f->deliver->envelope.len;
         d->attempt = f->deliver->attempt;
         if (c->tail)

@@ -16,7 +16,8 @@ void merkle_leaf_hash(const uint8_t *leaf, size_t len, merkle_hash_t *out)
     uint8_t buf[1 + 65536];
     if (len <= sizeof buf - 1) {
         buf[0] = 0x00;
-        memcpy(buf + 1, leaf, len);
+        if (len > 0) /* an empty leaf may come as NULL (an empty protobuf bytes field) */
+            memcpy(buf + 1, leaf, len);
         rbcrypto_sha256(buf, len + 1, out->bytes);
         return;
     }

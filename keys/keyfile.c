@@ -61,6 +61,14 @@ rb_err keyfile_unbase64(const char *b64, size_t b64_len, uint8_t *out, size_t ca
 {
     if (b64_len / 4 * 3 > cap + 2)
         return RB_ERR_TOO_BIG;
+    /* libsodium 1.0.18 takes bytes above 0x7f for base64 digits, so it cannot be the judge of the alphabet:
+     * without this, a hash line with "\xb9" or a UTF-8 letter in it is another spelling of some hash. */
+    for (size_t i = 0; i < b64_len; i++) {
+        unsigned char c = (unsigned char)b64[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+              c == '/' || c == '='))
+            return RB_ERR_MALFORMED;
+    }
     /* libsodium refuses non-zero padding bits; the length check refuses missing or extra padding, so only
      * the one canonical spelling of each byte string is accepted. */
     if (sodium_base642bin(out, cap, b64, b64_len, NULL, len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0 ||
