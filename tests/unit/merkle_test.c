@@ -99,7 +99,7 @@ static void published_vectors(void **state)
 }
 
 /* An empty leaf as a receipt carries it: an empty protobuf bytes field has no data pointer. Found by
- * tests/fuzz/frame_fuzz.c (memcpy from NULL, undefined behaviour that SANITIZE=1 turns into a failure). */
+ * tests/fuzz/client_fuzz.c (memcpy from NULL, undefined behaviour that SANITIZE=1 turns into a failure). */
 static void empty_leaf_without_data(void **state)
 {
     (void)state;
