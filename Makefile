@@ -9,13 +9,15 @@
 #   make uninstall  the same PREFIX and DESTDIR: removes what install wrote
 #   make fuzz       runs each libFuzzer target for SECONDS (clang)
 #   make format     rewrites the sources with clang-format
+#   make lint       cppcheck and clang-tidy (.clang-tidy, .ci/cppcheck.supp) over every source: silent or fails
+#   make test-valgrind  the end-to-end tests with every process they start under memcheck (tests/valgrind.sh)
 #
 # Generated code and objects live under build/ (build/release, or build/sanitize with SANITIZE=1).
 
 PKGS := libzmq libprotobuf-c libsodium sqlite3 jansson inih libmicrohttpd cmocka
 DEBS := build-essential pkg-config libzmq3-dev protobuf-c-compiler libprotobuf-c-dev libsodium-dev \
         libsqlite3-dev sqlite3 libjansson-dev libinih-dev libmicrohttpd-dev libcmocka-dev clang \
-        libclang-rt-14-dev clang-format jq systemd groff-base man-db
+        libclang-rt-14-dev clang-format clang-tidy cppcheck valgrind jq systemd groff-base man-db
 
 PREFIX  ?= /usr/local
 SECONDS ?= 60
@@ -50,7 +52,7 @@ CPPFLAGS += -std=c11 -D_DEFAULT_SOURCE $(addprefix -I,$(LIBDIRS)) -I$(GEN) -MMD 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN) $(WARN) $(PKG_CFLAGS)
 LDLIBS   = $(PKG_LIBS) -lpthread -lm
 
-.PHONY: all deps test test-faults demo clean install uninstall fuzz format
+.PHONY: all deps test test-faults demo clean install uninstall fuzz format lint test-valgrind
 # Keep objects that only feed a link, so a second make does not rebuild them.
 .SECONDARY:
 all: $(addprefix $(BIN)/,$(TOOLS))
@@ -63,7 +65,8 @@ $(BUILD)/config.mk: Makefile
 	@mkdir -p $(@D)
 	@if ! command -v $(CC) >/dev/null || ! command -v pkg-config >/dev/null || ! pkg-config --exists $(PKGS) || \
 	    ! command -v protoc-c >/dev/null || ! command -v clang >/dev/null || \
-	    ! command -v clang-format >/dev/null || ! command -v jq >/dev/null || \
+	    ! command -v clang-format >/dev/null || ! command -v jq >/dev/null || ! command -v clang-tidy >/dev/null || \
+	    ! command -v cppcheck >/dev/null || ! command -v valgrind >/dev/null || \
 	    ! command -v systemd-analyze >/dev/null || ! command -v groff >/dev/null; then $(MAKE) --no-print-directory deps; fi
 	@printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$(pkg-config --cflags $(PKGS))" \
 	    "$$(pkg-config --libs $(PKGS))" > $@
@@ -137,6 +140,25 @@ FAULT_RUNS ?= 50
 test-faults: all $(FAULTS)
 	@BIN=$(BIN) BUILD=$(BUILD) FAULT_RUNS=$(FAULT_RUNS) TEST_TIMEOUT=$$(( $(FAULT_RUNS) * 120 + 600 )) \
 	    tests/run.sh $(FAULTS); grep '^# fault runs\|^# faults injected' $(BUILD)/test-logs/fault_test.log
+
+# Static analysis: both tools must print nothing. Generated protobuf-c code is read, never checked.
+LINT_SRC := $(filter %.c,$(SOURCES))
+LINT_FLAGS = $(filter-out -MMD -MP,$(CPPFLAGS)) $(PKG_CFLAGS)
+lint: $(GEN_H) $(GEN)/pbjson_types.pb-c.h
+	cppcheck --quiet --error-exitcode=1 --inline-suppr --suppressions-list=.ci/cppcheck.supp -j$$(nproc) \
+	    --enable=warning,style,performance,portability --std=c11 -D_DEFAULT_SOURCE \
+	    -DPROTOBUF_C_VERSION_NUMBER=1004001 -DPROTOBUF_C_MIN_COMPILER_VERSION=1000000 \
+	    $(addprefix -I,$(LIBDIRS)) -I$(GEN) --template='{file}:{line}: {severity} {id}: {message}' $(LINT_SRC)
+	@echo "clang-tidy: $(words $(LINT_SRC)) files"
+	@printf '%s\n' $(LINT_SRC) | xargs -P$$(nproc) -n1 bash -c 'set -o pipefail; \
+	    clang-tidy --quiet "$$0" -- $(LINT_FLAGS) 2>&1 | { grep -v "^[0-9]* warnings\? generated\.$$" || true; }' \
+	    || { echo "clang-tidy: findings above"; exit 1; }
+
+# The tests that start a broker, adapters and tools end to end; their processes run under valgrind.
+VG_TESTS := $(BUILD)/tests/broker_test $(BUILD)/tests/adapter_test tests/integration/tools_test.sh \
+            tests/integration/deployment_test.sh
+test-valgrind: all $(filter $(BUILD)/%,$(VG_TESTS))
+	@BIN=$(BIN) BUILD=$(BUILD) tests/valgrind.sh $(VG_TESTS)
 
 fuzz: $(FUZZ)
 	@for f in $(FUZZ); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \

@@ -165,10 +165,11 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         snprintf(path, sizeof path, "%s/adapter.db", data);
         rc = astore_open(&a->store, path, false, err, errlen);
     }
-    if (rc == RB_OK) /* every line this process writes is about this adapter */
-        log_set_context("adapter", identity_card(a->me)->name);
-    if (rc == RB_OK)
+    if (rc == RB_OK) {
+        log_set_context("adapter",
+                        identity_card(a->me)->name); /* every line this process writes is about it */
         rc = astore_each_notice(a->store, reapply_notice, a->trust);
+    }
     int held = 0;
     if (rc == RB_OK && (rc = astore_inbox_retry_held(a->store, &held)) == RB_OK && held > 0)
         log_info("held_envelopes_retried", "count=%d", held);
@@ -654,7 +655,7 @@ static void report_overdue(adapter_t *a)
         log_warn("overdue", "no_receipt=%d no_ack=%d", c.overdue_receipt, c.overdue_ack);
 }
 
-rb_err adapter_run(adapter_t *a, volatile sig_atomic_t *stop)
+rb_err adapter_run(adapter_t *a, const volatile sig_atomic_t *stop)
 {
     while (!*stop) {
         ensure_connected(a);
@@ -680,7 +681,6 @@ rb_err adapter_status(const char *config_path, const char *message_id_hex, char 
     const connector_ops_t *ops;
     const char *data;
     astore_t *store = NULL;
-    char path[4096];
     rb_err rc = load_config(config_path, &cfg, &ops, &data, err, errlen);
     int64_t receipt_deadline = 0, ack_deadline = 0;
     if (rc == RB_OK)
@@ -690,6 +690,7 @@ rb_err adapter_status(const char *config_path, const char *message_id_hex, char 
         rc = settings_int(cfg, "adapter", "ack_deadline_ms", 24LL * 3600 * 1000, 1, INT64_MAX / 2,
                           &ack_deadline, err, errlen);
     if (rc == RB_OK) {
+        char path[4096];
         snprintf(path, sizeof path, "%s/adapter.db", data);
         rc = astore_open(&store, path, true, err, errlen);
     }

@@ -21,7 +21,7 @@
 rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t errlen);
 void adapter_close(adapter_t **a_p);
 /* Runs until *stop is set. */
-rb_err adapter_run(adapter_t *a, volatile sig_atomic_t *stop);
+rb_err adapter_run(adapter_t *a, const volatile sig_atomic_t *stop);
 
 /* For source connectors: validates, seals and queues a referral given as proto3 JSON; source names where
  * it came from. RB_OK with *id its message id: new, or the one the same referral already went under (the

@@ -205,10 +205,9 @@ static rb_err file_in_transaction(connector_t *c, const char *hex, Rb__Kind kind
     } else if (rc == RB_OK) {
         /* A later revision replaces the details; an older one arriving late changes nothing. */
         int64_t current = 0;
-        if (rc == RB_OK)
-            rc = sqldb_int(
-                sqldb_prepare(c->db, "SELECT revision FROM cases WHERE intake_number = ?", "t", number),
-                &current);
+        rc =
+            sqldb_int(sqldb_prepare(c->db, "SELECT revision FROM cases WHERE intake_number = ?", "t", number),
+                      &current);
         if (rc == RB_OK && (int64_t)r->revision > current) {
             rc = sqldb_run(sqldb_prepare(
                 c->db,

@@ -61,9 +61,9 @@ static rb_err rms_open(connector_t **out, adapter_t *a, const settings_t *cfg, c
     if (drop == NULL) {
         snprintf(err, errlen, "[rms-files] drop is required");
         rc = RB_ERR_USAGE;
-    }
-    if (rc == RB_OK)
+    } else {
         snprintf(c->drop, sizeof c->drop, "%s", drop);
+    }
     if (rc == RB_OK)
         rc = settings_int(cfg, "rms-files", "stable_ms", 1000, 0, 3600000, &c->stable_ms, err, errlen);
     if (rc == RB_OK)

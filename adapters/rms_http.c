@@ -92,10 +92,11 @@ static enum MHD_Result post_referral(connector_t *c, struct MHD_Connection *conn
         return reply(conn, MHD_HTTP_CONTENT_TOO_LARGE,
                      json_pack("{s:[s]}", "problems", "$: the body is larger than the limit"));
     msg_id_t id;
-    char problems[4096], hex[33];
+    char problems[4096];
     rb_err rc = adapter_accept_referral(c->adapter, u->data ? u->data : "", u->len, "http", &id, problems,
                                         sizeof problems);
     if (rc == RB_OK) {
+        char hex[33];
         wire_id_hex(id.bytes, hex);
         log_info("export_taken", "via=http msg=%s", hex);
         return reply(conn, MHD_HTTP_ACCEPTED, json_pack("{s:s}", "messageId", hex));
@@ -234,10 +235,16 @@ static rb_err http_open(connector_t **out, adapter_t *a, const settings_t *cfg, 
     if (rc == RB_OK)
         rc = read_token(c, token, err, errlen);
     struct sockaddr_in addr = {.sin_family = AF_INET};
-    char host[64];
-    unsigned port = 0;
-    if (rc == RB_OK && (sscanf(listen, "%63[^:]:%u", host, &port) != 2 || port > 65535 ||
-                        inet_pton(AF_INET, host, &addr.sin_addr) != 1)) {
+    char host[64], *end = NULL;
+    const char *colon = strchr(listen, ':');
+    unsigned long port = 0;
+    if (rc == RB_OK && colon != NULL && (size_t)(colon - listen) < sizeof host && colon[1] >= '0' &&
+        colon[1] <= '9') {
+        port = strtoul(colon + 1, &end, 10);
+        snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
+    }
+    if (rc == RB_OK &&
+        (end == NULL || *end != '\0' || port > 65535 || inet_pton(AF_INET, host, &addr.sin_addr) != 1)) {
         snprintf(err, errlen, "[rms-http] listen must be ADDRESS:PORT, e.g. 127.0.0.1:8080");
         rc = RB_ERR_USAGE;
     }
@@ -258,7 +265,7 @@ static rb_err http_open(connector_t **out, adapter_t *a, const settings_t *cfg, 
         return rc;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(c->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    log_info("http_listening", "address=%s port=%u", host, info ? info->port : port);
+    log_info("http_listening", "address=%s port=%u", host, info ? info->port : (unsigned)port);
     *out = c;
     return RB_OK;
 }

@@ -326,7 +326,7 @@ static rb_err add_key(store_t *store, char **argv, int64_t now_ms, const admin_e
                           "under a new name (adapter add)",
                           card.name),
                RB_ERR_KEY_REVOKED;
-    if ((rc = card_cert_check(&cert, &old.card, &card)) != RB_OK)
+    if (card_cert_check(&cert, &old.card, &card) != RB_OK)
         return out_printf(out, "%s: the certification is not the old key's signature of this card",
                           card.name),
                RB_ERR_BAD_SIGNATURE;

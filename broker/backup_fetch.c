@@ -214,7 +214,7 @@ rb_err backup_fetch(client_t *client, const identity_t *admin, const char *path,
         return rc;
     }
 
-    char want_hex[2 * RB_HASH_BYTES + 1], got_hex[2 * RB_HASH_BYTES + 1];
+    char want_hex[2 * RB_HASH_BYTES + 1];
     uint8_t got[RB_HASH_BYTES];
     rc = wait_done(&f, out->id, &out->bytes, want_hex);
     if (rc == RB_OK)
@@ -224,6 +224,7 @@ rb_err backup_fetch(client_t *client, const identity_t *admin, const char *path,
     if (close(fd) != 0 && rc == RB_OK)
         rc = problem(&f, RB_ERR_IO, "%s: %s", tmp, strerror(errno));
     if (rc == RB_OK) {
+        char got_hex[2 * RB_HASH_BYTES + 1];
         keyfile_hex(got, RB_HASH_BYTES, got_hex);
         if (strcmp(got_hex, want_hex) != 0)
             rc = problem(&f, RB_ERR_HASH_MISMATCH, "the copy's SHA-256 is %s, the broker's snapshot's %s",

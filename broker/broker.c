@@ -460,7 +460,7 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
         snprintf(why, sizeof why, "recipient is not a registered, enabled adapter of the right role");
     } else if (pending_has(b, id, sha256, &same) ||
                (store_find_message(b->store, id, &found, &old) == RB_OK && found &&
-                (same = memcmp(old.envelope_sha256, sha256, RB_HASH_BYTES) == 0, true))) {
+                (same = (memcmp(old.envelope_sha256, sha256, RB_HASH_BYTES) == 0), true))) {
         if (!same) {
             code = RB__ERROR_CODE__ERROR_CODE_CONFLICT;
             snprintf(why, sizeof why, "message id already submitted with another envelope");
@@ -1015,7 +1015,7 @@ static void tick(broker_t *b)
 }
 
 rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *store,
-                  volatile sig_atomic_t *stop)
+                  const volatile sig_atomic_t *stop)
 {
     broker_t *b = calloc(1, sizeof *b);
     if (b == NULL)

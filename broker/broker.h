@@ -22,6 +22,6 @@
 /* Runs until *stop becomes non-zero (a signal handler sets it), then finishes the transaction in hand and
  * returns RB_OK. Returns an error at once when the socket cannot be bound. Borrows everything. */
 rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *store,
-                  volatile sig_atomic_t *stop);
+                  const volatile sig_atomic_t *stop);
 
 #endif

@@ -268,6 +268,7 @@ static rb_err subtree(void *ctx, uint64_t lo, uint64_t hi, merkle_hash_t *out)
     uint64_t n = hi - lo;
     if (hi > l->edge.size || n == 0)
         return RB_ERR_USAGE;
+    /* NOLINTNEXTLINE(clang-analyzer-core.DivideZero): n is not 0 here (above); the analyzer forgets it */
     if ((n & (n - 1)) == 0 && lo % n == 0)
         return get_node(l, __builtin_ctzll(n), lo / n, out);
     uint64_t k = 1;

@@ -89,12 +89,15 @@ double metrics_clock(void)
 
 static bool parse_listen(const char *text, struct sockaddr_in *addr)
 {
-    char host[INET_ADDRSTRLEN], tail;
-    unsigned port;
+    char host[INET_ADDRSTRLEN], *end;
+    const char *colon = strrchr(text, ':');
     memset(addr, 0, sizeof *addr);
     addr->sin_family = AF_INET;
-    if (sscanf(text, "%15[0-9.]:%5u%c", host, &port, &tail) != 2 || port > 65535 ||
-        inet_pton(AF_INET, host, &addr->sin_addr) != 1)
+    if (colon == NULL || (size_t)(colon - text) >= sizeof host || colon[1] < '0' || colon[1] > '9')
+        return false;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    snprintf(host, sizeof host, "%.*s", (int)(colon - text), text);
+    if (*end != '\0' || port > 65535 || inet_pton(AF_INET, host, &addr->sin_addr) != 1)
         return false;
     addr->sin_port = htons((uint16_t)port);
     return true;
@@ -330,8 +333,8 @@ static const char *enum_label(const ProtobufCEnumDescriptor *d, int value, const
     if (strncmp(name, prefix, strlen(prefix)) == 0)
         name += strlen(prefix);
     size_t i = 0;
-    for (; name[i] != '\0' && i < 63; i++)
-        out[i] = lower && name[i] >= 'A' && name[i] <= 'Z' ? (char)(name[i] - 'A' + 'a') : name[i];
+    for (; i < 63 && name[i] != '\0'; i++)
+        out[i] = (char)(lower && name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]);
     out[i] = '\0';
     return out;
 }

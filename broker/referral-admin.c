@@ -248,14 +248,35 @@ static const char *read_cert_text(const char *card_path, const char *cert_path, 
     return text;
 }
 
+/* The number in exactly `width` digits at *p, which must be followed by `then`; -1 otherwise. Moves *p
+ * past both. */
+static int digits(const char **p, int width, char then)
+{
+    int v = 0;
+    for (int i = 0; i < width; i++, (*p)++) {
+        if (**p < '0' || **p > '9')
+            return -1;
+        v = v * 10 + (**p - '0');
+    }
+    if (**p != then)
+        return -1;
+    if (then != '\0')
+        (*p)++;
+    return v;
+}
+
 /* "2026-11-25T08:00:00Z" as Unix milliseconds. */
 static int64_t parse_time(const char *text)
 {
     struct tm tm = {0};
-    int end = 0;
-    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-               &tm.tm_min, &tm.tm_sec, &end) != 6 ||
-        text[end] != '\0' || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+    const char *p = text;
+    tm.tm_year = digits(&p, 4, '-');
+    tm.tm_mon = tm.tm_year < 0 ? -1 : digits(&p, 2, '-');
+    tm.tm_mday = tm.tm_mon < 0 ? -1 : digits(&p, 2, 'T');
+    tm.tm_hour = tm.tm_mday < 0 ? -1 : digits(&p, 2, ':');
+    tm.tm_min = tm.tm_hour < 0 ? -1 : digits(&p, 2, ':');
+    tm.tm_sec = tm.tm_min < 0 ? -1 : digits(&p, 2, 'Z');
+    if (tm.tm_sec < 0 || *p != '\0' || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
         tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
         xdie(EXIT_USAGE, "--since must be a UTC time like 2026-11-25T08:00:00Z");
     tm.tm_year -= 1900;
@@ -474,10 +495,17 @@ int main(int argc, char **argv)
     if (rc != RB_OK)
         xfail(rc, broker_card);
     identity_t *me = xload_identity(as, pass_file);
-    int timeout_ms = timeout ? atoi(timeout) : 10000;
+    int timeout_ms = 10000;
+    if (timeout != NULL) {
+        char *end;
+        long v = strtol(timeout, &end, 10);
+        if (end == timeout || *end != '\0' || v < 1 || v > 3600000)
+            xdie(EXIT_USAGE, "--timeout-ms must be a number of milliseconds from 1 to 3600000");
+        timeout_ms = (int)v;
+    }
     char err[512];
     client_t *client;
-    if ((rc = client_connect(&client, endpoint, me, &broker, 0, NULL, timeout_ms, err, sizeof err)) != RB_OK)
+    if (client_connect(&client, endpoint, me, &broker, 0, NULL, timeout_ms, err, sizeof err) != RB_OK)
         xdie(EXIT_USAGE, "%s", err);
     if (strcmp(command, "ledger read") == 0) {
         int status = export_ledger(client, me, &broker, out, timeout_ms);

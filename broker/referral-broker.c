@@ -224,7 +224,7 @@ static int cmd_init(const options_t *o)
     if ((rc = card_write_file(identity_card(me), card, false)) != RB_OK)
         xfail(rc, card);
     store_t *store;
-    if ((rc = store_open(&store, db, true, err, sizeof err)) != RB_OK)
+    if (store_open(&store, db, true, err, sizeof err) != RB_OK)
         xdie(EXIT_USAGE, "%s", err);
     int64_t now = tool_now_ms();
     if ((rc = store_begin(store)) != RB_OK ||

@@ -350,10 +350,11 @@ static rb_err migrate(restore_t *r)
 /* Moves the old database (and its write-ahead log, which belongs to it) aside, then the copy in. */
 static rb_err install(restore_t *r, restore_summary_t *out)
 {
-    char wal[PATH_MAX + 32], before_wal[PATH_MAX + 32], shm[PATH_MAX + 32];
+    char wal[PATH_MAX + 32], before_wal[PATH_MAX + 32];
     with(wal, r->db, "-wal");
     with(before_wal, r->before, "-wal");
     if (exists(r->db) || exists(wal)) {
+        char shm[PATH_MAX + 32];
         if ((exists(r->db) && rename(r->db, r->before) != 0) || (exists(wal) && rename(wal, before_wal) != 0))
             return problem(r, RB_ERR_IO, "moving %s aside: %s", r->db, strerror(errno));
         unlink(with(shm, r->db, "-shm"));
@@ -370,6 +371,7 @@ static rb_err install(restore_t *r, restore_summary_t *out)
     return RB_OK;
 }
 
+/* NOLINTNEXTLINE(readability-non-const-parameter): err is written through r.err, which the check misses */
 rb_err restore_backup(const char *from, const char *dir, bool force, restore_summary_t *out, char *err,
                       size_t errlen)
 {

@@ -777,12 +777,11 @@ rb_err store_counts(store_t *s, const char *name, int64_t now_ms, int64_t ack_ov
                   &out->dead);
     if (rc != RB_OK)
         return rc;
-    if (rc == RB_OK)
-        rc = count(s,
-                   sqldb_prepare(s->db,
-                                 "SELECT count(*) FROM messages WHERE sender = ? AND state = 'quarantined'",
-                                 "t", name),
-                   &out->quarantined);
+    rc =
+        count(s,
+              sqldb_prepare(s->db, "SELECT count(*) FROM messages WHERE sender = ? AND state = 'quarantined'",
+                            "t", name),
+              &out->quarantined);
     if (rc == RB_OK)
         rc = count(s,
                    sqldb_prepare(s->db, "SELECT count(*) FROM messages WHERE sender = ? AND received_ms > ?",

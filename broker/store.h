@@ -124,7 +124,7 @@ typedef struct {
  * earlier message still undelivered. *n receives how many. */
 rb_err store_due(store_t *s, const char *recipient, int64_t now_ms, due_msg_t *out, size_t max, size_t *n);
 /* Messages delivered to recipient and not yet confirmed nor due again. */
-rb_err store_in_flight(store_t *s, const char *recipient, int64_t now_ms, int *count);
+rb_err store_in_flight(store_t *s, const char *recipient, int64_t now_ms, int *n);
 /* Records an attempt: attempts + 1, next try at next_ms. */
 rb_err store_attempted(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t next_ms);
 /* Marks confirmed; RB_ERR_USAGE when the message is not one queued for recipient. */

@@ -12,10 +12,10 @@
 #include "ledger.h"
 #include "rb_error.h"
 
-#define TILES_WIDTH    256 /* hashes per full tile, leaves per full entry bundle */
-#define TILES_HEIGHT   8   /* tree levels per tile level: log2(TILES_WIDTH) */
-#define TILES_ENTRIES  -1  /* the "level" that names entry bundles in tiles_path */
-#define TILES_PATH_MAX 64  /* the longest relative path, NUL included */
+#define TILES_WIDTH    256  /* hashes per full tile, leaves per full entry bundle */
+#define TILES_HEIGHT   8    /* tree levels per tile level: log2(TILES_WIDTH) */
+#define TILES_ENTRIES  (-1) /* the "level" that names entry bundles in tiles_path */
+#define TILES_PATH_MAX 64   /* the longest relative path, NUL included */
 
 /* The path of a tile relative to the log's directory: "tile/<level>/<N>" for a full tile (width 0 or
  * TILES_WIDTH), "tile/<level>/<N>.p/<width>" for a partial one; level TILES_ENTRIES names an entry bundle

@@ -63,12 +63,6 @@ noreturn void xfail(rb_err rc, const char *context)
     xdie(tool_exit_code(rc), "%s: %s", context, rb_strerror(rc));
 }
 
-void xrequire(const char *value, const char *option)
-{
-    if (value == NULL)
-        xdie(EXIT_USAGE, "%s is required (see --help)", option);
-}
-
 void xoption_once(const char **slot, const char *value, const char *option)
 {
     if (*slot != NULL)

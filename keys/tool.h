@@ -28,8 +28,12 @@ noreturn void xfail(rb_err rc, const char *context);
 /* The exit code for an error: 2 for system and usage errors, 1 for everything else. */
 int tool_exit_code(rb_err rc);
 
-/* Dies unless a required option was given. */
-void xrequire(const char *value, const char *option);
+/* Dies unless a required option was given. Inline so that static analysis sees value is not NULL after. */
+static inline void xrequire(const char *value, const char *option)
+{
+    if (value == NULL)
+        xdie(EXIT_USAGE, "%s is required (see --help)", option);
+}
 
 /* Stores an option's value, refusing a second occurrence of the same option. */
 void xoption_once(const char **slot, const char *value, const char *option);

@@ -67,7 +67,7 @@ static void json_name(const char *proto_name, char out[NAME_CAP])
             upper = true;
             continue;
         }
-        out[o++] = upper && *c >= 'a' && *c <= 'z' ? (char)(*c - 'a' + 'A') : *c;
+        out[o++] = (char)(upper && *c >= 'a' && *c <= 'z' ? *c - 'a' + 'A' : *c);
         upper = false;
     }
     out[o] = '\0';

@@ -212,4 +212,12 @@ bad_log_options() {
 }
 check "a bad --log-format or --log-level is refused with exit status 2" bad_log_options
 
+bad_admin_numbers() { # once read with atoi and sscanf: "abc" was a timeout of 0 ms, "2026-1-5" a date
+    admin --timeout-ms abc status 2>"$work/err"
+    [ $? = 2 ] && grep -q -- '--timeout-ms must be a number of milliseconds' "$work/err" || return 1
+    admin --since 2026-1-5T08:00:00Z --reason test key revoke 0011223344556677 2>"$work/err"
+    [ $? = 2 ] && grep -q -- '--since must be a UTC time' "$work/err"
+}
+check "referral-admin refuses a --timeout-ms or --since it cannot read whole, with exit status 2" bad_admin_numbers
+
 echo "1..$n"

@@ -154,11 +154,17 @@ static void intake_database_locked(void **state)
     (void)state;
     harness_t *h = harness_start(NULL);
     int src = harness_adapter(h), snk = harness_adapter(h);
-    harness_adapter_start(h, snk, "intake-sqlite"); /* creates the database */
-    harness_sleep_ms(500);
-    sqlite3 *db;
+    harness_adapter_start(h, snk, "intake-sqlite");
     char path[700];
-    assert_int_equal(sqlite3_open(test_path(path, sizeof path, "%s/intake.db", h->dir), &db), SQLITE_OK);
+    test_path(path, sizeof path, "%s/intake.db", h->dir);
+    /* Locked only once the sink has created it: a sink that cannot create its database does not start. */
+    for (int64_t deadline = harness_deadline(5000);
+         access(path, F_OK) != 0 ||
+         harness_db_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'filings'") < 1;
+         harness_sleep_ms(50))
+        assert_true(harness_ms() < deadline);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
     harness_adapter_start(h, src, "rms-files");
     drop_all_samples(h);

@@ -54,6 +54,14 @@ static inline int64_t harness_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A deadline of ms, longer by RB_TIMEOUT_SCALE when the processes run slower (tests/valgrind.sh sets it). */
+static inline int64_t harness_deadline(int ms)
+{
+    const char *scale = getenv("RB_TIMEOUT_SCALE");
+    int factor = scale != NULL ? atoi(scale) : 1;
+    return harness_ms() + (int64_t)ms * (factor > 1 ? factor : 1);
+}
+
 static inline void harness_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -77,7 +85,7 @@ static inline int harness_starts(harness_t *h, char *endpoint, size_t cap)
         n++;
         char *l = strstr(p, "listen=");
         if (l != NULL && endpoint != NULL)
-            sscanf(l + 7, "%255s", endpoint), (void)cap;
+            snprintf(endpoint, cap, "%.*s", (int)strcspn(l + 7, " \n"), l + 7);
     }
     free(log);
     return n;
@@ -114,7 +122,7 @@ static inline void harness_spawn_at(harness_t *h, const char *listen)
         _exit(127);
     }
     h->pid = pid;
-    int64_t deadline = harness_ms() + 15000;
+    int64_t deadline = harness_deadline(15000);
     while (harness_starts(h, h->endpoint, sizeof h->endpoint) == before) {
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid)
@@ -137,7 +145,7 @@ static inline int harness_signal(harness_t *h, int sig)
     if (h->pid <= 0)
         return 0;
     kill(h->pid, sig);
-    int64_t deadline = harness_ms() + 15000;
+    int64_t deadline = harness_deadline(15000);
     while (waitpid(h->pid, &status, WNOHANG) == 0) {
         if (harness_ms() > deadline) {
             kill(h->pid, SIGKILL);
@@ -189,7 +197,8 @@ static inline harness_t *harness_start(const char *delivery_config)
     assert_ok(rbcrypto_init());
     harness_t *h = calloc(1, sizeof *h);
     h->dir = test_mkdtemp();
-    snprintf(h->bin, sizeof h->bin, "%s", getenv("BIN") ? getenv("BIN") : "bin");
+    const char *bin = getenv("BIN");
+    snprintf(h->bin, sizeof h->bin, "%s", bin != NULL ? bin : "bin");
     test_path(h->data, sizeof h->data, "%s/data", h->dir);
     test_path(h->config, sizeof h->config, "%s/broker.ini", h->dir);
     test_path(h->log, sizeof h->log, "%s/broker.log", h->dir);
@@ -439,7 +448,7 @@ static inline int harness_count(harness_t *h, const char *sub, const char *suffi
 static inline void harness_wait_count(harness_t *h, const char *sub, const char *suffix, int want,
                                       int timeout_ms)
 {
-    int64_t deadline = harness_ms() + timeout_ms;
+    int64_t deadline = harness_deadline(timeout_ms);
     int n;
     while ((n = harness_count(h, sub, suffix)) < want) {
         if (harness_ms() > deadline) {

@@ -28,10 +28,14 @@ static int http(int port, const char *request, char **head, char **body)
     assert_int_equal(write(fd, request, n), (ssize_t)n);
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap + 1);
+    assert_non_null(buf);
     ssize_t r;
     while ((r = read(fd, buf + len, cap - len)) > 0)
-        if ((len += (size_t)r) == cap)
-            buf = realloc(buf, (cap *= 2) + 1);
+        if ((len += (size_t)r) == cap) {
+            char *bigger = realloc(buf, (cap *= 2) + 1);
+            assert_non_null(bigger);
+            buf = bigger;
+        }
     close(fd);
     buf[len] = '\0';
     int status = 0;

@@ -220,7 +220,7 @@ static void assert_every_field(const ProtobufCMessageDescriptor *desc, const jso
         size_t o = 0;
         for (const char *c = f->name; *c != '\0'; c++) /* lowerCamelCase, worked out apart from pbjson */
             if (*c != '_')
-                name[o++] = c > f->name && c[-1] == '_' ? (char)toupper((unsigned char)*c) : *c;
+                name[o++] = (char)(c > f->name && c[-1] == '_' ? toupper((unsigned char)*c) : *c);
         name[o] = '\0';
         const json_t *v = json_object_get(obj, name);
         if (v == NULL)
