@@ -103,10 +103,10 @@ static void leaf_mode(const uint8_t *leaf, size_t len)
     if (again == NULL || n != len || rb__ledger_event__pack(e, again) != len || memcmp(again, leaf, len) != 0)
         abort(); /* parsed a leaf that is not canonical */
     char *json;
-    ProtobufCMessage *back;
-    char err[256];
     rb_err rc = pbjson_format(&e->base, 0, &json);
     if (rc == RB_OK) {
+        ProtobufCMessage *back;
+        char err[256];
         if (pbjson_parse(&rb__ledger_event__descriptor, json, strlen(json), NULL, &back, err, sizeof err) !=
             RB_OK)
             abort();

@@ -142,7 +142,7 @@ static void sign_mode(const uint8_t *data, size_t size)
     if (checkpoint_open(note, len, cp.origin, scratch_pk, &got) != RB_OK || !same_cp(&got, &cp))
         abort();
     size_t body = body_len_of(note);
-    char *changed = malloc(NOTE_TEXT_MAX + 1);
+    uint8_t *changed = malloc(NOTE_TEXT_MAX + 1);
     if (changed == NULL)
         abort();
     memcpy(changed, note, len);
@@ -151,11 +151,11 @@ static void sign_mode(const uint8_t *data, size_t size)
     for (size_t i = 0; i + 1 < size; i += 2) {
         size_t at = data[i] * 2;
         if (at < n)
-            changed[at] ^= (char)data[i + 1];
+            changed[at] ^= data[i + 1];
         else if (n < NOTE_TEXT_MAX)
-            changed[n++] = (char)data[i + 1];
+            changed[n++] = data[i + 1];
     }
-    if (checkpoint_open(changed, n, cp.origin, scratch_pk, &got) == RB_OK &&
+    if (checkpoint_open((const char *)changed, n, cp.origin, scratch_pk, &got) == RB_OK &&
         (!same_cp(&got, &cp) || n < body || memcmp(changed, note, body) != 0))
         abort(); /* a changed body passed the signature */
     free(changed);
@@ -166,8 +166,8 @@ static void inclusion_mode(const uint8_t *data, size_t size)
     if (size < 2)
         return;
     uint64_t tree = 1 + data[0] % N_LEAVES, index = data[1] % tree;
-    merkle_hash_t proof[PROOF_HASHES_MAX], truth[PROOF_HASHES_MAX];
-    size_t n, n_truth;
+    merkle_hash_t proof[PROOF_HASHES_MAX];
+    size_t n;
     if (merkle_inclusion_proof(merkle_memory_subtree, hashes, tree, index, proof, &n) != RB_OK ||
         merkle_verify_inclusion(index, tree, &hashes[index], proof, n, &roots[tree]) != RB_OK)
         abort(); /* a true proof verifies */
@@ -183,6 +183,8 @@ static void inclusion_mode(const uint8_t *data, size_t size)
         proof[(data[i] / MERKLE_HASH_BYTES) % PROOF_HASHES_MAX].bytes[data[i] % MERKLE_HASH_BYTES] ^=
             data[i + 1];
     if (merkle_verify_inclusion(claim, tree, &leaf, proof, n, &roots[tree]) == RB_OK) {
+        merkle_hash_t truth[PROOF_HASHES_MAX];
+        size_t n_truth;
         if (claim >= tree || memcmp(leaf.bytes, hashes[claim].bytes, MERKLE_HASH_BYTES) != 0 ||
             merkle_inclusion_proof(merkle_memory_subtree, hashes, tree, claim, truth, &n_truth) != RB_OK ||
             n_truth != n || memcmp(truth, proof, n * sizeof *proof) != 0)
@@ -195,8 +197,8 @@ static void consistency_mode(const uint8_t *data, size_t size)
     if (size < 2)
         return;
     uint64_t size2 = 1 + data[0] % N_LEAVES, size1 = 1 + data[1] % size2;
-    merkle_hash_t proof[PROOF_HASHES_MAX + 1] = {{{0}}}, truth[PROOF_HASHES_MAX];
-    size_t n, n_truth;
+    merkle_hash_t proof[PROOF_HASHES_MAX + 1] = {{{0}}};
+    size_t n;
     if (merkle_consistency_proof(merkle_memory_subtree, hashes, size1, size2, proof, &n) != RB_OK ||
         merkle_verify_consistency(size1, size2, &roots[size1], &roots[size2], proof, n) != RB_OK)
         abort();
@@ -213,7 +215,8 @@ static void consistency_mode(const uint8_t *data, size_t size)
     if (merkle_verify_consistency(c1, c2, &roots[c1], &roots[c2], proof, n) == RB_OK) {
         if (c1 == 0 || c2 < c1)
             abort();
-        n_truth = 0;
+        merkle_hash_t truth[PROOF_HASHES_MAX];
+        size_t n_truth = 0;
         if (c1 < c2 &&
             merkle_consistency_proof(merkle_memory_subtree, hashes, c1, c2, truth, &n_truth) != RB_OK)
             abort();
