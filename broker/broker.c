@@ -29,6 +29,10 @@
 #define MAX_SESSIONS 256
 #define MAX_PENDING  256 /* submissions committed together at most */
 #define RID_MAX      256
+/* Messages that may wait in ZeroMQ for one peer beyond its credit (a group commit's receipts, errors,
+ * heartbeats), and from one peer (what it sent that we have not read yet): see broker_open. */
+#define SEND_ROOM    (MAX_PENDING + 64)
+#define RECEIVE_ROOM 32
 
 /* One connection of an authenticated party. */
 typedef struct {
@@ -52,11 +56,25 @@ typedef struct {
     size_t len;
     uint8_t sha256[RB_HASH_BYTES];
     double arrived; /* metrics_clock() when its SUBMIT arrived */
+    int same_as;    /* the same envelope again in this batch: the index of the first, which it is answered as;
+                     * -1 otherwise (header and envelope are then NULL) */
 } pending_t;
 
+/* A refused frame, recorded in the ledger with the next group commit (one transaction, one fsync, for
+ * however many a turn brings: a peer sending garbage must not cost a disk write per frame). */
 typedef struct {
+    char party[CARD_NAME_MAX + 1], agency[CARD_AGENCY_LEN + 1], peer[64];
+    const char *code; /* a static name */
+    char reason[160];
+    uint8_t id[MSG_ID_BYTES];
+    bool has_id;
+    int64_t at_ms;
+} refusal_t;
+
+struct broker {
     const broker_config_t *cfg;
     const identity_t *me;
+    void *ctx;
     store_t *store;
     trust_t *trust; /* every registered card, revoked keys marked */
     void *router;
@@ -64,13 +82,17 @@ typedef struct {
     session_t sessions[MAX_SESSIONS];
     pending_t pending[MAX_PENDING];
     size_t n_pending;
+    refusal_t refusals[MAX_PENDING];
+    size_t n_refusals;
     int64_t refused_handshakes; /* unauthenticated peers turned away since the last log line */
     int64_t refused_logged_ms;
-    uint64_t checkpoint_size; /* the latest committed checkpoint: its size, when, and the note itself, */
-    int64_t checkpoint_ms;    /* kept so that receipts and WELCOMEs need not read it back */
+    int64_t dropped_logged_ms; /* when a dropped frame was last logged */
+    char endpoint[256];        /* where the ROUTER is bound */
+    uint64_t checkpoint_size;  /* the latest committed checkpoint: its size, when, and the note itself, */
+    int64_t checkpoint_ms;     /* kept so that receipts and WELCOMEs need not read it back */
     char checkpoint_note[NOTE_TEXT_MAX];
     metrics_t *metrics; /* the Prometheus endpoint's registry; NULL when off */
-} broker_t;
+};
 
 static void send_notices(broker_t *b);
 static rb_err send_notice(broker_t *b, uint64_t leaf);
@@ -267,6 +289,7 @@ static void handle_zap(broker_t *b)
     }
     if (!ok) {
         b->refused_handshakes++;
+        metrics_handshake_refused(b->metrics);
         int64_t t = now_ms();
         if (t - b->refused_logged_ms > 10000) { /* rate-limited: a scan must not flood the log */
             log_security("handshake_refused", "count=%lld last_peer=%s", (long long)b->refused_handshakes,
@@ -329,9 +352,17 @@ static void drop_session(broker_t *b, session_t *s, const char *why)
     s->used = false;
 }
 
+/* Counts a frame ZeroMQ would not take for a peer (errno from the send says why); false then. */
+static bool sent(broker_t *b, rb_err rc)
+{
+    if (rc != RB_OK)
+        metrics_dropped(b->metrics, errno == EAGAIN ? METRICS_DROP_PEER_FULL : METRICS_DROP_PEER_GONE);
+    return rc == RB_OK;
+}
+
 static void send_frame(broker_t *b, session_t *s, Rb__Frame *f)
 {
-    if (wire_send(b->router, s->rid, s->rid_len, f) == RB_OK)
+    if (sent(b, wire_send(b->router, s->rid, s->rid_len, f)))
         s->last_tx_ms = now_ms();
 }
 
@@ -342,9 +373,22 @@ static void refuse(broker_t *b, session_t *s, Rb__ErrorCode code, const char *re
         wire_id_hex(id, hex);
     log_security("frame_refused", "adapter=%s peer=%s msg=%s code=%s reason=%s", s->party.card.name, s->peer,
                  hex, wire_error_name(code), reason);
-    event_now(b, s, "refused", id, wire_error_name(code), reason);
+    if (b->n_refusals == MAX_PENDING) {
+        event_now(b, s, "refused", id, wire_error_name(code), reason);
+    } else {
+        refusal_t *r = &b->refusals[b->n_refusals++];
+        snprintf(r->party, sizeof r->party, "%s", s->party.card.name);
+        snprintf(r->agency, sizeof r->agency, "%s", s->party.card.agency);
+        snprintf(r->peer, sizeof r->peer, "%s", s->peer);
+        snprintf(r->reason, sizeof r->reason, "%s", reason);
+        r->code = wire_error_name(code);
+        r->has_id = id != NULL;
+        if (id != NULL)
+            memcpy(r->id, id, MSG_ID_BYTES);
+        r->at_ms = now_ms();
+    }
     metrics_refused(b->metrics, s->party.card.name, code);
-    wire_send_error(b->router, s->rid, s->rid_len, code, reason, id);
+    sent(b, wire_send_error(b->router, s->rid, s->rid_len, code, reason, id));
 }
 
 /* --- submissions ------------------------------------------------------------------------------------ */
@@ -406,11 +450,13 @@ static void send_receipt(broker_t *b, session_t *s, uint64_t index)
     free(u);
 }
 
-static bool pending_has(broker_t *b, const uint8_t *id, const uint8_t *sha256, bool *same)
+static bool pending_has(broker_t *b, const uint8_t *id, const uint8_t *sha256, bool *same, int *which)
 {
     for (size_t i = 0; i < b->n_pending; i++)
-        if (memcmp(b->pending[i].header->message_id.data, id, MSG_ID_BYTES) == 0) {
+        if (b->pending[i].same_as < 0 &&
+            memcmp(b->pending[i].header->message_id.data, id, MSG_ID_BYTES) == 0) {
             *same = memcmp(b->pending[i].sha256, sha256, RB_HASH_BYTES) == 0;
+            *which = (int)i;
             return true;
         }
     return false;
@@ -450,6 +496,7 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
     uint8_t sha256[RB_HASH_BYTES];
     rbcrypto_sha256(env, len, sha256);
     bool found = false, same = false;
+    int first = -1;
     stored_msg_t old;
     if (strcmp(h->sender, s->party.card.name) != 0) {
         code = RB__ERROR_CODE__ERROR_CODE_SENDER_MISMATCH;
@@ -458,7 +505,7 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
                recipient.card.role != (h->kind == RB__KIND__KIND_ACK ? CARD_ROLE_SOURCE : CARD_ROLE_SINK)) {
         code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
         snprintf(why, sizeof why, "recipient is not a registered, enabled adapter of the right role");
-    } else if (pending_has(b, id, sha256, &same) ||
+    } else if (pending_has(b, id, sha256, &same, &first) ||
                (store_find_message(b->store, id, &found, &old) == RB_OK && found &&
                 (same = (memcmp(old.envelope_sha256, sha256, RB_HASH_BYTES) == 0), true))) {
         if (!same) {
@@ -471,9 +518,10 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
             send_receipt(b, s, old.submit_index); /* the same promise again */
             rb__header__free_unpacked(h, NULL);
             return;
-        } else { /* the same envelope twice in one batch: the first one gets the receipt; a resubmission
-                  * after the commit finds it stored and gets the same receipt */
+        } else { /* the same envelope twice in one batch: answered with the first one's receipt */
             rb__header__free_unpacked(h, NULL);
+            if (b->n_pending < MAX_PENDING)
+                b->pending[b->n_pending++] = (pending_t){.session = s, .same_as = first};
             return;
         }
     } else if (h->kind == RB__KIND__KIND_ACK && !ack_allowed(b, s, h)) {
@@ -500,15 +548,17 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
     p->session = s;
     p->arrived = metrics_clock();
     memcpy(p->sha256, sha256, RB_HASH_BYTES);
+    p->same_as = -1;
     b->n_pending++;
 }
 
 static void clear_pending(broker_t *b)
 {
-    for (size_t i = 0; i < b->n_pending; i++) {
-        rb__header__free_unpacked(b->pending[i].header, NULL);
-        free(b->pending[i].envelope);
-    }
+    for (size_t i = 0; i < b->n_pending; i++)
+        if (b->pending[i].same_as < 0) {
+            rb__header__free_unpacked(b->pending[i].header, NULL);
+            free(b->pending[i].envelope);
+        }
     b->n_pending = 0;
 }
 
@@ -545,17 +595,42 @@ static rb_err record_submission(broker_t *b, const session_t *s, const Rb__Heade
     return rc;
 }
 
-/* Commits every pending submission and one checkpoint covering them in one transaction, then answers
- * each with its receipt. */
+/* Records the refusals of this turn in the current transaction. */
+static rb_err record_refusals(broker_t *b)
+{
+    for (size_t i = 0; i < b->n_refusals; i++) {
+        refusal_t *r = &b->refusals[i];
+        Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+        e.action = "refused";
+        e.party = r->party;
+        e.agency = r->agency;
+        e.peer = r->peer;
+        e.message_id = (ProtobufCBinaryData){r->has_id ? MSG_ID_BYTES : 0, r->id};
+        e.outcome = (char *)r->code;
+        e.detail = r->reason;
+        e.at_ms = r->at_ms;
+        rb_err rc = store_event(b->store, &e, NULL);
+        if (rc != RB_OK)
+            return rc;
+    }
+    return RB_OK;
+}
+
+/* Commits this turn's refusals, every pending submission and one checkpoint covering them in one
+ * transaction, then answers each submission with its receipt. */
 static void before_sleep(broker_t *b)
 {
-    if (b->n_pending == 0)
+    if (b->n_pending == 0 && b->n_refusals == 0)
         return;
     int64_t t = now_ms();
     uint64_t indexes[MAX_PENDING];
     rb_err rc = store_begin(b->store);
+    if (rc == RB_OK)
+        rc = record_refusals(b);
     for (size_t i = 0; rc == RB_OK && i < b->n_pending; i++) {
         pending_t *p = &b->pending[i];
+        if (p->same_as >= 0)
+            continue;
         rc = record_submission(b, p->session, p->header, p->envelope, p->len, p->sha256, &indexes[i]);
         if (rc == RB_OK)
             rc = store_add_message(b->store, p->header, p->envelope, p->len, p->sha256, indexes[i], t);
@@ -565,7 +640,8 @@ static void before_sleep(broker_t *b)
     }
     char note[NOTE_TEXT_MAX];
     size_t note_len;
-    if (rc == RB_OK)
+    bool signed_now = b->n_pending > 0;
+    if (rc == RB_OK && signed_now)
         rc = checkpoint(b, note, &note_len);
     if (rc == RB_OK)
         rc = store_commit(b->store);
@@ -575,26 +651,32 @@ static void before_sleep(broker_t *b)
     if (rc != RB_OK) {
         const char *cause = sqlite3_errmsg(store_db(b->store));
         snprintf(why, sizeof why, "the broker could not store it (%s): retry later", cause);
-        log_error("commit_failed", "submissions=%zu error=%s", b->n_pending, cause);
+        log_error("commit_failed", "submissions=%zu refusals=%zu error=%s", b->n_pending, b->n_refusals,
+                  cause);
         store_rollback(b->store);
-    } else {
+    } else if (signed_now) {
         b->checkpoint_size = ledger_size(store_ledger(b->store));
         b->checkpoint_ms = t;
         memcpy(b->checkpoint_note, note, note_len + 1);
         metrics_checkpointed(b->metrics, t, b->checkpoint_size);
     }
+    b->n_refusals = 0;
     for (size_t i = 0; i < b->n_pending; i++) {
         pending_t *p = &b->pending[i];
+        pending_t *first = p->same_as >= 0 ? &b->pending[p->same_as] : p;
+        size_t k = p->same_as >= 0 ? (size_t)p->same_as : i;
         char hex[33];
-        wire_id_hex(p->header->message_id.data, hex);
+        wire_id_hex(first->header->message_id.data, hex);
         if (rc == RB_OK) {
-            log_info("submitted", "adapter=%s msg=%s index=%llu", p->session->party.card.name, hex,
-                     (unsigned long long)indexes[i]);
-            send_receipt(b, p->session, indexes[i]);
-            metrics_receipted(b->metrics, b->store, p->header, p->arrived, t);
+            if (p->same_as < 0) {
+                log_info("submitted", "adapter=%s msg=%s index=%llu", p->session->party.card.name, hex,
+                         (unsigned long long)indexes[k]);
+                metrics_receipted(b->metrics, b->store, p->header, p->arrived, t);
+            }
+            send_receipt(b, p->session, indexes[k]);
         } else {
-            wire_send_error(b->router, p->session->rid, p->session->rid_len,
-                            RB__ERROR_CODE__ERROR_CODE_STORAGE, why, p->header->message_id.data);
+            sent(b, wire_send_error(b->router, p->session->rid, p->session->rid_len,
+                                    RB__ERROR_CODE__ERROR_CODE_STORAGE, why, first->header->message_id.data));
         }
     }
     clear_pending(b);
@@ -651,10 +733,13 @@ static void deliver_to(broker_t *b, session_t *s)
         del.attempt = (uint32_t)attempt;
         f.body_case = RB__FRAME__BODY_DELIVER;
         f.deliver = &del;
-        if (wire_send(b->router, s->rid, s->rid_len, &f) != RB_OK) {
-            /* The connection is gone: the attempt does not count, and the session goes. */
+        rb_err rc = wire_send(b->router, s->rid, s->rid_len, &f);
+        bool full = rc != RB_OK && errno == EAGAIN;
+        if (!sent(b, rc)) {
+            /* The connection is gone, or its peer does not read what it asked for: the attempt does not
+             * count, and the session goes (it must say HELLO again to be delivered to). */
             store_rollback(b->store);
-            drop_session(b, s, "connection closed");
+            drop_session(b, s, full ? "not reading: its queue is full" : "connection closed");
             goto done;
         }
         s->last_tx_ms = t;
@@ -791,9 +876,38 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         rb__frame__free_unpacked(f, NULL);
 }
 
+/* Takes one message from the ROUTER: a frame from the connection with routing id rid, whose session is
+ * made at its first message (user and peer are the ZAP User-Id and the peer address). */
+static void take_message(broker_t *b, const uint8_t *rid, size_t rid_len, const char *user, const char *peer,
+                         const uint8_t *data, size_t len, bool one_part)
+{
+    session_t *s = rid_len <= RID_MAX ? find_session(b, rid, rid_len) : NULL;
+    if (s == NULL && rid_len <= RID_MAX)
+        s = new_session(b, rid, rid_len, user, peer);
+    if (s == NULL) {
+        /* Every session taken (or the key left the store since ZAP admitted it): nobody to answer as. */
+        metrics_dropped(b->metrics, METRICS_DROP_NO_SESSION);
+        int64_t t = now_ms();
+        if (t - b->dropped_logged_ms > 10000) { /* rate-limited, like refused handshakes */
+            log_security("frame_dropped", "reason=no_session peer=%s", peer ? peer : "?");
+            b->dropped_logged_ms = t;
+        }
+        return;
+    }
+    if (!one_part) {
+        s->last_rx_ms = now_ms();
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "one frame per message, in one part", NULL);
+        return;
+    }
+    handle_frame(b, s, data, len);
+}
+
+/* At most one group commit's worth per turn: what is left waits in ZeroMQ's queue for the peer (at most
+ * ZMQ_RCVHWM messages each) and then in TCP, so a flood slows its sender down instead of growing our
+ * memory, and the commit, the timers and the other peers get their turn. */
 static void handle_router(broker_t *b)
 {
-    for (;;) {
+    for (int taken = 0; taken < MAX_PENDING && b->n_pending < MAX_PENDING; taken++) {
         zmq_msg_t rid, body;
         zmq_msg_init(&rid);
         if (zmq_msg_recv(&rid, b->router, ZMQ_DONTWAIT) < 0) {
@@ -802,26 +916,30 @@ static void handle_router(broker_t *b)
         }
         zmq_msg_init(&body);
         bool two = zmq_msg_more(&rid) && zmq_msg_recv(&body, b->router, 0) >= 0;
-        while (zmq_msg_more(two ? &body : &rid)) { /* extra parts: drain and ignore */
+        bool one_part = two && !zmq_msg_more(&body);
+        for (bool more = two && !one_part; more;) { /* extra parts: drain them */
             zmq_msg_t extra;
             zmq_msg_init(&extra);
-            zmq_msg_recv(&extra, b->router, 0);
-            bool more = zmq_msg_more(&extra);
+            more = zmq_msg_recv(&extra, b->router, 0) >= 0 && zmq_msg_more(&extra);
             zmq_msg_close(&extra);
-            if (!more)
-                break;
         }
-        if (two && zmq_msg_size(&rid) <= RID_MAX) {
-            session_t *s = find_session(b, zmq_msg_data(&rid), zmq_msg_size(&rid));
-            if (s == NULL)
-                s = new_session(b, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_gets(&body, "User-Id"),
-                                zmq_msg_gets(&body, "Peer-Address"));
-            if (s != NULL)
-                handle_frame(b, s, zmq_msg_data(&body), zmq_msg_size(&body));
-        }
+        if (two)
+            take_message(b, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_gets(&body, "User-Id"),
+                         zmq_msg_gets(&body, "Peer-Address"), zmq_msg_data(&body), zmq_msg_size(&body),
+                         one_part);
         zmq_msg_close(&rid);
         zmq_msg_close(&body);
     }
+}
+
+rb_err broker_feed(broker_t *b, const uint8_t *rid, size_t rid_len, const uint8_t *data, size_t len)
+{
+    session_t *s = rid_len <= RID_MAX ? find_session(b, rid, rid_len) : NULL;
+    if (s == NULL)
+        return RB_ERR_USAGE;
+    handle_frame(b, s, data, len);
+    before_sleep(b);
+    return RB_OK;
 }
 
 /* Dead-letters what ran out of attempts or time, whether or not its recipient is connected. */
@@ -1014,9 +1132,30 @@ static void tick(broker_t *b)
     }
 }
 
-rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *store,
-                  const volatile sig_atomic_t *stop)
+void broker_close(broker_t **b_p, rb_err why)
 {
+    broker_t *b = *b_p;
+    if (b == NULL)
+        return;
+    before_sleep(b); /* nothing received is left unanswered or unstored */
+    backup_close();
+    if (b->router != NULL && why != RB_ERR_HASH_MISMATCH) {
+        event_now(b, NULL, "broker_stopped", NULL, "ok", NULL);
+        checkpoint_now(b, true);
+    }
+    metrics_stop(&b->metrics);
+    log_info("broker_stopped", "name=%s", identity_card(b->me)->name);
+    zmq_close(b->router);
+    zmq_close(b->zap);
+    zmq_ctx_term(b->ctx);
+    trust_free(&b->trust);
+    free(b);
+    *b_p = NULL;
+}
+
+rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t *me, store_t *store)
+{
+    *out = NULL;
     broker_t *b = calloc(1, sizeof *b);
     if (b == NULL)
         return RB_ERR_NOMEM;
@@ -1024,16 +1163,22 @@ rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *sto
     b->me = me;
     b->store = store;
     rb_err rc = reload_trust(b);
-    void *ctx = zmq_ctx_new();
-    b->zap = zmq_socket(ctx, ZMQ_REP);
-    b->router = zmq_socket(ctx, ZMQ_ROUTER);
+    b->ctx = zmq_ctx_new();
+    b->zap = zmq_socket(b->ctx, ZMQ_REP);
+    b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
     int64_t hard_limit = cfg->max_message_bytes * 2; /* beyond this, ZeroMQ drops the connection */
+    /* What may wait per peer, each way: a peer that does not read, or sends faster than we store, holds at
+     * most this many messages of our memory. Out: its deliveries (credit) and room for the answers to what
+     * it sends; a send beyond fails at once (ROUTER_MANDATORY, DONTWAIT) instead of blocking the loop. */
+    int sndhwm = (int)cfg->credit + SEND_ROOM, rcvhwm = RECEIVE_ROOM;
     if (rc == RB_OK &&
         (b->zap == NULL || b->router == NULL || zmq_bind(b->zap, "inproc://zeromq.zap.01") != 0 ||
          zmq_setsockopt(b->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0 ||
          zmq_setsockopt(b->router, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
          zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &hard_limit, sizeof hard_limit) != 0 ||
+         zmq_setsockopt(b->router, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm) != 0 ||
+         zmq_setsockopt(b->router, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) != 0 ||
          wire_curve_server(b->router, me) != RB_OK))
         rc = RB_ERR_IO;
     if (rc == RB_OK && zmq_bind(b->router, cfg->listen) != 0) {
@@ -1044,44 +1189,51 @@ rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *sto
         rc = metrics_start(&b->metrics, cfg->metrics_listen);
     if (rc == RB_OK) {
         /* The endpoint actually bound: with "tcp://127.0.0.1:*" the system picks a free port. */
-        char bound[256], detail[300];
-        size_t bound_len = sizeof bound;
-        if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, bound, &bound_len) != 0)
-            snprintf(bound, sizeof bound, "%s", cfg->listen);
-        snprintf(detail, sizeof detail, "listen=%s", bound);
+        char detail[300];
+        size_t bound_len = sizeof b->endpoint;
+        if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &bound_len) != 0)
+            snprintf(b->endpoint, sizeof b->endpoint, "%s", cfg->listen);
+        snprintf(detail, sizeof detail, "listen=%s", b->endpoint);
         event_now(b, NULL, "broker_started", NULL, "ok", detail);
         /* A ledger that does not extend its last checkpoint was altered: refuse to run on it. */
         rc = checkpoint_now(b, true);
         if (rc == RB_OK)
-            log_info("broker_started", "name=%s listen=%s ledger_size=%llu", identity_card(me)->name, bound,
-                     (unsigned long long)b->checkpoint_size);
+            log_info("broker_started", "name=%s listen=%s ledger_size=%llu", identity_card(me)->name,
+                     b->endpoint, (unsigned long long)b->checkpoint_size);
     }
-    while (rc == RB_OK && !*stop) {
-        zmq_pollitem_t items[] = {{b->router, 0, ZMQ_POLLIN, 0}, {b->zap, 0, ZMQ_POLLIN, 0}};
-        long timeout = cfg->heartbeat_ms < 50 ? cfg->heartbeat_ms : 50; /* the timer resolution */
-        if (zmq_poll(items, 2, timeout) < 0 && errno != EINTR) {
-            rc = RB_ERR_IO;
-            break;
-        }
-        if (items[1].revents & ZMQ_POLLIN)
-            handle_zap(b);
-        if (items[0].revents & ZMQ_POLLIN)
-            handle_router(b);
-        before_sleep(b);
-        tick(b);
-    }
-    before_sleep(b); /* nothing received is left unanswered or unstored */
-    backup_close();
-    if (b->router != NULL && rc != RB_ERR_HASH_MISMATCH) {
-        event_now(b, NULL, "broker_stopped", NULL, "ok", NULL);
-        checkpoint_now(b, true);
-    }
-    metrics_stop(&b->metrics);
-    log_info("broker_stopped", "name=%s", identity_card(me)->name);
-    zmq_close(b->router);
-    zmq_close(b->zap);
-    zmq_ctx_term(ctx);
-    trust_free(&b->trust);
-    free(b);
+    if (rc != RB_OK)
+        broker_close(&b, rc);
+    *out = b;
+    return rc;
+}
+
+const char *broker_endpoint(const broker_t *b)
+{
+    return b->endpoint;
+}
+
+rb_err broker_step(broker_t *b)
+{
+    zmq_pollitem_t items[] = {{b->router, 0, ZMQ_POLLIN, 0}, {b->zap, 0, ZMQ_POLLIN, 0}};
+    long timeout = b->cfg->heartbeat_ms < 50 ? b->cfg->heartbeat_ms : 50; /* the timer resolution */
+    if (zmq_poll(items, 2, timeout) < 0 && errno != EINTR)
+        return RB_ERR_IO;
+    if (items[1].revents & ZMQ_POLLIN)
+        handle_zap(b);
+    if (items[0].revents & ZMQ_POLLIN)
+        handle_router(b);
+    before_sleep(b);
+    tick(b);
+    return RB_OK;
+}
+
+rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *store,
+                  const volatile sig_atomic_t *stop)
+{
+    broker_t *b;
+    rb_err rc = broker_open(&b, cfg, me, store);
+    while (rc == RB_OK && !*stop)
+        rc = broker_step(b);
+    broker_close(&b, rc);
     return rc;
 }

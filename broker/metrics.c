@@ -68,6 +68,8 @@ struct metrics {
     size_t n_series, cap_series;
     histogram_t receipt, end_to_end;
     uint64_t dead_lettered, checkpoints, ledger_leaves;
+    uint64_t dropped[METRICS_DROP_REASONS];
+    uint64_t refused_handshakes;
     int64_t checkpoint_ms;      /* when the last checkpoint was signed; 0 before the first */
     uint64_t checkpoint_leaves; /* the tree size it signed */
     int64_t snapshot_ms;        /* when the gauges were last refreshed; 0 before the first time */
@@ -198,6 +200,24 @@ void metrics_refused(metrics_t *m, const char *party, Rb__ErrorCode code)
     series_t *s = series_of(m, party);
     if (s != NULL)
         s->refused[(unsigned)code < CODES ? code : 0]++;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_handshake_refused(metrics_t *m)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->refused_handshakes++;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_dropped(metrics_t *m, metrics_drop_t why)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->dropped[why]++;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -494,6 +514,17 @@ static void render(out_t *o, const metrics_t *m, int64_t now_ms)
                        enum_label(&rb__error_code__descriptor, c, "ERROR_CODE_", false, label));
                 out_printf(o, "%llu\n", (unsigned long long)m->series[i].refused[c]);
             }
+    family(o, "referral_refused_handshakes_total", "counter",
+           "CURVE handshakes the ZAP handler refused: keys of no registered, enabled, valid party.");
+    out_printf(o, "referral_refused_handshakes_total %llu\n", (unsigned long long)m->refused_handshakes);
+    family(o, "referral_dropped_frames_total", "counter",
+           "Frames neither handled nor answered, by reason: no_session (from a connection the broker has no "
+           "session for), peer_full (to a peer whose queue is full: it does not read), peer_gone (to a "
+           "connection already closed).");
+    static const char *const drop_names[METRICS_DROP_REASONS] = {"no_session", "peer_full", "peer_gone"};
+    for (int i = 0; i < METRICS_DROP_REASONS; i++)
+        out_printf(o, "referral_dropped_frames_total{reason=\"%s\"} %llu\n", drop_names[i],
+                   (unsigned long long)m->dropped[i]);
     family(o, "referral_dead_lettered_total", "counter", "Messages moved to the dead-letter queue.");
     out_printf(o, "referral_dead_lettered_total %llu\n", (unsigned long long)m->dead_lettered);
     family(o, "referral_checkpoints_total", "counter", "Ledger checkpoints signed since the broker started.");

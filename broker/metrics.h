@@ -55,6 +55,17 @@ void metrics_delivered(metrics_t *m, const char *adapter, int attempt);
 void metrics_confirmed(metrics_t *m, const char *adapter);
 /* A frame from party refused with code. */
 void metrics_refused(metrics_t *m, const char *party, Rb__ErrorCode code);
+/* A CURVE client key the ZAP handler turned away. */
+void metrics_handshake_refused(metrics_t *m);
+/* Why a frame was dropped without an ERROR: it came from a connection with no session (every session
+ * taken), or could not be sent (the peer's queue is full, or its connection is gone). */
+typedef enum {
+    METRICS_DROP_NO_SESSION,
+    METRICS_DROP_PEER_FULL,
+    METRICS_DROP_PEER_GONE,
+    METRICS_DROP_REASONS
+} metrics_drop_t;
+void metrics_dropped(metrics_t *m, metrics_drop_t why);
 void metrics_dead_lettered(metrics_t *m, size_t n);
 /* A checkpoint of size leaves signed and committed at at_ms: the age reported is counted from it. */
 void metrics_checkpointed(metrics_t *m, int64_t at_ms, uint64_t size);

@@ -297,11 +297,14 @@ static inline uint8_t *harness_referral(const identity_t *from, const identity_t
     r.revision = 1;
     r.narrative =
         (char *)(narrative ? narrative : "R/O observed federal agents detain a man at 26th and Kedzie.");
-    uint8_t body[4096];
-    size_t body_len = rb__referral__pack(&r, body);
+    size_t body_len = rb__referral__get_packed_size(&r);
+    uint8_t *body = malloc(body_len);
+    assert_non_null(body);
+    rb__referral__pack(&r, body);
     envelope_params_t p = {.kind = RB__KIND__KIND_REFERRAL, .case_key = case_key, .created_ms = harness_ms()};
     uint8_t *env;
     assert_ok(envelope_seal(from, identity_card(to), &p, body, body_len, id, &env, len));
+    free(body);
     return env;
 }
 
