@@ -132,14 +132,15 @@ build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(FUZZ_OBJ)
 	clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $^ $(LDLIBS)
 
 test: all $(UNIT) $(FAULTS) $(FUZZ)
-	@BIN=$(BIN) BUILD=$(BUILD) FUZZ_SECONDS=$(if $(FUZZ_SECONDS),$(FUZZ_SECONDS),4) \
+	@BIN=$(BIN) BUILD=$(BUILD) FUZZ_SECONDS=$(if $(FUZZ_SECONDS),$(FUZZ_SECONDS),4) TEST_TIMEOUT=900 \
 	    tests/run.sh $(UNIT) $(FAULTS) $(wildcard tests/integration/*_test.sh) $(addprefix fuzz:,$(FUZZ)) format:
 
 # The long fault run: FAULT_RUNS seeded runs (FAULT_SEED replays one), figures in its log.
 FAULT_RUNS ?= 50
 test-faults: all $(FAULTS)
 	@BIN=$(BIN) BUILD=$(BUILD) FAULT_RUNS=$(FAULT_RUNS) TEST_TIMEOUT=$$(( $(FAULT_RUNS) * 120 + 600 )) \
-	    tests/run.sh $(FAULTS); grep '^# fault runs\|^# faults injected' $(BUILD)/test-logs/fault_test.log
+	    tests/run.sh $(FAULTS); rc=$$?; grep '^# fault runs\|^# faults injected' $(BUILD)/test-logs/fault_test.log; \
+	    exit $$rc
 
 # Static analysis: both tools must print nothing. Generated protobuf-c code is read, never checked.
 LINT_SRC := $(filter %.c,$(SOURCES))

@@ -180,6 +180,9 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         return rc;
     }
     log_info("adapter_started", "connector=%s broker=%s", a->ops->name, a->endpoint);
+    if (getenv("RB_TEST_CLOCK_OFFSET_MS") != NULL) /* a test hook: never meant for a real deployment */
+        log_warn("clock_offset", "RB_TEST_CLOCK_OFFSET_MS=%s; clock_ms=%lld",
+                 getenv("RB_TEST_CLOCK_OFFSET_MS"), (long long)client_clock_ms());
     *out = a;
     return RB_OK;
 }

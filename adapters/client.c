@@ -49,7 +49,13 @@ int64_t client_clock_ms(void)
     static int64_t offset_ms = INT64_MIN;
     if (offset_ms == INT64_MIN) {
         const char *o = getenv("RB_TEST_CLOCK_OFFSET_MS");
-        offset_ms = o != NULL ? strtoll(o, NULL, 10) : 0;
+        char *end = NULL;
+        long long v = o != NULL ? strtoll(o, &end, 10) : 0;
+        /* Anything but a plain number within a year is ignored, never half-read. */
+        offset_ms = o != NULL && *o != '\0' && *end == '\0' && v >= -CLIENT_CLOCK_OFFSET_MAX_MS &&
+                            v <= CLIENT_CLOCK_OFFSET_MAX_MS
+                        ? v
+                        : 0;
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

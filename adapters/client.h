@@ -20,9 +20,11 @@
 typedef struct client client_t;
 
 /* The wall clock, in Unix ms, that the client and the adapters stamp envelopes and stores with.
- * RB_TEST_CLOCK_OFFSET_MS in the environment (read once) moves it by that much: a test hook with which the
- * fault runs start an adapter whose clock has jumped (docs/TESTING.md). */
+ * RB_TEST_CLOCK_OFFSET_MS in the environment (read once; a whole number of ms within a year, else ignored)
+ * moves it by that much: a test hook with which the fault runs start an adapter whose clock has jumped
+ * (docs/TESTING.md); the adapter logs a warning when it is set. */
 int64_t client_clock_ms(void);
+#define CLIENT_CLOCK_OFFSET_MAX_MS (366LL * 86400 * 1000)
 
 /* Connects to endpoint as me, expecting the broker of broker_card, and waits up to timeout_ms for the
  * WELCOME. credit: deliveries we accept in flight (0 for a party that only submits). checkpoint: the

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "rbcrypto.h"
+#include "sqldb.h"
 #include "wire.h"
 
 #define MAX_SESSIONS 256
@@ -317,12 +318,22 @@ static session_t *find_session(broker_t *b, const uint8_t *rid, size_t rid_len)
     return NULL;
 }
 
+/* Whether a submission of this turn still points at s: a session dropped in the turn (replaced by a new
+ * connection of its party) keeps its slot until the group commit has recorded and answered them as its. */
+static bool pending_uses(const broker_t *b, const session_t *s)
+{
+    for (size_t i = 0; i < b->n_pending; i++)
+        if (b->pending[i].session == s)
+            return true;
+    return false;
+}
+
 static session_t *new_session(broker_t *b, const uint8_t *rid, size_t rid_len, const char *user,
                               const char *peer)
 {
     for (size_t i = 0; i < MAX_SESSIONS; i++) {
         session_t *s = &b->sessions[i];
-        if (s->used)
+        if (s->used || pending_uses(b, s))
             continue;
         memset(s, 0, sizeof *s);
         uint8_t key[RB_BOX_PK_BYTES];
@@ -522,6 +533,8 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
             rb__header__free_unpacked(h, NULL);
             if (b->n_pending < MAX_PENDING)
                 b->pending[b->n_pending++] = (pending_t){.session = s, .same_as = first};
+            else
+                refuse(b, s, RB__ERROR_CODE__ERROR_CODE_STORAGE, "busy: retry", id);
             return;
         }
     } else if (h->kind == RB__KIND__KIND_ACK && !ack_allowed(b, s, h)) {
@@ -645,15 +658,21 @@ static void before_sleep(broker_t *b)
         rc = checkpoint(b, note, &note_len);
     if (rc == RB_OK)
         rc = store_commit(b->store);
-    /* SQLite's own words ("database or disk is full", "disk I/O error") before the rollback replaces them:
-     * they tell the sender and the operator what to fix. */
+    /* For a store failure, SQLite's own words ("database or disk is full", "disk I/O error"), taken before
+     * the rollback replaces them: they tell the sender and the operator what to fix. */
     char why[160] = "";
     if (rc != RB_OK) {
-        const char *cause = sqlite3_errmsg(store_db(b->store));
+        const char *cause = rc == RB_ERR_IO ? sqlite3_errmsg(store_db(b->store)) : rb_strerror(rc);
         snprintf(why, sizeof why, "the broker could not store it (%s): retry later", cause);
         log_error("commit_failed", "submissions=%zu refusals=%zu error=%s", b->n_pending, b->n_refusals,
                   cause);
         store_rollback(b->store);
+        /* The refusals were answered already: they go into the ledger without the submissions if they can. */
+        if (b->n_refusals > 0 && (store_begin(b->store) != RB_OK || record_refusals(b) != RB_OK ||
+                                  store_commit(b->store) != RB_OK)) {
+            store_rollback(b->store);
+            log_error("refusals_not_recorded", "refusals=%zu", b->n_refusals);
+        }
     } else if (signed_now) {
         b->checkpoint_size = ledger_size(store_ledger(b->store));
         b->checkpoint_ms = t;
@@ -709,13 +728,17 @@ static void deliver_to(broker_t *b, session_t *s)
         return;
     if (store_begin(b->store) != RB_OK)
         goto done;
-    for (size_t i = 0; i < n; i++) {
+    /* Each delivery in a savepoint: one that cannot be recorded or sent is undone alone, and the ones
+     * already on their way stay recorded. */
+    sqlite3 *db = store_db(b->store);
+    const char *dropped = NULL;
+    for (size_t i = 0; i < n && dropped == NULL; i++) {
         due_msg_t *d = &due[i];
         char hex[33], detail[64];
         wire_id_hex(d->message_id, hex);
         int attempt = d->attempts + 1;
-        if (store_attempted(b->store, d->message_id, t + backoff_ms(b->cfg, attempt)) != RB_OK)
-            continue;
+        if (sqldb_exec(db, "SAVEPOINT delivery") != RB_OK)
+            break;
         snprintf(detail, sizeof detail, "attempt=%d", attempt);
         Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
         e.action = "delivered";
@@ -723,9 +746,10 @@ static void deliver_to(broker_t *b, session_t *s)
         e.outcome = "sent";
         e.detail = detail;
         e.attempt = (uint32_t)attempt;
-        if (record(b, s, &e, NULL) != RB_OK) {
-            store_rollback(b->store);
-            goto done;
+        if (store_attempted(b->store, d->message_id, t + backoff_ms(b->cfg, attempt)) != RB_OK ||
+            record(b, s, &e, NULL) != RB_OK) {
+            sqldb_exec(db, "ROLLBACK TO delivery; RELEASE delivery");
+            break;
         }
         Rb__Frame f = RB__FRAME__INIT;
         Rb__Deliver del = RB__DELIVER__INIT;
@@ -736,18 +760,23 @@ static void deliver_to(broker_t *b, session_t *s)
         rb_err rc = wire_send(b->router, s->rid, s->rid_len, &f);
         bool full = rc != RB_OK && errno == EAGAIN;
         if (!sent(b, rc)) {
-            /* The connection is gone, or its peer does not read what it asked for: the attempt does not
+            /* The connection is gone, or its peer does not read what it asked for: this attempt does not
              * count, and the session goes (it must say HELLO again to be delivered to). */
-            store_rollback(b->store);
-            drop_session(b, s, full ? "not reading: its queue is full" : "connection closed");
-            goto done;
+            sqldb_exec(db, "ROLLBACK TO delivery; RELEASE delivery");
+            dropped = full ? "not reading: its queue is full" : "connection closed";
+            break;
         }
+        sqldb_exec(db, "RELEASE delivery");
         s->last_tx_ms = t;
         log_info("delivered", "adapter=%s msg=%s attempt=%d", s->party.card.name, hex, attempt);
         metrics_delivered(b->metrics, s->party.card.name, attempt);
     }
-    if (store_commit(b->store) != RB_OK)
+    if (store_commit(b->store) != RB_OK) {
         store_rollback(b->store);
+        log_error("delivery_not_recorded", "adapter=%s error=%s", s->party.card.name, sqlite3_errmsg(db));
+    }
+    if (dropped != NULL)
+        drop_session(b, s, dropped);
 done:
     for (size_t i = 0; i < n; i++)
         free(due[i].envelope);
@@ -755,20 +784,21 @@ done:
 
 static void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c)
 {
+    const char *adapter = s->party.card.name;
     if (c->message_id.len != MSG_ID_BYTES) {
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "CONFIRM needs a 16-byte message id", NULL);
         return;
     }
     rb_err rc = store_begin(b->store);
     if (rc == RB_OK)
-        rc = store_confirmed(b->store, c->message_id.data, s->party.card.name, now_ms());
+        rc = store_confirmed(b->store, c->message_id.data, adapter, now_ms());
     if (rc == RB_OK)
         rc = event(b, s, "confirmed", c->message_id.data, "ok", NULL);
     if (rc == RB_OK && (rc = store_commit(b->store)) == RB_OK) {
         char hex[33];
         wire_id_hex(c->message_id.data, hex);
-        log_info("confirmed", "adapter=%s msg=%s", s->party.card.name, hex);
-        metrics_confirmed(b->metrics, s->party.card.name);
+        log_info("confirmed", "adapter=%s msg=%s", adapter, hex);
+        metrics_confirmed(b->metrics, adapter);
         return;
     }
     store_rollback(b->store);
@@ -777,7 +807,7 @@ static void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c)
         bool found;
         stored_msg_t m;
         if (store_find_message(b->store, c->message_id.data, &found, &m) == RB_OK && found &&
-            strcmp(m.recipient, s->party.card.name) == 0 && strcmp(m.state, "confirmed") == 0)
+            strcmp(m.recipient, adapter) == 0 && strcmp(m.state, "confirmed") == 0)
             return;
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE, "no such delivery to this party",
                c->message_id.data);
