@@ -24,7 +24,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "rbcrypto.h"
-#include "sqldb.h"
 #include "wire.h"
 
 #define MAX_SESSIONS 256
@@ -730,14 +729,13 @@ static void deliver_to(broker_t *b, session_t *s)
         goto done;
     /* Each delivery in a savepoint: one that cannot be recorded or sent is undone alone, and the ones
      * already on their way stay recorded. */
-    sqlite3 *db = store_db(b->store);
     const char *dropped = NULL;
     for (size_t i = 0; i < n && dropped == NULL; i++) {
         due_msg_t *d = &due[i];
         char hex[33], detail[64];
         wire_id_hex(d->message_id, hex);
         int attempt = d->attempts + 1;
-        if (sqldb_exec(db, "SAVEPOINT delivery") != RB_OK)
+        if (store_step_begin(b->store) != RB_OK)
             break;
         snprintf(detail, sizeof detail, "attempt=%d", attempt);
         Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
@@ -748,7 +746,7 @@ static void deliver_to(broker_t *b, session_t *s)
         e.attempt = (uint32_t)attempt;
         if (store_attempted(b->store, d->message_id, t + backoff_ms(b->cfg, attempt)) != RB_OK ||
             record(b, s, &e, NULL) != RB_OK) {
-            sqldb_exec(db, "ROLLBACK TO delivery; RELEASE delivery");
+            store_step_undo(b->store);
             break;
         }
         Rb__Frame f = RB__FRAME__INIT;
@@ -762,18 +760,20 @@ static void deliver_to(broker_t *b, session_t *s)
         if (!sent(b, rc)) {
             /* The connection is gone, or its peer does not read what it asked for: this attempt does not
              * count, and the session goes (it must say HELLO again to be delivered to). */
-            sqldb_exec(db, "ROLLBACK TO delivery; RELEASE delivery");
+            store_step_undo(b->store);
             dropped = full ? "not reading: its queue is full" : "connection closed";
             break;
         }
-        sqldb_exec(db, "RELEASE delivery");
+        if (store_step_end(b->store) != RB_OK)
+            break;
         s->last_tx_ms = t;
         log_info("delivered", "adapter=%s msg=%s attempt=%d", s->party.card.name, hex, attempt);
         metrics_delivered(b->metrics, s->party.card.name, attempt);
     }
     if (store_commit(b->store) != RB_OK) {
         store_rollback(b->store);
-        log_error("delivery_not_recorded", "adapter=%s error=%s", s->party.card.name, sqlite3_errmsg(db));
+        log_error("delivery_not_recorded", "adapter=%s error=%s", s->party.card.name,
+                  sqlite3_errmsg(store_db(b->store)));
     }
     if (dropped != NULL)
         drop_session(b, s, dropped);

@@ -178,6 +178,22 @@ void store_rollback(store_t *s)
     ledger_reload(s->ledger);
 }
 
+rb_err store_step_begin(store_t *s)
+{
+    return sqldb_exec(s->db, "SAVEPOINT step");
+}
+
+rb_err store_step_end(store_t *s)
+{
+    return sqldb_exec(s->db, "RELEASE step");
+}
+
+void store_step_undo(store_t *s)
+{
+    sqldb_exec(s->db, "ROLLBACK TO step; RELEASE step");
+    ledger_reload(s->ledger);
+}
+
 ledger_t *store_ledger(store_t *s)
 {
     return s->ledger;

@@ -29,6 +29,11 @@ void store_close(store_t **store_p);
 rb_err store_begin(store_t *s);
 rb_err store_commit(store_t *s);
 void store_rollback(store_t *s);
+/* A step inside a transaction that can be undone alone (SQLite savepoints, one open at a time): what it
+ * appended to the ledger leaves the in-memory tree too when it is undone. */
+rb_err store_step_begin(store_t *s);
+rb_err store_step_end(store_t *s);
+void store_step_undo(store_t *s);
 
 /* One registered party, with one of its keys (a party has several during a key rotation). */
 typedef struct {
