@@ -1,10 +1,11 @@
 /* store_test.c -- the broker's database: creation, refusing a database it cannot use (not a broker
- * database, newer schema, corrupt, locked), and the delivery queries on a real SQLite file. */
+ * database, newer schema, corrupt, locked), a step undone inside a transaction, on a real SQLite file. */
 #include <sqlite3.h>
 
 #include "testutil.h"
 
 #include "envelope.h"
+#include "ledger.h"
 #include "store.h"
 
 typedef struct {
@@ -100,6 +101,45 @@ static void locked_by_another_broker(void **state)
     store_close(&second);
 }
 
+static void append(store_t *s, const char *action, uint64_t *index)
+{
+    Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+    e.action = (char *)action;
+    e.outcome = "ok";
+    assert_ok(store_event(s, &e, index));
+}
+
+/* A step undone inside a transaction takes its ledger appends with it, in memory as on disk: the next
+ * append gets the index the undone one had, and the tree reopened from the file has the same root. */
+static void undone_step_leaves_the_ledger(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s;
+    char err[256];
+    assert_ok(store_open(&s, f->path, true, err, sizeof err));
+    uint64_t before = ledger_size(store_ledger(s)), index;
+    assert_ok(store_begin(s));
+    append(s, "kept", &index);
+    assert_int_equal(index, before);
+    assert_ok(store_step_begin(s));
+    append(s, "undone", &index);
+    store_step_undo(s);
+    assert_int_equal(ledger_size(store_ledger(s)), before + 1);
+    assert_ok(store_step_begin(s));
+    append(s, "kept too", &index);
+    assert_ok(store_step_end(s));
+    assert_int_equal(index, before + 1);
+    assert_ok(store_commit(s));
+    merkle_hash_t root, reopened;
+    assert_ok(ledger_root(store_ledger(s), before + 2, &root));
+    store_close(&s);
+    assert_ok(store_open(&s, f->path, false, err, sizeof err));
+    assert_int_equal(ledger_size(store_ledger(s)), before + 2);
+    assert_ok(ledger_root(store_ledger(s), before + 2, &reopened));
+    assert_memory_equal(root.bytes, reopened.bytes, MERKLE_HASH_BYTES);
+    store_close(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -108,6 +148,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(not_a_broker_database_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_file_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(locked_by_another_broker, setup, teardown),
+        cmocka_unit_test_setup_teardown(undone_step_leaves_the_ledger, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
