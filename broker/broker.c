@@ -771,9 +771,9 @@ static void deliver_to(broker_t *b, session_t *s)
         metrics_delivered(b->metrics, s->party.card.name, attempt);
     }
     if (store_commit(b->store) != RB_OK) {
-        store_rollback(b->store);
         log_error("delivery_not_recorded", "adapter=%s error=%s", s->party.card.name,
                   sqlite3_errmsg(store_db(b->store)));
+        store_rollback(b->store);
     }
     if (dropped != NULL)
         drop_session(b, s, dropped);
