@@ -7,9 +7,12 @@
 #ifndef HARNESS_H
 #define HARNESS_H
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -477,6 +480,53 @@ static inline void harness_drop(harness_t *h, const char *sample, const char *as
               "mkdir -p '%s/drop' && cp '%s' '%s/drop/%s.tmp' && mv '%s/drop/%s.tmp' '%s/drop/%s'", h->dir,
               sample, h->dir, as ? as : slash + 1, h->dir, as ? as : slash + 1, h->dir, as ? as : slash + 1);
     assert_int_equal(system(cmd), 0);
+}
+
+/* The metrics port the broker logged last. */
+static inline int harness_metrics_port(harness_t *h)
+{
+    size_t len;
+    char *log = test_read_file(h->log, &len);
+    assert_non_null(log);
+    const char *tag = "event=metrics_listening address=127.0.0.1:";
+    int port = 0;
+    for (char *p = log; (p = strstr(p, tag)) != NULL; p++)
+        port = atoi(p + strlen(tag));
+    free(log);
+    assert_true(port > 0);
+    return port;
+}
+
+/* One HTTP request on loopback; returns the status, *head and *body (malloc'd) the response's parts. */
+static inline int harness_http(int port, const char *request, char **head, char **body)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    size_t n = strlen(request);
+    assert_int_equal(write(fd, request, n), (ssize_t)n);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap + 1);
+    assert_non_null(buf);
+    ssize_t r;
+    while ((r = read(fd, buf + len, cap - len)) > 0)
+        if ((len += (size_t)r) == cap) {
+            char *bigger = realloc(buf, (cap *= 2) + 1);
+            assert_non_null(bigger);
+            buf = bigger;
+        }
+    close(fd);
+    buf[len] = '\0';
+    int status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    char *split = strstr(buf, "\r\n\r\n");
+    assert_non_null(split);
+    *split = '\0';
+    *head = strdup(buf);
+    *body = strdup(split + 4);
+    free(buf);
+    return status;
 }
 
 #endif

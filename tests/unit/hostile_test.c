@@ -153,45 +153,21 @@ static void assert_alive(harness_t *h)
     assert_int_equal(kill(h->pid, 0), 0);
 }
 
-static int metrics_port(harness_t *h)
-{
-    size_t len;
-    char *log = test_read_file(h->log, &len);
-    const char *tag = "event=metrics_listening address=127.0.0.1:";
-    int port = 0;
-    for (char *p = log; p != NULL && (p = strstr(p, tag)) != NULL; p++)
-        port = atoi(p + strlen(tag));
-    free(log);
-    assert_true(port > 0);
-    return port;
-}
-
 /* The value of one series on the broker's /metrics (0 when absent). */
 static double metric(harness_t *h, const char *series)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)metrics_port(h))};
-    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
-    const char *req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap + 1);
-    ssize_t r;
-    while ((r = read(fd, buf + len, cap - len)) > 0)
-        if ((len += (size_t)r) == cap) {
-            char *more = realloc(buf, (cap *= 2) + 1);
-            assert_non_null(more);
-            buf = more;
-        }
-    close(fd);
-    buf[len] = '\0';
+    char *head, *body;
+    assert_int_equal(harness_http(harness_metrics_port(h), "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+                                  &head, &body),
+                     200);
     double v = 0;
     size_t n = strlen(series);
-    for (char *p = buf; (p = strstr(p, series)) != NULL; p += n)
-        if (p[-1] == '\n' && p[n] == ' ')
+    /* The body starts at a line, so a series at its very start counts too. */
+    for (char *p = body; (p = strstr(p, series)) != NULL; p += n)
+        if ((p == body || p[-1] == '\n') && p[n] == ' ')
             v = strtod(p + n + 1, NULL);
-    free(buf);
+    free(head);
+    free(body);
     return v;
 }
 

@@ -1,11 +1,8 @@
 /* metrics_test.c -- the Prometheus endpoint: scraped over HTTP from a real broker while traffic flows, its
  * text checked line by line against the exposition format, its settings and startup errors, and the
  * registry's rendering (escaping, histogram buckets) in process. */
-#include <arpa/inet.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <regex.h>
-#include <sys/socket.h>
 
 #include "harness.h"
 #include "config.h"
@@ -17,59 +14,13 @@
     "heartbeat_ms = 5000\nretry_base_ms = 1000\nretry_max_ms = 1000\nretry_limit = 3\n"                      \
     "ack_overdue_ms = 1000\n"
 
-/* One HTTP request on loopback; returns the status, *head and *body (malloc'd) the response's parts. */
-static int http(int port, const char *request, char **head, char **body)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
-    size_t n = strlen(request);
-    assert_int_equal(write(fd, request, n), (ssize_t)n);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap + 1);
-    assert_non_null(buf);
-    ssize_t r;
-    while ((r = read(fd, buf + len, cap - len)) > 0)
-        if ((len += (size_t)r) == cap) {
-            char *bigger = realloc(buf, (cap *= 2) + 1);
-            assert_non_null(bigger);
-            buf = bigger;
-        }
-    close(fd);
-    buf[len] = '\0';
-    int status = 0;
-    sscanf(buf, "HTTP/1.%*d %d", &status);
-    char *split = strstr(buf, "\r\n\r\n");
-    assert_non_null(split);
-    *split = '\0';
-    *head = strdup(buf);
-    *body = strdup(split + 4);
-    free(buf);
-    return status;
-}
-
 static int status_of(int port, const char *request)
 {
     char *head, *body;
-    int status = http(port, request, &head, &body);
+    int status = harness_http(port, request, &head, &body);
     free(head);
     free(body);
     return status;
-}
-
-/* The metrics port the broker logged last. */
-static int metrics_port(harness_t *h)
-{
-    size_t len;
-    char *log = test_read_file(h->log, &len);
-    assert_non_null(log);
-    int port = 0;
-    for (char *p = log; (p = strstr(p, "event=metrics_listening address=127.0.0.1:")) != NULL; p++)
-        port = atoi(p + strlen("event=metrics_listening address=127.0.0.1:"));
-    free(log);
-    assert_true(port > 0);
-    return port;
 }
 
 /* Fails unless text is Prometheus text format 0.0.4 as we write it: HELP and TYPE before a family's
@@ -144,9 +95,10 @@ static void check_exposition(const char *text)
 static char *scrape(int port)
 {
     char *head, *body;
-    assert_int_equal(
-        http(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", &head, &body),
-        200);
+    assert_int_equal(harness_http(port,
+                                  "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                                  &head, &body),
+                     200);
     assert_non_null(strstr(head, "text/plain; version=0.0.4"));
     free(head);
     check_exposition(body);
@@ -222,7 +174,7 @@ static void values_follow_traffic(void **state)
 {
     (void)state;
     harness_t *h = harness_start(METRICS_CONFIG);
-    int port = metrics_port(h);
+    int port = harness_metrics_port(h);
     char *text = scrape(port);
     assert_true(value_in(text, "referral_up") == 1);
     double leaves = value_in(text, "referral_ledger_leaves"),
@@ -385,7 +337,7 @@ static void startup_errors_and_off(void **state)
         h->bin, h->dir, h->dir);
     assert_int_equal(system(cmd), 0);
 
-    snprintf(config, sizeof config, "[metrics]\nlisten = 127.0.0.1:%d\n", metrics_port(h));
+    snprintf(config, sizeof config, "[metrics]\nlisten = 127.0.0.1:%d\n", harness_metrics_port(h));
     assert_int_equal(second_broker(h, config, ""), 2);
     assert_true(second_log_has(h, "event=metrics_bind_failed"));
     assert_true(second_log_has(h, "Address already in use"));
