@@ -120,6 +120,11 @@ $(FAULTS): $(BUILD)/obj/tests/faults/fault_test.o $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
+# Benchmark programs (bench/*.c, run by make bench): linked like the tools.
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
 # Fuzz targets: clang, libFuzzer, ASan and UBSan, whatever the flavor.
 FUZZ_FLAGS = $(CPPFLAGS) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror $(PKG_CFLAGS)
 build/fuzz/obj/gen/%.o: $(GEN)/%.c | $(GEN_H)
