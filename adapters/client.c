@@ -90,28 +90,31 @@ static bool same_id(ProtobufCBinaryData b, const uint8_t *id)
 /* Takes a checkpoint the broker sent if it verifies; raises the alarm if it does not extend the one
  * held. false, with why, when it is not taken: not the broker's checkpoint at all, or an update from a
  * broker that has lost track of what we hold. */
-static bool take_update(client_t *c, const Rb__LedgerUpdate *u, char *why, size_t whylen)
+/* RB_OK when the update is taken (alarm or not); RB_ERR_CONFLICT when the broker does not know what we
+ * hold (HELLO is sent: ask again); another error when it is not taken. */
+static rb_err take_update(client_t *c, const Rb__LedgerUpdate *u, char *why, size_t whylen)
 {
     checkpoint_t fresh;
     rb_err rc = witness_check_update(&c->broker, c->ledger.holds ? &c->held : NULL, u, &fresh, why, whylen);
     if (rc == RB_ERR_CONFLICT) {
-        /* No evidence against the ledger: a restarted broker met us before our HELLO. Telling it what we
-         * hold gets the proof with its next update. */
+        /* No evidence against the ledger: a restarted broker met us before our HELLO, or it forgot us as
+         * silent and our next frame came before the HELLO. Telling it what we hold gets the proof with its
+         * next update. */
         send_hello(c);
-        return false;
+        return rc;
     }
     if (rc != RB_OK) {
         snprintf(c->ledger.alarm, sizeof c->ledger.alarm, "%s", why);
         c->ledger.alarms++;
         if (rc != RB_ERR_HASH_MISMATCH)
-            return false;
+            return rc;
     }
     /* Alarm or not, the broker's newest signed word is what later ones are checked against. */
     c->held = fresh;
     c->ledger.holds = true;
     c->ledger.size = fresh.size;
     snprintf(c->ledger.note, sizeof c->ledger.note, "%s", u->checkpoint);
-    return true;
+    return RB_OK;
 }
 
 /* Sorts one received frame. */
@@ -293,9 +296,10 @@ static rb_err check_receipt(client_t *c, const Rb__Receipt *r, const uint8_t *id
                             size_t len, client_result_t *result)
 {
     char why[sizeof c->ledger.alarm] = "no checkpoint";
-    if (r->ledger == NULL || !take_update(c, r->ledger, why, sizeof why)) {
+    rb_err taken = r->ledger == NULL ? RB_ERR_MALFORMED : take_update(c, r->ledger, why, sizeof why);
+    if (taken != RB_OK) {
         snprintf(result->reason, sizeof result->reason, "receipt: %.200s", why);
-        return RB_ERR_BAD_SIGNATURE;
+        return taken == RB_ERR_CONFLICT ? taken : RB_ERR_BAD_SIGNATURE;
     }
     checkpoint_t cp;
     uint64_t index;
@@ -343,25 +347,34 @@ rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms
     sub.envelope = (ProtobufCBinaryData){len, (uint8_t *)env};
     f.body_case = RB__FRAME__BODY_SUBMIT;
     f.submit = &sub;
-    c->awaiting = id;
-    rb_err rc = send_frame(c, &f);
-    if (rc == RB_OK)
-        rc = pump(c, client_clock_ms() + timeout_ms, has_answer);
-    c->awaiting = NULL;
-    if (rc != RB_OK)
-        return rc;
-    Rb__Frame *a = c->answer;
-    c->answer = NULL;
-    if (a->body_case == RB__FRAME__BODY_ERROR) {
-        result->code = a->error->code;
-        snprintf(result->reason, sizeof result->reason, "%s", a->error->reason);
-    } else if (a->body_case == RB__FRAME__BODY_RECEIPT) {
-        rc = check_receipt(c, a->receipt, id, env, len, result);
-    } else {
-        rc = RB_ERR_MALFORMED;
+    int64_t deadline = client_clock_ms() + timeout_ms;
+    rb_err rc;
+    /* A receipt whose update starts from a checkpoint the broker does not know we hold proves nothing yet:
+     * HELLO went out, and the same submission again (a duplicate gets the same receipt) comes back with the
+     * proof. Once: a broker that still does not know is answered as a bad receipt. */
+    for (int tries = 0; tries < 2; tries++) {
+        c->awaiting = id;
+        rc = send_frame(c, &f);
+        if (rc == RB_OK)
+            rc = pump(c, deadline, has_answer);
+        c->awaiting = NULL;
+        if (rc != RB_OK)
+            return rc;
+        Rb__Frame *a = c->answer;
+        c->answer = NULL;
+        if (a->body_case == RB__FRAME__BODY_ERROR) {
+            result->code = a->error->code;
+            snprintf(result->reason, sizeof result->reason, "%s", a->error->reason);
+        } else if (a->body_case == RB__FRAME__BODY_RECEIPT) {
+            rc = check_receipt(c, a->receipt, id, env, len, result);
+        } else {
+            rc = RB_ERR_MALFORMED;
+        }
+        rb__frame__free_unpacked(a, NULL);
+        if (rc != RB_ERR_CONFLICT)
+            return rc;
     }
-    rb__frame__free_unpacked(a, NULL);
-    return rc;
+    return RB_ERR_BAD_SIGNATURE;
 }
 
 rb_err client_receive(client_t *c, int timeout_ms, uint8_t **env, size_t *len, uint32_t *attempt)

@@ -397,6 +397,31 @@ static void never_confirmed_is_dead_lettered(void **state)
     harness_stop(&h);
 }
 
+/* A broker restarted under a connected source (on the same port, before the source noticed any silence)
+ * meets its next submission before any HELLO, so it does not know which checkpoint the source holds: the
+ * receipt must still come back verified, with no ledger alarm, not as a bad signature. */
+static void restarted_broker_receipt_verifies(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start("heartbeat_ms = 5000\n");
+    client_t *cpd = harness_client(h, h->cpd, 0);
+    size_t len;
+    msg_id_t id;
+    uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &id);
+    harness_submit_ok(cpd, env, len);
+    free(env);
+    char endpoint[sizeof h->endpoint];
+    snprintf(endpoint, sizeof endpoint, "%s", h->endpoint);
+    harness_signal(h, SIGTERM);
+    harness_spawn_at(h, endpoint);
+    env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &id);
+    harness_submit_ok(cpd, env, len);
+    assert_int_equal(client_ledger(cpd)->alarms, 0);
+    free(env);
+    client_close(&cpd);
+    harness_stop(&h);
+}
+
 /* kill -9 after the receipt and before delivery: after a restart the envelope is delivered, once. */
 static void kill_9_between_receipt_and_delivery(void **state)
 {
@@ -516,6 +541,7 @@ int main(void)
         cmocka_unit_test_teardown(garbage_and_oversize_frames, harness_teardown),
         cmocka_unit_test_teardown(sink_offline_then_back, harness_teardown),
         cmocka_unit_test_teardown(never_confirmed_is_dead_lettered, harness_teardown),
+        cmocka_unit_test_teardown(restarted_broker_receipt_verifies, harness_teardown),
         cmocka_unit_test_teardown(kill_9_between_receipt_and_delivery, harness_teardown),
         cmocka_unit_test_teardown(ordering_within_a_case_key, harness_teardown),
         cmocka_unit_test_teardown(broker_never_sees_content, harness_teardown),
