@@ -29,6 +29,7 @@
 #define MAX_SESSIONS 256
 #define MAX_PENDING  256 /* submissions committed together at most */
 #define RID_MAX      256
+#define TIMER_MS     50 /* the timers' resolution: heartbeats, dead letters, metrics */
 /* Messages that may wait in ZeroMQ for one peer beyond its credit (a group commit's receipts, errors,
  * heartbeats), and from one peer (what it sent that we have not read yet): see broker_open. */
 #define SEND_ROOM    (MAX_PENDING + 64)
@@ -60,6 +61,13 @@ typedef struct {
                      * -1 otherwise (header and envelope are then NULL) */
 } pending_t;
 
+/* A CONFIRM, applied with the next group commit: a burst of them costs one fsync, not one each. */
+typedef struct {
+    session_t *session;
+    uint8_t id[MSG_ID_BYTES];
+    rb_err rc; /* what applying it gave: RB_ERR_USAGE when it was not in flight to that session's party */
+} confirm_t;
+
 /* A refused frame, recorded in the ledger with the next group commit (one transaction, one fsync, for
  * however many a turn brings: a peer sending garbage must not cost a disk write per frame). */
 typedef struct {
@@ -84,9 +92,12 @@ struct broker {
     size_t n_pending;
     refusal_t refusals[MAX_PENDING];
     size_t n_refusals;
+    confirm_t confirms[MAX_PENDING];
+    size_t n_confirms;
     int64_t refused_handshakes; /* unauthenticated peers turned away since the last log line */
     int64_t refused_logged_ms;
     int64_t dropped_logged_ms; /* when a dropped frame was last logged */
+    int64_t housekept_ms;      /* when the timers last ran */
     char endpoint[256];        /* where the ROUTER is bound */
     uint64_t checkpoint_size;  /* the latest committed checkpoint: its size, when, and the note itself, */
     int64_t checkpoint_ms;     /* kept so that receipts and WELCOMEs need not read it back */
@@ -323,6 +334,9 @@ static bool pending_uses(const broker_t *b, const session_t *s)
 {
     for (size_t i = 0; i < b->n_pending; i++)
         if (b->pending[i].session == s)
+            return true;
+    for (size_t i = 0; i < b->n_confirms; i++)
+        if (b->confirms[i].session == s)
             return true;
     return false;
 }
@@ -628,17 +642,77 @@ static rb_err record_refusals(broker_t *b)
     return RB_OK;
 }
 
-/* Commits this turn's refusals, every pending submission and one checkpoint covering them in one
+static void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c)
+{
+    if (c->message_id.len != MSG_ID_BYTES) {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "CONFIRM needs a 16-byte message id", NULL);
+        return;
+    }
+    confirm_t *q = &b->confirms[b->n_confirms++]; /* handle_router leaves room for one frame's worth */
+    q->session = s;
+    memcpy(q->id, c->message_id.data, MSG_ID_BYTES);
+    q->rc = RB_OK;
+}
+
+/* Applies this turn's CONFIRMs in the current transaction, each in a savepoint: one that was not in flight
+ * to its party is undone alone and answered after the commit. */
+static rb_err apply_confirms(broker_t *b, int64_t t)
+{
+    for (size_t i = 0; i < b->n_confirms; i++) {
+        confirm_t *q = &b->confirms[i];
+        rb_err rc = store_step_begin(b->store);
+        if (rc != RB_OK)
+            return rc;
+        q->rc = store_confirmed(b->store, q->id, q->session->party.card.name, t);
+        if (q->rc == RB_OK)
+            q->rc = event(b, q->session, "confirmed", q->id, "ok", NULL);
+        if (q->rc == RB_OK)
+            rc = store_step_end(b->store);
+        else
+            store_step_undo(b->store);
+        if (rc != RB_OK || (q->rc != RB_OK && q->rc != RB_ERR_USAGE))
+            return rc != RB_OK ? rc : q->rc;
+    }
+    return RB_OK;
+}
+
+/* After the commit: logs what was confirmed, and refuses a CONFIRM of what was not in flight to its party
+ * (a repeated CONFIRM of what it confirmed already is harmless). */
+static void answer_confirms(broker_t *b)
+{
+    for (size_t i = 0; i < b->n_confirms; i++) {
+        confirm_t *q = &b->confirms[i];
+        const char *adapter = q->session->party.card.name;
+        char hex[33];
+        wire_id_hex(q->id, hex);
+        if (q->rc == RB_OK) {
+            log_info("confirmed", "adapter=%s msg=%s", adapter, hex);
+            metrics_confirmed(b->metrics, adapter);
+            continue;
+        }
+        bool found;
+        stored_msg_t m;
+        if (store_find_message(b->store, q->id, &found, &m) == RB_OK && found &&
+            strcmp(m.recipient, adapter) == 0 && strcmp(m.state, "confirmed") == 0)
+            continue;
+        refuse(b, q->session, RB__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE, "no such delivery to this party",
+               q->id);
+    }
+}
+
+/* Commits this turn's refusals, CONFIRMs, every pending submission and one checkpoint covering them in one
  * transaction, then answers each submission with its receipt. */
 static void before_sleep(broker_t *b)
 {
-    if (b->n_pending == 0 && b->n_refusals == 0)
+    if (b->n_pending == 0 && b->n_refusals == 0 && b->n_confirms == 0)
         return;
     int64_t t = now_ms();
     uint64_t indexes[MAX_PENDING];
     rb_err rc = store_begin(b->store);
     if (rc == RB_OK)
         rc = record_refusals(b);
+    if (rc == RB_OK)
+        rc = apply_confirms(b, t);
     for (size_t i = 0; rc == RB_OK && i < b->n_pending; i++) {
         pending_t *p = &b->pending[i];
         if (p->same_as >= 0)
@@ -663,8 +737,8 @@ static void before_sleep(broker_t *b)
     if (rc != RB_OK) {
         const char *cause = rc == RB_ERR_IO ? sqlite3_errmsg(store_db(b->store)) : rb_strerror(rc);
         snprintf(why, sizeof why, "the broker could not store it (%s): retry later", cause);
-        log_error("commit_failed", "submissions=%zu refusals=%zu error=%s", b->n_pending, b->n_refusals,
-                  cause);
+        log_error("commit_failed", "submissions=%zu confirms=%zu refusals=%zu error=%s", b->n_pending,
+                  b->n_confirms, b->n_refusals, cause);
         store_rollback(b->store);
         /* The refusals were answered already: they go into the ledger without the submissions if they can. */
         if (b->n_refusals > 0 && (store_begin(b->store) != RB_OK || record_refusals(b) != RB_OK ||
@@ -679,6 +753,10 @@ static void before_sleep(broker_t *b)
         metrics_checkpointed(b->metrics, t, b->checkpoint_size);
     }
     b->n_refusals = 0;
+    /* CONFIRMs lost with a failed commit are not answered: the deliveries stay in flight and come again. */
+    if (rc == RB_OK)
+        answer_confirms(b);
+    b->n_confirms = 0;
     for (size_t i = 0; i < b->n_pending; i++) {
         pending_t *p = &b->pending[i];
         pending_t *first = p->same_as >= 0 ? &b->pending[p->same_as] : p;
@@ -780,38 +858,6 @@ static void deliver_to(broker_t *b, session_t *s)
 done:
     for (size_t i = 0; i < n; i++)
         free(due[i].envelope);
-}
-
-static void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c)
-{
-    const char *adapter = s->party.card.name;
-    if (c->message_id.len != MSG_ID_BYTES) {
-        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "CONFIRM needs a 16-byte message id", NULL);
-        return;
-    }
-    rb_err rc = store_begin(b->store);
-    if (rc == RB_OK)
-        rc = store_confirmed(b->store, c->message_id.data, adapter, now_ms());
-    if (rc == RB_OK)
-        rc = event(b, s, "confirmed", c->message_id.data, "ok", NULL);
-    if (rc == RB_OK && (rc = store_commit(b->store)) == RB_OK) {
-        char hex[33];
-        wire_id_hex(c->message_id.data, hex);
-        log_info("confirmed", "adapter=%s msg=%s", adapter, hex);
-        metrics_confirmed(b->metrics, adapter);
-        return;
-    }
-    store_rollback(b->store);
-    if (rc == RB_ERR_USAGE) {
-        /* Not in flight to it: already confirmed (a repeated CONFIRM is harmless) or never delivered. */
-        bool found;
-        stored_msg_t m;
-        if (store_find_message(b->store, c->message_id.data, &found, &m) == RB_OK && found &&
-            strcmp(m.recipient, adapter) == 0 && strcmp(m.state, "confirmed") == 0)
-            return;
-        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE, "no such delivery to this party",
-               c->message_id.data);
-    }
 }
 
 static bool is_connected(void *ctx, const char *name)
@@ -937,7 +983,8 @@ static void take_message(broker_t *b, const uint8_t *rid, size_t rid_len, const 
  * memory, and the commit, the timers and the other peers get their turn. */
 static void handle_router(broker_t *b)
 {
-    for (int taken = 0; taken < MAX_PENDING && b->n_pending < MAX_PENDING; taken++) {
+    for (int taken = 0; taken < MAX_PENDING && b->n_pending < MAX_PENDING && b->n_confirms < MAX_PENDING;
+         taken++) {
         zmq_msg_t rid, body;
         zmq_msg_init(&rid);
         if (zmq_msg_recv(&rid, b->router, ZMQ_DONTWAIT) < 0) {
@@ -1132,18 +1179,29 @@ static rb_err send_notice(broker_t *b, uint64_t leaf)
 
 /* --- timers ------------------------------------------------------------------------------------------------ */
 
+/* Deliveries every turn; the rest (dead letters, notices, metrics, heartbeats) at the timer resolution, so
+ * that a busy loop's turns, a few milliseconds each, are spent on traffic. */
 static void tick(broker_t *b)
 {
-    expire(b);
-    send_notices(b);
+    int64_t t = now_ms();
+    bool housekeeping = t - b->housekept_ms >= TIMER_MS || t < b->housekept_ms;
+    if (housekeeping) {
+        b->housekept_ms = t;
+        expire(b);
+        send_notices(b);
+        metrics_refresh(b->metrics, b->store, t, b->cfg->ack_overdue_ms, is_connected, b);
+    }
     checkpoint_now(b, false);
     backup_tick(b->store);
-    int64_t t = now_ms();
-    metrics_refresh(b->metrics, b->store, t, b->cfg->ack_overdue_ms, is_connected, b);
     for (size_t i = 0; i < MAX_SESSIONS; i++) {
         session_t *s = &b->sessions[i];
         if (!s->used)
             continue;
+        if (!housekeeping) {
+            if (s->hello && s->credit > 0)
+                deliver_to(b, s);
+            continue;
+        }
         if (t - s->last_rx_ms > 3 * b->cfg->heartbeat_ms) {
             drop_session(b, s, "silent for 3 heartbeat intervals");
             continue;
@@ -1245,7 +1303,7 @@ const char *broker_endpoint(const broker_t *b)
 rb_err broker_step(broker_t *b)
 {
     zmq_pollitem_t items[] = {{b->router, 0, ZMQ_POLLIN, 0}, {b->zap, 0, ZMQ_POLLIN, 0}};
-    long timeout = b->cfg->heartbeat_ms < 50 ? b->cfg->heartbeat_ms : 50; /* the timer resolution */
+    long timeout = b->cfg->heartbeat_ms < TIMER_MS ? b->cfg->heartbeat_ms : TIMER_MS;
     if (zmq_poll(items, 2, timeout) < 0 && errno != EINTR)
         return RB_ERR_IO;
     if (items[1].revents & ZMQ_POLLIN)

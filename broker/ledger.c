@@ -50,7 +50,7 @@ static rb_err get_node(ledger_t *l, int level, uint64_t index, merkle_hash_t *ou
                                                                                        : RB_ERR_IO;
     if (rc == RB_OK)
         memcpy(out->bytes, sqlite3_column_blob(st, 0), MERKLE_HASH_BYTES);
-    sqlite3_finalize(st);
+    sqldb_done(st);
     return rc;
 }
 
@@ -223,7 +223,7 @@ rb_err ledger_leaf(ledger_t *l, uint64_t index, uint8_t **leaf, size_t *len)
             rc = RB_ERR_NOMEM;
         }
     }
-    sqlite3_finalize(st);
+    sqldb_done(st);
     return rc;
 }
 
@@ -241,7 +241,7 @@ rb_err ledger_each_leaf(ledger_t *l, uint64_t from, uint64_t to, ledger_leaf_fn 
                 (size_t)sqlite3_column_bytes(st, 1));
     if (rc == RB_OK && step != SQLITE_DONE)
         rc = RB_ERR_IO;
-    sqlite3_finalize(st);
+    sqldb_done(st);
     return rc;
 }
 
@@ -256,7 +256,7 @@ rb_err ledger_find_message(ledger_t *l, const uint8_t *message_id, uint64_t *ind
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
         indexes[(*n)++] = (uint64_t)sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    sqldb_done(st);
     return step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
 }
 
@@ -348,7 +348,7 @@ rb_err ledger_latest_checkpoint(ledger_t *l, uint64_t max_size, bool *found, cha
             *found = true;
         }
     }
-    sqlite3_finalize(st);
+    sqldb_done(st);
     return rc;
 }
 
@@ -365,7 +365,7 @@ rb_err ledger_each_checkpoint(ledger_t *l, ledger_checkpoint_fn fn, void *ctx)
                 (const char *)sqlite3_column_text(st, 2));
     if (rc == RB_OK && step != SQLITE_DONE)
         rc = RB_ERR_IO;
-    sqlite3_finalize(st);
+    sqldb_done(st);
     return rc;
 }
 
@@ -416,7 +416,7 @@ rb_err ledger_get_meta(ledger_t *l, const char *key, char **value)
     rb_err rc = step == SQLITE_DONE || step == SQLITE_ROW ? RB_OK : RB_ERR_IO;
     if (step == SQLITE_ROW && (*value = strdup((const char *)sqlite3_column_text(st, 0))) == NULL)
         rc = RB_ERR_NOMEM;
-    sqlite3_finalize(st);
+    sqldb_done(st);
     return rc;
 }
 

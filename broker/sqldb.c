@@ -4,6 +4,78 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+/* Prepared statements kept for the databases that asked (sqldb_keep_statements): a broker turn runs the same
+ * few dozen statements hundreds of times, and parsing them again each time was a quarter of its CPU. Keyed by
+ * the SQL text's address (the callers pass literals); per thread, so that no lock is needed. */
+#define KEPT_MAX 128
+#define DBS_MAX  4
+typedef struct {
+    sqlite3 *db;
+    const char *sql;
+    sqlite3_stmt *st;
+} kept_t;
+static _Thread_local kept_t kept[KEPT_MAX];
+static _Thread_local size_t n_kept;
+static _Thread_local sqlite3 *keeping[DBS_MAX];
+
+void sqldb_keep_statements(sqlite3 *db)
+{
+    for (size_t i = 0; i < DBS_MAX; i++)
+        if (keeping[i] == NULL) {
+            keeping[i] = db;
+            return;
+        }
+}
+
+void sqldb_close(sqlite3 *db)
+{
+    for (size_t i = 0; i < n_kept;)
+        if (kept[i].db == db) {
+            sqlite3_finalize(kept[i].st);
+            kept[i] = kept[--n_kept];
+        } else {
+            i++;
+        }
+    for (size_t i = 0; i < DBS_MAX; i++)
+        if (keeping[i] == db)
+            keeping[i] = NULL;
+    sqlite3_close_v2(db);
+}
+
+void sqldb_done(sqlite3_stmt *st)
+{
+    for (size_t i = 0; st != NULL && i < n_kept; i++)
+        if (kept[i].st == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    sqlite3_finalize(st);
+}
+
+/* A statement for sql, kept or new; NULL when it does not prepare. */
+static sqlite3_stmt *statement(sqlite3 *db, const char *sql)
+{
+    bool keep = false;
+    for (size_t i = 0; i < DBS_MAX; i++)
+        keep |= db != NULL && keeping[i] == db;
+    sqlite3_stmt *st = NULL;
+    if (!keep)
+        return sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK ? st : NULL;
+    for (size_t i = 0; i < n_kept; i++)
+        if (kept[i].db == db && kept[i].sql == sql) {
+            /* In use further up the stack (rows still being read): this caller gets one of its own. */
+            if (sqlite3_stmt_busy(kept[i].st))
+                return sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK ? st : NULL;
+            return kept[i].st;
+        }
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
+        return NULL;
+    if (n_kept < KEPT_MAX)
+        kept[n_kept++] = (kept_t){db, sql, st};
+    return st;
+}
+
 rb_err sqldb_exec(sqlite3 *db, const char *sql)
 {
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? RB_OK : RB_ERR_IO;
@@ -28,7 +100,7 @@ static rb_err fail(sqlite3 **db, rb_err rc, char *err, size_t errlen, const char
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-    sqlite3_close_v2(*db);
+    sqldb_close(*db);
     *db = NULL;
     return rc;
 }
@@ -78,8 +150,8 @@ rb_err sqldb_open(sqlite3 **out, const char *path, int flags, const char *const 
 
 sqlite3_stmt *sqldb_prepare(sqlite3 *db, const char *sql, const char *fmt, ...)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = statement(db, sql);
+    if (st == NULL)
         return NULL;
     va_list ap;
     va_start(ap, fmt);
@@ -99,7 +171,7 @@ sqlite3_stmt *sqldb_prepare(sqlite3 *db, const char *sql, const char *fmt, ...)
     }
     va_end(ap);
     if (rc != SQLITE_OK) {
-        sqlite3_finalize(st);
+        sqldb_done(st);
         return NULL;
     }
     return st;
@@ -110,7 +182,7 @@ rb_err sqldb_run(sqlite3_stmt *st)
     if (st == NULL)
         return RB_ERR_IO;
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    sqldb_done(st);
     if (rc == SQLITE_CONSTRAINT)
         return RB_ERR_CONFLICT;
     return rc == SQLITE_DONE ? RB_OK : RB_ERR_IO;
@@ -122,6 +194,6 @@ rb_err sqldb_int(sqlite3_stmt *st, int64_t *out)
         return RB_ERR_IO;
     int rc = sqlite3_step(st);
     *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    sqldb_done(st);
     return rc == SQLITE_ROW ? RB_OK : RB_ERR_IO;
 }

@@ -28,10 +28,18 @@ rb_err sqldb_exec(sqlite3 *db, const char *sql);
 /* Prepares sql and binds its parameters from a format: 't' text, 'b' blob (pointer and int length; a NULL
  * pointer binds NULL), 'i' int64, 'n' NULL. NULL on failure. */
 sqlite3_stmt *sqldb_prepare(sqlite3 *db, const char *sql, const char *fmt, ...);
-/* Steps a statement that returns no rows and finalizes it: RB_ERR_CONFLICT on a constraint, RB_ERR_IO on
+/* Keeps the statements sqldb_prepare makes for db, on this thread, for the next call with the same SQL text
+ * (the same address): every statement of db is then released with sqldb_done, and db closed with
+ * sqldb_close. */
+void sqldb_keep_statements(sqlite3 *db);
+/* Releases a statement from sqldb_prepare: reset for next time when kept, else finalized. */
+void sqldb_done(sqlite3_stmt *st);
+/* Finalizes the statements kept for db and closes it. */
+void sqldb_close(sqlite3 *db);
+/* Steps a statement that returns no rows and releases it (sqldb_done): RB_ERR_CONFLICT on a constraint, RB_ERR_IO on
  * any other failure (disk full included). A NULL statement is RB_ERR_IO. */
 rb_err sqldb_run(sqlite3_stmt *st);
-/* Steps a statement that returns one integer and finalizes it. */
+/* Steps a statement that returns one integer and releases it (sqldb_done). */
 rb_err sqldb_int(sqlite3_stmt *st, int64_t *out);
 
 #endif

@@ -19,7 +19,7 @@
 
 typedef struct store store_t;
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /* Opens (creating if create) the database at path. On failure *out is NULL and err names the cause
  * (locked by another process, newer schema, not a database). */
