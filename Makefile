@@ -4,6 +4,7 @@
 #   make test       every test; ends with "N passed, N failed"   (SANITIZE=1: ASan+UBSan build)
 #   make test-faults  the long fault run: FAULT_RUNS (50) seeded runs of tests/faults (FAULT_SEED replays)
 #   make demo       the end-to-end demonstration (adapters/demo.sh)
+#   make bench      the benchmark (bench/run.sh; RABBITMQ=1 adds RabbitMQ): a table and bench/results/latest.json
 #   make deps       installs the Debian packages the build needs (the targets above run it when needed)
 #   make install    PREFIX=/usr/local DESTDIR=: tools, manual pages, example configs, systemd units
 #   make uninstall  the same PREFIX and DESTDIR: removes what install wrote
@@ -52,7 +53,7 @@ CPPFLAGS += -std=c11 -D_DEFAULT_SOURCE $(addprefix -I,$(LIBDIRS)) -I$(GEN) -MMD 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN) $(WARN) $(PKG_CFLAGS)
 LDLIBS   = $(PKG_LIBS) -lpthread -lm
 
-.PHONY: all deps test test-faults demo clean install uninstall fuzz format lint test-valgrind
+.PHONY: all deps test test-faults demo bench clean install uninstall fuzz format lint test-valgrind
 # Keep objects that only feed a link, so a second make does not rebuild them.
 .SECONDARY:
 all: $(addprefix $(BIN)/,$(TOOLS))
@@ -174,6 +175,9 @@ fuzz: $(FUZZ)
 demo: all
 	@BIN=$(BIN) adapters/demo.sh
 
+bench: all
+	@BIN=$(BIN) BUILD=$(BUILD) RABBITMQ=$(RABBITMQ) bench/run.sh
+
 # Where install puts things (docs/OPERATIONS.md). The units name $(BINDIR) in ExecStart; systemd reads
 # units from /usr/local/lib/systemd/system as well as /etc/systemd/system.
 BINDIR  ?= $(PREFIX)/bin
@@ -203,4 +207,5 @@ format:
 clean:
 	rm -rf build bin
 
--include $(LIB_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) $(patsubst %.c,$(BUILD)/obj/%.d,$(TOOL_SRC))
+-include $(LIB_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) \
+    $(patsubst %.c,$(BUILD)/obj/%.d,$(TOOL_SRC) $(wildcard tests/unit/*.c tests/faults/*.c bench/*.c))
