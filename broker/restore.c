@@ -227,9 +227,15 @@ static rb_err check_replay(restore_t *r, audit_export_t *x)
 
 /* Every stored envelope must hash to what its "submitted" leaf recorded: the table is not signed, the
  * ledger is, and an altered envelope would otherwise be delivered. */
-static rb_err check_envelopes(restore_t *r, audit_export_t *x)
+static rb_err check_envelopes(restore_t *r, audit_export_t *x, int schema_version)
 {
-    sqlite3_stmt *st = sqldb_prepare(x->db, "SELECT message_id, envelope, submit_index FROM messages", "");
+    /* A backup from a broker before schema 4 has the envelopes in the messages table (it is migrated after). */
+    sqlite3_stmt *st =
+        sqldb_prepare(x->db,
+                      schema_version >= 4 ? "SELECT m.message_id, e.envelope, m.submit_index FROM "
+                                            "messages m JOIN envelopes e USING (message_id)"
+                                          : "SELECT message_id, envelope, submit_index FROM messages",
+                      "");
     if (st == NULL)
         return problem(r, RB_ERR_MALFORMED, "%s: cannot read the messages: %s", r->from,
                        sqlite3_errmsg(x->db));
@@ -323,7 +329,7 @@ static rb_err check_ledger(restore_t *r, restore_summary_t *out)
     if (rc == RB_OK)
         rc = check_replay(r, &x);
     if (rc == RB_OK)
-        rc = check_envelopes(r, &x);
+        rc = check_envelopes(r, &x, out->schema_version);
     if (rc == RB_OK && ledger_each_checkpoint(x.ledger, latest_checkpoint, out) != RB_OK)
         rc = problem(r, RB_ERR_INVALID, "%s: a checkpoint does not parse", r->from);
     if (rc == RB_OK)

@@ -92,8 +92,13 @@ static const char *const migrations[] = {
     "CREATE TABLE message_leaves(message_id BLOB NOT NULL, leaf INTEGER NOT NULL,"
     "  PRIMARY KEY(message_id, leaf)) WITHOUT ROWID;"
     "CREATE TABLE pending_notices(leaf INTEGER PRIMARY KEY);",
-    /* version 4: indexes for the queries each turn runs, so that they cost the same with a million messages
-     * queued as with ten: the next deliveries in submission order, and what ran out of attempts or time */
+    /* version 4: envelopes in a table of their own, so that the updates of a message's delivery state (each
+     * rewrites the whole row) do not rewrite its envelope's overflow pages too; and indexes for the queries
+     * each turn runs, so that they cost the same with a million messages queued as with ten: the next
+     * deliveries in submission order, and what ran out of attempts or time */
+    "CREATE TABLE envelopes(message_id BLOB PRIMARY KEY, envelope BLOB NOT NULL);"
+    "INSERT INTO envelopes SELECT message_id, envelope FROM messages ORDER BY rowid;"
+    "ALTER TABLE messages DROP COLUMN envelope;"
     "CREATE INDEX messages_order ON messages(recipient, state, submit_index);"
     "CREATE INDEX messages_attempts ON messages(state, attempts);"
     "CREATE INDEX messages_queued ON messages(state, queued_ms);",
@@ -482,7 +487,8 @@ rb_err store_event(store_t *s, Rb__LedgerEvent *e, uint64_t *index)
 #define MESSAGE_COLUMNS                                                                                      \
     "SELECT message_id, envelope_sha256, submit_index, received_ms, recipient, sender, attempts, state, "    \
     "kind, coalesce(dead_reason, ''), coalesce(confirmed_ms, 0), coalesce(ack_status, 0), "                  \
-    "coalesce(acked_ms, 0), sender_key_id, length(envelope) FROM messages "
+    "coalesce(acked_ms, 0), sender_key_id, "                                                                 \
+    "(SELECT length(envelope) FROM envelopes e WHERE e.message_id = messages.message_id) FROM messages "
 
 static void read_message(sqlite3_stmt *st, stored_msg_t *out)
 {
@@ -560,31 +566,35 @@ rb_err store_message_leaves(store_t *s, const uint8_t id[MSG_ID_BYTES],
 rb_err store_add_message(store_t *s, const Rb__Header *h, const uint8_t *env, size_t len,
                          const uint8_t sha256[RB_HASH_BYTES], uint64_t submit_index, int64_t now_ms)
 {
+    rb_err rc = sqldb_run(sqldb_prepare(s->db, "INSERT INTO envelopes(message_id, envelope) VALUES(?, ?)",
+                                        "bb", h->message_id.data, MSG_ID_BYTES, env, (int)len));
+    if (rc != RB_OK)
+        return rc;
     return sqldb_run(sqldb_prepare(
         s->db,
-        "INSERT INTO messages(message_id, envelope, envelope_sha256, kind, sender, recipient, case_key,"
+        "INSERT INTO messages(message_id, envelope_sha256, kind, sender, recipient, case_key,"
         " ref_message_id, created_ms, received_ms, submit_index, next_attempt_ms, sender_key_id, queued_ms) "
-        "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        "bbbittbbiiiibi", h->message_id.data, MSG_ID_BYTES, env, (int)len, sha256, RB_HASH_BYTES,
-        (int64_t)h->kind, h->sender, h->recipient, h->case_key.len ? h->case_key.data : NULL,
-        (int)h->case_key.len, h->ref_message_id.len ? h->ref_message_id.data : NULL,
-        (int)h->ref_message_id.len, h->created_ms, now_ms, (int64_t)submit_index, now_ms,
-        h->sender_key_id.data, (int)h->sender_key_id.len, now_ms));
+        "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "bbittbbiiiibi", h->message_id.data, MSG_ID_BYTES, sha256, RB_HASH_BYTES, (int64_t)h->kind, h->sender,
+        h->recipient, h->case_key.len ? h->case_key.data : NULL, (int)h->case_key.len,
+        h->ref_message_id.len ? h->ref_message_id.data : NULL, (int)h->ref_message_id.len, h->created_ms,
+        now_ms, (int64_t)submit_index, now_ms, h->sender_key_id.data, (int)h->sender_key_id.len, now_ms));
 }
 
 rb_err store_due(store_t *s, const char *recipient, int64_t now_ms, due_msg_t *out, size_t max, size_t *n)
 {
     *n = 0;
     /* Within a sender's case key, only the oldest undelivered message may go: the others wait for it. */
-    sqlite3_stmt *st = sqldb_prepare(
-        s->db,
-        "SELECT m.message_id, m.envelope, m.attempts, m.received_ms FROM messages m "
-        "INDEXED BY messages_order WHERE m.recipient = ? AND m.state = 'queued' AND m.next_attempt_ms <= ? "
-        "AND (m.case_key IS NULL OR NOT EXISTS (SELECT 1 FROM messages e "
-        "  WHERE e.case_key = m.case_key AND e.sender = m.sender AND e.state = 'queued' "
-        "  AND e.submit_index < m.submit_index)) "
-        "ORDER BY m.submit_index LIMIT ?",
-        "tii", recipient, now_ms, (int64_t)max);
+    sqlite3_stmt *st =
+        sqldb_prepare(s->db,
+                      "SELECT m.message_id, v.envelope, m.attempts, m.received_ms FROM messages m "
+                      "INDEXED BY messages_order JOIN envelopes v ON v.message_id = m.message_id WHERE "
+                      "m.recipient = ? AND m.state = 'queued' AND m.next_attempt_ms <= ? "
+                      "AND (m.case_key IS NULL OR NOT EXISTS (SELECT 1 FROM messages e "
+                      "  WHERE e.case_key = m.case_key AND e.sender = m.sender AND e.state = 'queued' "
+                      "  AND e.submit_index < m.submit_index)) "
+                      "ORDER BY m.submit_index LIMIT ?",
+                      "tii", recipient, now_ms, (int64_t)max);
     if (st == NULL)
         return RB_ERR_IO;
     rb_err rc = RB_OK;
@@ -702,10 +712,13 @@ rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
 {
     /* The envelope goes (it will never be delivered); its hash, header and history stay in the ledger. */
     rb_err rc = update_one(
-        s, sqldb_prepare(s->db,
-                         "UPDATE messages SET state = 'discarded', envelope = X'', dead_reason = ? "
-                         "WHERE message_id = ? AND state = ?",
-                         "tbt", reason, id, MSG_ID_BYTES, from_state));
+        s, sqldb_prepare(
+               s->db,
+               "UPDATE messages SET state = 'discarded', dead_reason = ? WHERE message_id = ? AND state = ?",
+               "tbt", reason, id, MSG_ID_BYTES, from_state));
+    if (rc == RB_OK)
+        rc = sqldb_run(sqldb_prepare(s->db, "UPDATE envelopes SET envelope = X'' WHERE message_id = ?", "b",
+                                     id, MSG_ID_BYTES));
     return rc == RB_OK ? message_event(s, id, "discarded", reason, now_ms) : rc;
 }
 

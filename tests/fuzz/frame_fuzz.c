@@ -113,7 +113,9 @@ static void drain(void)
 static void check_messages(int party)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(store_db(store), "SELECT rowid, envelope, sender FROM messages WHERE rowid > ?",
+    if (sqlite3_prepare_v2(store_db(store),
+                           "SELECT m.rowid, e.envelope, m.sender FROM messages m "
+                           "JOIN envelopes e USING (message_id) WHERE m.rowid > ?",
                            -1, &st, NULL) != SQLITE_OK)
         die("select messages");
     sqlite3_bind_int64(st, 1, messages_seen);

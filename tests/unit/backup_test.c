@@ -543,7 +543,7 @@ static void restore_refuses_bad_backups(void **state)
     test_path(copy, sizeof copy, "%s/edited-envelope.db", h->dir);
     assert_int_equal(sh(out, "cp '%s' '%s'", file, copy), 0);
     assert_int_equal(
-        sh(out, "sqlite3 '%s' \"UPDATE messages SET envelope = envelope || x'00' WHERE rowid = 1\"", copy),
+        sh(out, "sqlite3 '%s' \"UPDATE envelopes SET envelope = envelope || x'00' WHERE rowid = 1\"", copy),
         0);
     test_path(target, sizeof target, "%s/t-envelope", h->dir);
     expect_restore(h, copy, target, "", 1, "the stored envelope is not the one its submitted leaf");
