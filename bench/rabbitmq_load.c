@@ -398,13 +398,13 @@ int main(int argc, char **argv)
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         switch (o) {
         case 'p':
-            g.port = atoi(optarg);
+            g.port = (int)strtol(optarg, NULL, 10);
             break;
         case 'n':
             g.count = strtoull(optarg, NULL, 10);
             break;
         case 'C':
-            g.connections = atoi(optarg);
+            g.connections = (int)strtol(optarg, NULL, 10);
             break;
         case 'w':
             g.window = (unsigned)strtoul(optarg, NULL, 10);
@@ -419,7 +419,7 @@ int main(int argc, char **argv)
             g.ack_size = strtoull(optarg, NULL, 10);
             break;
         case 'f':
-            return free_ports(atoi(optarg));
+            return free_ports((int)strtol(optarg, NULL, 10));
         default:
             goto usage;
         }
