@@ -125,6 +125,10 @@ $(FAULTS): $(BUILD)/obj/tests/faults/fault_test.o $(LIB)
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+# The RabbitMQ reference (make bench RABBITMQ=1) alone needs librabbitmq, which bench/rabbitmq.sh installs
+# when asked: its flags are for its own object and link only (private: not passed on to prerequisites).
+$(BUILD)/obj/bench/rabbitmq_load.o: private CPPFLAGS += $(shell pkg-config --cflags librabbitmq)
+$(BUILD)/bench/rabbitmq_load: private LDLIBS += $(shell pkg-config --libs librabbitmq)
 
 # Fuzz targets: clang, libFuzzer, ASan and UBSan, whatever the flavor.
 FUZZ_FLAGS = $(CPPFLAGS) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror $(PKG_CFLAGS)
