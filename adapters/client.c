@@ -303,8 +303,9 @@ static rb_err check_receipt(client_t *c, const Rb__Receipt *r, const uint8_t *id
     }
     checkpoint_t cp;
     uint64_t index;
-    rb_err rc = witness_check_proof(&c->broker, r->proof, strlen(r->proof), r->leaf.data, r->leaf.len, &cp,
-                                    &index, result->reason, sizeof result->reason);
+    rb_err rc =
+        witness_check_proof(&c->broker, c->ledger.note, &c->held, r->proof, strlen(r->proof), r->leaf.data,
+                            r->leaf.len, &cp, &index, result->reason, sizeof result->reason);
     Rb__LedgerEvent *e = NULL;
     uint8_t sha[RB_HASH_BYTES];
     rbcrypto_sha256(env, len, sha);

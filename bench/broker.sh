@@ -101,7 +101,8 @@ fi
 echo "RESULT $(jq -cn --argjson path "$path" --argjson rate "$latency" --argjson fill "$fill" --argjson drain "$drain" \
     '{broker_path_per_s: $path.closed_per_s, broker_path_p50_receipt_ms: $path.p50_receipt_ms,
       broker_path_p99_receipt_ms: $path.p99_receipt_ms, broker_path_p999_receipt_ms: $path.p999_receipt_ms,
-      broker_cpu_s_per_1000: $path.broker_cpu_s_per_1000, broker_path_count: $path.count,
+      broker_cpu_s_per_1000: $path.broker_cpu_s_per_1000, clients_cpu_s_per_1000: $path.clients_cpu_s_per_1000,
+      broker_path_count: $path.count,
       broker_path_connections: $path.connections,
       p50_receipt_ms_at_1000: $rate.p50_receipt_ms, p99_receipt_ms_at_1000: $rate.p99_receipt_ms,
       p999_receipt_ms_at_1000: $rate.p999_receipt_ms, rate_offered_per_s: $rate.offered_per_s,

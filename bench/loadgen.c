@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -334,6 +335,15 @@ static double cpu_s(int pid)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* This process's CPU seconds so far: the clients' share of the machine. */
+static double own_cpu_s(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 + (double)u.ru_stime.tv_sec +
+           (double)u.ru_stime.tv_usec / 1e6;
+}
+
 /* The broker's resident set now and at its peak, in MB, from /proc/PID/status. */
 static void rss_mb(int pid, double *now, double *peak)
 {
@@ -496,7 +506,9 @@ int main(int argc, char **argv)
         seal_all();
         fprintf(stderr, "loadgen: %zu referrals and their ACKs sealed in %.1f s\n", g.count, now_s() - t);
         cpu0 = cpu_s(pid);
+        double own0 = own_cpu_s();
         double took = closed_loop();
+        double own = own_cpu_s() - own0;
         if (atomic_load(&g.failed))
             return 1;
         double cpu = cpu_s(pid) - cpu0;
@@ -505,11 +517,11 @@ int main(int argc, char **argv)
                  "{\"count\": %zu, \"connections\": %d, \"envelope_bytes\": %zu, \"seconds\": %.3f, "
                  "\"closed_per_s\": %.1f, \"offered_per_s\": %.1f, \"p50_receipt_ms\": %.3f, "
                  "\"p99_receipt_ms\": %.3f, \"p999_receipt_ms\": %.3f, \"max_receipt_ms\": %.3f, "
-                 "\"broker_cpu_s_per_1000\": %.4f}",
+                 "\"broker_cpu_s_per_1000\": %.4f, \"clients_cpu_s_per_1000\": %.4f}",
                  g.count, g.connections, g.referrals[0].len, took, (double)g.count / took, g.rate,
                  percentile(g.latency_ms, g.count, 0.50), percentile(g.latency_ms, g.count, 0.99),
                  percentile(g.latency_ms, g.count, 0.999), g.latency_ms[g.count - 1],
-                 cpu * 1000 / (double)g.count);
+                 cpu * 1000 / (double)g.count, own * 1000 / (double)g.count);
     } else if (strcmp(mode, "fill") == 0) {
         pthread_t *tx = calloc((size_t)g.connections, sizeof *tx);
         double t = now_s();

@@ -412,8 +412,8 @@ static int cmd_check_proof(const options_t *o)
     if (proof_parse(text, strlen(text), &p) != RB_OK || p.extra == NULL ||
         keyfile_unbase64(p.extra, p.extra_len, leaf, sizeof leaf, &leaf_len) != RB_OK)
         xdie(EXIT_VERIFY, "%s: not a tlog-proof with its leaf in the extra line", o->proof);
-    if (witness_check_proof(&broker, text, strlen(text), leaf, leaf_len, &cp, &index, why, sizeof why) !=
-        RB_OK)
+    if (witness_check_proof(&broker, NULL, NULL, text, strlen(text), leaf, leaf_len, &cp, &index, why,
+                            sizeof why) != RB_OK)
         xdie(EXIT_VERIFY, "%s: %s", o->proof, why);
     Rb__LedgerEvent *e;
     if (ledger_parse_leaf(leaf, leaf_len, &e) != RB_OK || e->index != index)

@@ -97,43 +97,20 @@ static const char *const migrations[] = {
      * each turn runs, so that they cost the same with a million messages queued as with ten: the next
      * deliveries in submission order, and what ran out of attempts or time */
     "CREATE TABLE envelopes(message_id BLOB PRIMARY KEY, envelope BLOB NOT NULL);"
+    /* The ledger's own index of leaves by message serves `message show`: a second one was a write per event. */
+    "DROP TABLE message_leaves;"
     "INSERT INTO envelopes SELECT message_id, envelope FROM messages ORDER BY rowid;"
     "ALTER TABLE messages DROP COLUMN envelope;"
-    "CREATE INDEX messages_order ON messages(recipient, state, submit_index);"
-    "CREATE INDEX messages_attempts ON messages(state, attempts);"
-    "CREATE INDEX messages_queued ON messages(state, queued_ms);",
+    "DROP INDEX messages_due;"
+    "DROP INDEX messages_case;"
+    /* Partial: only what is queued, so that these stay as small as the queue and a commit dirties a few of
+     * their pages, not one per message ever stored; and a message leaves them when it is confirmed. */
+    "CREATE INDEX messages_due ON messages(recipient, next_attempt_ms) WHERE state = 'queued';"
+    "CREATE INDEX messages_case ON messages(case_key, sender, submit_index) WHERE state = 'queued';"
+    "CREATE INDEX messages_order ON messages(recipient, submit_index) WHERE state = 'queued';"
+    "CREATE INDEX messages_attempts ON messages(attempts) WHERE state = 'queued';"
+    "CREATE INDEX messages_queued ON messages(queued_ms) WHERE state = 'queued';",
 };
-
-/* Indexes the leaves about each message, for `message show`, when a version 2 database is migrated. */
-static rb_err index_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t len)
-{
-    store_t *s = ctx;
-    Rb__LedgerEvent *e;
-    rb_err rc = ledger_parse_leaf(leaf, len, &e);
-    if (rc != RB_OK)
-        return rc;
-    if (e->message_id.len == MSG_ID_BYTES)
-        rc = sqldb_run(sqldb_prepare(s->db,
-                                     "INSERT OR IGNORE INTO message_leaves(message_id, leaf) VALUES(?, ?)",
-                                     "bi", e->message_id.data, MSG_ID_BYTES, (int64_t)index));
-    rb__ledger_event__free_unpacked(e, NULL);
-    return rc;
-}
-
-static rb_err index_old_leaves(store_t *s)
-{
-    int64_t indexed = 0;
-    rb_err rc = sqldb_int(sqldb_prepare(s->db, "SELECT count(*) FROM message_leaves", ""), &indexed);
-    if (rc != RB_OK || indexed > 0 || ledger_size(s->ledger) == 0)
-        return rc;
-    if ((rc = store_begin(s)) != RB_OK)
-        return rc;
-    rc = ledger_each_leaf(s->ledger, 0, ledger_size(s->ledger), index_leaf, s);
-    if (rc == RB_OK)
-        return store_commit(s);
-    sqldb_exec(s->db, "ROLLBACK");
-    return rc;
-}
 
 rb_err store_open(store_t **out, const char *path, bool create, char *err, size_t errlen)
 {
@@ -147,10 +124,6 @@ rb_err store_open(store_t **out, const char *path, bool create, char *err, size_
         sqldb_keep_statements(s->db);
     if (rc == RB_OK && (rc = ledger_open(&s->ledger, s->db)) != RB_OK) {
         snprintf(err, errlen, "the broker's ledger does not load: %s", rb_strerror(rc));
-        sqldb_close(s->db);
-    } else if (rc == RB_OK && (rc = index_old_leaves(s)) != RB_OK) {
-        snprintf(err, errlen, "indexing the ledger's leaves by message: %s", rb_strerror(rc));
-        ledger_close(&s->ledger);
         sqldb_close(s->db);
     }
     if (rc != RB_OK) {
@@ -475,9 +448,6 @@ rb_err store_event(store_t *s, Rb__LedgerEvent *e, uint64_t *index)
 {
     uint64_t at;
     rb_err rc = ledger_append(s->ledger, e, &at);
-    if (rc == RB_OK && e->message_id.len == MSG_ID_BYTES)
-        rc = sqldb_run(sqldb_prepare(s->db, "INSERT INTO message_leaves(message_id, leaf) VALUES(?, ?)", "bi",
-                                     e->message_id.data, MSG_ID_BYTES, (int64_t)at));
     if (index != NULL)
         *index = at;
     return rc;
@@ -549,8 +519,8 @@ rb_err store_each_message(store_t *s, const char *state, rb_err (*fn)(void *ctx,
 rb_err store_message_leaves(store_t *s, const uint8_t id[MSG_ID_BYTES],
                             rb_err (*fn)(void *ctx, uint64_t leaf), void *ctx)
 {
-    sqlite3_stmt *st = sqldb_prepare(
-        s->db, "SELECT leaf FROM message_leaves WHERE message_id = ? ORDER BY leaf", "b", id, MSG_ID_BYTES);
+    sqlite3_stmt *st = sqldb_prepare(s->db, "SELECT idx FROM ledger_leaves WHERE message_id = ? ORDER BY idx",
+                                     "b", id, MSG_ID_BYTES);
     if (st == NULL)
         return RB_ERR_IO;
     rb_err rc = RB_OK;

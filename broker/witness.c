@@ -66,8 +66,9 @@ rb_err witness_check_update(const card_t *broker, const checkpoint_t *held, cons
     return witness_check_consistency(held, out, proof, u->n_consistency, why, whylen);
 }
 
-rb_err witness_check_proof(const card_t *broker, const char *text, size_t len, const uint8_t *leaf,
-                           size_t leaf_len, checkpoint_t *cp, uint64_t *index, char *why, size_t whylen)
+rb_err witness_check_proof(const card_t *broker, const char *known_note, const checkpoint_t *known,
+                           const char *text, size_t len, const uint8_t *leaf, size_t leaf_len,
+                           checkpoint_t *cp, uint64_t *index, char *why, size_t whylen)
 {
     tlog_proof_t p;
     rb_err rc = proof_parse(text, len, &p);
@@ -75,7 +76,10 @@ rb_err witness_check_proof(const card_t *broker, const char *text, size_t len, c
         snprintf(why, whylen, "not a tlog-proof");
         return rc;
     }
-    if ((rc = witness_open_checkpoint(broker, p.checkpoint, p.checkpoint_len, cp, why, whylen)) != RB_OK)
+    if (known_note != NULL && known != NULL && strlen(known_note) == p.checkpoint_len &&
+        memcmp(known_note, p.checkpoint, p.checkpoint_len) == 0)
+        *cp = *known;
+    else if ((rc = witness_open_checkpoint(broker, p.checkpoint, p.checkpoint_len, cp, why, whylen)) != RB_OK)
         return rc;
     merkle_hash_t hash;
     merkle_leaf_hash(leaf, leaf_len, &hash);

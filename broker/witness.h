@@ -30,8 +30,11 @@ rb_err witness_check_update(const card_t *broker, const checkpoint_t *held, cons
                             checkpoint_t *out, char *why, size_t whylen);
 
 /* Checks a tlog-proof of leaf: the checkpoint's signature, then the inclusion of the leaf's hash at the
- * proof's index. *cp and *index receive what it proves. */
-rb_err witness_check_proof(const card_t *broker, const char *text, size_t len, const uint8_t *leaf,
-                           size_t leaf_len, checkpoint_t *cp, uint64_t *index, char *why, size_t whylen);
+ * proof's index. *cp and *index receive what it proves. known_note (or NULL) is a checkpoint's text whose
+ * signature the caller checked already, opened as *known: a proof under exactly that text is not checked
+ * again (a receipt's proof is under the checkpoint its update brought). */
+rb_err witness_check_proof(const card_t *broker, const char *known_note, const checkpoint_t *known,
+                           const char *text, size_t len, const uint8_t *leaf, size_t leaf_len,
+                           checkpoint_t *cp, uint64_t *index, char *why, size_t whylen);
 
 #endif

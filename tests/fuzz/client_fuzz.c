@@ -111,8 +111,8 @@ static bool take_receipt(const checkpoint_t **held, checkpoint_t *slot, const Rb
     checkpoint_t cp;
     uint64_t index;
     char why[256];
-    if (witness_check_proof(identity_card(broker), r->proof, strlen(r->proof), r->leaf.data, r->leaf.len, &cp,
-                            &index, why, sizeof why) != RB_OK)
+    if (witness_check_proof(identity_card(broker), NULL, NULL, r->proof, strlen(r->proof), r->leaf.data,
+                            r->leaf.len, &cp, &index, why, sizeof why) != RB_OK)
         return false;
     assert_true_checkpoint(&cp);
     if (index >= cp.size || r->leaf.len != leaf_len[index] ||

@@ -169,7 +169,12 @@ static void schema_3_envelopes_migrate(void **state)
                      "UPDATE messages SET envelope = (SELECT envelope FROM envelopes e "
                      "  WHERE e.message_id = messages.message_id);"
                      "DROP TABLE envelopes; DROP INDEX messages_order; DROP INDEX messages_attempts;"
-                     "DROP INDEX messages_queued; PRAGMA user_version = 3;",
+                     "DROP INDEX messages_queued; DROP INDEX messages_due; DROP INDEX messages_case;"
+                     "CREATE INDEX messages_due ON messages(recipient, state, next_attempt_ms);"
+                     "CREATE INDEX messages_case ON messages(case_key, state, submit_index);"
+                     "CREATE TABLE message_leaves(message_id BLOB NOT NULL, leaf INTEGER NOT NULL,"
+                     "  PRIMARY KEY(message_id, leaf)) WITHOUT ROWID;"
+                     "PRAGMA user_version = 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
