@@ -7,6 +7,8 @@
 #   RATE (1000), RATE_SECONDS (20)  the fixed-rate run
 #   BACKLOG (1000000)          referrals queued with the sink offline, then drained
 #   BENCH_PARTS ("path rate backlog")  which parts to run
+#   BROKER_WRAP                a command the broker runs under, to profile it: "perf record -g -o FILE" or
+#                              "valgrind --tool=callgrind --callgrind-out-file=FILE" (instructions, repeatable)
 # Last line: RESULT {json}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,10 +52,10 @@ start_broker() {
     local data=$work/$1
     rm -rf "$data"
     "$BIN/referral-broker" init --data "$data" --name broker-1 --admin-card "$work/ops-admin.card" >/dev/null
-    "$BIN/referral-broker" run --data "$data" --config "$work/broker.conf" --listen 'tcp://127.0.0.1:*' \
+    ${BROKER_WRAP:-} "$BIN/referral-broker" run --data "$data" --config "$work/broker.conf" --listen 'tcp://127.0.0.1:*' \
         --metrics 127.0.0.1:0 2>"$work/$1.log" &
     broker_pid=$!
-    for _ in $(seq 200); do grep -q 'event=broker_started' "$work/$1.log" && break; sleep 0.05; done
+    for _ in $(seq 1200); do grep -q 'event=broker_started' "$work/$1.log" && break; sleep 0.05; done
     endpoint=$(grep -o 'listen=tcp://[0-9.:]*' "$work/$1.log" | head -n 1 | cut -d= -f2)
     [ -n "$endpoint" ] || { echo "broker did not start: $(tail -n 5 "$work/$1.log")" >&2; exit 1; }
     for card in cpd-rms sao-intake; do

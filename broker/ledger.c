@@ -3,7 +3,12 @@
  * ledger_nodes holds the hash of every complete subtree, keyed by level * 2^48 + index at that level
  * (level 0 holds the leaf hashes), which is exactly what tlog-tiles calls the hashes of the tree. The
  * right edge (merkle_frontier_t) lives in memory so that an append hashes without reading; it is re-read
- * from the database after a rollback, since the database is the truth. */
+ * from the database after a rollback, since the database is the truth.
+ *
+ * A proof needs about log n subtree hashes, each a read (a complete subtree) or about log n reads and hashes
+ * (an incomplete one, computed from the complete ones); the receipts of one group commit all prove against
+ * the same tree, and mostly the same nodes of it, so the hashes read or computed are remembered (forgotten
+ * whenever a rollback may have taken leaves back). */
 #include "ledger.h"
 
 #include <stdio.h>
@@ -26,8 +31,16 @@ const char LEDGER_SCHEMA[] =
 
 #define LEVEL_SHIFT 48 /* node id = level << 48 | index: room for 2^48 leaves */
 
+#define SUBTREES 4096 /* remembered subtree hashes, direct-mapped */
+
+typedef struct {
+    uint64_t lo, hi; /* hi == 0: empty */
+    merkle_hash_t hash;
+} subtree_memo_t;
+
 struct ledger {
     sqlite3 *db;
+    subtree_memo_t memo[SUBTREES];
     merkle_frontier_t edge; /* the stored tree's right edge; edge.size is the ledger's size */
     rb_err append_rc;       /* the first failure while storing the nodes of one append */
     bool stale;             /* edge not re-read since a rollback: no append until it is */
@@ -64,6 +77,7 @@ rb_err ledger_reload(ledger_t *l)
 {
     int64_t last;
     l->stale = true;
+    memset(l->memo, 0, sizeof l->memo); /* a rollback may have taken leaves they cover back */
     rb_err rc =
         sqldb_int(sqldb_prepare(l->db, "SELECT coalesce(max(idx), -1) FROM ledger_leaves", ""), &last);
     if (rc != RB_OK)
@@ -268,18 +282,28 @@ static rb_err subtree(void *ctx, uint64_t lo, uint64_t hi, merkle_hash_t *out)
     uint64_t n = hi - lo;
     if (hi > l->edge.size || n == 0)
         return RB_ERR_USAGE;
+    subtree_memo_t *m = &l->memo[(lo * 0x9e3779b97f4a7c15ULL ^ hi) % SUBTREES];
+    if (m->hi == hi && m->lo == lo) {
+        *out = m->hash;
+        return RB_OK;
+    }
+    rb_err rc;
     /* NOLINTNEXTLINE(clang-analyzer-core.DivideZero): n is not 0 here (above); the analyzer forgets it */
-    if ((n & (n - 1)) == 0 && lo % n == 0)
-        return get_node(l, __builtin_ctzll(n), lo / n, out);
-    uint64_t k = 1;
-    while (k << 1 < n)
-        k <<= 1;
-    merkle_hash_t left, right;
-    rb_err rc = subtree(l, lo, lo + k, &left);
+    if ((n & (n - 1)) == 0 && lo % n == 0) {
+        rc = get_node(l, __builtin_ctzll(n), lo / n, out);
+    } else {
+        uint64_t k = 1;
+        while (k << 1 < n)
+            k <<= 1;
+        merkle_hash_t left, right;
+        rc = subtree(l, lo, lo + k, &left);
+        if (rc == RB_OK)
+            rc = subtree(l, lo + k, hi, &right);
+        if (rc == RB_OK)
+            merkle_node_hash(&left, &right, out);
+    }
     if (rc == RB_OK)
-        rc = subtree(l, lo + k, hi, &right);
-    if (rc == RB_OK)
-        merkle_node_hash(&left, &right, out);
+        *m = (subtree_memo_t){lo, hi, *out};
     return rc;
 }
 

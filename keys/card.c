@@ -144,19 +144,22 @@ static bool take_string(cursor_t *c, char *out, size_t max)
     return true;
 }
 
-/* Cards whose signature verified, remembered by a digest of their bytes: the broker reads the same few
- * parties' cards from its store for every frame, and an Ed25519 verification costs more than the rest of
- * the frame. The same bytes get the same verdict, so a card that verified once need not be verified again.
- * Per thread, so that no lock is needed. */
+/* Cards whose signature verified, remembered byte for byte: the broker reads the same few parties' cards
+ * from its store for every frame, and an Ed25519 verification costs more than the rest of the frame. The
+ * same bytes get the same verdict, so a card that verified once need not be verified again. Per thread, so
+ * that no lock is needed. */
 #define VERIFIED_CARDS 64
-static _Thread_local uint8_t verified[VERIFIED_CARDS][RB_HASH_BYTES];
+static _Thread_local struct {
+    uint8_t bytes[CARD_PACKED_MAX];
+    size_t len;
+} verified[VERIFIED_CARDS];
 static _Thread_local size_t n_verified;
 
-static bool verified_before(const uint8_t digest[RB_HASH_BYTES])
+static bool verified_before(const uint8_t *bytes, size_t len)
 {
     size_t n = n_verified < VERIFIED_CARDS ? n_verified : VERIFIED_CARDS;
     for (size_t i = 0; i < n; i++)
-        if (memcmp(verified[i], digest, RB_HASH_BYTES) == 0)
+        if (verified[i].len == len && memcmp(verified[i].bytes, bytes, len) == 0)
             return true;
     return false;
 }
@@ -192,13 +195,15 @@ rb_err card_unpack(card_t *card, const uint8_t *bytes, size_t len)
         !card_agency_ok(card->agency) || card->expires <= card->created ||
         memcmp(id, card->key_id, sizeof id) != 0)
         return RB_ERR_BAD_CARD;
-    uint8_t digest[RB_HASH_BYTES];
-    rbcrypto_sha256(bytes, len, digest);
-    if (verified_before(digest))
+    if (verified_before(bytes, len))
         return RB_OK;
     if (rbcrypto_verify(RB_DOMAIN_CARD, bytes, signed_len, card->signature, card->sign_pk) != RB_OK)
         return RB_ERR_BAD_CARD;
-    memcpy(verified[n_verified++ % VERIFIED_CARDS], digest, RB_HASH_BYTES);
+    if (len <= CARD_PACKED_MAX) {
+        size_t slot = n_verified++ % VERIFIED_CARDS;
+        memcpy(verified[slot].bytes, bytes, len);
+        verified[slot].len = len;
+    }
     return RB_OK;
 }
 

@@ -170,6 +170,7 @@ static void schema_3_envelopes_migrate(void **state)
                      "  WHERE e.message_id = messages.message_id);"
                      "DROP TABLE envelopes; DROP INDEX messages_order; DROP INDEX messages_attempts;"
                      "DROP INDEX messages_queued; DROP INDEX messages_due; DROP INDEX messages_case;"
+                     "DROP INDEX messages_awaiting_ack; DROP INDEX messages_received;"
                      "CREATE INDEX messages_due ON messages(recipient, state, next_attempt_ms);"
                      "CREATE INDEX messages_case ON messages(case_key, state, submit_index);"
                      "CREATE TABLE message_leaves(message_id BLOB NOT NULL, leaf INTEGER NOT NULL,"
