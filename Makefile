@@ -39,6 +39,8 @@ LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(patsubst $(GEN)/%.c,$(B
 LIB     := $(BUILD)/libreferral.a
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*_test.c))
 FAULTS  := $(BUILD)/tests/fault_test
+# The benchmark's programs (make bench); make test builds them so that they keep compiling.
+BENCH   := $(patsubst bench/%.c,$(BUILD)/bench/%,$(filter-out bench/rabbitmq_load.c,$(wildcard bench/*.c)))
 FUZZ    := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/*_fuzz.c))
 FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC)) $(patsubst $(GEN)/%.c,build/fuzz/obj/gen/%.o,$(GEN_C))
 SOURCES := $(shell find proto keys broker adapters tests bench -name '*.[ch]' 2>/dev/null)
@@ -141,7 +143,7 @@ build/fuzz/obj/%.o: %.c | $(GEN_H)
 build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(FUZZ_OBJ)
 	clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $^ $(LDLIBS)
 
-test: all $(UNIT) $(FAULTS) $(FUZZ)
+test: all $(UNIT) $(FAULTS) $(FUZZ) $(BENCH)
 	@BIN=$(BIN) BUILD=$(BUILD) FUZZ_SECONDS=$(if $(FUZZ_SECONDS),$(FUZZ_SECONDS),4) TEST_TIMEOUT=900 \
 	    tests/run.sh $(UNIT) $(FAULTS) $(wildcard tests/integration/*_test.sh) $(addprefix fuzz:,$(FUZZ)) format:
 

@@ -11,10 +11,13 @@
 #include "broker.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "admin.h"
@@ -61,6 +64,24 @@ typedef struct {
                      * -1 otherwise (header and envelope are then NULL) */
 } pending_t;
 
+/* A SUBMIT's envelope verified ahead, on the verifier thread or the loop's, before the turn's frames are
+ * handled in order: the signature check and the hashes are most of a submission's cost, and need nothing
+ * but the trust store, which does not change until the frames are handled. */
+typedef struct {
+    bool done;          /* a SUBMIT of this protocol version: the fields below are set */
+    rb_err rc;          /* envelope_verify_header's answer */
+    Rb__Header *header; /* on RB_OK; handle_submit takes it */
+    card_t sender;
+    uint8_t sha256[RB_HASH_BYTES]; /* of the envelope */
+} verified_t;
+
+/* One message taken from the ROUTER this turn. */
+typedef struct {
+    zmq_msg_t rid, body;
+    bool two, one_part;
+    verified_t pre;
+} taken_t;
+
 /* A CONFIRM, applied with the next group commit: a burst of them costs one fsync, not one each. */
 typedef struct {
     session_t *session;
@@ -94,6 +115,19 @@ struct broker {
     size_t n_refusals;
     confirm_t confirms[MAX_PENDING];
     size_t n_confirms;
+    taken_t taken[MAX_PENDING]; /* this turn's messages, verified ahead (verify_ahead) */
+    size_t n_taken;
+    /* The verifier thread and the loop take the turn's messages to verify one at a time; the loop never
+     * waits for the thread to start, only for a message it took to be done. claim packs the turn, how many
+     * messages it has and the next to take into one word, so that a take is one compare-and-swap and can
+     * never take a message of another turn. */
+    pthread_t verifier;
+    bool verifier_started, verifier_stop;
+    _Atomic uint64_t claim; /* turn << 40 | count << 20 | next */
+    atomic_size_t done;     /* messages of this turn verified */
+    uint64_t round;         /* turns started: the thread wakes when it changes */
+    pthread_mutex_t lock;
+    pthread_cond_t wake, finished;
     int64_t refused_handshakes; /* unauthenticated peers turned away since the last log line */
     int64_t refused_logged_ms;
     int64_t dropped_logged_ms; /* when a dropped frame was last logged */
@@ -497,13 +531,30 @@ static bool ack_allowed(broker_t *b, const session_t *s, const Rb__Header *h)
            ref.attempts > 0;
 }
 
-static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
+/* The part of a submission that needs nothing but the trust store: the header's signature, and the hash. */
+static void verify_envelope(const broker_t *b, const uint8_t *env, size_t len, verified_t *out)
+{
+    out->done = true;
+    out->header = NULL;
+    out->rc = envelope_verify_header(b->trust, env, len, &out->header, &out->sender);
+    if (out->rc == RB_OK)
+        rbcrypto_sha256(env, len, out->sha256);
+}
+
+/* pre: the envelope verified ahead (verify_ahead), or NULL to verify it here. */
+static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, verified_t *pre)
 {
     const uint8_t *env = sub->envelope.data;
     size_t len = sub->envelope.len;
-    Rb__Header *h;
-    card_t sender;
-    rb_err rc = envelope_verify_header(b->trust, env, len, &h, &sender);
+    verified_t here;
+    if (pre == NULL || !pre->done) {
+        verify_envelope(b, env, len, &here);
+        pre = &here;
+    }
+    Rb__Header *h = pre->header;
+    pre->header = NULL; /* ours now */
+    card_t sender = pre->sender;
+    rb_err rc = pre->rc;
     /* A revoked key signs nothing new, whatever date it puts on it: a thief can back-date. */
     if (rc == RB_OK && trust_revoked(b->trust, sender.key_id)) {
         rb__header__free_unpacked(h, NULL);
@@ -518,7 +569,7 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub)
     Rb__ErrorCode code = RB__ERROR_CODE__ERROR_CODE_UNSPECIFIED;
     party_t recipient;
     uint8_t sha256[RB_HASH_BYTES];
-    rbcrypto_sha256(env, len, sha256);
+    memcpy(sha256, pre->sha256, RB_HASH_BYTES);
     bool found = false, same = false;
     int first = -1;
     stored_msg_t old;
@@ -871,7 +922,8 @@ static bool is_connected(void *ctx, const char *name)
 
 /* --- frames -------------------------------------------------------------------------------------------- */
 
-static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t len)
+/* pre: a SUBMIT's envelope verified ahead (verify_ahead), or NULL. */
+static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t len, verified_t *pre)
 {
     s->last_rx_ms = now_ms();
     /* Disabled, revoked or retired since it connected: it gets an error for every frame and nothing else. */
@@ -917,7 +969,7 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         log_info("hello", "adapter=%s peer=%s credit=%lld", s->party.card.name, s->peer,
                  (long long)s->credit);
     } else if (f->body_case == RB__FRAME__BODY_SUBMIT && s->party.card.role != CARD_ROLE_ADMIN) {
-        handle_submit(b, s, f->submit);
+        handle_submit(b, s, f->submit, pre);
     } else if (f->body_case == RB__FRAME__BODY_CONFIRM && s->party.card.role != CARD_ROLE_ADMIN) {
         handle_confirm(b, s, f->confirm);
     } else if (f->body_case == RB__FRAME__BODY_HEARTBEAT) {
@@ -955,7 +1007,7 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
 /* Takes one message from the ROUTER: a frame from the connection with routing id rid, whose session is
  * made at its first message (user and peer are the ZAP User-Id and the peer address). */
 static void take_message(broker_t *b, const uint8_t *rid, size_t rid_len, const char *user, const char *peer,
-                         const uint8_t *data, size_t len, bool one_part)
+                         const uint8_t *data, size_t len, bool one_part, verified_t *pre)
 {
     session_t *s = rid_len <= RID_MAX ? find_session(b, rid, rid_len) : NULL;
     if (s == NULL && rid_len <= RID_MAX)
@@ -975,7 +1027,79 @@ static void take_message(broker_t *b, const uint8_t *rid, size_t rid_len, const 
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "one frame per message, in one part", NULL);
         return;
     }
-    handle_frame(b, s, data, len);
+    handle_frame(b, s, data, len, pre);
+}
+
+/* A message taken this turn: when it is a SUBMIT of this protocol version, its envelope verified. */
+static void verify_taken(broker_t *b, taken_t *t)
+{
+    t->pre.done = false;
+    size_t len = zmq_msg_size(&t->body);
+    if (!t->two || !t->one_part || (int64_t)len > b->cfg->max_message_bytes)
+        return;
+    Rb__Frame *f = rb__frame__unpack(NULL, len, zmq_msg_data(&t->body));
+    if (f != NULL && f->version == WIRE_VERSION && f->body_case == RB__FRAME__BODY_SUBMIT)
+        verify_envelope(b, f->submit->envelope.data, f->submit->envelope.len, &t->pre);
+    if (f != NULL)
+        rb__frame__free_unpacked(f, NULL);
+}
+
+/* Takes messages to verify until none is left; the one that finishes the last wakes the loop. */
+static void verify_some(broker_t *b)
+{
+    uint64_t v = atomic_load(&b->claim);
+    for (;;) {
+        size_t count = (size_t)(v >> 20 & 0xfffff), i = (size_t)(v & 0xfffff);
+        if (i >= count)
+            return;
+        if (!atomic_compare_exchange_weak(&b->claim, &v, v + 1))
+            continue; /* v is reloaded */
+        verify_taken(b, &b->taken[i]);
+        if (atomic_fetch_add(&b->done, 1) + 1 == count) {
+            pthread_mutex_lock(&b->lock);
+            pthread_cond_signal(&b->finished);
+            pthread_mutex_unlock(&b->lock);
+        }
+        v = atomic_load(&b->claim);
+    }
+}
+
+static void *verifier_main(void *arg)
+{
+    broker_t *b = arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&b->lock);
+    for (;;) {
+        while (!b->verifier_stop && b->round == seen)
+            pthread_cond_wait(&b->wake, &b->lock);
+        if (b->verifier_stop)
+            break;
+        seen = b->round;
+        pthread_mutex_unlock(&b->lock);
+        verify_some(b);
+        pthread_mutex_lock(&b->lock);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
+/* Verifies the turn's submissions before they are handled in order, on both cores: the loop and the
+ * verifier thread take them one at a time, and the loop waits only for one the thread has in hand. */
+static void verify_ahead(broker_t *b)
+{
+    /* Every message of the last turn is done (below), so no take of it can succeed any more. */
+    atomic_store(&b->done, 0);
+    pthread_mutex_lock(&b->lock);
+    b->round++;
+    atomic_store(&b->claim, (b->round & 0xffffff) << 40 | (uint64_t)b->n_taken << 20);
+    if (b->verifier_started && b->n_taken >= 2)
+        pthread_cond_signal(&b->wake);
+    pthread_mutex_unlock(&b->lock);
+    verify_some(b);
+    pthread_mutex_lock(&b->lock);
+    while (atomic_load(&b->done) < b->n_taken)
+        pthread_cond_wait(&b->finished, &b->lock);
+    pthread_mutex_unlock(&b->lock);
 }
 
 /* At most one group commit's worth per turn: what is left waits in ZeroMQ's queue for the peer (at most
@@ -983,30 +1107,38 @@ static void take_message(broker_t *b, const uint8_t *rid, size_t rid_len, const 
  * memory, and the commit, the timers and the other peers get their turn. */
 static void handle_router(broker_t *b)
 {
-    for (int taken = 0; taken < MAX_PENDING && b->n_pending < MAX_PENDING && b->n_confirms < MAX_PENDING;
-         taken++) {
-        zmq_msg_t rid, body;
-        zmq_msg_init(&rid);
-        if (zmq_msg_recv(&rid, b->router, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&rid);
-            return;
+    /* Each message adds at most one submission or one CONFIRM to the group commit. */
+    size_t room = MAX_PENDING - (b->n_pending > b->n_confirms ? b->n_pending : b->n_confirms);
+    for (b->n_taken = 0; b->n_taken < room; b->n_taken++) {
+        taken_t *t = &b->taken[b->n_taken];
+        zmq_msg_init(&t->rid);
+        if (zmq_msg_recv(&t->rid, b->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&t->rid);
+            break;
         }
-        zmq_msg_init(&body);
-        bool two = zmq_msg_more(&rid) && zmq_msg_recv(&body, b->router, 0) >= 0;
-        bool one_part = two && !zmq_msg_more(&body);
-        for (bool more = two && !one_part; more;) { /* extra parts: drain them */
+        zmq_msg_init(&t->body);
+        t->two = zmq_msg_more(&t->rid) && zmq_msg_recv(&t->body, b->router, 0) >= 0;
+        t->one_part = t->two && !zmq_msg_more(&t->body);
+        for (bool more = t->two && !t->one_part; more;) { /* extra parts: drain them */
             zmq_msg_t extra;
             zmq_msg_init(&extra);
             more = zmq_msg_recv(&extra, b->router, 0) >= 0 && zmq_msg_more(&extra);
             zmq_msg_close(&extra);
         }
-        if (two)
-            take_message(b, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_gets(&body, "User-Id"),
-                         zmq_msg_gets(&body, "Peer-Address"), zmq_msg_data(&body), zmq_msg_size(&body),
-                         one_part);
-        zmq_msg_close(&rid);
-        zmq_msg_close(&body);
     }
+    verify_ahead(b);
+    for (size_t i = 0; i < b->n_taken; i++) {
+        taken_t *t = &b->taken[i];
+        if (t->two)
+            take_message(b, zmq_msg_data(&t->rid), zmq_msg_size(&t->rid), zmq_msg_gets(&t->body, "User-Id"),
+                         zmq_msg_gets(&t->body, "Peer-Address"), zmq_msg_data(&t->body),
+                         zmq_msg_size(&t->body), t->one_part, &t->pre);
+        if (t->pre.done && t->pre.header != NULL) /* not handled as a submission after all */
+            rb__header__free_unpacked(t->pre.header, NULL);
+        zmq_msg_close(&t->rid);
+        zmq_msg_close(&t->body);
+    }
+    b->n_taken = 0;
 }
 
 rb_err broker_feed(broker_t *b, const uint8_t *rid, size_t rid_len, const uint8_t *data, size_t len)
@@ -1014,7 +1146,7 @@ rb_err broker_feed(broker_t *b, const uint8_t *rid, size_t rid_len, const uint8_
     session_t *s = rid_len <= RID_MAX ? find_session(b, rid, rid_len) : NULL;
     if (s == NULL)
         return RB_ERR_USAGE;
-    handle_frame(b, s, data, len);
+    handle_frame(b, s, data, len, NULL);
     before_sleep(b);
     return RB_OK;
 }
@@ -1232,6 +1364,16 @@ void broker_close(broker_t **b_p, rb_err why)
         checkpoint_now(b, true);
     }
     metrics_stop(&b->metrics);
+    if (b->verifier_started) {
+        pthread_mutex_lock(&b->lock);
+        b->verifier_stop = true;
+        pthread_cond_signal(&b->wake);
+        pthread_mutex_unlock(&b->lock);
+        pthread_join(b->verifier, NULL);
+    }
+    pthread_mutex_destroy(&b->lock);
+    pthread_cond_destroy(&b->wake);
+    pthread_cond_destroy(&b->finished);
     log_info("broker_stopped", "name=%s", identity_card(b->me)->name);
     zmq_close(b->router);
     zmq_close(b->zap);
@@ -1250,6 +1392,12 @@ rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t 
     b->cfg = cfg;
     b->me = me;
     b->store = store;
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->wake, NULL);
+    pthread_cond_init(&b->finished, NULL);
+    /* One core verifies while the other handles frames; on one core there is nothing to share. */
+    b->verifier_started =
+        sysconf(_SC_NPROCESSORS_ONLN) > 1 && pthread_create(&b->verifier, NULL, verifier_main, b) == 0;
     rb_err rc = reload_trust(b);
     b->ctx = zmq_ctx_new();
     b->zap = zmq_socket(b->ctx, ZMQ_REP);
