@@ -14,6 +14,8 @@ if [ -n "${BENCH_QUICK:-}" ]; then
     export PIPELINE_COUNT=${PIPELINE_COUNT:-200} LEDGER_EVENTS=${LEDGER_EVENTS:-50000}
     export RABBITMQ_COUNT=${RABBITMQ_COUNT:-2000}
 fi
+# RabbitMQ gets the same number of connections a side as the broker path.
+export RABBITMQ_CONNECTIONS=${RABBITMQ_CONNECTIONS:-${BROKER_CONNECTIONS:-16}}
 out=bench/results/latest.json
 mkdir -p bench/results
 logs=$(mktemp -d /tmp/rb-bench-logs-XXXXXX)

@@ -844,6 +844,9 @@ static int64_t backoff_ms(const broker_config_t *cfg, int attempt)
     return d - (int64_t)(r % (uint32_t)(d / 5 + 1));
 }
 
+/* Records the next deliveries due to s and commits, and only then sends them: a DELIVER the broker could
+ * not record (a full disk) would be CONFIRMed and ACKed by a sink for a message the broker holds as never
+ * delivered, and the ACK refused. */
 static void deliver_to(broker_t *b, session_t *s)
 {
     int64_t t = now_ms();
@@ -851,58 +854,63 @@ static void deliver_to(broker_t *b, session_t *s)
     if (store_in_flight(b->store, s->party.card.name, t, &in_flight) != RB_OK || in_flight >= s->credit)
         return;
     due_msg_t due[64];
-    size_t n, room = (size_t)(s->credit - in_flight);
+    int attempts[64];
+    size_t n, recorded = 0, room = (size_t)(s->credit - in_flight);
     if (store_due(b->store, s->party.card.name, t, due, room < 64 ? room : 64, &n) != RB_OK || n == 0)
         return;
     if (store_begin(b->store) != RB_OK)
         goto done;
-    /* Each delivery in a savepoint: one that cannot be recorded or sent is undone alone, and the ones
-     * already on their way stay recorded. */
-    const char *dropped = NULL;
-    for (size_t i = 0; i < n && dropped == NULL; i++) {
-        due_msg_t *d = &due[i];
-        char hex[33], detail[64];
-        wire_id_hex(d->message_id, hex);
-        int attempt = d->attempts + 1;
+    /* Each in a savepoint: one that cannot be recorded is undone alone, and the ones before it go. */
+    for (; recorded < n; recorded++) {
+        due_msg_t *d = &due[recorded];
+        char detail[64];
+        attempts[recorded] = d->attempts + 1;
         if (store_step_begin(b->store) != RB_OK)
             break;
-        snprintf(detail, sizeof detail, "attempt=%d", attempt);
+        snprintf(detail, sizeof detail, "attempt=%d", attempts[recorded]);
         Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
         e.action = "delivered";
         e.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, d->message_id};
         e.outcome = "sent";
         e.detail = detail;
-        e.attempt = (uint32_t)attempt;
-        if (store_attempted(b->store, d->message_id, t + backoff_ms(b->cfg, attempt)) != RB_OK ||
+        e.attempt = (uint32_t)attempts[recorded];
+        if (store_attempted(b->store, d->message_id, t + backoff_ms(b->cfg, attempts[recorded])) != RB_OK ||
             record(b, s, &e, NULL) != RB_OK) {
             store_step_undo(b->store);
             break;
         }
-        Rb__Frame f = RB__FRAME__INIT;
-        Rb__Deliver del = RB__DELIVER__INIT;
-        del.envelope = (ProtobufCBinaryData){d->len, d->envelope};
-        del.attempt = (uint32_t)attempt;
-        f.body_case = RB__FRAME__BODY_DELIVER;
-        f.deliver = &del;
-        rb_err rc = wire_send(b->router, s->rid, s->rid_len, &f);
-        bool full = rc != RB_OK && errno == EAGAIN;
-        if (!sent(b, rc)) {
-            /* The connection is gone, or its peer does not read what it asked for: this attempt does not
-             * count, and the session goes (it must say HELLO again to be delivered to). */
-            store_step_undo(b->store);
-            dropped = full ? "not reading: its queue is full" : "connection closed";
-            break;
-        }
         if (store_step_end(b->store) != RB_OK)
             break;
-        s->last_tx_ms = t;
-        log_info("delivered", "adapter=%s msg=%s attempt=%d", s->party.card.name, hex, attempt);
-        metrics_delivered(b->metrics, s->party.card.name, attempt);
     }
     if (store_commit(b->store) != RB_OK) {
         log_error("delivery_not_recorded", "adapter=%s error=%s", s->party.card.name,
                   sqlite3_errmsg(store_db(b->store)));
         store_rollback(b->store);
+        goto done;
+    }
+    const char *dropped = NULL;
+    for (size_t i = 0; i < recorded && dropped == NULL; i++) {
+        due_msg_t *d = &due[i];
+        Rb__Frame f = RB__FRAME__INIT;
+        Rb__Deliver del = RB__DELIVER__INIT;
+        del.envelope = (ProtobufCBinaryData){d->len, d->envelope};
+        del.attempt = (uint32_t)attempts[i];
+        f.body_case = RB__FRAME__BODY_DELIVER;
+        f.deliver = &del;
+        rb_err rc = wire_send(b->router, s->rid, s->rid_len, &f);
+        bool full = rc != RB_OK && errno == EAGAIN;
+        if (!sent(b, rc)) {
+            /* The connection is gone, or its peer does not read what it asked for: the session goes (it must
+             * say HELLO again to be delivered to), and what it had in flight, this one included, is due
+             * again at once (drop_session). */
+            dropped = full ? "not reading: its queue is full" : "connection closed";
+            break;
+        }
+        char hex[33];
+        wire_id_hex(d->message_id, hex);
+        s->last_tx_ms = t;
+        log_info("delivered", "adapter=%s msg=%s attempt=%d", s->party.card.name, hex, attempts[i]);
+        metrics_delivered(b->metrics, s->party.card.name, attempts[i]);
     }
     if (dropped != NULL)
         drop_session(b, s, dropped);
