@@ -271,7 +271,8 @@ static void rms_poll(connector_t *c)
     int n = scandir(c->drop, &names, is_export, by_name), taken = 0;
     taken_t *batch = n > 0 ? malloc(BATCH * sizeof *batch) : NULL;
     bool *keep = calloc(c->n_renamed + 1, sizeof *keep);
-    qsort(c->renamed, c->n_renamed, sizeof *c->renamed, by_string);
+    if (c->n_renamed > 0)
+        qsort(c->renamed, c->n_renamed, sizeof *c->renamed, by_string);
     astore_t *store = adapter_store(c->adapter);
     bool open = batch != NULL && keep != NULL && astore_begin(store) == RB_OK;
     for (int i = 0; i < n; i++) {
