@@ -353,15 +353,23 @@ static void disconnect(adapter_t *a, const char *why)
     client_close(&a->client);
 }
 
-static void submit_outbox(adapter_t *a)
+/* Submits what has no receipt yet, one envelope a round trip (client_submit waits for each receipt). The
+ * receipts and checkpoints of one pass are stored in one transaction: one fsync, not two a message. A
+ * crash before it commits loses only receipts, and the broker answers a resubmission with the original
+ * receipt. Returns how many were submitted. */
+static int submit_outbox(adapter_t *a)
 {
-    for (int sent = 0; a->client != NULL && sent < 64; sent++) {
+    int sent = 0;
+    bool batch = false;
+    for (; a->client != NULL && sent < 64; sent++) {
         bool found;
         msg_id_t id;
         uint8_t *env;
         size_t len;
         if (astore_outbox_next_unreceipted(a->store, &found, &id, &env, &len) != RB_OK || !found)
-            return;
+            break;
+        if (!batch)
+            batch = astore_begin(a->store) == RB_OK;
         client_result_t r;
         rb_err rc = client_submit(a->client, env, len, 5000, &r);
         free(env);
@@ -369,13 +377,13 @@ static void submit_outbox(adapter_t *a)
         wire_id_hex(id.bytes, hex);
         if (rc == RB_ERR_IO) {
             disconnect(a, "no answer to a submission");
-            return;
+            break;
         }
         if (rc != RB_OK) {
             keep_ledger(a);
             log_error("bad_receipt", "msg=%s error=%s detail=%s", hex, rb_strerror(rc), r.reason);
             disconnect(a, "bad receipt");
-            return;
+            break;
         }
         keep_ledger(a);
         if (r.accepted) {
@@ -384,7 +392,7 @@ static void submit_outbox(adapter_t *a)
         } else if (r.code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
                    r.code == RB__ERROR_CODE__ERROR_CODE_DISABLED) {
             log_warn("submit_deferred", "msg=%s code=%s reason=%s", hex, wire_error_name(r.code), r.reason);
-            return; /* try again later */
+            break; /* try again later */
         } else {
             char reason[300];
             snprintf(reason, sizeof reason, "%s: %s", wire_error_name(r.code), r.reason);
@@ -392,30 +400,51 @@ static void submit_outbox(adapter_t *a)
             log_error("submit_refused", "msg=%s code=%s reason=%s", hex, wire_error_name(r.code), r.reason);
         }
     }
+    if (batch && astore_commit(a->store) != RB_OK) {
+        astore_rollback(a->store);
+        log_error("receipts_not_stored", "count=%d", sent); /* submitted again, receipted again */
+    }
+    return sent;
 }
 
+/* Takes what the broker delivers: stored in the inbox in one transaction, and only once that is committed
+ * CONFIRMed, so the broker forgets nothing we have not got on disk. */
 static void receive_deliveries(adapter_t *a, int wait_ms)
 {
-    for (int i = 0; a->client != NULL && i < 256; i++) {
+    enum { MAX = 256 };
+    msg_id_t taken[MAX];
+    int n = 0;
+    bool batch = false;
+    for (int i = 0; a->client != NULL && i < MAX; i++) {
         uint8_t *env;
         size_t len;
         uint32_t attempt;
         if (client_receive(a->client, i == 0 ? wait_ms : 0, &env, &len, &attempt) != RB_OK)
-            return;
+            break;
+        if (!batch)
+            batch = astore_begin(a->store) == RB_OK;
         msg_id_t id;
         bool fresh = false;
         char hex[33] = "?";
         if (envelope_peek_id(env, len, &id) == RB_OK) {
             wire_id_hex(id.bytes, hex);
-            /* On our disk first; only then may the broker forget it. */
             if (astore_inbox_add(a->store, &id, env, len, client_clock_ms(), &fresh) == RB_OK)
-                client_confirm(a->client, id.bytes);
+                taken[n++] = id;
             else
                 log_error("inbox_write_failed", "msg=%s", hex);
         }
         log_info("received", "msg=%s attempt=%u duplicate=%d", hex, attempt, !fresh);
         free(env);
     }
+    if (!batch)
+        return;
+    if (astore_commit(a->store) != RB_OK) {
+        astore_rollback(a->store);
+        log_error("inbox_write_failed", "count=%d", n); /* unconfirmed: the broker delivers them again */
+        return;
+    }
+    for (int i = 0; i < n && a->client != NULL; i++)
+        client_confirm(a->client, taken[i].bytes);
 }
 
 /* --- processing the inbox -------------------------------------------------------------------------------------- */
@@ -596,15 +625,23 @@ static void handle_notice(adapter_t *a, const msg_id_t *id, const envelope_opene
     }
 }
 
-static void process_inbox(adapter_t *a)
+/* One pass over the inbox. What each message changes in the store is a step of one transaction over the
+ * pass, committed after the connector has made its part durable (flush): a crash repeats the pass (the
+ * connectors are idempotent), and the pass costs one fsync of each store, not one a message. Returns how
+ * many messages it handled. */
+static int process_inbox(adapter_t *a)
 {
-    for (int i = 0; i < 256; i++) {
+    int i = 0;
+    bool batch = false;
+    for (; i < 256; i++) {
         bool found;
         msg_id_t id;
         uint8_t *env;
         size_t len;
         if (astore_inbox_next(a->store, &found, &id, &env, &len) != RB_OK || !found)
-            return;
+            break;
+        if (!batch)
+            batch = astore_begin(a->store) == RB_OK;
         char hex[33];
         wire_id_hex(id.bytes, hex);
         envelope_opened_t o;
@@ -642,8 +679,18 @@ static void process_inbox(adapter_t *a)
         }
         envelope_opened_clear(&o);
         if (!go_on)
-            return;
+            break;
     }
+    if (!batch)
+        return i;
+    rb_err rc = a->ops->flush != NULL ? a->ops->flush(a->conn) : RB_OK;
+    if (rc == RB_OK)
+        rc = astore_commit(a->store);
+    if (rc != RB_OK) {
+        astore_rollback(a->store);
+        log_warn("inbox_pass_undone", "count=%d error=%s", i, rb_strerror(rc)); /* done again next turn */
+    }
+    return i;
 }
 
 static void report_overdue(adapter_t *a)
@@ -660,18 +707,20 @@ static void report_overdue(adapter_t *a)
 
 rb_err adapter_run(adapter_t *a, const volatile sig_atomic_t *stop)
 {
+    int processed = 0;
     while (!*stop) {
         ensure_connected(a);
         if (a->ops->poll != NULL)
             a->ops->poll(a->conn);
         if (a->client != NULL) {
-            submit_outbox(a);
-            receive_deliveries(a, 100);
+            /* Wait for the broker only when there is nothing else to do. */
+            int sent = submit_outbox(a);
+            receive_deliveries(a, sent > 0 || processed > 0 ? 0 : 100);
         } else {
             struct timespec pause = {0, 100 * 1000000L};
             nanosleep(&pause, NULL);
         }
-        process_inbox(a);
+        processed = process_inbox(a);
         report_overdue(a);
     }
     log_info("adapter_stopped", "connector=%s", a->ops->name);

@@ -11,6 +11,7 @@
 
 struct astore {
     sqlite3 *db; /* WAL, exclusive to this adapter process */
+    int depth;   /* astore_begin calls not yet committed or rolled back */
 };
 
 static const char *const migrations[] = {
@@ -75,20 +76,43 @@ void astore_close(astore_t **s_p)
     }
 }
 
+/* Nested calls are savepoints inside the outermost transaction: the loop batches a whole turn's work in one
+ * transaction (one fsync), and a step inside it that fails is undone alone. */
 rb_err astore_begin(astore_t *s)
 {
-    return sqldb_exec(s->db, "BEGIN IMMEDIATE");
+    if (sqlite3_get_autocommit(s->db))
+        s->depth = 0; /* an I/O error ended the transaction: this step is one of its own */
+    rb_err rc = sqldb_exec(s->db, s->depth == 0 ? "BEGIN IMMEDIATE" : "SAVEPOINT step");
+    if (rc == RB_OK)
+        s->depth++;
+    return rc;
 }
 
 rb_err astore_commit(astore_t *s)
 {
-    return sqldb_exec(s->db, "COMMIT");
+    if (s->depth == 0)
+        return RB_ERR_USAGE;
+    if (sqlite3_get_autocommit(s->db)) { /* ended by an error: nothing of it is left to commit */
+        s->depth = 0;
+        return RB_ERR_IO;
+    }
+    rb_err rc = sqldb_exec(s->db, s->depth == 1 ? "COMMIT" : "RELEASE step");
+    if (rc == RB_OK)
+        s->depth--;
+    return rc;
 }
 
 void astore_rollback(astore_t *s)
 {
-    if (!sqlite3_get_autocommit(s->db))
+    if (sqlite3_get_autocommit(s->db)) {
+        s->depth = 0;
+    } else if (s->depth > 1) {
+        sqldb_exec(s->db, "ROLLBACK TO step; RELEASE step");
+        s->depth--;
+    } else {
         sqldb_exec(s->db, "ROLLBACK");
+        s->depth = 0;
+    }
 }
 
 rb_err astore_outbox_add(astore_t *s, const msg_id_t *id, int kind, const uint8_t *env, size_t len,

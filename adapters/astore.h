@@ -22,6 +22,7 @@ typedef struct astore astore_t;
 /* Opens (creating) the store; readonly for a status command while the adapter runs. */
 rb_err astore_open(astore_t **out, const char *path, bool readonly, char *err, size_t errlen);
 void astore_close(astore_t **s_p);
+/* A transaction; begun inside another, a savepoint of it (committed with it, undone alone). */
 rb_err astore_begin(astore_t *s);
 rb_err astore_commit(astore_t *s);
 void astore_rollback(astore_t *s);

@@ -33,6 +33,10 @@ typedef struct {
      * bytes). Must be idempotent by message id: after a crash the same message may be filed again. */
     rb_err (*file)(connector_t *c, const msg_id_t *id, Rb__Kind kind, const Rb__Referral *r,
                    char *intake_reference, size_t cap, char *err, size_t errlen);
+    /* Optional: makes durable what file() or on_ack() did since the last call. The runtime calls it before
+     * it commits its own record of those messages, so a connector may batch them in one transaction of its
+     * own; an error undoes the runtime's record, and the messages are handed over again later. */
+    rb_err (*flush)(connector_t *c);
     void (*close)(connector_t **c);
 } connector_ops_t;
 

@@ -9,6 +9,7 @@
  * The database belongs to the intake system, which reads it while the adapter writes, so it is opened
  * without an exclusive lock; when it is locked or read-only, filing fails and the runtime tries again
  * later, the envelope waiting in the inbox meanwhile. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 struct connector {
     sqlite3 *db;
     char prefix[16];
+    bool in_batch; /* a transaction is open over the filings since the last flush */
 };
 
 static const char *const settings[] = {"database", "prefix", NULL};
@@ -50,6 +52,12 @@ static const char *const migrations[] = {
     "  storage_locator TEXT, preservation_hold_at TEXT);"
     "CREATE TABLE charges(intake_number TEXT NOT NULL, ilcs_citation TEXT, description TEXT, agent_refs "
     "TEXT);",
+    /* version 2: a supplement replaces a case's details by intake number; without these every filing
+     * scanned the four tables whole (and so does the intake staff's every look at one case) */
+    "CREATE INDEX persons_case ON persons(intake_number);"
+    "CREATE INDEX federal_agents_case ON federal_agents(intake_number);"
+    "CREATE INDEX evidence_case ON evidence(intake_number);"
+    "CREATE INDEX charges_case ON charges(intake_number);",
 };
 
 static rb_err sqlite_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
@@ -81,6 +89,8 @@ static rb_err sqlite_open(connector_t **out, adapter_t *a, const settings_t *cfg
 
 static void sqlite_close(connector_t **c)
 {
+    if ((*c)->in_batch) /* never flushed: the runtime did not record these filings either */
+        sqldb_exec((*c)->db, "ROLLBACK");
     sqlite3_close_v2((*c)->db);
     free(*c);
     *c = NULL;
@@ -120,12 +130,12 @@ static rb_err next_intake_number(connector_t *c, char *out, size_t cap)
     return rc;
 }
 
-/* Replaces the case's details with those of r. */
-static rb_err write_details(connector_t *c, const char *number, const Rb__Referral *r)
+/* Replaces the case's details with those of r; a case at revision 0 has none yet. */
+static rb_err write_details(connector_t *c, const char *number, int64_t revision, const Rb__Referral *r)
 {
     static const char *const tables[] = {"persons", "federal_agents", "evidence", "charges"};
     rb_err rc = RB_OK;
-    for (size_t i = 0; rc == RB_OK && i < 4; i++) {
+    for (size_t i = 0; rc == RB_OK && revision > 0 && i < 4; i++) {
         char sql[96];
         snprintf(sql, sizeof sql, "DELETE FROM %s WHERE intake_number = ?", tables[i]);
         rc = sqldb_run(sqldb_prepare(c->db, sql, "t", number));
@@ -218,7 +228,7 @@ static rb_err file_in_transaction(connector_t *c, const char *hex, Rb__Kind kind
                 in ? in->beat : NULL, in ? in->district : NULL, in ? in->summary : NULL, r->narrative,
                 ap ? ap->name : NULL, ap ? ap->approved_at : NULL, now, number));
             if (rc == RB_OK)
-                rc = write_details(c, number, r);
+                rc = write_details(c, number, current, r);
         }
     }
     if (rc == RB_OK)
@@ -239,16 +249,34 @@ static rb_err sqlite_file(connector_t *c, const msg_id_t *id, Rb__Kind kind, con
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    rb_err rc = sqldb_exec(c->db, "BEGIN IMMEDIATE");
-    if (rc == RB_OK)
+    /* The filings of one pass over the inbox share a transaction, committed by sqlite_flush before the
+     * runtime records them: one fsync a pass. Each filing is a savepoint, undone alone when it fails. */
+    rb_err rc = RB_OK;
+    if (c->in_batch && sqlite3_get_autocommit(c->db))
+        rc = RB_ERR_IO; /* an error ended the batch, and the filings before this one with it: flush fails */
+    else if (!c->in_batch && (rc = sqldb_exec(c->db, "BEGIN IMMEDIATE")) == RB_OK)
+        c->in_batch = true;
+    if (rc == RB_OK && (rc = sqldb_exec(c->db, "SAVEPOINT filing")) == RB_OK) {
         rc = file_in_transaction(c, hex, kind, r, intake_reference, cap, now);
-    if (rc == RB_OK)
-        rc = sqldb_exec(c->db, "COMMIT");
-    if (rc != RB_OK) {
+        if (rc != RB_OK)
+            snprintf(err, errlen, "intake database: %s", sqlite3_errmsg(c->db));
+        sqldb_exec(c->db, rc == RB_OK ? "RELEASE filing" : "ROLLBACK TO filing; RELEASE filing");
+    } else if (rc != RB_OK) {
         snprintf(err, errlen, "intake database: %s", sqlite3_errmsg(c->db));
-        if (!sqlite3_get_autocommit(c->db))
-            sqldb_exec(c->db, "ROLLBACK");
     }
+    return rc;
+}
+
+static rb_err sqlite_flush(connector_t *c)
+{
+    if (!c->in_batch)
+        return RB_OK;
+    c->in_batch = false;
+    if (sqlite3_get_autocommit(c->db))
+        return RB_ERR_IO; /* ended by an error: its filings are gone */
+    rb_err rc = sqldb_exec(c->db, "COMMIT");
+    if (rc != RB_OK && !sqlite3_get_autocommit(c->db))
+        sqldb_exec(c->db, "ROLLBACK");
     return rc;
 }
 
@@ -258,5 +286,6 @@ const connector_ops_t intake_sqlite_connector = {
     .settings = settings,
     .open = sqlite_open,
     .file = sqlite_file,
+    .flush = sqlite_flush,
     .close = sqlite_close,
 };

@@ -28,7 +28,13 @@ struct connector {
     char drop[2048];
     int64_t stable_ms, scan_ms, next_scan_ms;
     int inotify_fd; /* tells of files closed or moved into DROP at once; -1 when unavailable */
+    /* Exports inotify saw renamed into DROP, and not written since: complete, so taken without waiting
+     * stable_ms. Kept until a scan takes them or finds them gone. */
+    char **renamed;
+    size_t n_renamed, cap_renamed;
 };
+
+#define RENAMED_MAX 100000 /* beyond it, an export waits stable_ms like any other */
 
 static const char *const settings[] = {"drop", "stable_ms", "scan_ms", NULL};
 
@@ -92,8 +98,43 @@ static void rms_close(connector_t **c)
 {
     if ((*c)->inotify_fd >= 0)
         close((*c)->inotify_fd);
+    for (size_t i = 0; i < (*c)->n_renamed; i++)
+        free((*c)->renamed[i]);
+    free((*c)->renamed);
     free(*c);
     *c = NULL;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* An export renamed into DROP is complete; one written in place is not, until stable_ms says so. */
+static void note_event(connector_t *c, const struct inotify_event *e)
+{
+    if (e->len == 0 || e->name[0] == '.' || !has_suffix(e->name, ".json"))
+        return;
+    for (size_t i = 0; i < c->n_renamed; i++) {
+        if (strcmp(c->renamed[i], e->name) == 0) {
+            free(c->renamed[i]);
+            c->renamed[i] = c->renamed[--c->n_renamed];
+            break;
+        }
+    }
+    if (!(e->mask & IN_MOVED_TO) || c->n_renamed == RENAMED_MAX)
+        return;
+    if (c->n_renamed == c->cap_renamed) {
+        size_t cap = c->cap_renamed ? 2 * c->cap_renamed : 64;
+        char **grown = realloc(c->renamed, cap * sizeof *grown);
+        if (grown == NULL)
+            return;
+        c->renamed = grown;
+        c->cap_renamed = cap;
+    }
+    if ((c->renamed[c->n_renamed] = strdup(e->name)) != NULL)
+        c->n_renamed++;
 }
 
 /* Whether inotify reported anything since the last call (the events are drained; a scan reads the rest). */
@@ -101,9 +142,34 @@ static bool drop_changed(connector_t *c)
 {
     bool changed = false;
     char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    while (c->inotify_fd >= 0 && read(c->inotify_fd, events, sizeof events) > 0)
+    ssize_t n;
+    while (c->inotify_fd >= 0 && (n = read(c->inotify_fd, events, sizeof events)) > 0) {
         changed = true;
+        for (ssize_t at = 0; at < n;) {
+            const struct inotify_event *e = (const struct inotify_event *)(events + at);
+            note_event(c, e);
+            at += (ssize_t)(sizeof *e + e->len);
+        }
+    }
     return changed;
+}
+
+static int by_string(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Forgets the renamed exports a scan took or did not find. */
+static void forget_renamed(connector_t *c, const bool *keep)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < c->n_renamed; i++) {
+        if (keep[i])
+            c->renamed[kept++] = c->renamed[i];
+        else
+            free(c->renamed[i]);
+    }
+    c->n_renamed = kept;
 }
 
 /* Moves DROP/name to DROP/sub/name, never over an existing file (a suffix keeps both). */
@@ -123,16 +189,20 @@ static void move_to(connector_t *c, const char *name, const char *sub, char *mov
     log_error("move_failed", "file=%s to=%s", name, sub);
 }
 
-static bool has_suffix(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n > m && strcmp(s + n - m, suffix) == 0;
-}
+/* What became of one export of a batch: moved once the batch is committed. */
+typedef struct {
+    char name[256];
+    rb_err rc;
+    msg_id_t id;
+    char problems[4096];
+} taken_t;
 
-static void take_file(connector_t *c, const char *name)
+static void take_file(connector_t *c, taken_t *t)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", c->drop, name);
+    snprintf(path, sizeof path, "%s/%s", c->drop, t->name);
+    t->rc = RB_ERR_IO;
+    t->problems[0] = '\0';
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return;
@@ -141,31 +211,38 @@ static void take_file(connector_t *c, const char *name)
     fclose(f);
     if (json == NULL)
         return;
-    char problems[4096] = "";
-    msg_id_t id;
-    rb_err rc = len > MAX_EXPORT_BYTES
-                    ? RB_ERR_TOO_BIG
-                    : adapter_accept_referral(c->adapter, json, len, name, &id, problems, sizeof problems);
+    t->rc = len > MAX_EXPORT_BYTES ? RB_ERR_TOO_BIG
+                                   : adapter_accept_referral(c->adapter, json, len, t->name, &t->id,
+                                                             t->problems, sizeof t->problems);
     free(json);
+}
+
+/* Tells the records system: sent/ once the referral is committed to the outbox, rejected/ with the reasons. */
+static void settle(connector_t *c, taken_t *t)
+{
     char moved[4096];
+    rb_err rc = t->rc;
     if (rc == RB_OK) {
-        move_to(c, name, "sent", moved, sizeof moved);
+        move_to(c, t->name, "sent", moved, sizeof moved);
         char hex[33];
-        wire_id_hex(id.bytes, hex);
-        log_info("export_taken", "file=%s msg=%s", name, hex);
+        wire_id_hex(t->id.bytes, hex);
+        log_info("export_taken", "file=%s msg=%s", t->name, hex);
     } else if (rc == RB_ERR_MALFORMED || rc == RB_ERR_INVALID || rc == RB_ERR_CONFLICT ||
                rc == RB_ERR_TOO_BIG) {
+        char *problems = t->problems;
+        size_t cap = sizeof t->problems;
         if (rc == RB_ERR_TOO_BIG)
-            snprintf(problems, sizeof problems, "$: the export is larger than %d bytes\n", MAX_EXPORT_BYTES);
+            snprintf(problems, cap, "$: the export is larger than %d bytes\n", MAX_EXPORT_BYTES);
         if (problems[0] != '\0' && problems[strlen(problems) - 1] != '\n')
-            strncat(problems, "\n", sizeof problems - strlen(problems) - 1);
-        move_to(c, name, "rejected", moved, sizeof moved);
+            strncat(problems, "\n", cap - strlen(problems) - 1);
+        move_to(c, t->name, "rejected", moved, sizeof moved);
         char errors[4200];
         snprintf(errors, sizeof errors, "%s.errors.txt", moved);
         keyfile_write(errors, problems, strlen(problems), 0640, true);
-        log_warn("export_rejected", "file=%s reason=%s", name, rb_strerror(rc));
+        log_warn("export_rejected", "file=%s reason=%s", t->name, rb_strerror(rc));
     } else {
-        log_error("export_deferred", "file=%s error=%s", name, rb_strerror(rc)); /* tried again next scan */
+        log_error("export_deferred", "file=%s error=%s", t->name,
+                  rb_strerror(rc)); /* tried again next scan */
     }
 }
 
@@ -179,29 +256,61 @@ static int is_export(const struct dirent *e)
     return e->d_name[0] != '.' && has_suffix(e->d_name, ".json");
 }
 
+/* Exports taken in one transaction of the outbox (one fsync), between two turns of the loop's other work. */
+#define BATCH 64
+
 static void rms_poll(connector_t *c)
 {
     int64_t t = now_ms();
-    if (t < c->next_scan_ms && !drop_changed(c))
+    bool changed = drop_changed(c);
+    if (t < c->next_scan_ms && !changed)
         return;
     c->next_scan_ms = t + c->scan_ms;
     /* In name order: records systems number their exports, and a supplement should follow its referral. */
     struct dirent **names;
-    int n = scandir(c->drop, &names, is_export, by_name);
+    int n = scandir(c->drop, &names, is_export, by_name), taken = 0;
+    taken_t *batch = n > 0 ? malloc(BATCH * sizeof *batch) : NULL;
+    bool *keep = calloc(c->n_renamed + 1, sizeof *keep);
+    if (c->n_renamed > 0)
+        qsort(c->renamed, c->n_renamed, sizeof *c->renamed, by_string);
+    astore_t *store = adapter_store(c->adapter);
+    bool open = batch != NULL && keep != NULL && astore_begin(store) == RB_OK;
     for (int i = 0; i < n; i++) {
-        char path[4096];
+        char path[4096], *name = names[i]->d_name;
         struct stat st;
-        snprintf(path, sizeof path, "%s/%s", c->drop, names[i]->d_name);
+        snprintf(path, sizeof path, "%s/%s", c->drop, name);
         int64_t age = stat(path, &st) == 0
                           ? t - ((int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000)
                           : -1;
-        /* Not yet stable: perhaps still being written. */
-        if (age >= c->stable_ms && S_ISREG(st.st_mode))
-            take_file(c, names[i]->d_name);
+        char **renamed =
+            c->n_renamed ? bsearch(&name, c->renamed, c->n_renamed, sizeof name, by_string) : NULL;
+        /* Unless renamed in, not yet stable: perhaps still being written. */
+        if (open && taken < BATCH && (renamed != NULL || age >= c->stable_ms) && S_ISREG(st.st_mode) &&
+            strlen(name) < sizeof batch->name) {
+            snprintf(batch[taken].name, sizeof batch->name, "%s", name);
+            take_file(c, &batch[taken++]);
+        } else if (renamed != NULL && keep != NULL) {
+            keep[renamed - c->renamed] = true;
+        }
+        if (taken == BATCH && i + 1 < n)
+            c->next_scan_ms = 0; /* more to take on the next turn */
         free(names[i]);
     }
     if (n > 0)
         free(names);
+    if (keep != NULL)
+        forget_renamed(c, keep);
+    free(keep);
+    if (open && astore_commit(store) != RB_OK) {
+        astore_rollback(store);
+        log_error("exports_not_stored", "count=%d", taken); /* left in the folder: taken again */
+        for (int i = 0; i < taken; i++)
+            if (batch[i].rc == RB_OK)
+                batch[i].rc = RB_ERR_IO;
+    }
+    for (int i = 0; i < taken; i++)
+        settle(c, &batch[i]);
+    free(batch);
 }
 
 static rb_err rms_on_ack(connector_t *c, const msg_id_t *referral, const char *ack_json)
