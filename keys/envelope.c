@@ -55,12 +55,18 @@ static rb_err unpack_strict(const ProtobufCMessageDescriptor *desc, const uint8_
     if (has_unknown_fields(m) || protobuf_c_message_get_packed_size(m) != len) {
         rc = RB_ERR_MALFORMED;
     } else if (len > 0) {
-        uint8_t *again = rbcrypto_secret_alloc(len);
+        /* The copy is as secret as the message: wiped when it is plaintext (alloc is then the wiping
+         * allocator). Not sodium_malloc: its mmap, mprotect and mlock per call cost more than the signature
+         * check on every header the broker and referral-audit verify, and the message itself is not locked. */
+        uint8_t *again = alloc != NULL ? rbcrypto_wiping_malloc(len) : malloc(len);
         if (again == NULL)
             rc = RB_ERR_NOMEM;
         else if (protobuf_c_message_pack(m, again) != len || memcmp(again, bytes, len) != 0)
             rc = RB_ERR_MALFORMED;
-        rbcrypto_secret_free(again);
+        if (alloc != NULL)
+            rbcrypto_wiping_free(again);
+        else
+            free(again);
     }
     if (rc != RB_OK) {
         protobuf_c_message_free_unpacked(m, alloc);
