@@ -7,8 +7,8 @@
  *
  * Two adapters with fresh keys (a police source and a prosecutor's intake sink) are registered, then
  * referrals flow as the broker records them: submitted (the source's real sealed and signed envelope),
- * delivered, confirmed, the sink's ACK submitted and acked, the ACK delivered and confirmed. Sealing runs
- * on every core while the main thread writes; writes go in large transactions, since the bench measures
+ * delivered, confirmed, the sink's ACK submitted and acked, the ACK delivered and confirmed. The next batch
+ * is sealed on every core while the main thread writes this one; writes go in large transactions, since the bench measures
  * verification, not the broker's commit path. The directory ends with N - 1 leaves (the last
  * "broker_stopped"), so that the "ledger_read" leaf of referral-audit export makes N. */
 #include <getopt.h>
@@ -113,6 +113,36 @@ static void *seal_range(void *arg)
         s->rc = seal_one(s->sink, identity_card(s->source), &q, body, len, &ack_id, &pr->ack);
     }
     return NULL;
+}
+
+/* Seals the pairs numbered first.. into pairs, on nthreads threads (join_batch waits for them). */
+static void seal_batch(sealer_t *sealers, pthread_t *threads, size_t nthreads, const identity_t *source,
+                       const identity_t *sink, pair_t *pairs, uint64_t first, int64_t t0)
+{
+    for (size_t i = 0; i < nthreads; i++) {
+        sealers[i] = (sealer_t){.source = source,
+                                .sink = sink,
+                                .pairs = pairs,
+                                .from = BATCH * i / nthreads,
+                                .to = BATCH * (i + 1) / nthreads,
+                                .first = first,
+                                .t0 = t0};
+        if (pthread_create(&threads[i], NULL, seal_range, &sealers[i]) != 0) {
+            fprintf(stderr, "ledger_gen: cannot start a thread\n");
+            exit(1);
+        }
+    }
+}
+
+static void join_batch(sealer_t *sealers, pthread_t *threads, size_t nthreads)
+{
+    for (size_t i = 0; i < nthreads; i++) {
+        pthread_join(threads[i], NULL);
+        if (sealers[i].rc != RB_OK) {
+            fprintf(stderr, "ledger_gen: sealing: %s\n", rb_strerror(sealers[i].rc));
+            exit(1);
+        }
+    }
 }
 
 static void sealed_free(sealed_t *s)
@@ -313,35 +343,24 @@ int main(int argc, char **argv)
 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     size_t nthreads = cores < 1 ? 1 : cores > 8 ? 8 : (size_t)cores;
-    pair_t *pairs = calloc(BATCH, sizeof *pairs);
+    pair_t *pairs[2] = {calloc(BATCH, sizeof(pair_t)), calloc(BATCH, sizeof(pair_t))};
     sealer_t *sealers = calloc(nthreads, sizeof *sealers);
     pthread_t *threads = calloc(nthreads, sizeof *threads);
-    if (pairs == NULL || sealers == NULL || threads == NULL)
+    if (pairs[0] == NULL || pairs[1] == NULL || sealers == NULL || threads == NULL)
         check(RB_ERR_NOMEM, "memory");
     int64_t t = t0;
     uint64_t k = 0;
     ledger_t *l = store_ledger(store);
+    seal_batch(sealers, threads, nthreads, source, sink, pairs[0], 0, t0);
+    join_batch(sealers, threads, nthreads);
     /* The last pair written may end part way: stopped brokers leave messages in flight too. A "submitted"
-     * ACK and its "acked" are one step, as in the broker's transaction; the end leaves room for them. */
-    while (ledger_size(l) + 2 < w.target) {
-        for (size_t i = 0; i < nthreads; i++) {
-            sealers[i] = (sealer_t){.source = source,
-                                    .sink = sink,
-                                    .pairs = pairs,
-                                    .from = BATCH * i / nthreads,
-                                    .to = BATCH * (i + 1) / nthreads,
-                                    .first = k,
-                                    .t0 = t0};
-            if (pthread_create(&threads[i], NULL, seal_range, &sealers[i]) != 0)
-                check(RB_ERR_NOMEM, "thread");
-        }
-        for (size_t i = 0; i < nthreads; i++) {
-            pthread_join(threads[i], NULL);
-            check(sealers[i].rc, "sealing");
-        }
+     * ACK and its "acked" are one step, as in the broker's transaction; the end leaves room for them. The
+     * next batch is sealed while this one is written. */
+    for (int cur = 0; ledger_size(l) + 2 < w.target; cur = !cur) {
+        seal_batch(sealers, threads, nthreads, source, sink, pairs[!cur], k + BATCH, t0);
         check(store_begin(store), "begin");
         for (size_t i = 0; i < BATCH && ledger_size(l) + 2 < w.target; i++, k++) {
-            pair_t *p = &pairs[i];
+            pair_t *p = &pairs[cur][i];
             t = pair_time(t0, k);
             /* Each step only while it fits: the export's leaf makes the last one. */
             submitted(&w, &p->referral, src, PEER_SOURCE, t);
@@ -358,10 +377,17 @@ int main(int argc, char **argv)
         }
         check(store_commit(store), "commit");
         for (size_t i = 0; i < BATCH; i++) {
-            sealed_free(&pairs[i].referral);
-            sealed_free(&pairs[i].ack);
+            sealed_free(&pairs[cur][i].referral);
+            sealed_free(&pairs[cur][i].ack);
         }
+        join_batch(sealers, threads, nthreads);
         fprintf(stderr, "\rledger_gen: %" PRIu64 " leaves ", ledger_size(l));
+    }
+    for (size_t i = 0; i < BATCH; i++) {
+        sealed_free(&pairs[0][i].referral);
+        sealed_free(&pairs[0][i].ack);
+        sealed_free(&pairs[1][i].referral);
+        sealed_free(&pairs[1][i].ack);
     }
     check(store_begin(store), "begin");
     while (ledger_size(l) + 1 < w.target) {
@@ -382,7 +408,8 @@ int main(int argc, char **argv)
     printf("ledger_gen: %" PRIu64 " leaves, %" PRIu64 " referrals, %" PRIu64 " checkpoints\n", ledger_size(l),
            k, w.checkpoints + 1);
     store_close(&store);
-    free(pairs);
+    free(pairs[0]);
+    free(pairs[1]);
     free(sealers);
     free(threads);
     identity_free(&source);
