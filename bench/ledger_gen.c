@@ -115,16 +115,17 @@ static void *seal_range(void *arg)
     return NULL;
 }
 
-/* Seals the pairs numbered first.. into pairs, on nthreads threads (join_batch waits for them). */
+/* Seals the pairs numbered first.. (up to needed) into pairs, on nthreads threads (join_batch waits). */
 static void seal_batch(sealer_t *sealers, pthread_t *threads, size_t nthreads, const identity_t *source,
-                       const identity_t *sink, pair_t *pairs, uint64_t first, int64_t t0)
+                       const identity_t *sink, pair_t *pairs, uint64_t first, uint64_t needed, int64_t t0)
 {
+    size_t n = first >= needed ? 0 : needed - first < BATCH ? (size_t)(needed - first) : BATCH;
     for (size_t i = 0; i < nthreads; i++) {
         sealers[i] = (sealer_t){.source = source,
                                 .sink = sink,
                                 .pairs = pairs,
-                                .from = BATCH * i / nthreads,
-                                .to = BATCH * (i + 1) / nthreads,
+                                .from = n * i / nthreads,
+                                .to = n * (i + 1) / nthreads,
                                 .first = first,
                                 .t0 = t0};
         if (pthread_create(&threads[i], NULL, seal_range, &sealers[i]) != 0) {
@@ -351,15 +352,16 @@ int main(int argc, char **argv)
     int64_t t = t0;
     uint64_t k = 0;
     ledger_t *l = store_ledger(store);
-    seal_batch(sealers, threads, nthreads, source, sink, pairs[0], 0, t0);
+    uint64_t needed = w.target / 7 + 1; /* pairs: seven leaves each */
+    seal_batch(sealers, threads, nthreads, source, sink, pairs[0], 0, needed, t0);
     join_batch(sealers, threads, nthreads);
     /* The last pair written may end part way: stopped brokers leave messages in flight too. A "submitted"
      * ACK and its "acked" are one step, as in the broker's transaction; the end leaves room for them. The
      * next batch is sealed while this one is written. */
-    for (int cur = 0; ledger_size(l) + 2 < w.target; cur = !cur) {
-        seal_batch(sealers, threads, nthreads, source, sink, pairs[!cur], k + BATCH, t0);
+    for (int cur = 0; k < needed && ledger_size(l) + 2 < w.target; cur = !cur) {
+        seal_batch(sealers, threads, nthreads, source, sink, pairs[!cur], k + BATCH, needed, t0);
         check(store_begin(store), "begin");
-        for (size_t i = 0; i < BATCH && ledger_size(l) + 2 < w.target; i++, k++) {
+        for (size_t i = 0; i < BATCH && k < needed && ledger_size(l) + 2 < w.target; i++, k++) {
             pair_t *p = &pairs[cur][i];
             t = pair_time(t0, k);
             /* Each step only while it fits: the export's leaf makes the last one. */
