@@ -508,13 +508,12 @@ static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
 }
 
 /* Runs fn over [0, n) split across every core: the calling thread takes the first slice. */
-typedef void (*slice_fn)(verifier_t *v, size_t from, size_t to, char *why, size_t whylen);
+typedef void (*slice_fn)(verifier_t *v, size_t from, size_t to);
 
 typedef struct {
     verifier_t *v;
     slice_fn fn;
     size_t from, to;
-    char why[600]; /* scratch: a slice's messages are made again in order by the caller */
 } slice_t;
 
 #define THREADS_MAX 16
@@ -522,7 +521,7 @@ typedef struct {
 static void *run_slice(void *arg)
 {
     slice_t *s = arg;
-    s->fn(s->v, s->from, s->to, s->why, sizeof s->why);
+    s->fn(s->v, s->from, s->to);
     return NULL;
 }
 
@@ -552,10 +551,11 @@ static void parallel(verifier_t *v, slice_fn fn, size_t n)
     }
 }
 
-static void check_headers_slice(verifier_t *v, size_t from, size_t to, char *why, size_t whylen)
+static void check_headers_slice(verifier_t *v, size_t from, size_t to)
 {
+    char why[600]; /* scratch: the message of a failure is made again in order (flush_headers) */
     for (size_t j = from; j < to; j++)
-        v->jobs[j]->header_rc = check_header(v->trust, v->jobs[j]->index, v->jobs[j]->e, why, whylen);
+        v->jobs[j]->header_rc = check_header(v->trust, v->jobs[j]->index, v->jobs[j]->e, why, sizeof why);
 }
 
 /* Checks the signed headers waiting, on every core (the cards do not change meanwhile); the first that
@@ -572,10 +572,8 @@ static rb_err flush_headers(verifier_t *v)
     return RB_OK;
 }
 
-static void parse_slice(verifier_t *v, size_t from, size_t to, char *why, size_t whylen)
+static void parse_slice(verifier_t *v, size_t from, size_t to)
 {
-    (void)why;
-    (void)whylen;
     for (size_t j = from; j < to; j++) {
         item_t *it = &v->items[j];
         const uint8_t *leaf = v->arena + it->offset;
@@ -585,10 +583,8 @@ static void parse_slice(verifier_t *v, size_t from, size_t to, char *why, size_t
 }
 
 /* Each event freed by the thread that parsed it: malloc frees fastest into its own arena. */
-static void free_slice(verifier_t *v, size_t from, size_t to, char *why, size_t whylen)
+static void free_slice(verifier_t *v, size_t from, size_t to)
 {
-    (void)why;
-    (void)whylen;
     for (size_t j = from; j < to; j++)
         if (v->items[j].e != NULL)
             rb__ledger_event__free_unpacked(v->items[j].e, NULL);
@@ -704,7 +700,7 @@ rb_err audit_verify(audit_export_t *x, bool signatures, audit_stats_t *stats, ch
         .x = x, .signatures = signatures, .stats = stats, .why = why, .whylen = whylen, .initialising = true};
     ledger_origin(&x->broker, v.origin);
     v.items = calloc(BATCH_LEAVES, sizeof *v.items);
-    v.jobs = calloc(BATCH_LEAVES, sizeof *v.jobs);
+    v.jobs = calloc(BATCH_LEAVES, sizeof(item_t *));
     rb_err rc = v.items != NULL && v.jobs != NULL ? trust_new(&v.trust) : RB_ERR_NOMEM;
     if (rc == RB_OK)
         rc = ledger_each_checkpoint(x->ledger, collect_checkpoint, &v.cps);
