@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -305,9 +306,27 @@ rb_err audit_write(ledger_t *l, uint64_t size, const char *broker_card, audit_fo
 
 /* --- verification ------------------------------------------------------------------------------------ */
 
+/* One leaf of a batch: read in order, parsed and hashed in parallel, then checked in order. */
+typedef struct {
+    uint64_t index;
+    size_t offset, len; /* its bytes in the batch's arena */
+    bool has_stored;    /* the export stores its leaf hash (ledger_nodes level 0) */
+    merkle_hash_t stored, hash;
+    Rb__LedgerEvent *e; /* NULL when it is not a canonical leaf (parse_rc says why) */
+    rb_err parse_rc;
+    rb_err header_rc; /* of its signed header's check, made in parallel (flush_headers) */
+} item_t;
+
 typedef struct {
     audit_export_t *x;
     bool signatures;
+    item_t *items; /* the batch */
+    size_t n_items;
+    uint8_t *arena;
+    size_t arena_len, arena_cap;
+    item_t **jobs; /* leaves of the batch whose signed header is yet to be checked */
+    size_t n_jobs;
+    item_t *current;
     audit_stats_t *stats;
     char *why;
     size_t whylen;
@@ -321,7 +340,8 @@ typedef struct {
     uint64_t verified_size; /* the size of the last checkpoint verified */
 } verifier_t;
 
-#define PROBLEM(v, ...) (snprintf((v)->why, (v)->whylen, __VA_ARGS__), RB_ERR_INVALID)
+#define PROBLEM_IN(why, whylen, ...) (snprintf((why), (whylen), __VA_ARGS__), RB_ERR_INVALID)
+#define PROBLEM(v, ...)              PROBLEM_IN((v)->why, (v)->whylen, __VA_ARGS__)
 
 static rb_err check_checkpoints(verifier_t *v)
 {
@@ -358,33 +378,38 @@ static bool same_bytes(ProtobufCBinaryData a, ProtobufCBinaryData b)
     return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
 }
 
-/* The signed header of a "submitted" or "acked" leaf. */
-static rb_err check_header(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
+/* The signed header of a "submitted" or "acked" leaf, against the cards registered before it. Read only:
+ * it runs on every core at once (flush_headers). */
+static rb_err check_header(const trust_t *trust, uint64_t i, const Rb__LedgerEvent *e, char *why,
+                           size_t whylen)
 {
     if (e->header_signature.len != RB_SIG_BYTES)
-        return PROBLEM(v, "leaf %" PRIu64 " (%s): no header signature", i, e->action);
+        return PROBLEM_IN(why, whylen, "leaf %" PRIu64 " (%s): no header signature", i, e->action);
     Rb__Header *h;
     card_t sender;
-    rb_err rc = envelope_verify_signed_header(v->trust, e->header.data, e->header.len,
-                                              e->header_signature.data, &h, &sender);
+    rb_err rc = envelope_verify_signed_header(trust, e->header.data, e->header.len, e->header_signature.data,
+                                              &h, &sender);
     if (rc != RB_OK)
-        return PROBLEM(v, "leaf %" PRIu64 " (%s): the sender's signed header does not verify: %s", i,
-                       e->action, rb_strerror(rc));
+        return PROBLEM_IN(why, whylen,
+                          "leaf %" PRIu64 " (%s): the sender's signed header does not verify: %s", i,
+                          e->action, rb_strerror(rc));
     bool acked = strcmp(e->action, "acked") == 0;
     const char *want_outcome = h->ack_status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "accepted" : "rejected";
     if (!same_bytes(acked ? h->ref_message_id : h->message_id, e->message_id))
-        rc =
-            PROBLEM(v, "leaf %" PRIu64 " (%s): message id is not the one in the signed header", i, e->action);
+        rc = PROBLEM_IN(why, whylen, "leaf %" PRIu64 " (%s): message id is not the one in the signed header",
+                        i, e->action);
     else if (strcmp(sender.name, e->party) != 0)
-        rc = PROBLEM(v, "leaf %" PRIu64 " (%s): party expected %s (the header's signer), found %s", i,
-                     e->action, sender.name, e->party);
+        rc = PROBLEM_IN(why, whylen,
+                        "leaf %" PRIu64 " (%s): party expected %s (the header's signer), found %s", i,
+                        e->action, sender.name, e->party);
     else if (acked && (h->kind != RB__KIND__KIND_ACK || strcmp(e->outcome, want_outcome) != 0))
-        rc = PROBLEM(v, "leaf %" PRIu64 " (acked): outcome expected %s (from the signed ACK), found %s", i,
-                     want_outcome, e->outcome);
-    else if (!acked && trust_revoked(v->trust, sender.key_id))
-        rc = PROBLEM(v, "leaf %" PRIu64 " (submitted): accepted after the sender's key was revoked", i);
+        rc = PROBLEM_IN(why, whylen,
+                        "leaf %" PRIu64 " (acked): outcome expected %s (from the signed ACK), found %s", i,
+                        want_outcome, e->outcome);
+    else if (!acked && trust_revoked(trust, sender.key_id))
+        rc = PROBLEM_IN(why, whylen,
+                        "leaf %" PRIu64 " (submitted): accepted after the sender's key was revoked", i);
     rb__header__free_unpacked(h, NULL);
-    v->stats->signatures++;
     return rc;
 }
 
@@ -415,9 +440,17 @@ static rb_err check_key_added(verifier_t *v, uint64_t i, const Rb__LedgerEvent *
     return RB_OK;
 }
 
+static rb_err flush_headers(verifier_t *v);
+
 static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
 {
     bool registration = strcmp(e->action, "party_registered") == 0;
+    /* The headers waiting for their check are checked against the cards as they are before this change. */
+    if (registration || strcmp(e->action, "key_added") == 0 || strcmp(e->action, "key_revoked") == 0) {
+        rb_err rc = flush_headers(v);
+        if (rc != RB_OK)
+            return rc;
+    }
     if (strcmp(e->action, "key_added") == 0) {
         rb_err rc = check_key_added(v, i, e);
         v->after_admin_ok = false;
@@ -447,8 +480,10 @@ static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
     v->after_admin_ok = strcmp(e->action, "admin") == 0 && strcmp(e->outcome, "ok") == 0;
     if (!v->signatures)
         return RB_OK;
-    if (strcmp(e->action, "submitted") == 0 || strcmp(e->action, "acked") == 0)
-        return check_header(v, i, e);
+    if (strcmp(e->action, "submitted") == 0 || strcmp(e->action, "acked") == 0) {
+        v->jobs[v->n_jobs++] = v->current; /* checked in parallel: flush_headers */
+        return RB_OK;
+    }
     if (strcmp(e->action, "admin") == 0 && strcmp(e->outcome, "ok") == 0) {
         const card_t *admin = trust_find_name(v->trust, e->party, (uint64_t)(e->at_ms / 1000));
         if (admin == NULL || admin->role != CARD_ROLE_ADMIN)
@@ -472,35 +507,190 @@ static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
     return RB_OK;
 }
 
-static rb_err verify_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t len)
+/* Runs fn over [0, n) split across every core: the calling thread takes the first slice. */
+typedef void (*slice_fn)(verifier_t *v, size_t from, size_t to);
+
+typedef struct {
+    verifier_t *v;
+    slice_fn fn;
+    size_t from, to;
+} slice_t;
+
+#define THREADS_MAX 16
+
+static void *run_slice(void *arg)
 {
-    verifier_t *v = ctx;
+    slice_t *s = arg;
+    s->fn(s->v, s->from, s->to);
+    return NULL;
+}
+
+static void parallel(verifier_t *v, slice_fn fn, size_t n)
+{
+    slice_t slices[THREADS_MAX];
+    pthread_t threads[THREADS_MAX];
+    bool started[THREADS_MAX] = {false};
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t k = cores < 1 ? 1 : cores > THREADS_MAX ? THREADS_MAX : (size_t)cores;
+    if (n < 64 * k)
+        k = 1; /* not worth a thread */
+    for (size_t i = 0; i < k; i++) {
+        slices[i].v = v;
+        slices[i].fn = fn;
+        slices[i].from = n * i / k;
+        slices[i].to = n * (i + 1) / k;
+    }
+    for (size_t i = 1; i < k; i++)
+        started[i] = pthread_create(&threads[i], NULL, run_slice, &slices[i]) == 0;
+    run_slice(&slices[0]);
+    for (size_t i = 1; i < k; i++) {
+        if (started[i])
+            pthread_join(threads[i], NULL);
+        else
+            run_slice(&slices[i]);
+    }
+}
+
+static void check_headers_slice(verifier_t *v, size_t from, size_t to)
+{
+    char why[600]; /* scratch: the message of a failure is made again in order (flush_headers) */
+    for (size_t j = from; j < to; j++)
+        v->jobs[j]->header_rc = check_header(v->trust, v->jobs[j]->index, v->jobs[j]->e, why, sizeof why);
+}
+
+/* Checks the signed headers waiting, on every core (the cards do not change meanwhile); the first that
+ * fails, in leaf order, is the problem, its message made again here. */
+static rb_err flush_headers(verifier_t *v)
+{
+    parallel(v, check_headers_slice, v->n_jobs);
+    size_t n = v->n_jobs;
+    v->n_jobs = 0;
+    for (size_t j = 0; j < n; j++)
+        if (v->jobs[j]->header_rc != RB_OK)
+            return check_header(v->trust, v->jobs[j]->index, v->jobs[j]->e, v->why, v->whylen);
+    v->stats->signatures += n;
+    return RB_OK;
+}
+
+static void parse_slice(verifier_t *v, size_t from, size_t to)
+{
+    for (size_t j = from; j < to; j++) {
+        item_t *it = &v->items[j];
+        const uint8_t *leaf = v->arena + it->offset;
+        it->parse_rc = ledger_parse_leaf(leaf, it->len, &it->e);
+        merkle_leaf_hash(leaf, it->len, &it->hash);
+    }
+}
+
+/* Each event freed by the thread that parsed it: malloc frees fastest into its own arena. */
+static void free_slice(verifier_t *v, size_t from, size_t to)
+{
+    for (size_t j = from; j < to; j++)
+        if (v->items[j].e != NULL)
+            rb__ledger_event__free_unpacked(v->items[j].e, NULL);
+}
+
+/* The checks of one leaf that need the leaves before it, in order. */
+static rb_err verify_item(verifier_t *v, item_t *it)
+{
+    uint64_t index = it->index;
     if (index != v->tree.size)
         return PROBLEM(v, "leaf %" PRIu64 " is missing (the next stored leaf is %" PRIu64 ")", v->tree.size,
                        index);
-    Rb__LedgerEvent *e;
-    rb_err rc = ledger_parse_leaf(leaf, len, &e);
-    if (rc != RB_OK)
+    if (it->parse_rc != RB_OK)
         return PROBLEM(v, "leaf %" PRIu64 ": not a canonical version-1 LedgerEvent (%s)", index,
-                       rb_strerror(rc));
-    if (e->index != index)
-        rc = PROBLEM(v, "leaf %" PRIu64 ": its index field says %" PRIu64 " (moved or reordered)", index,
-                     e->index);
-    else
-        rc = check_event(v, index, e);
-    rb__ledger_event__free_unpacked(e, NULL);
+                       rb_strerror(it->parse_rc));
+    if (it->e->index != index)
+        return PROBLEM(v, "leaf %" PRIu64 ": its index field says %" PRIu64 " (moved or reordered)", index,
+                       it->e->index);
+    v->current = it;
+    rb_err rc = check_event(v, index, it->e);
     if (rc != RB_OK)
         return rc;
-    merkle_hash_t hash, stored;
-    merkle_leaf_hash(leaf, len, &hash);
     /* An export's stored tree names the altered leaf exactly; the checkpoints catch it regardless. */
-    if (ledger_node(v->x->ledger, 0, index, &stored) == RB_OK && memcmp(hash.bytes, stored.bytes, 32) != 0)
+    if (it->has_stored && memcmp(it->hash.bytes, it->stored.bytes, MERKLE_HASH_BYTES) != 0)
         return PROBLEM(
             v, "leaf %" PRIu64 ": its bytes do not hash to the leaf hash stored with the export (altered)",
             index);
-    merkle_frontier_append(&v->tree, &hash, NULL, NULL);
+    merkle_frontier_append(&v->tree, &it->hash, NULL, NULL);
     v->stats->leaves++;
     return check_checkpoints(v);
+}
+
+/* Parses and hashes the batch on every core, checks it in order, then its signed headers on every core.
+ * A problem found in order is reported only after the headers before it, which may hold an earlier one. */
+static rb_err verify_batch(verifier_t *v)
+{
+    parallel(v, parse_slice, v->n_items);
+    rb_err rc = RB_OK;
+    for (size_t j = 0; rc == RB_OK && j < v->n_items; j++)
+        rc = verify_item(v, &v->items[j]);
+    rb_err headers = flush_headers(v);
+    if (headers != RB_OK)
+        rc = headers;
+    parallel(v, free_slice, v->n_items);
+    v->n_items = 0;
+    v->arena_len = 0;
+    return rc;
+}
+
+#define BATCH_LEAVES 8192
+#define LEVEL0_END   ((int64_t)1 << 48) /* ledger_nodes ids below it are the leaf hashes (ledger.c) */
+
+/* Adds one leaf to the batch, with its stored hash if the export has one (nodes steps through the leaf
+ * hashes in index order beside the leaves: one pass, no lookup per leaf). */
+static rb_err add_item(verifier_t *v, uint64_t index, const uint8_t *leaf, size_t len, sqlite3_stmt *nodes,
+                       int *node_step)
+{
+    if (v->arena_len + len > v->arena_cap) {
+        size_t cap = (v->arena_cap ? v->arena_cap * 2 : 1 << 22) + len;
+        uint8_t *arena = realloc(v->arena, cap);
+        if (arena == NULL)
+            return RB_ERR_NOMEM;
+        v->arena = arena;
+        v->arena_cap = cap;
+    }
+    item_t *it = &v->items[v->n_items++];
+    memset(it, 0, sizeof *it);
+    it->index = index;
+    it->offset = v->arena_len;
+    it->len = len;
+    if (len > 0)
+        memcpy(v->arena + v->arena_len, leaf, len);
+    v->arena_len += len;
+    while (*node_step == SQLITE_ROW && sqlite3_column_int64(nodes, 0) < (int64_t)index)
+        *node_step = sqlite3_step(nodes);
+    if (*node_step == SQLITE_ROW && sqlite3_column_int64(nodes, 0) == (int64_t)index &&
+        sqlite3_column_bytes(nodes, 1) == MERKLE_HASH_BYTES) {
+        it->has_stored = true;
+        memcpy(it->stored.bytes, sqlite3_column_blob(nodes, 1), MERKLE_HASH_BYTES);
+    }
+    return RB_OK;
+}
+
+static rb_err verify_leaves(verifier_t *v)
+{
+    sqlite3_stmt *leaves =
+        sqldb_prepare(v->x->db, "SELECT idx, leaf FROM ledger_leaves WHERE idx >= 0 ORDER BY idx", "");
+    sqlite3_stmt *nodes = sqldb_prepare(
+        v->x->db, "SELECT id, hash FROM ledger_nodes WHERE id >= 0 AND id < ? ORDER BY id", "i", LEVEL0_END);
+    rb_err rc = leaves != NULL && nodes != NULL ? RB_OK : RB_ERR_IO;
+    int step = SQLITE_DONE, node_step = nodes != NULL ? sqlite3_step(nodes) : SQLITE_DONE;
+    while (rc == RB_OK && (step = sqlite3_step(leaves)) == SQLITE_ROW) {
+        rc = add_item(v, (uint64_t)sqlite3_column_int64(leaves, 0), sqlite3_column_blob(leaves, 1),
+                      (size_t)sqlite3_column_bytes(leaves, 1), nodes, &node_step);
+        if (rc == RB_OK && v->n_items == BATCH_LEAVES)
+            rc = verify_batch(v);
+    }
+    if (rc == RB_OK && step != SQLITE_DONE)
+        rc = RB_ERR_IO;
+    if (rc == RB_OK && node_step != SQLITE_ROW && node_step != SQLITE_DONE)
+        rc = RB_ERR_IO;
+    if (rc == RB_OK)
+        rc = verify_batch(v);
+    sqlite3_finalize(leaves);
+    sqlite3_finalize(nodes);
+    return rc;
 }
 
 rb_err audit_verify(audit_export_t *x, bool signatures, audit_stats_t *stats, char *why, size_t whylen)
@@ -509,13 +699,15 @@ rb_err audit_verify(audit_export_t *x, bool signatures, audit_stats_t *stats, ch
     verifier_t v = {
         .x = x, .signatures = signatures, .stats = stats, .why = why, .whylen = whylen, .initialising = true};
     ledger_origin(&x->broker, v.origin);
-    rb_err rc = trust_new(&v.trust);
+    v.items = calloc(BATCH_LEAVES, sizeof *v.items);
+    v.jobs = calloc(BATCH_LEAVES, sizeof(item_t *));
+    rb_err rc = v.items != NULL && v.jobs != NULL ? trust_new(&v.trust) : RB_ERR_NOMEM;
     if (rc == RB_OK)
         rc = ledger_each_checkpoint(x->ledger, collect_checkpoint, &v.cps);
     if (rc == RB_OK)
         rc = check_checkpoints(&v); /* a checkpoint of the empty tree, if any */
     if (rc == RB_OK)
-        rc = ledger_each_leaf(x->ledger, 0, UINT64_MAX, verify_leaf, &v);
+        rc = verify_leaves(&v);
     if (rc == RB_OK && v.next_cp < v.cps.n)
         rc = PROBLEM(&v, "checkpoint of size %" PRIu64 ": beyond the %" PRIu64 " leaves of the export",
                      v.cps.sizes[v.next_cp], v.tree.size);
@@ -527,6 +719,9 @@ rb_err audit_verify(audit_export_t *x, bool signatures, audit_stats_t *stats, ch
         snprintf(why, whylen, "reading the export: %s", rb_strerror(rc));
     trust_free(&v.trust);
     checkpoints_free(&v.cps);
+    free(v.items);
+    free(v.jobs);
+    free(v.arena);
     return rc;
 }
 

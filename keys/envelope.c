@@ -55,16 +55,16 @@ static rb_err unpack_strict(const ProtobufCMessageDescriptor *desc, const uint8_
     if (has_unknown_fields(m) || protobuf_c_message_get_packed_size(m) != len) {
         rc = RB_ERR_MALFORMED;
     } else if (len > 0) {
-        /* Secret memory (guarded pages, a few system calls) only for plaintext: the broker re-packs every
-         * clear header it verifies. */
-        bool secret = alloc == wiping();
-        uint8_t *again = secret ? rbcrypto_secret_alloc(len) : malloc(len);
+        /* The copy is as secret as the message: wiped when it is plaintext (alloc is then the wiping
+         * allocator). Not sodium_malloc: its mmap, mprotect and mlock per call cost more than the signature
+         * check on every header the broker and referral-audit verify, and the message itself is not locked. */
+        uint8_t *again = alloc != NULL ? rbcrypto_wiping_malloc(len) : malloc(len);
         if (again == NULL)
             rc = RB_ERR_NOMEM;
         else if (protobuf_c_message_pack(m, again) != len || memcmp(again, bytes, len) != 0)
             rc = RB_ERR_MALFORMED;
-        if (secret)
-            rbcrypto_secret_free(again);
+        if (alloc != NULL)
+            rbcrypto_wiping_free(again);
         else
             free(again);
     }
