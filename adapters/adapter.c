@@ -353,58 +353,57 @@ static void disconnect(adapter_t *a, const char *why)
     client_close(&a->client);
 }
 
-/* Submits what has no receipt yet, one envelope a round trip (client_submit waits for each receipt). The
- * receipts and checkpoints of one pass are stored in one transaction: one fsync, not two a message. A
- * crash before it commits loses only receipts, and the broker answers a resubmission with the original
- * receipt. Returns how many were submitted. */
+/* Submits what has no receipt yet, up to CLIENT_BATCH_MAX envelopes at once (client_submit_all: one round
+ * trip, and one group commit at the broker, for all of them). Their receipts and checkpoints are stored in
+ * one transaction: one fsync, not two a message. A crash before it commits loses only receipts, and the
+ * broker answers a resubmission with the original receipt. Returns how many were submitted. */
 static int submit_outbox(adapter_t *a)
 {
-    int sent = 0;
-    bool batch = false;
-    for (; a->client != NULL && sent < 64; sent++) {
-        bool found;
-        msg_id_t id;
-        uint8_t *env;
-        size_t len;
-        if (astore_outbox_next_unreceipted(a->store, &found, &id, &env, &len) != RB_OK || !found)
-            break;
-        if (!batch)
-            batch = astore_begin(a->store) == RB_OK;
-        client_result_t r;
-        rb_err rc = client_submit(a->client, env, len, 5000, &r);
-        free(env);
+    msg_id_t ids[CLIENT_BATCH_MAX];
+    uint8_t *envs[CLIENT_BATCH_MAX];
+    size_t lens[CLIENT_BATCH_MAX], n;
+    if (a->client == NULL ||
+        astore_outbox_unreceipted(a->store, CLIENT_BATCH_MAX, ids, envs, lens, &n) != RB_OK || n == 0)
+        return 0;
+    client_result_t results[CLIENT_BATCH_MAX];
+    rb_err errors[CLIENT_BATCH_MAX];
+    client_submit_all(a->client, (const uint8_t *const *)envs, lens, n, 5000, results, errors);
+    keep_ledger(a);
+    bool batch = astore_begin(a->store) == RB_OK;
+    const char *lost = NULL; /* why the connection goes, if it does */
+    bool deferred = false;
+    for (size_t i = 0; i < n; i++) {
+        client_result_t *r = &results[i];
         char hex[33];
-        wire_id_hex(id.bytes, hex);
-        if (rc == RB_ERR_IO) {
-            disconnect(a, "no answer to a submission");
-            break;
-        }
-        if (rc != RB_OK) {
-            keep_ledger(a);
-            log_error("bad_receipt", "msg=%s error=%s detail=%s", hex, rb_strerror(rc), r.reason);
-            disconnect(a, "bad receipt");
-            break;
-        }
-        keep_ledger(a);
-        if (r.accepted) {
-            astore_outbox_receipted(a->store, &id, r.ledger_index, r.broker_ms, r.proof, client_clock_ms());
-            log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r.ledger_index);
-        } else if (r.code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
-                   r.code == RB__ERROR_CODE__ERROR_CODE_DISABLED) {
-            log_warn("submit_deferred", "msg=%s code=%s reason=%s", hex, wire_error_name(r.code), r.reason);
-            break; /* try again later */
+        wire_id_hex(ids[i].bytes, hex);
+        free(envs[i]);
+        if (errors[i] == RB_ERR_IO) {
+            lost = "no answer to a submission"; /* submitted again after reconnecting */
+        } else if (errors[i] != RB_OK) {
+            log_error("bad_receipt", "msg=%s error=%s detail=%s", hex, rb_strerror(errors[i]), r->reason);
+            lost = "bad receipt";
+        } else if (r->accepted) {
+            astore_outbox_receipted(a->store, &ids[i], r->ledger_index, r->broker_ms, r->proof,
+                                    client_clock_ms());
+            log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r->ledger_index);
+        } else if (r->code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
+                   r->code == RB__ERROR_CODE__ERROR_CODE_DISABLED) {
+            log_warn("submit_deferred", "msg=%s code=%s reason=%s", hex, wire_error_name(r->code), r->reason);
+            deferred = true;
         } else {
             char reason[300];
-            snprintf(reason, sizeof reason, "%s: %s", wire_error_name(r.code), r.reason);
-            astore_outbox_refused(a->store, &id, reason, client_clock_ms());
-            log_error("submit_refused", "msg=%s code=%s reason=%s", hex, wire_error_name(r.code), r.reason);
+            snprintf(reason, sizeof reason, "%s: %s", wire_error_name(r->code), r->reason);
+            astore_outbox_refused(a->store, &ids[i], reason, client_clock_ms());
+            log_error("submit_refused", "msg=%s code=%s reason=%s", hex, wire_error_name(r->code), r->reason);
         }
     }
     if (batch && astore_commit(a->store) != RB_OK) {
         astore_rollback(a->store);
-        log_error("receipts_not_stored", "count=%d", sent); /* submitted again, receipted again */
+        log_error("receipts_not_stored", "count=%zu", n); /* submitted again, receipted again */
     }
-    return sent;
+    if (lost != NULL)
+        disconnect(a, lost);
+    return deferred ? 0 : (int)n; /* a busy or full broker: the loop waits before the next try */
 }
 
 /* Takes what the broker delivers: stored in the inbox in one transaction, and only once that is committed

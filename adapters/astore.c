@@ -200,15 +200,36 @@ static rb_err next_envelope(sqlite3_stmt *st, bool *found, msg_id_t *id, uint8_t
     return rc;
 }
 
-rb_err astore_outbox_next_unreceipted(astore_t *s, bool *found, msg_id_t *id, uint8_t **env, size_t *len)
+rb_err astore_outbox_unreceipted(astore_t *s, size_t max, msg_id_t *ids, uint8_t **envs, size_t *lens,
+                                 size_t *n)
 {
-    return next_envelope(
-        sqldb_prepare(
-            s->db,
-            "SELECT message_id, envelope FROM outbox WHERE receipted_ms IS NULL AND refused IS NULL "
-            "ORDER BY queued_ms, rowid LIMIT 1",
-            ""),
-        found, id, env, len);
+    *n = 0;
+    sqlite3_stmt *st = sqldb_prepare(s->db,
+                                     "SELECT message_id, envelope FROM outbox WHERE receipted_ms IS NULL AND "
+                                     "refused IS NULL ORDER BY queued_ms, rowid LIMIT ?",
+                                     "i", (int64_t)max);
+    if (st == NULL)
+        return RB_ERR_IO;
+    rb_err rc = RB_OK;
+    int step;
+    while (rc == RB_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(st, 0) != MSG_ID_BYTES)
+            continue;
+        memcpy(ids[*n].bytes, sqlite3_column_blob(st, 0), MSG_ID_BYTES);
+        if ((envs[*n] = take_blob(st, 1, &lens[*n])) == NULL)
+            rc = RB_ERR_NOMEM;
+        else
+            (*n)++;
+    }
+    if (rc == RB_OK && step != SQLITE_DONE)
+        rc = RB_ERR_IO;
+    sqlite3_finalize(st);
+    if (rc != RB_OK) {
+        for (size_t i = 0; i < *n; i++)
+            free(envs[i]);
+        *n = 0;
+    }
+    return rc;
 }
 
 /* An UPDATE that must change one row: RB_ERR_USAGE when it changed none. */

@@ -51,8 +51,10 @@ rb_err astore_outbox_refused(astore_t *s, const msg_id_t *id, const char *reason
 rb_err astore_outbox_last_revision(astore_t *s, const char *agency, const char *rd_number,
                                    uint32_t *revision);
 
-/* The oldest envelope without a receipt; *found false when none. *env is the caller's (free()). */
-rb_err astore_outbox_next_unreceipted(astore_t *s, bool *found, msg_id_t *id, uint8_t **env, size_t *len);
+/* The oldest envelopes without a receipt, at most max, oldest first: *n of them. Each envs[i] is the
+ * caller's (free()). */
+rb_err astore_outbox_unreceipted(astore_t *s, size_t max, msg_id_t *ids, uint8_t **envs, size_t *lens,
+                                 size_t *n);
 /* Stores the receipt: the index of the broker's "submitted" leaf, its time and the tlog-proof. */
 rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t ledger_index, int64_t broker_ms,
                                const char *proof, int64_t now_ms);

@@ -26,6 +26,13 @@ typedef struct delivery {
     uint32_t attempt;
 } delivery_t;
 
+/* A submission waiting for its answer (client_submit_all). */
+typedef struct {
+    uint8_t id[MSG_ID_BYTES];
+    Rb__Frame *answer; /* its RECEIPT or ERROR, when it came */
+    unsigned order;    /* when it came, among the batch's answers */
+} awaited_t;
+
 struct client {
     void *ctx, *sock;
     card_t broker;        /* the broker's card: CURVE key and receipt signatures */
@@ -35,8 +42,12 @@ struct client {
     int64_t last_hello_ms;
     bool welcomed;
     delivery_t *head, *tail;  /* deliveries not yet taken by client_receive */
-    Rb__Frame *answer;        /* the RECEIPT, ERROR or ADMIN_REPLY awaited, when it came */
-    const uint8_t *awaiting;  /* message id a submission waits for, or NULL */
+    Rb__Frame *answer;        /* the ADMIN_REPLY (or ERROR) an admin request waits for, when it came */
+    bool awaiting_admin;      /* an admin request waits */
+    awaited_t *awaited;       /* the submissions waiting for their answers, */
+    size_t n_awaited;         /* how many, */
+    size_t n_answered;        /* how many have their answer, */
+    bool stray_error;         /* and whether an ERROR without a message id came that none can be told from */
     Rb__ErrorCode last_error; /* last unsolicited ERROR */
     char last_reason[256];
     client_ledger_t ledger; /* the broker's ledger as checked so far */
@@ -117,6 +128,18 @@ static rb_err take_update(client_t *c, const Rb__LedgerUpdate *u, char *why, siz
     return RB_OK;
 }
 
+/* Keeps f as the answer to the waiting submission id, if one waits for it. */
+static bool take_answer(client_t *c, const uint8_t *id, Rb__Frame *f)
+{
+    for (size_t i = 0; i < c->n_awaited; i++)
+        if (c->awaited[i].answer == NULL && memcmp(c->awaited[i].id, id, MSG_ID_BYTES) == 0) {
+            c->awaited[i].answer = f;
+            c->awaited[i].order = (unsigned)c->n_answered++;
+            return true;
+        }
+    return false;
+}
+
 /* Sorts one received frame. */
 static void take(client_t *c, Rb__Frame *f)
 {
@@ -147,19 +170,37 @@ static void take(client_t *c, Rb__Frame *f)
         c->tail = d;
         break;
     }
-    case RB__FRAME__BODY_RECEIPT:
+    case RB__FRAME__BODY_RECEIPT: {
+        /* Whose it is: the message id of the "submitted" leaf it carries. */
+        Rb__LedgerEvent *e = NULL;
+        bool taken = ledger_parse_leaf(f->receipt->leaf.data, f->receipt->leaf.len, &e) == RB_OK &&
+                     e->message_id.len == MSG_ID_BYTES && take_answer(c, e->message_id.data, f);
+        if (e != NULL)
+            rb__ledger_event__free_unpacked(e, NULL);
+        if (taken)
+            return;
+        break; /* an answer to a submission given up on (timed out): the resubmission gets it again */
+    }
     case RB__FRAME__BODY_ADMIN_REPLY:
-        if (c->answer == NULL) {
+        if (c->awaiting_admin && c->answer == NULL) {
             c->answer = f;
             return;
         }
         break;
     case RB__FRAME__BODY_ERROR:
-        if (c->awaiting != NULL && c->answer == NULL &&
-            (f->error->message_id.len == 0 || same_id(f->error->message_id, c->awaiting))) {
+        if (c->awaiting_admin && c->answer == NULL && f->error->message_id.len == 0) {
             c->answer = f;
             return;
         }
+        if (f->error->message_id.len == MSG_ID_BYTES && take_answer(c, f->error->message_id.data, f))
+            return;
+        if (f->error->message_id.len == 0 && c->n_awaited - c->n_answered == 1) {
+            for (size_t i = 0; i < c->n_awaited; i++) /* the one still waiting */
+                if (c->awaited[i].answer == NULL && take_answer(c, c->awaited[i].id, f))
+                    return;
+        }
+        if (f->error->message_id.len == 0 && c->n_awaited > c->n_answered)
+            c->stray_error = true;
         c->last_error = f->error->code;
         snprintf(c->last_reason, sizeof c->last_reason, "%s", f->error->reason);
         break;
@@ -214,6 +255,11 @@ static bool is_welcomed(const client_t *c)
 static bool has_answer(const client_t *c)
 {
     return c->answer != NULL;
+}
+
+static bool has_answers(const client_t *c)
+{
+    return c->n_answered == c->n_awaited || c->stray_error;
 }
 
 static bool has_delivery(const client_t *c)
@@ -337,45 +383,107 @@ static rb_err check_receipt(client_t *c, const Rb__Receipt *r, const uint8_t *id
     return rc;
 }
 
-rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms, client_result_t *result)
+/* One round of client_submit_all: sends the envelopes at `which` (count of them), waits for their answers
+ * until the deadline, and checks them in the order they came (each receipt's update proves from the
+ * checkpoint the one before left us holding). Sets results[] and errors[] of those sent. */
+static void submit_round(client_t *c, const uint8_t *const *envs, const size_t *lens, const size_t *which,
+                         size_t count, int64_t deadline, client_result_t *results, rb_err *errors)
 {
-    memset(result, 0, sizeof *result);
-    msg_id_t mid = {{0}};
-    envelope_peek_id(env, len, &mid); /* unparseable: the broker will say so */
-    const uint8_t *id = mid.bytes;
-    Rb__Frame f = RB__FRAME__INIT;
-    Rb__Submit sub = RB__SUBMIT__INIT;
-    sub.envelope = (ProtobufCBinaryData){len, (uint8_t *)env};
-    f.body_case = RB__FRAME__BODY_SUBMIT;
-    f.submit = &sub;
-    int64_t deadline = client_clock_ms() + timeout_ms;
-    rb_err rc;
-    /* A receipt whose update starts from a checkpoint the broker does not know we hold proves nothing yet:
-     * HELLO went out, and the same submission again (a duplicate gets the same receipt) comes back with the
-     * proof. Once: a broker that still does not know is answered as a bad receipt. */
-    for (int tries = 0; tries < 2; tries++) {
-        c->awaiting = id;
-        rc = send_frame(c, &f);
-        if (rc == RB_OK)
-            rc = pump(c, deadline, has_answer);
-        c->awaiting = NULL;
-        if (rc != RB_OK)
-            return rc;
-        Rb__Frame *a = c->answer;
-        c->answer = NULL;
+    awaited_t awaited[CLIENT_BATCH_MAX];
+    memset(awaited, 0, sizeof awaited);
+    c->awaited = awaited;
+    c->n_awaited = c->n_answered = 0;
+    c->stray_error = false;
+    rb_err sent = RB_OK;
+    for (size_t k = 0; k < count && sent == RB_OK; k++) {
+        size_t i = which[k];
+        memset(&results[i], 0, sizeof results[i]);
+        msg_id_t mid = {{0}};
+        envelope_peek_id(envs[i], lens[i], &mid); /* unparseable: the broker will say so */
+        memcpy(awaited[k].id, mid.bytes, MSG_ID_BYTES);
+        Rb__Frame f = RB__FRAME__INIT;
+        Rb__Submit sub = RB__SUBMIT__INIT;
+        sub.envelope = (ProtobufCBinaryData){lens[i], (uint8_t *)envs[i]};
+        f.body_case = RB__FRAME__BODY_SUBMIT;
+        f.submit = &sub;
+        if ((sent = send_frame(c, &f)) == RB_OK)
+            c->n_awaited++;
+    }
+    if (sent == RB_OK)
+        sent = pump(c, deadline, has_answers);
+    size_t by_arrival[CLIENT_BATCH_MAX], n_arrived = 0;
+    for (size_t k = 0; k < c->n_awaited; k++)
+        if (awaited[k].answer != NULL)
+            by_arrival[awaited[k].order] = k, n_arrived++;
+    for (size_t k = 0; k < count; k++) /* not sent, or no answer in time (or none that can be told apart) */
+        errors[which[k]] = c->stray_error ? RB_ERR_MALFORMED : sent != RB_OK ? sent : RB_ERR_IO;
+    for (size_t o = 0; o < n_arrived; o++) {
+        size_t k = by_arrival[o], i = which[k];
+        Rb__Frame *a = awaited[k].answer;
+        errors[i] = RB_OK;
         if (a->body_case == RB__FRAME__BODY_ERROR) {
-            result->code = a->error->code;
-            snprintf(result->reason, sizeof result->reason, "%s", a->error->reason);
-        } else if (a->body_case == RB__FRAME__BODY_RECEIPT) {
-            rc = check_receipt(c, a->receipt, id, env, len, result);
+            results[i].code = a->error->code;
+            snprintf(results[i].reason, sizeof results[i].reason, "%s", a->error->reason);
         } else {
-            rc = RB_ERR_MALFORMED;
+            errors[i] = check_receipt(c, a->receipt, awaited[k].id, envs[i], lens[i], &results[i]);
         }
         rb__frame__free_unpacked(a, NULL);
-        if (rc != RB_ERR_CONFLICT)
-            return rc;
     }
-    return RB_ERR_BAD_SIGNATURE;
+    c->awaited = NULL;
+    c->n_awaited = c->n_answered = 0;
+}
+
+rb_err client_submit_all(client_t *c, const uint8_t *const *envs, const size_t *lens, size_t n,
+                         int timeout_ms, client_result_t *results, rb_err *errors)
+{
+    if (n > CLIENT_BATCH_MAX)
+        return RB_ERR_USAGE;
+    int64_t deadline = client_clock_ms() + timeout_ms;
+    msg_id_t ids[CLIENT_BATCH_MAX];
+    size_t left[CLIENT_BATCH_MAX], n_left = n;
+    bool again[CLIENT_BATCH_MAX] = {false};
+    for (size_t i = 0; i < n; i++) {
+        memset(ids[i].bytes, 0, MSG_ID_BYTES);
+        envelope_peek_id(envs[i], lens[i], &ids[i]);
+        left[i] = i;
+    }
+    /* Rounds: in one, no message id twice, since answers are told apart by it (the same id on two envelopes
+     * is a conflict, answered in a later round). A receipt whose update starts from a checkpoint the broker
+     * does not know we hold proves nothing yet: HELLO went out, and the same submission in the next round (a
+     * duplicate gets the same receipt) comes back with the proof; once, then it is a bad receipt. */
+    while (n_left > 0) {
+        size_t round[CLIENT_BATCH_MAX], n_round = 0, kept = 0;
+        for (size_t k = 0; k < n_left; k++) {
+            bool repeated = false;
+            for (size_t j = 0; j < n_round && !repeated; j++)
+                repeated = memcmp(ids[round[j]].bytes, ids[left[k]].bytes, MSG_ID_BYTES) == 0;
+            if (repeated)
+                left[kept++] = left[k];
+            else
+                round[n_round++] = left[k];
+        }
+        submit_round(c, envs, lens, round, n_round, deadline, results, errors);
+        for (size_t j = 0; j < n_round; j++) {
+            size_t i = round[j];
+            if (errors[i] == RB_ERR_CONFLICT && !again[i]) {
+                again[i] = true;
+                left[kept++] = i;
+            } else if (errors[i] == RB_ERR_CONFLICT) {
+                errors[i] = RB_ERR_BAD_SIGNATURE;
+            }
+        }
+        n_left = kept;
+    }
+    rb_err first = RB_OK;
+    for (size_t i = 0; i < n && first == RB_OK; i++)
+        first = errors[i];
+    return first;
+}
+
+rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms, client_result_t *result)
+{
+    rb_err error;
+    return client_submit_all(c, &env, &len, 1, timeout_ms, result, &error);
 }
 
 rb_err client_receive(client_t *c, int timeout_ms, uint8_t **env, size_t *len, uint32_t *attempt)
@@ -425,13 +533,12 @@ rb_err client_admin(client_t *c, const identity_t *admin, const char *command, c
     Rb__Frame f = RB__FRAME__INIT;
     f.body_case = RB__FRAME__BODY_ADMIN_REQUEST;
     f.admin_request = &req;
-    static const uint8_t no_id[MSG_ID_BYTES];
-    c->awaiting = no_id; /* errors without a message id answer this request */
+    c->awaiting_admin = true; /* errors without a message id answer this request */
     rc = send_frame(c, &f);
     admin_request_clear(&req);
     if (rc == RB_OK)
         rc = pump(c, client_clock_ms() + timeout_ms, has_answer);
-    c->awaiting = NULL;
+    c->awaiting_admin = false;
     if (rc != RB_OK)
         return rc;
     Rb__Frame *a = c->answer;

@@ -51,6 +51,16 @@ typedef struct {
  * RB_ERR_BAD_SIGNATURE (reason says what) for a receipt that does not verify. */
 rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms, client_result_t *result);
 
+/* client_submit for up to CLIENT_BATCH_MAX envelopes at once: all are sent without waiting, so that one
+ * group commit at the broker answers them together, and their answers taken as they come, each checked as
+ * client_submit checks its one. results[i] and errors[i] are envs[i]'s: errors[i] is what client_submit
+ * would have returned for it (RB_ERR_IO: no answer within timeout_ms; RB_ERR_MALFORMED: the broker sent an
+ * ERROR without a message id, which cannot be told apart while several wait). Returns the first of
+ * errors[] that is not RB_OK, or RB_OK. */
+#define CLIENT_BATCH_MAX 64
+rb_err client_submit_all(client_t *c, const uint8_t *const *envs, const size_t *lens, size_t n,
+                         int timeout_ms, client_result_t *results, rb_err *errors);
+
 /* Waits up to timeout_ms for a delivery. On RB_OK *env (malloc'd, the caller frees it) holds the
  * envelope, *attempt the broker's attempt number. RB_ERR_IO on timeout. */
 rb_err client_receive(client_t *c, int timeout_ms, uint8_t **env, size_t *len, uint32_t *attempt);

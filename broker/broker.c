@@ -561,7 +561,11 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, veri
         rc = RB_ERR_KEY_REVOKED;
     }
     if (rc != RB_OK) {
-        refuse(b, s, error_for(rc), rb_strerror(rc), NULL);
+        /* Named by its message id when it has a readable one, so that a client with several submissions in
+         * flight can tell which was refused. */
+        msg_id_t peeked;
+        refuse(b, s, error_for(rc), rb_strerror(rc),
+               envelope_peek_id(env, len, &peeked) == RB_OK ? peeked.bytes : NULL);
         return;
     }
     const uint8_t *id = h->message_id.data;

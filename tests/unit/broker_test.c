@@ -397,6 +397,59 @@ static void never_confirmed_is_dead_lettered(void **state)
     harness_stop(&h);
 }
 
+/* Several submissions in flight on one connection (client_submit_all): each answer goes to its own envelope
+ * whatever order they come in: a duplicate of one stored before is answered at once, ahead of the group
+ * commit's receipts; a conflicting one and a tampered one are refused by message id. */
+static void submissions_in_flight_answered_each(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    client_t *cpd = harness_client(h, h->cpd, 0);
+    enum { N = 6 };
+    uint8_t *envs[N];
+    size_t lens[N];
+    msg_id_t ids[N];
+    for (int i = 0; i < N; i++)
+        envs[i] = harness_referral(h->cpd, h->sao, NULL, NULL, &lens[i], &ids[i]);
+    uint64_t stored = harness_submit_ok(cpd, envs[0], lens[0]); /* envs[0] again below: a duplicate */
+    /* envs[2]: the id of envs[1] on other bytes (a conflict); envs[3]: its ciphertext altered, so that the
+     * signed header's hash of it no longer matches */
+    Rb__Envelope *e = rb__envelope__unpack(NULL, lens[1], envs[1]);
+    Rb__Header *hd = rb__header__unpack(NULL, e->header.len, e->header.data);
+    Rb__Header copy = *hd;
+    later(&copy);
+    free(envs[2]);
+    assert_ok(envelope_pack(h->cpd, &copy, e->ciphertext.data, e->ciphertext.len, &envs[2], &lens[2]));
+    rb__header__free_unpacked(hd, NULL);
+    rb__envelope__free_unpacked(e, NULL);
+    envs[3][lens[3] - 1] ^= 1; /* the last byte: ciphertext */
+    const uint8_t *order[N] = {envs[1], envs[0], envs[2], envs[3], envs[4], envs[5]};
+    size_t order_lens[N] = {lens[1], lens[0], lens[2], lens[3], lens[4], lens[5]};
+    client_result_t r[N];
+    rb_err errors[N];
+    rb_err all = client_submit_all(cpd, order, order_lens, N, 10000, r, errors);
+    for (int i = 0; i < N; i++)
+        print_message("# %d: %s accepted=%d code=%d reason=%s\n", i, rb_strerror(errors[i]), r[i].accepted,
+                      r[i].code, r[i].reason);
+    assert_ok(all);
+    for (int i = 0; i < N; i++)
+        assert_ok(errors[i]);
+    assert_true(r[0].accepted); /* envs[1] */
+    assert_true(r[1].accepted); /* envs[0]: the same receipt as before */
+    assert_int_equal(r[1].ledger_index, stored);
+    assert_false(r[2].accepted); /* envs[2] */
+    assert_int_equal(r[2].code, RB__ERROR_CODE__ERROR_CODE_CONFLICT);
+    assert_false(r[3].accepted); /* envs[3] */
+    assert_int_equal(r[3].code, RB__ERROR_CODE__ERROR_CODE_BAD_SIGNATURE);
+    assert_true(r[4].accepted && r[5].accepted);
+    assert_true(r[4].ledger_index != r[5].ledger_index && r[0].ledger_index != r[4].ledger_index);
+    assert_int_equal(client_ledger(cpd)->alarms, 0);
+    for (int i = 0; i < N; i++)
+        free(envs[i]);
+    client_close(&cpd);
+    harness_stop(&h);
+}
+
 /* A broker restarted under a connected source (on the same port, before the source noticed any silence)
  * meets its next submission before any HELLO, so it does not know which checkpoint the source holds: the
  * receipt must still come back verified, with no ledger alarm, not as a bad signature. */
@@ -541,6 +594,7 @@ int main(void)
         cmocka_unit_test_teardown(garbage_and_oversize_frames, harness_teardown),
         cmocka_unit_test_teardown(sink_offline_then_back, harness_teardown),
         cmocka_unit_test_teardown(never_confirmed_is_dead_lettered, harness_teardown),
+        cmocka_unit_test_teardown(submissions_in_flight_answered_each, harness_teardown),
         cmocka_unit_test_teardown(restarted_broker_receipt_verifies, harness_teardown),
         cmocka_unit_test_teardown(kill_9_between_receipt_and_delivery, harness_teardown),
         cmocka_unit_test_teardown(ordering_within_a_case_key, harness_teardown),
