@@ -439,20 +439,20 @@ rb_err client_submit_all(client_t *c, const uint8_t *const *envs, const size_t *
     if (n > CLIENT_BATCH_MAX)
         return RB_ERR_USAGE;
     int64_t deadline = client_clock_ms() + timeout_ms;
-    msg_id_t ids[CLIENT_BATCH_MAX];
+    msg_id_t ids[CLIENT_BATCH_MAX] = {{{0}}};
     size_t left[CLIENT_BATCH_MAX], n_left = n;
     bool again[CLIENT_BATCH_MAX] = {false};
     for (size_t i = 0; i < n; i++) {
-        memset(ids[i].bytes, 0, MSG_ID_BYTES);
         envelope_peek_id(envs[i], lens[i], &ids[i]);
         left[i] = i;
+        errors[i] = RB_OK; /* each is set by its round */
     }
     /* Rounds: in one, no message id twice, since answers are told apart by it (the same id on two envelopes
      * is a conflict, answered in a later round). A receipt whose update starts from a checkpoint the broker
      * does not know we hold proves nothing yet: HELLO went out, and the same submission in the next round (a
      * duplicate gets the same receipt) comes back with the proof; once, then it is a bad receipt. */
     while (n_left > 0) {
-        size_t round[CLIENT_BATCH_MAX], n_round = 0, kept = 0;
+        size_t round[CLIENT_BATCH_MAX] = {0}, n_round = 0, kept = 0;
         for (size_t k = 0; k < n_left; k++) {
             bool repeated = false;
             for (size_t j = 0; j < n_round && !repeated; j++)
@@ -482,7 +482,7 @@ rb_err client_submit_all(client_t *c, const uint8_t *const *envs, const size_t *
 
 rb_err client_submit(client_t *c, const uint8_t *env, size_t len, int timeout_ms, client_result_t *result)
 {
-    rb_err error;
+    rb_err error = RB_OK;
     return client_submit_all(c, &env, &len, 1, timeout_ms, result, &error);
 }
 

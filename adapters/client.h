@@ -37,12 +37,12 @@ void client_close(client_t **client_p);
 
 /* What the broker said to a submission. */
 typedef struct {
-    bool accepted;              /* a verified receipt; otherwise code and reason say why not */
-    uint64_t ledger_index;      /* receipt: the index of the "submitted" leaf */
-    int64_t broker_ms;          /* receipt: when the broker stored it */
-    char proof[PROOF_TEXT_MAX]; /* receipt: the tlog-proof, to keep */
-    Rb__ErrorCode code;         /* refusal */
+    uint64_t ledger_index; /* receipt: the index of the "submitted" leaf */
+    int64_t broker_ms;     /* receipt: when the broker stored it */
+    Rb__ErrorCode code;    /* refusal */
+    bool accepted;         /* a verified receipt; otherwise code and reason say why not */
     char reason[256];
+    char proof[PROOF_TEXT_MAX]; /* receipt: the tlog-proof, to keep */
 } client_result_t;
 
 /* Submits an envelope and waits for its receipt or its refusal. A receipt is verified: the leaf is this

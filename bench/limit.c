@@ -280,12 +280,14 @@ int main(int argc, char **argv)
         if (o == 'd')
             dir = optarg;
         else if (o == 'c')
-            cores = atof(optarg);
+            cores = strtod(optarg, NULL);
         else if (o == 'g')
-            batch = atof(optarg);
+            batch = strtod(optarg, NULL);
         else
             return fprintf(stderr, "usage: limit [--dir DIR] [--cores N] [--batch G]\n"), 2;
     }
+    if (!(cores >= 1 && batch >= 1))
+        return fprintf(stderr, "limit: --cores and --batch take a number, at least 1\n"), 2;
     check(rbcrypto_init(), "libsodium");
     crypto_t c = {0};
     check(identity_generate(&c.source, "cpd-rms", CARD_ROLE_SOURCE, "ILCPD0000", (uint64_t)time(NULL),

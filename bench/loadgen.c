@@ -93,8 +93,8 @@ static client_t *connect_as(const identity_t *who, uint32_t credit)
 
 static size_t id_hash(const uint8_t id[MSG_ID_BYTES])
 {
-    uint64_t h; /* the id's random tail */
-    memcpy(&h, id + MSG_ID_BYTES - sizeof h, sizeof h);
+    uint64_t h; /* the last 8 of the id's 16 bytes: random */
+    memcpy(&h, &id[8], sizeof h);
     return (size_t)(h % g.slots);
 }
 
@@ -329,11 +329,16 @@ static double cpu_s(int pid)
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* fields after the command name: state is field 3, utime 14, stime 15 */
-    unsigned long long ut = 0, st = 0;
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    /* The fields after the command name, from field 3 (state): utime is field 14, stime 15. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
         return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    unsigned long long ticks = 0;
+    int field = 2;
+    for (char *tok = strtok(p + 1, " "); tok != NULL; tok = strtok(NULL, " "))
+        if (++field == 14 || field == 15)
+            ticks += strtoull(tok, NULL, 10);
+    return field >= 15 ? (double)ticks / (double)sysconf(_SC_CLK_TCK) : -1;
 }
 
 /* This process's CPU seconds so far: the clients' share of the machine. */
@@ -354,12 +359,11 @@ static void rss_mb(int pid, double *now, double *peak)
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return;
-    long kb;
     while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
-            *now = (double)kb / 1024;
-        if (sscanf(line, "VmHWM: %ld", &kb) == 1)
-            *peak = (double)kb / 1024;
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            *now = strtod(line + 6, NULL) / 1024; /* "VmRSS:   14848 kB" */
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            *peak = strtod(line + 6, NULL) / 1024;
     }
     fclose(f);
 }
@@ -381,7 +385,7 @@ static double closed_loop(void)
 {
     client_t *sink = connect_as(g.sink, SINK_CREDIT), *source = connect_as(g.source, SINK_CREDIT);
     int ackers = g.connections;
-    pthread_t rx[2], *tx = calloc((size_t)(g.connections + ackers), sizeof *tx);
+    pthread_t rx[2], *tx = calloc((size_t)g.connections + (size_t)ackers, sizeof *tx);
     g.start = now_s() + 0.05;
     pthread_create(&rx[0], NULL, sink_receiver, sink);
     pthread_create(&rx[1], NULL, source_receiver, source);
@@ -437,6 +441,19 @@ static void *fill_submitter(void *arg)
     return NULL;
 }
 
+static void usage(void);
+
+/* An option's number: all of it a number within [min, max], else usage. */
+static double number(const char *text, double min, double max)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno != 0 || end == text || *end != '\0' || v < min || v > max)
+        usage();
+    return v;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -476,22 +493,22 @@ int main(int argc, char **argv)
             sink = optarg;
             break;
         case 'n':
-            g.count = strtoull(optarg, NULL, 10);
+            g.count = (size_t)number(optarg, 1, 1e8);
             break;
         case 'C':
-            g.connections = atoi(optarg);
+            g.connections = (int)number(optarg, 1, 128);
             break;
         case 'z':
-            g.size = strtoull(optarg, NULL, 10);
+            g.size = (size_t)number(optarg, 1024, 512 * 1024);
             break;
         case 'r':
-            g.rate = atof(optarg);
+            g.rate = number(optarg, 1, 1e6);
             break;
         case 'S':
-            seconds = atof(optarg);
+            seconds = number(optarg, 1, 3600);
             break;
         case 'p':
-            pid = atoi(optarg);
+            pid = (int)number(optarg, 1, 1 << 22);
             break;
         default:
             usage();

@@ -39,10 +39,10 @@ static int is_json(const struct dirent *e)
     return e->d_name[0] != '.' && n > 5 && strcmp(e->d_name + n - 5, ".json") == 0;
 }
 
-static int fail(const char *what, const char *path)
+static _Noreturn void fail(const char *what, const char *path)
 {
     fprintf(stderr, "pipeline_drop: %s %s: %s\n", what, path, strerror(errno));
-    return 1;
+    exit(1);
 }
 
 int main(int argc, char **argv)
@@ -52,15 +52,15 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *staging = argv[1], *drop = argv[2];
-    double rate = argc == 5 ? atof(argv[4]) : 0;
+    double rate = argc == 5 ? strtod(argv[4], NULL) : 0;
     struct dirent **names;
     int n = scandir(staging, &names, is_json, by_name);
     if (n <= 0)
-        return fail("no exports in", staging);
+        fail("no exports in", staging);
     staged_t *files = calloc((size_t)n, sizeof *files);
     int64_t *dropped = calloc((size_t)n, sizeof *dropped);
     if (files == NULL || dropped == NULL)
-        return fail("out of memory for", staging);
+        fail("out of memory for", staging);
     char path[4096], part[4200];
     for (int i = 0; i < n; i++) {
         snprintf(files[i].name, sizeof files[i].name, "%s", names[i]->d_name);
@@ -68,12 +68,12 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "%s/%s", staging, files[i].name);
         FILE *f = fopen(path, "rb");
         if (f == NULL || fseek(f, 0, SEEK_END) != 0)
-            return fail("cannot read", path);
+            fail("cannot read", path);
         long size = ftell(f);
         rewind(f);
         files[i].data = malloc((size_t)size + 1);
         if (files[i].data == NULL || size < 0 || fread(files[i].data, 1, (size_t)size, f) != (size_t)size)
-            return fail("cannot read", path);
+            fail("cannot read", path);
         files[i].len = (size_t)size;
         fclose(f);
     }
@@ -91,14 +91,14 @@ int main(int argc, char **argv)
         snprintf(part, sizeof part, "%s.part", path);
         FILE *f = fopen(part, "wb");
         if (f == NULL || fwrite(files[i].data, 1, files[i].len, f) != files[i].len || fclose(f) != 0)
-            return fail("cannot write", part);
+            fail("cannot write", part);
         if (rename(part, path) != 0)
-            return fail("cannot rename", part);
+            fail("cannot rename", part);
         dropped[i] = realtime_ns();
     }
     FILE *out = fopen(argv[3], "w");
     if (out == NULL)
-        return fail("cannot write", argv[3]);
+        fail("cannot write", argv[3]);
     for (int i = 0; i < n; i++) {
         fprintf(out, "%s %lld\n", files[i].name, (long long)dropped[i]);
         free(files[i].data);

@@ -149,16 +149,19 @@ static bool take_string(cursor_t *c, char *out, size_t max)
  * same bytes get the same verdict, so a card that verified once need not be verified again. Per thread, so
  * that no lock is needed. */
 #define VERIFIED_CARDS 64
-static _Thread_local struct {
+/* cppcheck does not see the members used through the _Thread_local array below. */
+typedef struct {
+    // cppcheck-suppress unusedStructMember
     uint8_t bytes[CARD_PACKED_MAX];
+    // cppcheck-suppress unusedStructMember
     size_t len;
-} verified[VERIFIED_CARDS];
-static _Thread_local size_t n_verified;
+} verified_card_t;
+static _Thread_local verified_card_t verified[VERIFIED_CARDS];
+static _Thread_local size_t n_verified; /* cards remembered so far (the slots are reused round-robin) */
 
 static bool verified_before(const uint8_t *bytes, size_t len)
 {
-    size_t n = n_verified < VERIFIED_CARDS ? n_verified : VERIFIED_CARDS;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n_verified && i < VERIFIED_CARDS; i++)
         if (verified[i].len == len && memcmp(verified[i].bytes, bytes, len) == 0)
             return true;
     return false;
