@@ -383,11 +383,13 @@ static rb_err check_receipt(client_t *c, const Rb__Receipt *r, const uint8_t *id
     return rc;
 }
 
-/* One round of client_submit_all: sends the envelopes at `which` (count of them), waits for their answers
- * until the deadline, and checks them in the order they came (each receipt's update proves from the
- * checkpoint the one before left us holding). Sets results[] and errors[] of those sent. */
-static void submit_round(client_t *c, const uint8_t *const *envs, const size_t *lens, const size_t *which,
-                         size_t count, int64_t deadline, client_result_t *results, rb_err *errors)
+/* One round of client_submit_all: sends the envelopes at `which` (count of them; ids[i] is envs[i]'s message
+ * id), waits for their answers until the deadline, and checks them in the order they came (each receipt's
+ * update proves from the checkpoint the one before left us holding). Sets results[] and errors[] of those
+ * sent. */
+static void submit_round(client_t *c, const uint8_t *const *envs, const size_t *lens, const msg_id_t *ids,
+                         const size_t *which, size_t count, int64_t deadline, client_result_t *results,
+                         rb_err *errors)
 {
     awaited_t awaited[CLIENT_BATCH_MAX];
     memset(awaited, 0, sizeof awaited);
@@ -398,9 +400,7 @@ static void submit_round(client_t *c, const uint8_t *const *envs, const size_t *
     for (size_t k = 0; k < count && sent == RB_OK; k++) {
         size_t i = which[k];
         memset(&results[i], 0, sizeof results[i]);
-        msg_id_t mid = {{0}};
-        envelope_peek_id(envs[i], lens[i], &mid); /* unparseable: the broker will say so */
-        memcpy(awaited[k].id, mid.bytes, MSG_ID_BYTES);
+        memcpy(awaited[k].id, ids[i].bytes, MSG_ID_BYTES);
         Rb__Frame f = RB__FRAME__INIT;
         Rb__Submit sub = RB__SUBMIT__INIT;
         sub.envelope = (ProtobufCBinaryData){lens[i], (uint8_t *)envs[i]};
@@ -443,7 +443,7 @@ rb_err client_submit_all(client_t *c, const uint8_t *const *envs, const size_t *
     size_t left[CLIENT_BATCH_MAX], n_left = n;
     bool again[CLIENT_BATCH_MAX] = {false};
     for (size_t i = 0; i < n; i++) {
-        envelope_peek_id(envs[i], lens[i], &ids[i]);
+        envelope_peek_id(envs[i], lens[i], &ids[i]); /* unparseable: the broker will say so */
         left[i] = i;
         errors[i] = RB_OK; /* each is set by its round */
     }
@@ -462,7 +462,7 @@ rb_err client_submit_all(client_t *c, const uint8_t *const *envs, const size_t *
             else
                 round[n_round++] = left[k];
         }
-        submit_round(c, envs, lens, round, n_round, deadline, results, errors);
+        submit_round(c, envs, lens, ids, round, n_round, deadline, results, errors);
         for (size_t j = 0; j < n_round; j++) {
             size_t i = round[j];
             if (errors[i] == RB_ERR_CONFLICT && !again[i]) {
