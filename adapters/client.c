@@ -6,6 +6,7 @@
 #include "client.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,13 +35,14 @@ typedef struct {
 } awaited_t;
 
 struct client {
-    void *ctx, *sock;
+    void *sock;
     card_t broker;        /* the broker's card: CURVE key and receipt signatures */
     uint32_t credit;      /* announced in HELLO */
     int64_t heartbeat_ms; /* from WELCOME */
     int64_t last_rx_ms, last_tx_ms;
     int64_t last_hello_ms;
     bool welcomed;
+    bool has_context;         /* holds a use of the process's context */
     delivery_t *head, *tail;  /* deliveries not yet taken by client_receive */
     Rb__Frame *answer;        /* the ADMIN_REPLY (or ERROR) an admin request waits for, when it came */
     bool awaiting_admin;      /* an admin request waits */
@@ -53,6 +55,35 @@ struct client {
     client_ledger_t ledger; /* the broker's ledger as checked so far */
     checkpoint_t held;      /* ledger.note, parsed */
 };
+
+/* One ZeroMQ context for all of a process's connections: each context runs its own I/O thread, and a
+ * process with many connections (the bench's load generator has 32) would keep as many threads waking on
+ * two cores. The last connection closed ends it, so nothing is left for leak checkers. */
+static pthread_mutex_t context_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *context;
+static unsigned context_users;
+
+static void *context_take(void)
+{
+    pthread_mutex_lock(&context_lock);
+    if (context == NULL)
+        context = zmq_ctx_new();
+    void *ctx = context;
+    if (ctx != NULL)
+        context_users++;
+    pthread_mutex_unlock(&context_lock);
+    return ctx;
+}
+
+static void context_release(void)
+{
+    pthread_mutex_lock(&context_lock);
+    if (--context_users == 0) {
+        zmq_ctx_term(context);
+        context = NULL;
+    }
+    pthread_mutex_unlock(&context_lock);
+}
 
 int64_t client_clock_ms(void)
 {
@@ -289,8 +320,9 @@ rb_err client_connect(client_t **out, const char *endpoint, const identity_t *me
     }
     c->credit = credit;
     c->heartbeat_ms = 1000;
-    c->ctx = zmq_ctx_new();
-    c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_DEALER) : NULL;
+    void *ctx = context_take();
+    c->has_context = ctx != NULL;
+    c->sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
     int zero = 0, reconnect_max = 5000;
     rb_err rc = RB_ERR_IO;
     if (c->sock != NULL && zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero) == 0 &&
@@ -330,8 +362,8 @@ void client_close(client_t **client_p)
         rb__frame__free_unpacked(c->answer, NULL);
     if (c->sock)
         zmq_close(c->sock);
-    if (c->ctx)
-        zmq_ctx_term(c->ctx);
+    if (c->has_context)
+        context_release();
     free(c);
     *client_p = NULL;
 }
