@@ -27,11 +27,15 @@ typedef struct delivery {
     uint32_t attempt;
 } delivery_t;
 
-/* A submission waiting for its answer (client_submit_all). */
+/* A submission waiting for its answer (client_submit_all): checked the moment it comes, so that receipts
+ * and WELCOMEs move the checkpoint held in the order the broker sent them. */
 typedef struct {
     uint8_t id[MSG_ID_BYTES];
-    Rb__Frame *answer; /* its RECEIPT or ERROR, when it came */
-    unsigned order;    /* when it came, among the batch's answers */
+    const uint8_t *env; /* the envelope submitted */
+    size_t len;
+    client_result_t *result; /* where its answer goes */
+    rb_err *error;
+    bool answered;
 } awaited_t;
 
 struct client {
@@ -159,15 +163,27 @@ static rb_err take_update(client_t *c, const Rb__LedgerUpdate *u, char *why, siz
     return RB_OK;
 }
 
-/* Keeps f as the answer to the waiting submission id, if one waits for it. */
-static bool take_answer(client_t *c, const uint8_t *id, Rb__Frame *f)
+static rb_err check_receipt(client_t *c, const Rb__Receipt *r, const uint8_t *id, const uint8_t *env,
+                            size_t len, client_result_t *result);
+
+/* Takes f (a RECEIPT or an ERROR) as the answer to the waiting submission id, if one waits for it. */
+static bool take_answer(client_t *c, const uint8_t *id, const Rb__Frame *f)
 {
-    for (size_t i = 0; i < c->n_awaited; i++)
-        if (c->awaited[i].answer == NULL && memcmp(c->awaited[i].id, id, MSG_ID_BYTES) == 0) {
-            c->awaited[i].answer = f;
-            c->awaited[i].order = (unsigned)c->n_answered++;
-            return true;
+    for (size_t i = 0; i < c->n_awaited; i++) {
+        awaited_t *a = &c->awaited[i];
+        if (a->answered || memcmp(a->id, id, MSG_ID_BYTES) != 0)
+            continue;
+        a->answered = true;
+        c->n_answered++;
+        *a->error = RB_OK;
+        if (f->body_case == RB__FRAME__BODY_RECEIPT) {
+            *a->error = check_receipt(c, f->receipt, a->id, a->env, a->len, a->result);
+        } else {
+            a->result->code = f->error->code;
+            snprintf(a->result->reason, sizeof a->result->reason, "%s", f->error->reason);
         }
+        return true;
+    }
     return false;
 }
 
@@ -204,13 +220,12 @@ static void take(client_t *c, Rb__Frame *f)
     case RB__FRAME__BODY_RECEIPT: {
         /* Whose it is: the message id of the "submitted" leaf it carries. */
         Rb__LedgerEvent *e = NULL;
-        bool taken = ledger_parse_leaf(f->receipt->leaf.data, f->receipt->leaf.len, &e) == RB_OK &&
-                     e->message_id.len == MSG_ID_BYTES && take_answer(c, e->message_id.data, f);
+        if (ledger_parse_leaf(f->receipt->leaf.data, f->receipt->leaf.len, &e) == RB_OK &&
+            e->message_id.len == MSG_ID_BYTES)
+            take_answer(c, e->message_id.data, f); /* else one given up on: the resubmission gets it again */
         if (e != NULL)
             rb__ledger_event__free_unpacked(e, NULL);
-        if (taken)
-            return;
-        break; /* an answer to a submission given up on (timed out): the resubmission gets it again */
+        break;
     }
     case RB__FRAME__BODY_ADMIN_REPLY:
         if (c->awaiting_admin && c->answer == NULL) {
@@ -224,11 +239,13 @@ static void take(client_t *c, Rb__Frame *f)
             return;
         }
         if (f->error->message_id.len == MSG_ID_BYTES && take_answer(c, f->error->message_id.data, f))
-            return;
+            break;
         if (f->error->message_id.len == 0 && c->n_awaited - c->n_answered == 1) {
-            for (size_t i = 0; i < c->n_awaited; i++) /* the one still waiting */
-                if (c->awaited[i].answer == NULL && take_answer(c, c->awaited[i].id, f))
-                    return;
+            bool taken = false;
+            for (size_t i = 0; i < c->n_awaited && !taken; i++) /* the one still waiting */
+                taken = !c->awaited[i].answered && take_answer(c, c->awaited[i].id, f);
+            if (taken)
+                break;
         }
         if (f->error->message_id.len == 0 && c->n_awaited > c->n_answered)
             c->stray_error = true;
@@ -416,9 +433,8 @@ static rb_err check_receipt(client_t *c, const Rb__Receipt *r, const uint8_t *id
 }
 
 /* One round of client_submit_all: sends the envelopes at `which` (count of them; ids[i] is envs[i]'s message
- * id), waits for their answers until the deadline, and checks them in the order they came (each receipt's
- * update proves from the checkpoint the one before left us holding). Sets results[] and errors[] of those
- * sent. */
+ * id) and waits for their answers until the deadline, each checked as it comes (take_answer). Sets
+ * results[] and errors[] of those sent. */
 static void submit_round(client_t *c, const uint8_t *const *envs, const size_t *lens, const msg_id_t *ids,
                          const size_t *which, size_t count, int64_t deadline, client_result_t *results,
                          rb_err *errors)
@@ -432,6 +448,8 @@ static void submit_round(client_t *c, const uint8_t *const *envs, const size_t *
     for (size_t k = 0; k < count && sent == RB_OK; k++) {
         size_t i = which[k];
         memset(&results[i], 0, sizeof results[i]);
+        errors[i] = RB_ERR_IO; /* until its answer comes */
+        awaited[k] = (awaited_t){.env = envs[i], .len = lens[i], .result = &results[i], .error = &errors[i]};
         memcpy(awaited[k].id, ids[i].bytes, MSG_ID_BYTES);
         Rb__Frame f = RB__FRAME__INIT;
         Rb__Submit sub = RB__SUBMIT__INIT;
@@ -443,24 +461,9 @@ static void submit_round(client_t *c, const uint8_t *const *envs, const size_t *
     }
     if (sent == RB_OK)
         sent = pump(c, deadline, has_answers);
-    size_t by_arrival[CLIENT_BATCH_MAX], n_arrived = 0;
-    for (size_t k = 0; k < c->n_awaited; k++)
-        if (awaited[k].answer != NULL)
-            by_arrival[awaited[k].order] = k, n_arrived++;
     for (size_t k = 0; k < count; k++) /* not sent, or no answer in time (or none that can be told apart) */
-        errors[which[k]] = c->stray_error ? RB_ERR_MALFORMED : sent != RB_OK ? sent : RB_ERR_IO;
-    for (size_t o = 0; o < n_arrived; o++) {
-        size_t k = by_arrival[o], i = which[k];
-        Rb__Frame *a = awaited[k].answer;
-        errors[i] = RB_OK;
-        if (a->body_case == RB__FRAME__BODY_ERROR) {
-            results[i].code = a->error->code;
-            snprintf(results[i].reason, sizeof results[i].reason, "%s", a->error->reason);
-        } else {
-            errors[i] = check_receipt(c, a->receipt, awaited[k].id, envs[i], lens[i], &results[i]);
-        }
-        rb__frame__free_unpacked(a, NULL);
-    }
+        if (k >= c->n_awaited || !awaited[k].answered)
+            errors[which[k]] = c->stray_error ? RB_ERR_MALFORMED : sent != RB_OK ? sent : RB_ERR_IO;
     c->awaited = NULL;
     c->n_awaited = c->n_answered = 0;
 }
