@@ -21,6 +21,7 @@
 #include "keyfile.h"
 #include "log.h"
 #include "pbjson.h"
+#include "publish.h"
 #include "rbcrypto.h"
 #include "referral_rules.h"
 #include "wire.h"
@@ -46,6 +47,9 @@ struct adapter {
 static const char *const adapter_keys[] = {
     "connector", "secret", "previous_secret",     "broker",          "broker_card", "trust",
     "recipient", "data",   "receipt_deadline_ms", "ack_deadline_ms", NULL};
+
+/* referral-publish's settings (docs/PUBLISHING.md). */
+static const char *const publish_keys[] = {"threshold", "areas", NULL};
 
 static rb_err reapply_notice(void *ctx, const uint8_t *bytes, size_t len);
 
@@ -84,9 +88,10 @@ static rb_err load_config(const char *path, settings_t **cfg, const connector_op
         snprintf(err, errlen, "[adapter] connector: no connector named '%s'", name);
         return RB_ERR_USAGE;
     }
-    const char *sections[] = {"adapter", (*ops)->name, NULL};
+    const char *sections[] = {"adapter", (*ops)->name, "publish", NULL};
     if ((rc = settings_check_sections(*cfg, sections, err, errlen)) != RB_OK ||
         (rc = settings_check(*cfg, "adapter", adapter_keys, err, errlen)) != RB_OK ||
+        (rc = settings_check(*cfg, "publish", publish_keys, err, errlen)) != RB_OK ||
         (rc = settings_check(*cfg, (*ops)->name, (*ops)->settings, err, errlen)) != RB_OK)
         return rc;
     if ((*data = required(*cfg, "data", err, errlen)) == NULL)
@@ -297,7 +302,11 @@ rb_err adapter_accept_referral(adapter_t *a, const char *json, size_t len, const
     envelope_params_t p = {.kind = kind, .ref = has_ref ? &ref : NULL, .case_key = case_key, .created_ms = t};
     if ((rc = envelope_seal(a->me, to, &p, body, body_len, id, &env, &env_len)) != RB_OK)
         goto done;
-    rc = astore_outbox_add(a->store, id, kind, env, env_len, &content, body_sha, source, t);
+    char *facts = publish_facts(r);
+    rc = facts == NULL
+             ? RB_ERR_NOMEM
+             : astore_outbox_add(a->store, id, kind, env, env_len, &content, body_sha, source, facts, t);
+    free(facts);
     if (rc == RB_OK) {
         char hex[33];
         wire_id_hex(id->bytes, hex);
@@ -478,7 +487,7 @@ static rb_err queue_ack(adapter_t *a, const envelope_opened_t *o, bool accepted,
     size_t env_len;
     rb_err rc = envelope_seal(a->me, &o->sender, &p, body, body_len, &id, &env, &env_len);
     if (rc == RB_OK)
-        rc = astore_outbox_add(a->store, &id, RB__KIND__KIND_ACK, env, env_len, NULL, NULL, "ack",
+        rc = astore_outbox_add(a->store, &id, RB__KIND__KIND_ACK, env, env_len, NULL, NULL, "ack", NULL,
                                ack.decided_ms);
     free(body);
     free(env);
@@ -769,6 +778,44 @@ rb_err adapter_status(const char *config_path, const char *message_id_hex, char 
                    c.inbox_waiting, c.filed, c.refused, c.checkpoints, c.ledger_alarms, c.last_alarm);
     }
     astore_close(&store);
+    settings_free(&cfg);
+    return rc;
+}
+
+rb_err adapter_publish(const char *config_path, const char *dir, const char *as_of, publish_report_t *report,
+                       char *err, size_t errlen)
+{
+    settings_t *cfg = NULL;
+    const connector_ops_t *ops;
+    const char *data, *secret = NULL;
+    identity_t *me = NULL;
+    astore_t *store = NULL;
+    int64_t threshold = 0;
+    rb_err rc = load_config(config_path, &cfg, &ops, &data, err, errlen);
+    if (rc == RB_OK && (secret = required(cfg, "secret", err, errlen)) == NULL)
+        rc = RB_ERR_USAGE;
+    if (rc == RB_OK)
+        rc = settings_int(cfg, "publish", "threshold", 5, 2, 1000000, &threshold, err, errlen);
+    if (rc == RB_OK && ops->role != CARD_ROLE_SOURCE) {
+        snprintf(err, errlen, "connector %s receives referrals: only a source (the police side) publishes",
+                 ops->name);
+        rc = RB_ERR_USAGE;
+    }
+    if (rc == RB_OK && (rc = identity_load(&me, secret, NULL, 0)) != RB_OK)
+        snprintf(err, errlen, "%s: %s", secret, rb_strerror(rc));
+    if (rc == RB_OK) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/adapter.db", data);
+        rc = astore_open(&store, path, true, err, errlen);
+    }
+    if (rc == RB_OK) {
+        publish_options_t o = {.threshold = (int)threshold,
+                               .as_of = as_of,
+                               .areas = settings_get(cfg, "publish", "areas", NULL)};
+        rc = publish_write(store, me, &o, dir, report, err, errlen);
+    }
+    astore_close(&store);
+    identity_free(&me);
     settings_free(&cfg);
     return rc;
 }

@@ -14,6 +14,7 @@
 
 #include "astore.h"
 #include "connector.h"
+#include "publish.h"
 #include "rb_error.h"
 #include "settings.h"
 
@@ -36,5 +37,10 @@ astore_t *adapter_store(adapter_t *a);
 
 /* `referral-adapter status`: counts by state, or one message's history, printed to stdout. */
 rb_err adapter_status(const char *config_path, const char *message_id_hex, char *err, size_t errlen);
+
+/* `referral-publish`: the public transparency data of a source's referrals into dir (publish.h), with the
+ * threshold and areas of the config's [publish] section. Reads the store without locking it. */
+rb_err adapter_publish(const char *config_path, const char *dir, const char *as_of, publish_report_t *report,
+                       char *err, size_t errlen);
 
 #endif

@@ -43,6 +43,8 @@ static const char *const migrations[] = {
     "CREATE TABLE ledger_alarms(id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, reason TEXT NOT NULL);",
     /* version 3: the key notices applied to the trust store, applied again at every start */
     "CREATE TABLE key_notices(id INTEGER PRIMARY KEY, notice BLOB NOT NULL, applied_ms INTEGER NOT NULL);",
+    /* version 4: the de-identified facts of each referral, kept for referral-publish (publish.h) */
+    "ALTER TABLE outbox ADD COLUMN facts TEXT;",
 };
 
 static const char *text_or(sqlite3_stmt *st, int col, const char *dflt)
@@ -117,17 +119,48 @@ void astore_rollback(astore_t *s)
 
 rb_err astore_outbox_add(astore_t *s, const msg_id_t *id, int kind, const uint8_t *env, size_t len,
                          const content_id_t *content, const uint8_t *body_sha256, const char *source,
-                         int64_t now_ms)
+                         const char *facts, int64_t now_ms)
 {
     return sqldb_run(
         sqldb_prepare(s->db,
                       "INSERT INTO outbox(message_id, kind, envelope, agency, rd_number, revision,"
-                      " body_sha256, source, queued_ms) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      " body_sha256, source, facts, queued_ms) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       "bibtt"
-                      "ibti",
+                      "ibtti",
                       id->bytes, MSG_ID_BYTES, (int64_t)kind, env, (int)len, content ? content->agency : NULL,
                       content ? content->rd_number : NULL, content ? (int64_t)content->revision : 0,
-                      body_sha256, body_sha256 ? RB_HASH_BYTES : 0, source, now_ms));
+                      body_sha256, body_sha256 ? RB_HASH_BYTES : 0, source, facts, now_ms));
+}
+
+rb_err astore_each_sent(astore_t *s, rb_err (*fn)(void *ctx, const astore_sent_t *sent), void *ctx)
+{
+    sqlite3_stmt *st = sqldb_prepare(s->db,
+                                     "SELECT agency, rd_number, revision, kind, facts, queued_ms,"
+                                     " coalesce(ack_status, 0), coalesce(acked_ms, 0) FROM outbox"
+                                     " WHERE kind IN (1, 2, 3) AND refused IS NULL"
+                                     " ORDER BY agency, rd_number, revision",
+                                     "");
+    if (st == NULL)
+        return RB_ERR_IO;
+    rb_err rc = RB_OK;
+    int step;
+    while (rc == RB_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        astore_sent_t r = {
+            .agency = text_or(st, 0, ""),
+            .rd_number = text_or(st, 1, ""),
+            .revision = (uint32_t)sqlite3_column_int64(st, 2),
+            .kind = sqlite3_column_int(st, 3),
+            .facts = (const char *)sqlite3_column_text(st, 4),
+            .queued_ms = sqlite3_column_int64(st, 5),
+            .ack_status = sqlite3_column_int(st, 6),
+            .acked_ms = sqlite3_column_int64(st, 7),
+        };
+        rc = fn(ctx, &r);
+    }
+    if (rc == RB_OK && step != SQLITE_DONE)
+        rc = RB_ERR_IO;
+    sqlite3_finalize(st);
+    return rc;
 }
 
 rb_err astore_outbox_find_content(astore_t *s, const content_id_t *content, bool *found, msg_id_t *id,

@@ -37,11 +37,27 @@ typedef struct {
 } content_id_t;
 
 /* Queues an envelope to send. content and body_sha256 (SHA-256 of the packed referral) are NULL for ACKs;
- * source names where it came from (a file name). RB_ERR_CONFLICT when a referral with this content
- * identity is already in the outbox. */
+ * source names where it came from (a file name); facts are the referral's de-identified facts
+ * (publish_facts), NULL for ACKs. RB_ERR_CONFLICT when a referral with this content identity is already in
+ * the outbox. */
 rb_err astore_outbox_add(astore_t *s, const msg_id_t *id, int kind, const uint8_t *env, size_t len,
                          const content_id_t *content, const uint8_t *body_sha256, const char *source,
-                         int64_t now_ms);
+                         const char *facts, int64_t now_ms);
+
+/* A referral, supplement or withdrawal this source queued and the broker did not refuse, as publication
+ * reads it: the facts kept when it was queued (NULL when queued before they were kept) and the
+ * recipient's answer (ack_status 0 and acked_ms 0 while there is none). Borrowed for the callback. */
+typedef struct {
+    const char *agency, *rd_number;
+    uint32_t revision;
+    int kind;
+    const char *facts;
+    int64_t queued_ms;
+    int ack_status;
+    int64_t acked_ms;
+} astore_sent_t;
+/* Calls fn for each, by agency, RD number and revision, until fn returns other than RB_OK. */
+rb_err astore_each_sent(astore_t *s, rb_err (*fn)(void *ctx, const astore_sent_t *sent), void *ctx);
 /* The outbox referral with this content identity: *found, its message id and body hash. */
 rb_err astore_outbox_find_content(astore_t *s, const content_id_t *content, bool *found, msg_id_t *id,
                                   uint8_t body_sha256[RB_HASH_BYTES]);

@@ -6,7 +6,8 @@
 # adapter on a drop folder (rms-files) and the intake adapter on a SQLite intake database (intake-sqlite);
 # drops every sample referral, valid and invalid, into the folder; waits for every ACK; prints what became
 # of each file; shows rows of the intake database and the broker's status; exports the audit ledger, verifies
-# and replays it and proves a referral's events from it; and stops everything it started.
+# and replays it and proves a referral's events from it; stops everything it started; and publishes the
+# de-identified public data (build/demo/publish/index.html).
 # Everything it made stays in build/demo/ (configs, keys, databases, folders, logs) to look at afterwards;
 # each run starts afresh.
 set -euo pipefail
@@ -56,6 +57,11 @@ data = $demo/police-data
 drop = $demo/drop
 stable_ms = 300
 scan_ms = 100
+; referral-publish (docs/PUBLISHING.md). The demo has six cases, so a threshold of 2 lets a few rows show;
+; a real publication keeps the default of 5.
+[publish]
+threshold = 2
+areas = 004=Area 2; 008=Area 1; 009=Area 1; 010=Area 4; 017=Area 1; 025=Area 5
 EOF
 cat >"$demo/intake.ini" <<EOF
 [adapter]
@@ -141,4 +147,8 @@ echo "history of referral $first:"
     "$BIN/referral-audit" check-proof --proof "$proof" --broker-card "$demo/broker/broker.card"
 done
 echo "the broker's checkpoint key, for tlog tools: $("$BIN/referral-audit" verifier-key --broker-card "$demo/broker/broker.card")"
+step "public data: de-identified, small counts suppressed, signed by the police adapter (docs/PUBLISHING.md)"
+"$BIN/referral-publish" --config "$demo/police.ini" --out "$demo/publish" --as-of "$(date -u +%F)"
+"$BIN/referral-publish" verify --dir "$demo/publish" --card "$demo/keys/cpd-rms.card"
+echo "the page: $(pwd)/$demo/publish/index.html (and incidents.csv, incidents.json, summary.json, MANIFEST.json)"
 echo "done in $(($(date +%s) - started)) s; everything is in $demo (configs, keys, databases, folders, logs)"

@@ -5,12 +5,17 @@
  * The problem list must be well formed (RB_OK exactly when it is empty, each path a "$" path). A referral
  * the source accepts must be accepted by the sink too: its protobuf body unpacks to the very same bytes
  * and validates again, and so does its JSON form (format, parse: same bytes, still valid). The input is
- * the JSON itself, so the seeds are referrals as an RMS would post them. Any broken promise aborts. */
+ * the JSON itself, so the seeds are referrals as an RMS would post them. The facts a source keeps for
+ * publication (adapters/publish.c) hold no text from the referral but a month and a district of a fixed
+ * form: every other string is from the publisher's own vocabulary. Any broken promise aborts. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "pbjson.h"
+#include "publish.h"
 #include "rbcrypto.h"
 #include "referral.pb-c.h"
 #include "referral_rules.h"
@@ -52,6 +57,39 @@ static bool validate(const Rb__Referral *r, Rb__Kind kind)
     return rc == RB_OK;
 }
 
+/* Every string in the facts: a month, a district (letters, digits, dashes, at most 12), or a word of the
+ * publisher's vocabulary, which has no digits. */
+static void facts_hold_no_text(json_t *j, const char *key)
+{
+    if (json_is_object(j)) {
+        for (void *it = json_object_iter(j); it != NULL; it = json_object_iter_next(j, it))
+            facts_hold_no_text(json_object_iter_value(it), json_object_iter_key(it));
+    } else if (json_is_array(j)) {
+        for (size_t i = 0; i < json_array_size(j); i++)
+            facts_hold_no_text(json_array_get(j, i), key);
+    } else if (json_is_string(j)) {
+        const char *s = json_string_value(j);
+        size_t n = strlen(s);
+        bool month = strcmp(key, "month") == 0 && n == 7 && s[4] == '-' && strspn(s, "0123456789-") == 7;
+        bool district = strcmp(key, "district") == 0 && n <= 12 &&
+                        strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-") == n;
+        bool word = n <= 24 && strspn(s, "abcdefghijklmnopqrstuvwxyzCBPIEROHS ") == n;
+        if (!month && !district && !word)
+            abort();
+    }
+}
+
+static void check_facts(const Rb__Referral *r)
+{
+    char *facts = publish_facts(r);
+    json_t *j = facts ? json_loads(facts, 0, NULL) : NULL;
+    if (j == NULL || json_object_size(j) != 7)
+        abort();
+    facts_hold_no_text(j, "");
+    json_decref(j);
+    free(facts);
+}
+
 static uint8_t *pack(const ProtobufCMessage *m, size_t *len)
 {
     *len = protobuf_c_message_get_packed_size(m);
@@ -75,6 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     validate(r, kind == RB__KIND__KIND_REFERRAL ? RB__KIND__KIND_SUPPLEMENT : RB__KIND__KIND_REFERRAL);
     validate(r, RB__KIND__KIND_ACK);
     if (ok) {
+        check_facts(r);
         size_t len, len2;
         uint8_t *body = pack(m, &len);
         Rb__Referral *sink = rb__referral__unpack(NULL, len, body);
