@@ -46,7 +46,6 @@ struct client {
     int64_t last_rx_ms, last_tx_ms;
     int64_t last_hello_ms;
     bool welcomed;
-    bool has_context;         /* holds a use of the process's context */
     delivery_t *head, *tail;  /* deliveries not yet taken by client_receive */
     Rb__Frame *answer;        /* the ADMIN_REPLY (or ERROR) an admin request waits for, when it came */
     bool awaiting_admin;      /* an admin request waits */
@@ -338,8 +337,9 @@ rb_err client_connect(client_t **out, const char *endpoint, const identity_t *me
     c->credit = credit;
     c->heartbeat_ms = 1000;
     void *ctx = context_take();
-    c->has_context = ctx != NULL;
     c->sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    if (ctx != NULL && c->sock == NULL)
+        context_release(); /* a socket holds its use of the context */
     int zero = 0, reconnect_max = 5000;
     rb_err rc = RB_ERR_IO;
     if (c->sock != NULL && zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero) == 0 &&
@@ -377,10 +377,10 @@ void client_close(client_t **client_p)
     }
     if (c->answer != NULL)
         rb__frame__free_unpacked(c->answer, NULL);
-    if (c->sock)
+    if (c->sock) {
         zmq_close(c->sock);
-    if (c->has_context)
         context_release();
+    }
     free(c);
     *client_p = NULL;
 }

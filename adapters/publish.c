@@ -227,7 +227,6 @@ typedef struct {
     int level;     /* 0 month and district, 1 quarter and district, 2 quarter and area */
     bool has_row;  /* some group may be published as a row */
     bool withheld; /* by the re-identification check */
-    bool small;    /* in a group under the threshold at its level: to be coarsened */
 } record_t;
 
 typedef struct {
@@ -403,8 +402,8 @@ static int by_key(const void *a, const void *b)
 }
 
 /* No published row may share its (period, place, agencies) with fewer than threshold rows: the rows at
- * level in smaller groups go one level coarser, or past the last are withheld. Groups are counted before
- * any row moves (sorted by key, a group is a run). */
+ * level in smaller groups go one level coarser, or past the last are withheld. Sorted by key, a group is a
+ * run; a run is counted whole before its rows move, and moving them leaves the runs after it as they are. */
 static rb_err coarsen(records_t *rs, int level, int threshold, const char *areas)
 {
     record_t **at = malloc((rs->n ? rs->n : 1) * sizeof(record_t *));
@@ -418,18 +417,12 @@ static rb_err coarsen(records_t *rs, int level, int threshold, const char *areas
     for (size_t start = 0, end; start < n; start = end) {
         for (end = start + 1; end < n && by_key(&at[start], &at[end]) == 0; end++)
             ;
-        for (size_t i = start; end - start < (size_t)threshold && i < end; i++)
-            at[i]->small = true;
-    }
-    for (size_t i = 0; i < n; i++) {
-        record_t *r = at[i];
-        if (!r->small)
-            continue;
-        r->small = false;
-        if (++r->level > 2)
-            r->withheld = true;
-        else
-            set_row_key(r, areas);
+        for (size_t i = start; end - start < (size_t)threshold && i < end; i++) {
+            if (++at[i]->level > 2)
+                at[i]->withheld = true;
+            else
+                set_row_key(at[i], areas);
+        }
     }
     free(at);
     return RB_OK;
