@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "keyfile.h"
+#include "out.h"
 #include "pbjson.h"
 #include "rbcrypto.h"
 
@@ -41,6 +42,19 @@ static char *dump(json_t *j, size_t flags, size_t *len)
     if (len != NULL)
         *len = copy != NULL ? strlen(copy) : 0;
     return copy;
+}
+
+/* o's text, the caller's to free; NULL (and o's buffer freed) when any write to it failed, so that a
+ * file is never published cut short. */
+static char *finish(out_t *o, size_t *len)
+{
+    if (o->failed || o->buf == NULL) {
+        free(o->buf);
+        return NULL;
+    }
+    if (len != NULL)
+        *len = o->len;
+    return o->buf;
 }
 
 /* --- the facts kept when a referral is queued -------------------------------------------------------- */
@@ -530,35 +544,34 @@ static void field_text(const record_t *r, int f, char *out, size_t cap)
     }
 }
 
-static void csv_field(FILE *f, const char *v)
+static void csv_field(out_t *f, const char *v)
 {
-    fputc('"', f);
-    for (; *v; v++) {
-        if (*v == '"')
-            fputc('"', f);
-        fputc(*v, f);
+    out_printf(f, "\"");
+    while (*v != '\0') { /* a quote is written twice */
+        size_t plain = strcspn(v, "\"");
+        out_printf(f, "%.*s", (int)plain, v);
+        v += plain;
+        if (*v == '"') {
+            out_printf(f, "\"\"");
+            v++;
+        }
     }
-    fputc('"', f);
+    out_printf(f, "\"");
 }
 
 /* A row as a CSV line, which is also its sort key: rows are published in an order of their content only. */
 static char *csv_line(const record_t *r)
 {
-    char *line = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&line, &len);
-    if (f == NULL)
-        return NULL;
+    out_t line = {0}, *f = &line;
     for (int i = 0; i < FIELDS; i++) {
         char v[300];
         field_text(r, i, v, sizeof v);
         if (i)
-            fputc(',', f);
+            out_printf(f, ",");
         csv_field(f, v);
     }
-    fputs("\r\n", f);
-    fclose(f);
-    return line;
+    out_printf(f, "\r\n");
+    return finish(&line, NULL);
 }
 
 typedef struct {
@@ -813,17 +826,13 @@ typedef struct {
 
 static char *rows_csv(const row_t *rows, size_t n, size_t *len)
 {
-    char *out = NULL;
-    FILE *f = open_memstream(&out, len);
-    if (f == NULL)
-        return NULL;
+    out_t out = {0}, *f = &out;
     for (int i = 0; i < FIELDS; i++)
-        fprintf(f, "%s%s", i ? "," : "", field_names[i]);
-    fputs("\r\n", f);
+        out_printf(f, "%s%s", i ? "," : "", field_names[i]);
+    out_printf(f, "\r\n");
     for (size_t i = 0; i < n; i++)
-        fputs(rows[i].line, f);
-    fclose(f);
-    return out;
+        out_printf(f, "%s", rows[i].line);
+    return finish(&out, len);
 }
 
 static char *rows_json(const row_t *rows, size_t n, const publish_options_t *o, size_t *len)
@@ -856,24 +865,15 @@ static char *rows_json(const row_t *rows, size_t n, const publish_options_t *o, 
 
 /* --- the page ------------------------------------------------------------------------------------------ */
 
-static void html_text(FILE *f, const char *s)
+static void html_text(out_t *f, const char *s)
 {
-    for (; *s; s++) {
-        switch (*s) {
-        case '&':
-            fputs("&amp;", f);
-            break;
-        case '<':
-            fputs("&lt;", f);
-            break;
-        case '>':
-            fputs("&gt;", f);
-            break;
-        case '"':
-            fputs("&quot;", f);
-            break;
-        default:
-            fputc(*s, f);
+    while (*s != '\0') {
+        size_t plain = strcspn(s, "&<>\"");
+        out_printf(f, "%.*s", (int)plain, s);
+        s += plain;
+        if (*s != '\0') {
+            out_printf(f, "%s", *s == '&' ? "&amp;" : *s == '<' ? "&lt;" : *s == '>' ? "&gt;" : "&quot;");
+            s++;
         }
     }
 }
@@ -887,14 +887,14 @@ typedef struct {
     cells_t bars;
 } chart_t;
 
-static void chart_svg(FILE *f, chart_t *c)
+static void chart_svg(out_t *f, chart_t *c)
 {
     sort_cells(&c->bars);
-    fputs("<figure><figcaption>", f);
+    out_printf(f, "<figure><figcaption>");
     html_text(f, c->title);
-    fputs("</figcaption>\n", f);
+    out_printf(f, "</figcaption>\n");
     if (c->bars.n == 0) {
-        fputs("<p class=\"none\">No published rows for this chart.</p></figure>\n", f);
+        out_printf(f, "<p class=\"none\">No published rows for this chart.</p></figure>\n");
         return;
     }
     int max = 1;
@@ -907,37 +907,37 @@ static void chart_svg(FILE *f, chart_t *c)
     const int label_w = 170, bar_w = 420, row_h = 24, legend_h = c->n_series > 1 ? 26 : 0;
     int height = legend_h + (int)c->bars.n * row_h + 6;
     int legend_w = (int)c->n_series * 110, width = label_w + (bar_w > legend_w ? bar_w : legend_w) + 60;
-    fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" role=\"img\" aria-label=\"",
-            width, height);
+    out_printf(
+        f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" role=\"img\" aria-label=\"",
+        width, height);
     html_text(f, c->title);
-    fputs("\">\n", f);
+    out_printf(f, "\">\n");
     for (size_t s = 0; c->n_series > 1 && s < c->n_series; s++) {
         int x = label_w + (int)s * 110;
-        fprintf(f, "<rect x=\"%d\" y=\"6\" width=\"12\" height=\"12\" fill=\"%s\"/>", x, c->colors[s]);
-        fprintf(f, "<text x=\"%d\" y=\"17\">", x + 16);
+        out_printf(f, "<rect x=\"%d\" y=\"6\" width=\"12\" height=\"12\" fill=\"%s\"/>", x, c->colors[s]);
+        out_printf(f, "<text x=\"%d\" y=\"17\">", x + 16);
         html_text(f, c->series[s]);
-        fputs("</text>\n", f);
+        out_printf(f, "</text>\n");
     }
     for (size_t i = 0; i < c->bars.n; i++) {
         const cell_t *bar = &c->bars.cells[i];
         int y = legend_h + (int)i * row_h, x = label_w, sum = 0;
-        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", label_w - 8, y + 16);
+        out_printf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", label_w - 8, y + 16);
         html_text(f, bar->label);
-        fputs("</text>", f);
+        out_printf(f, "</text>");
         for (size_t s = 0; s < c->n_series; s++) {
             int w = bar->n[s] * bar_w / max;
             if (w > 0)
-                fprintf(
+                out_printf(
                     f,
                     "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"><title>%d</title></rect>",
                     x, y + 3, w, row_h - 6, c->colors[s], bar->n[s]);
             x += w;
             sum += bar->n[s];
         }
-        fprintf(f, "<text x=\"%d\" y=\"%d\">%d</text>\n", x + 6, y + 16, sum);
+        out_printf(f, "<text x=\"%d\" y=\"%d\">%d</text>\n", x + 6, y + 16, sum);
     }
-    fputs("</svg></figure>\n", f);
+    out_printf(f, "</svg></figure>\n");
 }
 
 static const char page_head[] =
@@ -954,44 +954,42 @@ static const char page_head[] =
     "th{background:#f0f0f0}.none{color:#666;font-style:italic}.asof{color:#444}\n"
     "</style>\n</head>\n<body>\n";
 
-static void page_intro(FILE *f, const publish_options_t *o, const publish_report_t *rep, size_t rows)
+static void page_intro(out_t *f, const publish_options_t *o, const publish_report_t *rep, size_t rows)
 {
-    fputs("<h1>Documented alleged violations by federal agents: referrals for prosecution</h1>\n", f);
-    fputs("<p class=\"asof\">Data as of ", f);
+    out_printf(f, "%s",
+               "<h1>Documented alleged violations by federal agents: referrals for prosecution</h1>\n");
+    out_printf(f, "<p class=\"asof\">Data as of ");
     html_text(f, o->as_of);
-    fputs(".</p>\n<h2>What this is</h2>\n", f);
-    fputs("<p>Each row is one incident the police documented and referred to the State's Attorney for "
-          "possible prosecution of federal agents. It shows only generalised facts: the month (or quarter) "
-          "and police district (or area), the federal agencies involved, the categories of alleged "
-          "violation, whether anyone was injured or died and whether EMS was called, whether the federal "
-          "supervisor showed credentials, how many body-camera recordings were preserved, and the status "
-          "of the referral at the State's Attorney with the days it took to answer.</p>\n",
-          f);
-    fputs("<p>It never shows names, badge or star numbers, case numbers, addresses, exact dates or times, "
-          "narratives or any other free text. A referral's own publication settings decide which of its "
-          "facts appear, and by default nothing does. ",
-          f);
-    fprintf(f,
-            "Counts under %d are shown as &lt;%d, together with enough other counts that none can be worked "
-            "out from the totals. Where fewer than %d published rows would share a period, place and agency, "
-            "the period is widened to a quarter, then the place to an area; rows that would still stand out "
-            "are left out. This publication has %zu rows; %d were widened and %d left out.</p>\n",
-            o->threshold, o->threshold, o->threshold, rows, rep->coarsened, rep->withheld);
+    out_printf(f, ".</p>\n<h2>What this is</h2>\n");
+    out_printf(
+        f, "%s",
+        "<p>Each row is one incident the police documented and referred to the State's Attorney for "
+        "possible prosecution of federal agents. It shows only generalised facts: the month (or quarter) "
+        "and police district (or area), the federal agencies involved, the categories of alleged "
+        "violation, whether anyone was injured or died and whether EMS was called, whether the federal "
+        "supervisor showed credentials, how many body-camera recordings were preserved, and the status "
+        "of the referral at the State's Attorney with the days it took to answer.</p>\n");
+    out_printf(
+        f, "%s",
+        "<p>It never shows names, badge or star numbers, case numbers, addresses, exact dates or times, "
+        "narratives or any other free text. A referral's own publication settings decide which of its "
+        "facts appear, and by default nothing does. ");
+    out_printf(
+        f,
+        "Counts under %d are shown as &lt;%d, together with enough other counts that none can be worked "
+        "out from the totals. Where fewer than %d published rows would share a period, place and agency, "
+        "the period is widened to a quarter, then the place to an area; rows that would still stand out "
+        "are left out. This publication has %zu rows; %d were widened and %d left out.</p>\n",
+        o->threshold, o->threshold, o->threshold, rows, rep->coarsened, rep->withheld);
 }
 
 static char *page_html(const row_t *rows, size_t n, const publish_options_t *o, const publish_report_t *rep,
                        size_t *len)
 {
-    char *out = NULL;
-    FILE *f = open_memstream(&out, len);
+    out_t out = {0}, *f = &out;
     chart_t *c = calloc(4, sizeof *c);
-    if (f == NULL || c == NULL) {
-        if (f != NULL)
-            fclose(f);
-        free(c);
-        free(out);
+    if (c == NULL)
         return NULL;
-    }
     static const char *const status_colors[] = {"#8a8a8a", "#2e7d32", "#c62828", "#6a1b9a", "#cfcfcf"};
     c[0].title = "Referrals by period and status";
     c[0].n_series = 5;
@@ -1023,49 +1021,43 @@ static char *page_html(const row_t *rows, size_t n, const publish_options_t *o, 
             strcmp(group_text(r, G_CREDENTIALS, "supervisor"), "refused") == 0)
             tally(&c[3].bars, r->period, 0);
     }
-    fputs(page_head, f);
+    out_printf(f, "%s", page_head);
     page_intro(f, o, rep, n);
-    fputs("<h2>Charts</h2>\n", f);
+    out_printf(f, "<h2>Charts</h2>\n");
     for (int i = 0; i < 4; i++)
         chart_svg(f, &c[i]);
-    fputs(
+    out_printf(
+        f, "%s",
         "<h2>The published rows</h2>\n<p>A blank cell is a fact this referral's settings do not publish. "
         "The same rows are in incidents.csv and incidents.json; counts including referrals published only in "
-        "aggregate are in summary.json.</p>\n<table>\n<tr>",
-        f);
+        "aggregate are in summary.json.</p>\n<table>\n<tr>");
     for (int i = 0; i < FIELDS; i++) {
-        fputs("<th>", f);
+        out_printf(f, "<th>");
         html_text(f, field_names[i]);
-        fputs("</th>", f);
+        out_printf(f, "</th>");
     }
-    fputs("</tr>\n", f);
+    out_printf(f, "</tr>\n");
     for (size_t i = 0; i < n; i++) {
-        fputs("<tr>", f);
+        out_printf(f, "<tr>");
         for (int k = 0; k < FIELDS; k++) {
             char v[300];
             field_text(rows[i].r, k, v, sizeof v);
-            fputs("<td>", f);
+            out_printf(f, "<td>");
             html_text(f, v);
-            fputs("</td>", f);
+            out_printf(f, "</td>");
         }
-        fputs("</tr>\n", f);
+        out_printf(f, "</tr>\n");
     }
-    fputs(
-        "</table>\n<p>Check these files against the police department's public key card: "
-        "<code>referral-publish verify --dir DIR --card CARD</code> (MANIFEST.json).</p>\n</body>\n</html>\n",
-        f);
-    fclose(f);
-    bool failed = false;
+    out_printf(f, "%s",
+               "</table>\n<p>Check these files against the police department's public key card: "
+               "<code>referral-publish verify --dir DIR --card CARD</code> "
+               "(MANIFEST.json).</p>\n</body>\n</html>\n");
     for (int i = 0; i < 4; i++) {
-        failed |= c[i].bars.failed;
+        out.failed |= c[i].bars.failed;
         free(c[i].bars.cells);
     }
     free(c);
-    if (failed) {
-        free(out);
-        return NULL;
-    }
-    return out;
+    return finish(&out, len);
 }
 
 /* --- the manifest ---------------------------------------------------------------------------------------- */
@@ -1074,18 +1066,14 @@ static char *page_html(const row_t *rows, size_t n, const publish_options_t *o, 
  * each file in name order (the lines sha256sum -c reads). */
 static char *manifest_text(const card_t *signer, const char *const *names, const char (*hashes)[65], size_t n)
 {
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    if (f == NULL)
-        return NULL;
+    out_t out = {0}, *f = &out;
     char key_id[2 * RB_KEY_ID_BYTES + 1];
     keyfile_hex(signer->key_id, RB_KEY_ID_BYTES, key_id);
-    fprintf(f, "%s\nsigner %s\nagency %s\nkey %s\n", MANIFEST_FORMAT, signer->name, signer->agency, key_id);
+    out_printf(f, "%s\nsigner %s\nagency %s\nkey %s\n", MANIFEST_FORMAT, signer->name, signer->agency,
+               key_id);
     for (size_t i = 0; i < n; i++)
-        fprintf(f, "%s  %s\n", hashes[i], names[i]);
-    fclose(f);
-    return out;
+        out_printf(f, "%s  %s\n", hashes[i], names[i]);
+    return finish(&out, NULL);
 }
 
 static void sha256_hex(const char *data, size_t len, char hex[65])
