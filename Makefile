@@ -214,5 +214,5 @@ format:
 clean:
 	rm -rf build bin
 
--include $(LIB_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) \
+-include $(LIB_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) $(patsubst %.c,build/fuzz/obj/%.d,$(wildcard tests/fuzz/*.c)) \
     $(patsubst %.c,$(BUILD)/obj/%.d,$(TOOL_SRC) $(wildcard tests/unit/*.c tests/faults/*.c bench/*.c))

@@ -396,7 +396,9 @@ static int submit_outbox(adapter_t *a)
                                     client_clock_ms());
             log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r->ledger_index);
         } else if (r->code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
-                   r->code == RB__ERROR_CODE__ERROR_CODE_DISABLED) {
+                   r->code == RB__ERROR_CODE__ERROR_CODE_DISABLED ||
+                   r->code ==
+                       RB__ERROR_CODE__ERROR_CODE_UNEXPECTED) { /* the connection's state, not the envelope */
             log_warn("submit_deferred", "msg=%s code=%s reason=%s", hex, wire_error_name(r->code), r->reason);
             deferred = true;
         } else {

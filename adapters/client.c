@@ -180,6 +180,12 @@ static bool take_answer(client_t *c, const uint8_t *id, const Rb__Frame *f)
         } else {
             a->result->code = f->error->code;
             snprintf(a->result->reason, sizeof a->result->reason, "%s", f->error->reason);
+            /* A submission before HELLO (the broker restarted, or forgot us as silent, under our feet): say
+             * HELLO, and the next round sends it again. */
+            if (f->error->code == RB__ERROR_CODE__ERROR_CODE_UNEXPECTED) {
+                send_hello(c);
+                *a->error = RB_ERR_CONFLICT;
+            }
         }
         return true;
     }
@@ -484,8 +490,9 @@ rb_err client_submit_all(client_t *c, const uint8_t *const *envs, const size_t *
     }
     /* Rounds: in one, no message id twice, since answers are told apart by it (the same id on two envelopes
      * is a conflict, answered in a later round). A receipt whose update starts from a checkpoint the broker
-     * does not know we hold proves nothing yet: HELLO went out, and the same submission in the next round (a
-     * duplicate gets the same receipt) comes back with the proof; once, then it is a bad receipt. */
+     * does not know we hold proves nothing yet, and a submission refused as sent before HELLO was not taken:
+     * HELLO went out, and the same submission in the next round (a duplicate gets the same receipt) comes
+     * back with the proof; once, then it is a bad receipt. */
     while (n_left > 0) {
         size_t round[CLIENT_BATCH_MAX] = {0}, n_round = 0, kept = 0;
         for (size_t k = 0; k < n_left; k++) {

@@ -41,10 +41,12 @@ for who in ops-admin:admin cpd-rms:source sao-intake:sink; do
         --out "$work/${who%%:*}" --no-passphrase >/dev/null
 done
 # As deployed, with more credit per receiver than the default 16: a well-tuned RabbitMQ consumer gets a
-# prefetch to match.
+# prefetch to match. The load generator opens BROKER_CONNECTIONS connections (and a sink's two more) under
+# each of its two keys, more than the default sessions_per_key an adapter needs.
 cat >"$work/broker.conf" <<EOF
 [broker]
 credit = 256
+sessions_per_key = $((connections + 2 > 64 ? 64 : connections + 2))
 EOF
 
 # A fresh broker in $work/NAME; sets broker_pid and endpoint.

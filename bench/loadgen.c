@@ -496,7 +496,7 @@ int main(int argc, char **argv)
             g.count = (size_t)number(optarg, 1, 1e8);
             break;
         case 'C':
-            g.connections = (int)number(optarg, 1, 128);
+            g.connections = (int)number(optarg, 1, 62);
             break;
         case 'z':
             g.size = (size_t)number(optarg, 1024, 512 * 1024);
@@ -515,7 +515,7 @@ int main(int argc, char **argv)
         }
     }
     if (!mode || !g.endpoint || !card || !source || !sink || !pid || g.count == 0 || g.connections < 1 ||
-        g.connections > 128 || g.size < 1024 || g.size > 512 * 1024)
+        g.connections > 62 || g.size < 1024 || g.size > 512 * 1024)
         usage();
     rb_err rc;
     if (rbcrypto_init() != RB_OK)

@@ -30,6 +30,7 @@
 #include "wire.h"
 
 #define MAX_SESSIONS 256
+#define ADMIN_SLOTS  16  /* session slots no adapter may take: one key cannot lock the admin out */
 #define MAX_PENDING  256 /* submissions committed together at most */
 #define RID_MAX      256
 #define TIMER_MS     50 /* the timers' resolution: heartbeats, dead letters, metrics */
@@ -37,20 +38,47 @@
  * heartbeats), and from one peer (what it sent that we have not read yet): see broker_open. */
 #define SEND_ROOM    (MAX_PENDING + 64)
 #define RECEIVE_ROOM 32
+/* A session's refusals: the first REFUSALS_LEDGERED of each REFUSAL_WINDOW_MS get a ledger leaf each, the
+ * rest are counted and summarised in one leaf when the window ends, so that no peer grows the ledger faster
+ * than people can read it, and every refusal is still accounted for. */
+#define REFUSAL_WINDOW_MS 10000
+#define REFUSALS_LEDGERED 10
+#define CODES_MAX         32 /* room for every Rb__ErrorCode value */
+/* Connections whose session was evicted (their key opened too many), remembered so that what they send
+ * next is refused instead of evicting another session of the same key in turn. */
+#define CLOSED_MAX     512
+#define CLOSED_RID_MAX 32
+/* The refusal of a SUBMIT, CONFIRM or ADMIN_REQUEST before HELLO: the client library says HELLO and sends it
+ * again on reading it (adapters/client.c). */
+#define HELLO_FIRST "HELLO first: a connection says HELLO before it submits, confirms or administers"
 
 /* One connection of an authenticated party. */
 typedef struct {
     uint8_t rid[RID_MAX]; /* ROUTER routing id */
     size_t rid_len;
-    party_t party;        /* who it is, from the CURVE key (ZAP User-Id) */
-    char peer[64];        /* peer address, for the audit log */
-    bool hello;           /* HELLO received: may be delivered to */
-    int64_t credit;       /* deliveries it accepts in flight */
-    int64_t last_rx_ms;   /* last frame from it */
-    int64_t last_tx_ms;   /* last frame to it */
-    uint64_t ledger_size; /* size of the latest checkpoint it holds, as far as we know */
+    party_t party;                      /* who it is, from the CURVE key (ZAP User-Id) */
+    char user[2 * RB_BOX_PK_BYTES + 1]; /* that key in hex, as the ZAP User-Id of its every message */
+    char peer[64];                      /* peer address, for the audit log */
+    bool hello;                         /* HELLO received: may submit, confirm and be delivered to */
+    int64_t credit;                     /* deliveries it accepts in flight */
+    int64_t opened_ms;                  /* its first frame: the oldest session of a key is evicted first */
+    int64_t admitted_until_ms;          /* when its key stops being valid by itself (expiry, retirement) */
+    int64_t last_rx_ms;                 /* last frame from it */
+    int64_t last_tx_ms;                 /* last frame to it */
+    uint64_t ledger_size;               /* size of the latest checkpoint it holds, as far as we know */
+    int64_t window_ms;                  /* when its current refusal window began */
+    int ledgered;                       /* refusals with a leaf of their own in the window */
+    uint32_t counted[CODES_MAX];        /* refusals beyond those, by code, for the window's summary */
+    uint32_t evicted;                   /* sessions of its key evicted for it since the last summary */
     bool used;
 } session_t;
+
+/* A connection whose session was evicted: its routing id and key. */
+typedef struct {
+    uint8_t rid[CLOSED_RID_MAX];
+    size_t rid_len;
+    uint8_t key[RB_BOX_PK_BYTES];
+} closed_t;
 
 /* A verified submission waiting for the group commit. */
 typedef struct {
@@ -94,7 +122,7 @@ typedef struct {
 typedef struct {
     char party[CARD_NAME_MAX + 1], agency[CARD_AGENCY_LEN + 1], peer[64];
     const char *code; /* a static name */
-    char reason[160];
+    char reason[256];
     uint8_t id[MSG_ID_BYTES];
     bool has_id;
     int64_t at_ms;
@@ -109,6 +137,8 @@ struct broker {
     void *router;
     void *zap;
     session_t sessions[MAX_SESSIONS];
+    closed_t closed[CLOSED_MAX]; /* a ring: the latest evictions */
+    size_t n_closed;             /* evictions so far; the next goes at n_closed % CLOSED_MAX */
     pending_t pending[MAX_PENDING];
     size_t n_pending;
     refusal_t refusals[MAX_PENDING];
@@ -130,11 +160,15 @@ struct broker {
     pthread_cond_t wake, finished;
     int64_t refused_handshakes; /* unauthenticated peers turned away since the last log line */
     int64_t refused_logged_ms;
-    int64_t dropped_logged_ms; /* when a dropped frame was last logged */
-    int64_t housekept_ms;      /* when the timers last ran */
-    char endpoint[256];        /* where the ROUTER is bound */
-    uint64_t checkpoint_size;  /* the latest committed checkpoint: its size, when, and the note itself, */
-    int64_t checkpoint_ms;     /* kept so that receipts and WELCOMEs need not read it back */
+    int64_t dropped_logged_ms;     /* when a dropped frame was last logged */
+    int64_t unsessioned;           /* frames answered without a session since the last log line, */
+    int64_t unsessioned_logged_ms; /* and when that was */
+    int64_t evictions;             /* sessions evicted since the last log line, */
+    int64_t evicted_logged_ms;     /* and when that was */
+    int64_t housekept_ms;          /* when the timers last ran */
+    char endpoint[256];            /* where the ROUTER is bound */
+    uint64_t checkpoint_size;      /* the latest committed checkpoint: its size, when, and the note itself, */
+    int64_t checkpoint_ms;         /* kept so that receipts and WELCOMEs need not read it back */
     char checkpoint_note[NOTE_TEXT_MAX];
     metrics_t *metrics; /* the Prometheus endpoint's registry; NULL when off */
 };
@@ -289,6 +323,14 @@ static bool admitted(broker_t *b, const party_t *p)
            (p->retires_ms == 0 || t < p->retires_ms);
 }
 
+/* When an admitted key stops being admitted by the passing of time alone (its card expires, or a rotation
+ * retires it). Disabling and revoking come from admin commands, which close sessions at once. */
+static int64_t admitted_until(const party_t *p)
+{
+    int64_t expires = (int64_t)p->card.expires * 1000;
+    return p->retires_ms != 0 && p->retires_ms < expires ? p->retires_ms : expires;
+}
+
 /* --- ZAP: admit only registered, enabled parties whose key is valid and not revoked ------------------- */
 
 static void zap_reply(void *zap, const char *request_id, const char *status, const char *text,
@@ -351,7 +393,26 @@ static void handle_zap(broker_t *b)
     zap_reply(b->zap, request_id, "200", "OK", user);
 }
 
+/* Counts a frame ZeroMQ would not take for a peer (errno from the send says why); false then. */
+static bool sent(broker_t *b, rb_err rc)
+{
+    if (rc != RB_OK)
+        metrics_dropped(b->metrics, errno == EAGAIN ? METRICS_DROP_PEER_FULL : METRICS_DROP_PEER_GONE);
+    return rc == RB_OK;
+}
+
+static void send_frame(broker_t *b, session_t *s, Rb__Frame *f)
+{
+    if (sent(b, wire_send(b->router, s->rid, s->rid_len, f)))
+        s->last_tx_ms = now_ms();
+}
+
 /* --- sessions -------------------------------------------------------------------------------------- */
+
+/* A session is one connection of a registered, admitted party, found by the routing id the ROUTER gives
+ * its connection, and made at the connection's first frame. The routing id alone proves nothing (a client
+ * may choose its own, and take a stale one), so every frame's ZAP User-Id must be the session's key. One key
+ * holds at most sessions_per_key sessions, and ADMIN_SLOTS are kept for admins. */
 
 static session_t *find_session(broker_t *b, const uint8_t *rid, size_t rid_len)
 {
@@ -375,78 +436,254 @@ static bool pending_uses(const broker_t *b, const session_t *s)
     return false;
 }
 
-static session_t *new_session(broker_t *b, const uint8_t *rid, size_t rid_len, const char *user,
-                              const char *peer)
+/* Queues a "refused" leaf for the next group commit (or records it at once when the queue is full). */
+static void queue_refusal(broker_t *b, const session_t *s, const char *code, const char *detail,
+                          const uint8_t *id, int64_t t)
 {
-    for (size_t i = 0; i < MAX_SESSIONS; i++) {
-        session_t *s = &b->sessions[i];
-        if (s->used || pending_uses(b, s))
-            continue;
-        memset(s, 0, sizeof *s);
-        uint8_t key[RB_BOX_PK_BYTES];
-        if (user == NULL || strlen(user) != 2 * RB_BOX_PK_BYTES || !keyfile_unhex(user, key, sizeof key) ||
-            store_find_party_by_curve_key(b->store, key, &s->party) != RB_OK)
-            return NULL;
-        s->used = true;
-        memcpy(s->rid, rid, rid_len);
-        s->rid_len = rid_len;
-        snprintf(s->peer, sizeof s->peer, "%s", peer ? peer : "?");
-        s->last_rx_ms = now_ms();
-        s->last_tx_ms = s->last_rx_ms;
-        return s;
+    if (b->n_refusals == MAX_PENDING) {
+        event_now(b, s, "refused", id, code, detail);
+        return;
     }
-    return NULL;
+    refusal_t *r = &b->refusals[b->n_refusals++];
+    snprintf(r->party, sizeof r->party, "%s", s->party.card.name);
+    snprintf(r->agency, sizeof r->agency, "%s", s->party.card.agency);
+    snprintf(r->peer, sizeof r->peer, "%s", s->peer);
+    snprintf(r->reason, sizeof r->reason, "%s", detail);
+    r->code = code;
+    r->has_id = id != NULL;
+    if (id != NULL)
+        memcpy(r->id, id, MSG_ID_BYTES);
+    r->at_ms = t;
 }
 
-static void drop_session(broker_t *b, session_t *s, const char *why)
+/* Ends s's refusal window: what was only counted in it goes into one "refused" leaf, outcome "summary",
+ * detail "count=N window_ms=W CODE=n ... sessions_evicted=K". */
+static void summarise_refusals(broker_t *b, session_t *s, int64_t t)
 {
-    log_info("peer_gone", "adapter=%s peer=%s reason=%s", s->party.card.name, s->peer, why);
-    /* Whatever it had in flight is due again, for its next connection. */
-    if (store_begin(b->store) == RB_OK) {
-        if (store_reschedule(b->store, s->party.card.name, now_ms()) != RB_OK ||
-            event(b, s, "disconnected", NULL, "ok", why) != RB_OK || store_commit(b->store) != RB_OK)
-            store_rollback(b->store);
+    uint64_t count = 0;
+    char detail[256], *p = detail, *end = detail + sizeof detail;
+    for (int c = 0; c < CODES_MAX; c++)
+        count += s->counted[c];
+    if (count > 0 || s->evicted > 0) {
+        p += snprintf(p, (size_t)(end - p), "count=%llu window_ms=%lld", (unsigned long long)count,
+                      (long long)(t - s->window_ms));
+        for (int c = 0; c < CODES_MAX && p < end; c++)
+            if (s->counted[c] > 0)
+                p += snprintf(p, (size_t)(end - p), " %s=%u",
+                              wire_error_name((Rb__ErrorCode)c) + strlen("ERROR_CODE_"), s->counted[c]);
+        if (s->evicted > 0 && p < end)
+            snprintf(p, (size_t)(end - p), " sessions_evicted=%u", s->evicted);
+        log_security("refusals_summarised", "adapter=%s peer=%s detail=\"%s\"", s->party.card.name, s->peer,
+                     detail);
+        queue_refusal(b, s, "summary", detail, NULL, t);
     }
+    memset(s->counted, 0, sizeof s->counted);
+    s->evicted = 0;
+    s->ledgered = 0;
+    s->window_ms = t;
+}
+
+static void remember_evicted(broker_t *b, const session_t *s)
+{
+    closed_t *c = &b->closed[b->n_closed++ % CLOSED_MAX];
+    c->rid_len = s->rid_len;
+    memcpy(c->rid, s->rid, s->rid_len < CLOSED_RID_MAX ? s->rid_len : CLOSED_RID_MAX);
+    memcpy(c->key, s->party.card.box_pk, RB_BOX_PK_BYTES);
+}
+
+/* Whether the connection with this routing id and key had its session evicted. The key is compared too,
+ * so that nobody can have a routing id another party's connection will get later refused in advance. */
+static bool was_evicted(const broker_t *b, const uint8_t *rid, size_t rid_len, const uint8_t *key)
+{
+    size_t n = b->n_closed < CLOSED_MAX ? b->n_closed : CLOSED_MAX;
+    for (size_t i = 0; i < n; i++) {
+        const closed_t *c = &b->closed[i];
+        if (c->rid_len == rid_len &&
+            memcmp(c->rid, rid, rid_len < CLOSED_RID_MAX ? rid_len : CLOSED_RID_MAX) == 0 &&
+            memcmp(c->key, key, RB_BOX_PK_BYTES) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Ends a session: whatever it had in flight is due again, for its party's next connection. evicted: for a
+ * newer session of its key, which takes over its refusal counts and reports it in its summary (an attacker
+ * cycling connections must not get a leaf for each). */
+static void close_session(broker_t *b, session_t *s, const char *why, metrics_close_t reason, bool evicted)
+{
+    int64_t t = now_ms();
+    if (!evicted) /* evictions are logged together (open_session) */
+        log_info("peer_gone", "adapter=%s peer=%s reason=\"%s\"", s->party.card.name, s->peer, why);
+    if (!evicted)
+        summarise_refusals(b, s, t);
+    bool receiver = s->hello && s->credit > 0;
+    if (receiver || !evicted) {
+        if (store_begin(b->store) == RB_OK) {
+            if ((receiver && store_reschedule(b->store, s->party.card.name, t) != RB_OK) ||
+                (!evicted && event(b, s, "disconnected", NULL, "ok", why) != RB_OK) ||
+                store_commit(b->store) != RB_OK)
+                store_rollback(b->store);
+        }
+    }
+    if (evicted)
+        remember_evicted(b, s);
+    metrics_session_closed(b->metrics, s->party.card.name, reason);
     s->used = false;
 }
 
-/* Counts a frame ZeroMQ would not take for a peer (errno from the send says why); false then. */
-static bool sent(broker_t *b, rb_err rc)
+static void drop_session(broker_t *b, session_t *s, const char *why, metrics_close_t reason)
 {
-    if (rc != RB_OK)
-        metrics_dropped(b->metrics, errno == EAGAIN ? METRICS_DROP_PEER_FULL : METRICS_DROP_PEER_GONE);
-    return rc == RB_OK;
+    close_session(b, s, why, reason, false);
 }
 
-static void send_frame(broker_t *b, session_t *s, Rb__Frame *f)
+/* Answers a frame from a connection that has no session and gets none (its party disabled, its session
+ * evicted): an ERROR and a count, never a leaf, and a log line at most every ten seconds. */
+static void refuse_unsessioned(broker_t *b, const uint8_t *rid, size_t rid_len, const party_t *p,
+                               Rb__ErrorCode code, const char *reason, const char *peer)
 {
-    if (sent(b, wire_send(b->router, s->rid, s->rid_len, f)))
-        s->last_tx_ms = now_ms();
+    metrics_refused(b->metrics, p->card.name, code);
+    sent(b, wire_send_error(b->router, rid, rid_len, code, reason, NULL));
+    b->unsessioned++;
+    int64_t t = now_ms();
+    if (t - b->unsessioned_logged_ms > 10000) {
+        log_security("frames_refused_without_session", "adapter=%s last_peer=%s code=%s count=%lld",
+                     p->card.name, peer ? peer : "?", wire_error_name(code), (long long)b->unsessioned);
+        b->unsessioned = 0;
+        b->unsessioned_logged_ms = t;
+    }
 }
 
+/* A frame from a connection nobody can answer as (every slot taken, or its key unknown since ZAP). */
+static void drop_unsessioned(broker_t *b, const char *peer)
+{
+    metrics_dropped(b->metrics, METRICS_DROP_NO_SESSION);
+    int64_t t = now_ms();
+    if (t - b->dropped_logged_ms > 10000) { /* rate-limited, like refused handshakes */
+        log_security("frame_dropped", "reason=no_session peer=%s", peer ? peer : "?");
+        b->dropped_logged_ms = t;
+    }
+}
+
+/* A session for the connection with routing id rid, at its first frame; NULL when it gets none (the frame
+ * is answered or counted here). */
+static session_t *open_session(broker_t *b, const uint8_t *rid, size_t rid_len, const char *user,
+                               const char *peer)
+{
+    party_t p;
+    uint8_t key[RB_BOX_PK_BYTES];
+    if (rid_len > RID_MAX || user == NULL || strlen(user) != 2 * RB_BOX_PK_BYTES ||
+        !keyfile_unhex(user, key, sizeof key) || store_find_party_by_curve_key(b->store, key, &p) != RB_OK) {
+        drop_unsessioned(b, peer);
+        return NULL;
+    }
+    if (!admitted(b, &p)) {
+        refuse_unsessioned(b, rid, rid_len, &p, RB__ERROR_CODE__ERROR_CODE_DISABLED,
+                           "this party is disabled, or the key it connected with is revoked or retired",
+                           peer);
+        return NULL;
+    }
+    if (was_evicted(b, rid, rid_len, key)) {
+        refuse_unsessioned(b, rid, rid_len, &p, RB__ERROR_CODE__ERROR_CODE_UNEXPECTED,
+                           "session closed: a newer connection under this key took its place "
+                           "(more than sessions_per_key); connect again",
+                           peer);
+        return NULL;
+    }
+    session_t *oldest = NULL;
+    int same = 0, adapters = 0;
+    for (size_t i = 0; i < MAX_SESSIONS; i++) {
+        session_t *o = &b->sessions[i];
+        if (!o->used)
+            continue;
+        adapters += o->party.card.role != CARD_ROLE_ADMIN;
+        if (memcmp(o->party.card.box_pk, key, sizeof key) != 0)
+            continue;
+        same++;
+        if (oldest == NULL || o->opened_ms < oldest->opened_ms)
+            oldest = o;
+    }
+    session_t heir = {0}; /* what an evicted session hands on */
+    if (same >= b->cfg->sessions_per_key) {
+        heir.window_ms = oldest->window_ms;
+        heir.ledgered = oldest->ledgered;
+        memcpy(heir.counted, oldest->counted, sizeof heir.counted);
+        heir.evicted = oldest->evicted + 1;
+        adapters -= oldest->party.card.role != CARD_ROLE_ADMIN;
+        close_session(b, oldest, "evicted: a newer connection under its key", METRICS_CLOSE_EVICTED, true);
+        if (++b->evictions, now_ms() - b->evicted_logged_ms > 10000) {
+            log_security("sessions_evicted", "adapter=%s count=%lld cap=%lld", p.card.name,
+                         (long long)b->evictions, (long long)b->cfg->sessions_per_key);
+            b->evictions = 0;
+            b->evicted_logged_ms = now_ms();
+        }
+    }
+    session_t *s = NULL;
+    if (p.card.role == CARD_ROLE_ADMIN || adapters < MAX_SESSIONS - ADMIN_SLOTS)
+        for (size_t i = 0; i < MAX_SESSIONS && s == NULL; i++)
+            if (!b->sessions[i].used && !pending_uses(b, &b->sessions[i]))
+                s = &b->sessions[i];
+    if (s == NULL) {
+        drop_unsessioned(b, peer);
+        return NULL;
+    }
+    int64_t t = now_ms();
+    memset(s, 0, sizeof *s);
+    s->used = true;
+    memcpy(s->rid, rid, rid_len);
+    s->rid_len = rid_len;
+    s->party = p;
+    snprintf(s->user, sizeof s->user, "%s", user);
+    snprintf(s->peer, sizeof s->peer, "%s", peer ? peer : "?");
+    s->opened_ms = s->last_rx_ms = s->last_tx_ms = t;
+    s->admitted_until_ms = admitted_until(&p);
+    s->window_ms = heir.evicted > 0 ? heir.window_ms : t;
+    s->ledgered = heir.ledgered;
+    memcpy(s->counted, heir.counted, sizeof s->counted);
+    s->evicted = heir.evicted;
+    metrics_session_opened(b->metrics, p.card.name);
+    return s;
+}
+
+/* After an admin command changed parties or keys: a session whose party is now disabled, or whose key is
+ * revoked or retired, is closed at once (the frames its connection sends from then on are answered without
+ * a session); the others take their party's new state (a retirement set by a rotation). */
+static void revalidate_sessions(broker_t *b)
+{
+    for (size_t i = 0; i < MAX_SESSIONS; i++) {
+        session_t *s = &b->sessions[i];
+        party_t fresh;
+        if (!s->used)
+            continue;
+        if (store_find_party_by_curve_key(b->store, s->party.card.box_pk, &fresh) != RB_OK ||
+            !admitted(b, &fresh)) {
+            log_security("session_closed", "adapter=%s peer=%s reason=disabled_or_revoked",
+                         s->party.card.name, s->peer);
+            drop_session(b, s, "its party was disabled, or its key revoked, by an admin",
+                         METRICS_CLOSE_DISABLED);
+            continue;
+        }
+        s->party = fresh;
+        s->admitted_until_ms = admitted_until(&fresh);
+    }
+}
+
+/* Answers a frame with ERROR and counts it; the refusal gets a ledger leaf of its own, or, past
+ * REFUSALS_LEDGERED in the session's window, a count in the window's summary leaf. */
 static void refuse(broker_t *b, session_t *s, Rb__ErrorCode code, const char *reason, const uint8_t *id)
 {
+    metrics_refused(b->metrics, s->party.card.name, code);
+    sent(b, wire_send_error(b->router, s->rid, s->rid_len, code, reason, id));
+    if (s->ledgered >= REFUSALS_LEDGERED) {
+        s->counted[(unsigned)code < CODES_MAX ? code : 0]++;
+        return;
+    }
+    s->ledgered++;
     char hex[33] = "";
     if (id != NULL)
         wire_id_hex(id, hex);
     log_security("frame_refused", "adapter=%s peer=%s msg=%s code=%s reason=%s", s->party.card.name, s->peer,
                  hex, wire_error_name(code), reason);
-    if (b->n_refusals == MAX_PENDING) {
-        event_now(b, s, "refused", id, wire_error_name(code), reason);
-    } else {
-        refusal_t *r = &b->refusals[b->n_refusals++];
-        snprintf(r->party, sizeof r->party, "%s", s->party.card.name);
-        snprintf(r->agency, sizeof r->agency, "%s", s->party.card.agency);
-        snprintf(r->peer, sizeof r->peer, "%s", s->peer);
-        snprintf(r->reason, sizeof r->reason, "%s", reason);
-        r->code = wire_error_name(code);
-        r->has_id = id != NULL;
-        if (id != NULL)
-            memcpy(r->id, id, MSG_ID_BYTES);
-        r->at_ms = now_ms();
-    }
-    metrics_refused(b->metrics, s->party.card.name, code);
-    sent(b, wire_send_error(b->router, s->rid, s->rid_len, code, reason, id));
+    queue_refusal(b, s, wire_error_name(code), reason, id, now_ms());
 }
 
 /* --- submissions ------------------------------------------------------------------------------------ */
@@ -531,6 +768,35 @@ static bool ack_allowed(broker_t *b, const session_t *s, const Rb__Header *h)
            ref.attempts > 0;
 }
 
+/* Whether h is sealed to a key its recipient holds: one of the recipient's registered keys, not revoked (a
+ * compromised key's thief would read it), and not expired or retired when the sender sealed it (the
+ * header's time, by which the sender's own key is judged too: an envelope sealed during a rotation's
+ * overlap and submitted after it is still the recipient's to open). why says which, and what to do. */
+static bool sealed_to_recipient(const broker_t *b, const Rb__Header *h, char *why, size_t cap)
+{
+    char hex[2 * RB_KEY_ID_BYTES + 1];
+    card_key_id_hex(h->recipient_key_id.data, hex);
+    const card_t *k = trust_find_key(b->trust, h->recipient_key_id.data);
+    if (k == NULL || strcmp(k->name, h->recipient) != 0) {
+        snprintf(why, cap, "sealed to key %s, which is not a registered key of %s: seal to its current card",
+                 hex, h->recipient);
+        return false;
+    }
+    if (trust_revoked(b->trust, k->key_id)) {
+        snprintf(why, cap, "sealed to key %s of %s, which is revoked: seal to its current card", hex,
+                 h->recipient);
+        return false;
+    }
+    if (trust_check(b->trust, k, (uint64_t)(h->created_ms / 1000)) != RB_OK) {
+        snprintf(why, cap,
+                 "sealed to key %s of %s after it retired or expired, or before it was valid: seal to its "
+                 "current card",
+                 hex, h->recipient);
+        return false;
+    }
+    return true;
+}
+
 /* The part of a submission that needs nothing but the trust store: the header's signature, and the hash. */
 static void verify_envelope(const broker_t *b, const uint8_t *env, size_t len, verified_t *out)
 {
@@ -584,6 +850,8 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, veri
                recipient.card.role != (h->kind == RB__KIND__KIND_ACK ? CARD_ROLE_SOURCE : CARD_ROLE_SINK)) {
         code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
         snprintf(why, sizeof why, "recipient is not a registered, enabled adapter of the right role");
+    } else if (!sealed_to_recipient(b, h, why, sizeof why)) {
+        code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
     } else if (pending_has(b, id, sha256, &same, &first) ||
                (store_find_message(b->store, id, &found, &old) == RB_OK && found &&
                 (same = (memcmp(old.envelope_sha256, sha256, RB_HASH_BYTES) == 0), true))) {
@@ -917,7 +1185,7 @@ static void deliver_to(broker_t *b, session_t *s)
         metrics_delivered(b->metrics, s->party.card.name, attempts[i]);
     }
     if (dropped != NULL)
-        drop_session(b, s, dropped);
+        drop_session(b, s, dropped, METRICS_CLOSE_GONE);
 done:
     for (size_t i = 0; i < n; i++)
         free(due[i].envelope);
@@ -937,14 +1205,15 @@ static bool is_connected(void *ctx, const char *name)
 /* pre: a SUBMIT's envelope verified ahead (verify_ahead), or NULL. */
 static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t len, verified_t *pre)
 {
-    s->last_rx_ms = now_ms();
-    /* Disabled, revoked or retired since it connected: it gets an error for every frame and nothing else. */
-    party_t fresh;
-    if (store_find_party_by_curve_key(b->store, s->party.card.box_pk, &fresh) != RB_OK ||
-        !admitted(b, &fresh)) {
-        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_DISABLED,
-               "this party is disabled, or the key it connected with is revoked or retired", NULL);
-        s->hello = false;
+    int64_t t = now_ms();
+    s->last_rx_ms = t;
+    /* Its key expired or retired since it connected (a disable or a revocation closed the session at once):
+     * this frame and every one after it get an error and nothing else. */
+    if (t >= s->admitted_until_ms) {
+        drop_session(b, s, "its key expired or retired", METRICS_CLOSE_DISABLED);
+        refuse_unsessioned(b, s->rid, s->rid_len, &s->party, RB__ERROR_CODE__ERROR_CODE_DISABLED,
+                           "this party is disabled, or the key it connected with is revoked or retired",
+                           s->peer);
         return;
     }
     if ((int64_t)len > b->cfg->max_message_bytes) {
@@ -956,6 +1225,17 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "not a frame", NULL);
     } else if (f->version != WIRE_VERSION) {
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION, "protocol version 1 only", NULL);
+    } else if (!s->hello &&
+               (f->body_case == RB__FRAME__BODY_SUBMIT || f->body_case == RB__FRAME__BODY_CONFIRM ||
+                f->body_case == RB__FRAME__BODY_ADMIN_REQUEST)) {
+        /* Named by its message id, so that a client can tell which submission to send again after HELLO. */
+        msg_id_t id;
+        bool named = f->body_case == RB__FRAME__BODY_SUBMIT
+                         ? envelope_peek_id(f->submit->envelope.data, f->submit->envelope.len, &id) == RB_OK
+                         : f->body_case == RB__FRAME__BODY_CONFIRM &&
+                               f->confirm->message_id.len == MSG_ID_BYTES &&
+                               (memcpy(id.bytes, f->confirm->message_id.data, MSG_ID_BYTES), true);
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNEXPECTED, HELLO_FIRST, named ? id.bytes : NULL);
     } else if (f->body_case == RB__FRAME__BODY_HELLO) {
         s->hello = true;
         s->credit = f->hello->credit > b->cfg->credit ? b->cfg->credit : f->hello->credit;
@@ -964,7 +1244,7 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         for (size_t i = 0; s->credit > 0 && i < MAX_SESSIONS; i++) {
             session_t *o = &b->sessions[i];
             if (o != s && o->used && o->credit > 0 && strcmp(o->party.card.name, s->party.card.name) == 0)
-                drop_session(b, o, "replaced by a new connection");
+                drop_session(b, o, "replaced by a new connection", METRICS_CLOSE_REPLACED);
         }
         Rb__Frame w = RB__FRAME__INIT;
         Rb__Welcome welcome = RB__WELCOME__INIT;
@@ -994,9 +1274,11 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
                            .rotation_overlap_ms = b->cfg->rotation_overlap_ms,
                            .ack_overdue_ms = b->cfg->ack_overdue_ms};
         bool ok =
-            admin_execute(b->store, &fresh, s->peer, f->admin_request, now_ms(), &env, &output, &changed);
+            admin_execute(b->store, &s->party, s->peer, f->admin_request, now_ms(), &env, &output, &changed);
         if (changed && reload_trust(b) != RB_OK)
             log_error("trust_reload_failed", "after=admin");
+        if (changed)
+            revalidate_sessions(b);
         /* Before the reply: whatever the admin's peers submit next is queued after the notice, so adapters
          * learn of a new key before they see it. */
         if (changed)
@@ -1022,18 +1304,17 @@ static void take_message(broker_t *b, const uint8_t *rid, size_t rid_len, const 
                          const uint8_t *data, size_t len, bool one_part, verified_t *pre)
 {
     session_t *s = rid_len <= RID_MAX ? find_session(b, rid, rid_len) : NULL;
-    if (s == NULL && rid_len <= RID_MAX)
-        s = new_session(b, rid, rid_len, user, peer);
-    if (s == NULL) {
-        /* Every session taken (or the key left the store since ZAP admitted it): nobody to answer as. */
-        metrics_dropped(b->metrics, METRICS_DROP_NO_SESSION);
-        int64_t t = now_ms();
-        if (t - b->dropped_logged_ms > 10000) { /* rate-limited, like refused handshakes */
-            log_security("frame_dropped", "reason=no_session peer=%s", peer ? peer : "?");
-            b->dropped_logged_ms = t;
-        }
-        return;
+    /* The ROUTER gives a routing id to one live connection at a time: another key under a session's id means
+     * the session's own connection is gone and a new one chose that id. The new one is never the old party. */
+    if (s != NULL && (user == NULL || strcmp(user, s->user) != 0)) {
+        log_security("routing_id_reused", "adapter=%s peer=%s new_peer=%s", s->party.card.name, s->peer,
+                     peer ? peer : "?");
+        drop_session(b, s, "another key's connection came under its routing id: its own is gone",
+                     METRICS_CLOSE_STALE);
+        s = NULL;
     }
+    if (s == NULL && (s = open_session(b, rid, rid_len, user, peer)) == NULL)
+        return;
     if (!one_part) {
         s->last_rx_ms = now_ms();
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "one frame per message, in one part", NULL);
@@ -1347,9 +1628,15 @@ static void tick(broker_t *b)
             continue;
         }
         if (t - s->last_rx_ms > 3 * b->cfg->heartbeat_ms) {
-            drop_session(b, s, "silent for 3 heartbeat intervals");
+            drop_session(b, s, "silent for 3 heartbeat intervals", METRICS_CLOSE_SILENT);
             continue;
         }
+        if (t >= s->admitted_until_ms) {
+            drop_session(b, s, "its key expired or retired", METRICS_CLOSE_DISABLED);
+            continue;
+        }
+        if (t - s->window_ms >= REFUSAL_WINDOW_MS)
+            summarise_refusals(b, s, t);
         /* A session that has not said HELLO (its peer was forgotten as silent and spoke again) hears
          * nothing, so that the peer, hearing nothing for three intervals, says HELLO again. */
         if (s->hello && t - s->last_tx_ms >= b->cfg->heartbeat_ms) {
@@ -1369,6 +1656,9 @@ void broker_close(broker_t **b_p, rb_err why)
     broker_t *b = *b_p;
     if (b == NULL)
         return;
+    for (size_t i = 0; i < MAX_SESSIONS; i++) /* every refusal accounted for in the ledger */
+        if (b->sessions[i].used)
+            summarise_refusals(b, &b->sessions[i], now_ms());
     before_sleep(b); /* nothing received is left unanswered or unstored */
     backup_close();
     if (b->router != NULL && why != RB_ERR_HASH_MISMATCH) {

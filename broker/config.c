@@ -15,6 +15,7 @@ void config_defaults(broker_config_t *cfg)
     snprintf(cfg->listen, sizeof cfg->listen, "tcp://127.0.0.1:7450");
     cfg->max_message_bytes = 1024 * 1024 + 64 * 1024;
     cfg->credit = 16;
+    cfg->sessions_per_key = 8;
     cfg->checkpoint_interval_ms = 10 * 1000;
     cfg->checkpoint_events = 1000;
     cfg->heartbeat_ms = 5000;
@@ -39,6 +40,7 @@ static const struct {
 } numbers[] = {
     {"broker", "max_message_bytes", offsetof(broker_config_t, max_message_bytes), 4096, 64LL << 20},
     {"broker", "credit", offsetof(broker_config_t, credit), 1, 10000},
+    {"broker", "sessions_per_key", offsetof(broker_config_t, sessions_per_key), 1, 64},
     {"broker", "checkpoint_interval_ms", offsetof(broker_config_t, checkpoint_interval_ms), 100, 86400000},
     {"broker", "checkpoint_events", offsetof(broker_config_t, checkpoint_events), 1, 1000000},
     {"delivery", "heartbeat_ms", offsetof(broker_config_t, heartbeat_ms), 50, 600000},

@@ -4,6 +4,7 @@
  *   listen = tcp://127.0.0.1:7450
  *   max_message_bytes = 1114112
  *   credit = 16
+ *   sessions_per_key = 8
  *   checkpoint_interval_ms = 10000
  *   checkpoint_events = 1000
  *   [delivery]
@@ -30,6 +31,7 @@ typedef struct {
     char listen[256];               /* ZeroMQ endpoint the ROUTER binds */
     int64_t max_message_bytes;      /* largest frame accepted */
     int64_t credit;                 /* most deliveries in flight to one peer, whatever it asks */
+    int64_t sessions_per_key;       /* most sessions one key holds at once; a new one evicts its oldest */
     int64_t checkpoint_interval_ms; /* a ledger checkpoint at least this often while events arrive, */
     int64_t checkpoint_events;      /* or after this many events, whichever first (and every commit) */
     int64_t heartbeat_ms;           /* idle interval; silence for 3 means the peer is gone */

@@ -58,6 +58,7 @@ typedef struct {
     uint64_t deliveries, retries, confirms;
     uint64_t acks[2]; /* accepted, rejected */
     uint64_t refused[CODES];
+    int64_t sessions; /* open now */
 } series_t;
 
 struct metrics {
@@ -70,6 +71,7 @@ struct metrics {
     uint64_t dead_lettered, checkpoints, ledger_leaves;
     uint64_t dropped[METRICS_DROP_REASONS];
     uint64_t refused_handshakes;
+    uint64_t sessions_closed[METRICS_CLOSE_REASONS];
     int64_t checkpoint_ms;      /* when the last checkpoint was signed; 0 before the first */
     uint64_t checkpoint_leaves; /* the tree size it signed */
     int64_t snapshot_ms;        /* when the gauges were last refreshed; 0 before the first time */
@@ -218,6 +220,29 @@ void metrics_dropped(metrics_t *m, metrics_drop_t why)
         return;
     pthread_mutex_lock(&m->lock);
     m->dropped[why]++;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_session_opened(metrics_t *m, const char *party)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->lock);
+    series_t *s = series_of(m, party);
+    if (s != NULL)
+        s->sessions++;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_session_closed(metrics_t *m, const char *party, metrics_close_t why)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->lock);
+    series_t *s = series_of(m, party);
+    if (s != NULL && s->sessions > 0)
+        s->sessions--;
+    m->sessions_closed[why]++;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -525,6 +550,23 @@ static void render(out_t *o, const metrics_t *m, int64_t now_ms)
     for (int i = 0; i < METRICS_DROP_REASONS; i++)
         out_printf(o, "referral_dropped_frames_total{reason=\"%s\"} %llu\n", drop_names[i],
                    (unsigned long long)m->dropped[i]);
+    family(o, "referral_sessions", "gauge",
+           "Sessions open now, by party (admins included): at most [broker] sessions_per_key per key.");
+    for (size_t i = 0; i < m->n_series; i++)
+        if (m->series[i].sessions > 0 || m->series[i].adapter) {
+            sample(o, "referral_sessions", m->series[i].name, NULL, NULL);
+            out_printf(o, "%lld\n", (long long)m->series[i].sessions);
+        }
+    family(o, "referral_sessions_closed_total", "counter",
+           "Sessions the broker closed, by reason: silent, replaced (a newer receiving connection of its "
+           "party), gone (its connection closed or it does not read), evicted (its key opened more than "
+           "sessions_per_key), disabled (its party disabled, its key revoked, retired or expired), "
+           "routing_id_reused (another key's connection came under its routing id).");
+    static const char *const close_names[METRICS_CLOSE_REASONS] = {
+        "silent", "replaced", "gone", "evicted", "disabled", "routing_id_reused"};
+    for (int i = 0; i < METRICS_CLOSE_REASONS; i++)
+        out_printf(o, "referral_sessions_closed_total{reason=\"%s\"} %llu\n", close_names[i],
+                   (unsigned long long)m->sessions_closed[i]);
     family(o, "referral_dead_lettered_total", "counter", "Messages moved to the dead-letter queue.");
     out_printf(o, "referral_dead_lettered_total %llu\n", (unsigned long long)m->dead_lettered);
     family(o, "referral_checkpoints_total", "counter", "Ledger checkpoints signed since the broker started.");

@@ -66,6 +66,19 @@ typedef enum {
     METRICS_DROP_REASONS
 } metrics_drop_t;
 void metrics_dropped(metrics_t *m, metrics_drop_t why);
+/* Why the broker closed a session (docs/PROTOCOL.md, "Sessions"). */
+typedef enum {
+    METRICS_CLOSE_SILENT,   /* nothing from it for three heartbeat intervals */
+    METRICS_CLOSE_REPLACED, /* its party said HELLO with credit on a newer connection */
+    METRICS_CLOSE_GONE,     /* a DELIVER could not be sent: its connection closed or it does not read */
+    METRICS_CLOSE_EVICTED,  /* its key opened more sessions than [broker] sessions_per_key: the oldest goes */
+    METRICS_CLOSE_DISABLED, /* its party disabled, its key revoked, retired or expired */
+    METRICS_CLOSE_STALE,    /* another key's connection came under its routing id: its own was gone */
+    METRICS_CLOSE_REASONS
+} metrics_close_t;
+/* A session of party opened, or closed (why). */
+void metrics_session_opened(metrics_t *m, const char *party);
+void metrics_session_closed(metrics_t *m, const char *party, metrics_close_t why);
 void metrics_dead_lettered(metrics_t *m, size_t n);
 /* A checkpoint of size leaves signed and committed at at_ms: the age reported is counted from it. */
 void metrics_checkpointed(metrics_t *m, int64_t at_ms, uint64_t size);

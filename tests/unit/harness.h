@@ -289,9 +289,9 @@ static inline int harness_teardown(void **state)
     return 0;
 }
 
-/* A sealed referral from `from` to `to`; narrative may be NULL. case_key may be NULL. */
-static inline uint8_t *harness_referral(const identity_t *from, const identity_t *to, const char *narrative,
-                                        const uint8_t *case_key, size_t *len, msg_id_t *id)
+/* A sealed referral from `from` to the holder of card `to`; narrative may be NULL. case_key may be NULL. */
+static inline uint8_t *harness_referral_to(const identity_t *from, const card_t *to, const char *narrative,
+                                           const uint8_t *case_key, size_t *len, msg_id_t *id)
 {
     Rb__Referral r = RB__REFERRAL__INIT;
     r.schema_version = 1;
@@ -306,9 +306,15 @@ static inline uint8_t *harness_referral(const identity_t *from, const identity_t
     rb__referral__pack(&r, body);
     envelope_params_t p = {.kind = RB__KIND__KIND_REFERRAL, .case_key = case_key, .created_ms = harness_ms()};
     uint8_t *env;
-    assert_ok(envelope_seal(from, identity_card(to), &p, body, body_len, id, &env, len));
+    assert_ok(envelope_seal(from, to, &p, body, body_len, id, &env, len));
     free(body);
     return env;
+}
+
+static inline uint8_t *harness_referral(const identity_t *from, const identity_t *to, const char *narrative,
+                                        const uint8_t *case_key, size_t *len, msg_id_t *id)
+{
+    return harness_referral_to(from, identity_card(to), narrative, case_key, len, id);
 }
 
 /* Submits and expects a receipt; returns its event sequence number. */
