@@ -689,8 +689,8 @@ class Client:
         self.last_sent = time.monotonic()
 
     def recv(self, timeout_ms):
-        """One frame from the broker, or None. Heartbeats are answered by pump's own; DELIVERs are
-        queued; an ERROR is raised."""
+        """One frame from the broker, or None. DELIVERs are queued for next_delivery, HEARTBEATs
+        counted (ours go out by the clock, not in answer), an ERROR raised."""
         if not self.sock.poll(timeout_ms):
             return None
         parts = self.sock.recv_multipart()
