@@ -18,7 +18,8 @@
 PKGS := libzmq libprotobuf-c libsodium sqlite3 jansson inih libmicrohttpd cmocka
 DEBS := build-essential pkg-config libzmq3-dev protobuf-c-compiler libprotobuf-c-dev libsodium-dev \
         libsqlite3-dev sqlite3 libjansson-dev libinih-dev libmicrohttpd-dev libcmocka-dev clang \
-        libclang-rt-14-dev clang-format clang-tidy cppcheck valgrind jq systemd groff-base man-db
+        libclang-rt-14-dev clang-format clang-tidy cppcheck valgrind jq systemd groff-base man-db \
+        protobuf-compiler python3-zmq python3-nacl python3-protobuf
 
 PREFIX  ?= /usr/local
 SECONDS ?= 60
@@ -61,6 +62,7 @@ LDLIBS   = $(PKG_LIBS) -lpthread -lm
 all: $(addprefix $(BIN)/,$(TOOLS))
 
 # The package check writes the flags once; a missing library or tool installs the packages first.
+# tests/integration/python_client_test.sh needs protoc and Debian's Python modules for /usr/bin/python3.
 ifeq ($(filter deps clean format,$(MAKECMDGOALS)),)
 include $(BUILD)/config.mk
 endif
@@ -70,7 +72,8 @@ $(BUILD)/config.mk: Makefile
 	    ! command -v protoc-c >/dev/null || ! command -v clang >/dev/null || \
 	    ! command -v clang-format >/dev/null || ! command -v jq >/dev/null || ! command -v clang-tidy >/dev/null || \
 	    ! command -v cppcheck >/dev/null || ! command -v valgrind >/dev/null || \
-	    ! command -v systemd-analyze >/dev/null || ! command -v groff >/dev/null; then $(MAKE) --no-print-directory deps; fi
+	    ! command -v systemd-analyze >/dev/null || ! command -v groff >/dev/null || ! command -v protoc >/dev/null || \
+	    ! /usr/bin/python3 -c 'import zmq, nacl, google.protobuf' 2>/dev/null; then $(MAKE) --no-print-directory deps; fi
 	@printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$(pkg-config --cflags $(PKGS))" \
 	    "$$(pkg-config --libs $(PKGS))" > $@
 
