@@ -25,6 +25,7 @@
 #include "rbcrypto.h"
 #include "referral_rules.h"
 #include "wire.h"
+#include "witness.h"
 
 struct adapter {
     settings_t *cfg;
@@ -42,11 +43,13 @@ struct adapter {
     int64_t receipt_deadline_ms, ack_deadline_ms;
     unsigned alarms_seen; /* ledger alarms of the current client already kept */
     int64_t next_connect_ms, next_report_ms;
+    const char *metrics_file; /* where the counts go for Prometheus's textfile collector, or NULL */
+    bool unwitnessed_logged;  /* that the broker cannot prove (version 1) was said once */
 };
 
 static const char *const adapter_keys[] = {
-    "connector", "secret", "previous_secret",     "broker",          "broker_card", "trust",
-    "recipient", "data",   "receipt_deadline_ms", "ack_deadline_ms", NULL};
+    "connector", "secret", "previous_secret",     "broker",          "broker_card",  "trust",
+    "recipient", "data",   "receipt_deadline_ms", "ack_deadline_ms", "metrics_file", NULL};
 
 /* referral-publish's settings (docs/PUBLISHING.md). */
 static const char *const publish_keys[] = {"threshold", "areas", NULL};
@@ -120,6 +123,7 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
     if (rc == RB_OK)
         rc = settings_int(a->cfg, "adapter", "ack_deadline_ms", 24LL * 3600 * 1000, 1, INT64_MAX / 2,
                           &a->ack_deadline_ms, err, errlen);
+    a->metrics_file = settings_get(a->cfg, "adapter", "metrics_file", NULL);
     if (rc == RB_OK) {
         snprintf(a->endpoint, sizeof a->endpoint, "%s", broker);
         /* Unattended: the secret file has no passphrase, and is protected by its mode. */
@@ -231,6 +235,32 @@ static void list_problems(const referral_problems_t *p, char *out, size_t cap)
     }
 }
 
+/* Adds a problem to the list (when it has room: the list says when it was cut short). */
+static void add_problem(referral_problems_t *p, const char *path, const char *message)
+{
+    if (p->count == REFERRAL_MAX_PROBLEMS) {
+        p->truncated = true;
+        return;
+    }
+    referral_problem_t *item = &p->items[p->count];
+    snprintf(item->path, sizeof item->path, "%.*s", (int)sizeof item->path - 1, path);
+    snprintf(item->message, sizeof item->message, "%.*s", (int)sizeof item->message - 1, message);
+    p->count++;
+}
+
+/* The problem with a referral naming another agency than its sender's card, or NULL: a police source
+ * refers only its own agency's cases, whatever its export says. */
+static const char *foreign_agency(const Rb__Referral *r, const card_t *sender, char *why, size_t cap)
+{
+    if (strcmp(r->agency_ori, sender->agency) == 0)
+        return NULL;
+    snprintf(
+        why, cap,
+        "names agency %.16s, not %s's own (%s, on its card): a source refers only its own agency's cases",
+        r->agency_ori, sender->name, sender->agency);
+    return why;
+}
+
 rb_err adapter_accept_referral(adapter_t *a, const char *json, size_t len, const char *source, msg_id_t *id,
                                char *problems, size_t cap)
 {
@@ -246,7 +276,13 @@ rb_err adapter_accept_referral(adapter_t *a, const char *json, size_t len, const
     referral_problems_t found;
     uint8_t *body = NULL, *env = NULL;
     size_t body_len = 0, env_len = 0;
-    if (referral_validate(r, kind, t, &found) != RB_OK) {
+    bool valid = referral_validate(r, kind, t, &found) == RB_OK;
+    char why[256];
+    if (foreign_agency(r, identity_card(a->me), why, sizeof why) != NULL) {
+        add_problem(&found, "$.agencyOri", why);
+        valid = false;
+    }
+    if (!valid) {
         list_problems(&found, problems, cap);
         rc = RB_ERR_INVALID;
         goto done;
@@ -321,6 +357,17 @@ done:
 
 /* --- the broker connection ---------------------------------------------------------------------------------- */
 
+static void write_metrics(adapter_t *a);
+
+/* A ledger alarm: kept (status shows it), logged, and counted in the metrics file at once. */
+static void raise_alarm(adapter_t *a, const char *reason)
+{
+    log_security("ledger_alarm", "broker=%s reason=\"%s\"", a->endpoint, reason);
+    if (astore_add_alarm(a->store, reason, client_clock_ms()) != RB_OK)
+        log_error("alarm_not_stored", "reason=\"%s\"", reason);
+    write_metrics(a);
+}
+
 /* Keeps the broker's latest verified checkpoint, and any new alarm the client raised about it. */
 static void keep_ledger(adapter_t *a)
 {
@@ -328,9 +375,7 @@ static void keep_ledger(adapter_t *a)
     int64_t t = client_clock_ms();
     if (l->alarms > a->alarms_seen) {
         a->alarms_seen = l->alarms;
-        log_security("ledger_alarm", "broker=%s reason=%s", a->endpoint, l->alarm);
-        if (astore_add_alarm(a->store, l->alarm, t) != RB_OK)
-            log_error("alarm_not_stored", "reason=%s", l->alarm);
+        raise_alarm(a, l->alarm);
     }
     if (l->holds && astore_add_checkpoint(a->store, l->note, l->size, t) != RB_OK)
         log_error("checkpoint_not_stored", "size=%llu", (unsigned long long)l->size);
@@ -459,15 +504,23 @@ static void receive_deliveries(adapter_t *a, int wait_ms)
 
 /* --- processing the inbox -------------------------------------------------------------------------------------- */
 
-/* Seals an ACK for the opened referral and queues it in the outbox (inside the caller's transaction). */
-static rb_err queue_ack(adapter_t *a, const envelope_opened_t *o, bool accepted, const char *intake_reference,
-                        const referral_problems_t *problems)
+/* Seals an ACK for the opened referral and queues it in the outbox (inside the caller's transaction). An
+ * ACK claims no filing that did not happen: a duplicate says so, with the intake reference it was filed
+ * under. */
+static rb_err queue_ack(adapter_t *a, const envelope_opened_t *o, bool accepted, bool duplicate,
+                        const char *intake_reference, const referral_problems_t *problems)
 {
     Rb__AckBody ack = RB__ACK_BODY__INIT;
     Rb__Problem items[REFERRAL_MAX_PROBLEMS], *ptrs[REFERRAL_MAX_PROBLEMS];
     ack.status = accepted ? RB__ACK_STATUS__ACK_STATUS_ACCEPTED : RB__ACK_STATUS__ACK_STATUS_REJECTED;
+    ack.duplicate = accepted && duplicate; /* filed before under intake_reference: not filed again */
     ack.intake_reference = (char *)intake_reference;
     ack.received_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, (uint8_t *)o->envelope_sha256};
+    /* What this side was shown of the ledger, for the source to check against what it was shown. */
+    char checkpoint[NOTE_TEXT_MAX] = "";
+    bool held = false;
+    if (astore_latest_checkpoint(a->store, &held, checkpoint) == RB_OK && held)
+        ack.checkpoint = checkpoint;
     ack.decided_ms = client_clock_ms();
     for (size_t i = 0; problems != NULL && i < problems->count; i++) {
         rb__problem__init(&items[i]);
@@ -501,18 +554,39 @@ static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_ope
 {
     const Rb__Referral *r = (const Rb__Referral *)o->message;
     referral_problems_t problems;
+    /* Cases, and duplicates, are the verified sender's agency's: never what the body says alone. */
     content_id_t content;
-    snprintf(content.agency, sizeof content.agency, "%s", r->agency_ori);
+    snprintf(content.agency, sizeof content.agency, "%s", o->sender.agency);
     snprintf(content.rd_number, sizeof content.rd_number, "%s", r->rd_number);
     content.revision = r->revision;
     bool valid = referral_validate(r, o->header->kind, client_clock_ms(), &problems) == RB_OK;
+    char why[256];
+    if (foreign_agency(r, &o->sender, why, sizeof why) != NULL) {
+        add_problem(&problems, "$.agencyOri", why);
+        valid = false;
+    }
     char reference[64] = "", err[256] = "", listed[2048] = "";
-    bool already = false;
-    if (valid && astore_inbox_find_filed(a->store, &content, &already, reference, sizeof reference) != RB_OK)
+    uint8_t body_sha[RB_HASH_BYTES], filed_sha[RB_HASH_BYTES];
+    rbcrypto_sha256(o->body, o->body_len, body_sha);
+    bool already = false, has_sha = false;
+    if (valid && astore_inbox_find_filed(a->store, &content, &already, reference, sizeof reference, filed_sha,
+                                         &has_sha) != RB_OK)
         return false;
+    /* The same RD number and revision with other content is no duplicate: filing it would keep half of what
+     * was signed, and dropping it would lose the rest. */
+    if (valid && already && has_sha && memcmp(filed_sha, body_sha, RB_HASH_BYTES) != 0) {
+        snprintf(why, sizeof why,
+                 "revision %u of this RD number was filed before with other content (%.63s): send the change "
+                 "as a supplement with a higher revision",
+                 r->revision, reference);
+        add_problem(&problems, "$.revision", why);
+        valid = false;
+        already = false;
+        reference[0] = '\0';
+    }
     if (valid && !already &&
-        a->ops->file(a->conn, id, o->header->kind, r, reference, sizeof reference, err, sizeof err) !=
-            RB_OK) {
+        a->ops->file(a->conn, id, o->header->kind, r, &o->sender, reference, sizeof reference, err,
+                     sizeof err) != RB_OK) {
         log_warn("filing_deferred", "msg=%s error=%s", hex, err); /* e.g. the intake database is locked */
         return false;
     }
@@ -520,10 +594,12 @@ static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_ope
         list_problems(&problems, listed, sizeof listed);
     rb_err rc = astore_begin(a->store);
     if (rc == RB_OK)
-        rc = queue_ack(a, o, valid, reference, valid ? NULL : &problems);
+        rc = queue_ack(a, o, valid, already, reference, valid ? NULL : &problems);
     if (rc == RB_OK)
         rc = astore_inbox_done(a->store, id, valid ? (already ? "duplicate" : "filed") : "rejected", &content,
                                reference, listed, client_clock_ms());
+    if (rc == RB_OK)
+        rc = astore_inbox_origin(a->store, id, o->sender.name, body_sha);
     if (rc == RB_OK)
         rc = astore_commit(a->store);
     if (rc != RB_OK) {
@@ -536,32 +612,153 @@ static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_ope
     return true;
 }
 
+/* Why a source takes no ACK as the answer to its referral, or NULL when it does (docs/KEYS.md, "What the
+ * receiver of an ACK checks"; envelope_open has checked its signatures and that its two statuses agree).
+ * *repeat: when the referral has this very answer already, the ACK recorded then as JSON (the caller's). */
+static const char *ack_refusal(adapter_t *a, const msg_id_t *referral, const envelope_opened_t *o,
+                               char **repeat, char *why, size_t cap)
+{
+    const Rb__AckBody *ack = (const Rb__AckBody *)o->message;
+    bool found;
+    uint8_t *sent = NULL, sha[RB_HASH_BYTES];
+    size_t sent_len = 0;
+    int answered;
+    char reference[64];
+    Rb__Header *h = NULL;
+    char *first = NULL;
+    *repeat = NULL;
+    if (astore_outbox_answered(a->store, referral, &found, &sent, &sent_len, &answered, reference,
+                               sizeof reference, &first) != RB_OK)
+        return snprintf(why, cap, "the adapter's store could not be read"), why;
+    if (found) {
+        rbcrypto_sha256(sent, sent_len, sha);
+        if (envelope_peek_header(sent, sent_len, &h) != RB_OK)
+            h = NULL;
+    }
+    free(sent);
+    const char *refused = NULL;
+    if (!found)
+        refused = "ACK for a referral this adapter did not send";
+    else if (h == NULL || strcmp(h->recipient, o->sender.name) != 0)
+        snprintf(why, cap, "ACK from %s, not from the referral's recipient %s", o->sender.name,
+                 h ? h->recipient : "?"),
+            refused = why;
+    else if (ack->received_sha256.len != RB_HASH_BYTES ||
+             memcmp(ack->received_sha256.data, sha, RB_HASH_BYTES) != 0)
+        refused = "ACK for other bytes than the envelope sent: received_sha256 differs";
+    else if (answered != 0 && (answered != (int)ack->status || strcmp(reference, ack->intake_reference) != 0))
+        snprintf(why, cap, "a second ACK with another answer: the first (%s %.63s) stands",
+                 answered == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED", reference),
+            refused = why;
+    else if (answered != 0)
+        *repeat = first, first = NULL;
+    free(first);
+    if (h != NULL)
+        rb__header__free_unpacked(h, NULL);
+    return refused;
+}
+
+/* Cross-witnessing (docs/LEDGER.md): the checkpoint the acker held when it answered must be of the same
+ * ledger as the one we hold; the broker proves it (PROVE). A broker that shows two parties two ledgers
+ * under its one key cannot. Raises a ledger alarm when it is not (the answer itself stands: it is the
+ * acker's, signed); RB_ERR_IO when it cannot be asked now (not connected, no answer): the ACK waits. */
+static rb_err cross_witness(adapter_t *a, const Rb__AckBody *ack)
+{
+    if (ack->checkpoint[0] == '\0') /* an ACK of version 1, or an acker that holds none */
+        return RB_OK;
+    char why[400], reason[600], note[NOTE_TEXT_MAX];
+    checkpoint_t theirs, ours;
+    bool held;
+    if (witness_open_checkpoint(&a->broker, ack->checkpoint, strlen(ack->checkpoint), &theirs, why,
+                                sizeof why) != RB_OK) {
+        snprintf(reason, sizeof reason, "the checkpoint the recipient held is not our broker's: %s", why);
+        raise_alarm(a, reason);
+        return RB_OK;
+    }
+    if (astore_latest_checkpoint(a->store, &held, note) != RB_OK)
+        return RB_ERR_IO;
+    if (!held || witness_open_checkpoint(&a->broker, note, strlen(note), &ours, why, sizeof why) != RB_OK)
+        return RB_OK; /* nothing of ours to compare with */
+    const checkpoint_t *lo = theirs.size <= ours.size ? &theirs : &ours,
+                       *hi = lo == &theirs ? &ours : &theirs;
+    merkle_hash_t proof[PROOF_HASHES_MAX];
+    size_t n = 0;
+    rb_err rc = RB_OK;
+    if (lo->size < hi->size) {
+        if (a->client == NULL)
+            return RB_ERR_IO;
+        rc = client_prove(a->client, lo->size, hi->size, 5000, proof, &n, why, sizeof why);
+        if (rc == RB_ERR_BAD_VERSION) {
+            if (!a->unwitnessed_logged)
+                log_warn("cross_witness_unavailable", "reason=\"%s\"", why);
+            a->unwitnessed_logged = true;
+            return RB_OK;
+        }
+        if (rc != RB_OK && rc != RB_ERR_USAGE)
+            return RB_ERR_IO;
+    }
+    if (rc == RB_ERR_USAGE ||
+        merkle_verify_consistency(lo->size, hi->size, &lo->root, &hi->root, proof, n) != RB_OK) {
+        snprintf(reason, sizeof reason,
+                 "the recipient's checkpoint of %llu leaves and ours of %llu are not of one ledger%s%s: the "
+                 "broker's "
+                 "key signs two ledgers (a fork, or a broker restored or copied)",
+                 (unsigned long long)theirs.size, (unsigned long long)ours.size,
+                 rc == RB_ERR_USAGE ? ": " : "", rc == RB_ERR_USAGE ? why : "");
+        raise_alarm(a, reason);
+    }
+    return RB_OK;
+}
+
 /* A source's ACK: record it on the referral and tell the connector, and only then mark it processed, so
- * that a crash in between repeats the (idempotent) telling instead of losing it. */
+ * that a crash in between repeats the (idempotent) telling instead of losing it. The first ACK a source
+ * takes is the answer; a later one that repeats it changes nothing, one that contradicts it is refused. */
 static bool handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t *o, const char *hex)
 {
     const Rb__AckBody *ack = (const Rb__AckBody *)o->message;
-    char *json = NULL;
     msg_id_t referral;
     memcpy(referral.bytes, o->header->ref_message_id.data, MSG_ID_BYTES);
+    char ref_hex[33], why[256];
+    wire_id_hex(referral.bytes, ref_hex);
+    char *repeat;
+    const char *refused = ack_refusal(a, &referral, o, &repeat, why, sizeof why);
+    if (refused != NULL) {
+        log_security("ack_refused", "msg=%s ack=%s reason=\"%s\"", ref_hex, hex, refused);
+        astore_inbox_done(a->store, id, "refused", NULL, ack->intake_reference, refused, client_clock_ms());
+        return true;
+    }
+    if (cross_witness(a, ack) != RB_OK) {
+        free(repeat);
+        return false; /* checked again on a later turn, with a broker to ask */
+    }
+    if (repeat != NULL) {
+        /* The connector is told the answer on record again (it may not have been, if it failed the first
+         * time): idempotent, and never the later copy's bytes. */
+        rb_err told = a->ops->on_ack != NULL ? a->ops->on_ack(a->conn, &referral, repeat) : RB_OK;
+        free(repeat);
+        if (told != RB_OK)
+            return false;
+        log_info("ack_repeated", "msg=%s ack=%s", ref_hex, hex);
+        astore_inbox_done(a->store, id, "ack", NULL, ack->intake_reference, "the same answer again",
+                          client_clock_ms());
+        return true;
+    }
+    char *json = NULL;
     pbjson_format(o->message, PBJSON_PRETTY, &json);
     rb_err rc = astore_outbox_acked(a->store, &referral, (int)ack->status, ack->intake_reference,
                                     json ? json : "", client_clock_ms());
-    char ref_hex[33];
-    wire_id_hex(referral.bytes, ref_hex);
-    if (rc == RB_OK) {
-        log_info("acked", "msg=%s ack=%s status=%s intake_reference=%s", ref_hex, hex,
-                 ack->status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED",
-                 ack->intake_reference);
-        if (a->ops->on_ack != NULL && a->ops->on_ack(a->conn, &referral, json ? json : "") != RB_OK) {
-            pbjson_free(json);
-            return false; /* told again on a later turn */
-        }
-    } else {
-        log_security("ack_refused", "msg=%s ack=%s reason=%s", ref_hex, hex, "not our referral");
+    if (rc != RB_OK) {
+        pbjson_free(json);
+        return false; /* tried again on a later turn */
     }
-    astore_inbox_done(a->store, id, rc == RB_OK ? "ack" : "refused", NULL, ack->intake_reference,
-                      rc == RB_OK ? NULL : "ACK for a referral this adapter did not send", client_clock_ms());
+    log_info("acked", "msg=%s ack=%s status=%s intake_reference=%s duplicate=%d", ref_hex, hex,
+             ack->status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED",
+             ack->intake_reference, ack->duplicate);
+    if (a->ops->on_ack != NULL && a->ops->on_ack(a->conn, &referral, json ? json : "") != RB_OK) {
+        pbjson_free(json);
+        return false; /* told again on a later turn */
+    }
+    astore_inbox_done(a->store, id, "ack", NULL, ack->intake_reference, NULL, client_clock_ms());
     pbjson_free(json);
     return true;
 }
@@ -703,16 +900,52 @@ static int process_inbox(adapter_t *a)
     return i;
 }
 
+/* The adapter's counts in Prometheus's text format, for the node exporter's textfile collector
+ * ([adapter] metrics_file; docs/OPERATIONS.md): an adapter serves no HTTP of its own. Written whole and
+ * renamed into place, so a scrape never reads half of it. */
+static void write_metrics(adapter_t *a)
+{
+    astore_counts_t c;
+    if (a->metrics_file == NULL ||
+        astore_counts(a->store, client_clock_ms(), a->receipt_deadline_ms, a->ack_deadline_ms, &c) != RB_OK)
+        return;
+    const char *name = identity_card(a->me)->name;
+    char text[2048];
+    int n = snprintf(
+        text, sizeof text,
+        "# HELP referral_adapter_ledger_alarms Ledger alarms kept: checkpoints that did not extend the one "
+        "held, "
+        "or that a recipient held and the broker could not prove consistent with ours.\n"
+        "# TYPE referral_adapter_ledger_alarms counter\nreferral_adapter_ledger_alarms{adapter=\"%s\"} %d\n"
+        "# HELP referral_adapter_queued Envelopes in the outbox without the broker's receipt.\n"
+        "# TYPE referral_adapter_queued gauge\nreferral_adapter_queued{adapter=\"%s\"} %d\n"
+        "# HELP referral_adapter_awaiting_ack Referrals receipted and not answered by an ACK.\n"
+        "# TYPE referral_adapter_awaiting_ack gauge\nreferral_adapter_awaiting_ack{adapter=\"%s\"} %d\n"
+        "# HELP referral_adapter_overdue Referrals past the receipt or ACK deadline.\n"
+        "# TYPE referral_adapter_overdue gauge\nreferral_adapter_overdue{adapter=\"%s\",of=\"receipt\"} %d\n"
+        "referral_adapter_overdue{adapter=\"%s\",of=\"ack\"} %d\n"
+        "# HELP referral_adapter_inbox_waiting Envelopes received and not processed yet, or held.\n"
+        "# TYPE referral_adapter_inbox_waiting gauge\nreferral_adapter_inbox_waiting{adapter=\"%s\"} %d\n"
+        "# HELP referral_adapter_refused Envelopes received and refused (not openable, or not to be taken).\n"
+        "# TYPE referral_adapter_refused gauge\nreferral_adapter_refused{adapter=\"%s\"} %d\n",
+        name, c.ledger_alarms, name, c.queued, name, c.receipted, name, c.overdue_receipt, name,
+        c.overdue_ack, name, c.inbox_waiting, name, c.refused);
+    if (n > 0 && (size_t)n < sizeof text &&
+        keyfile_write(a->metrics_file, text, (size_t)n, 0644, true) != RB_OK)
+        log_error("metrics_not_written", "file=%s error=\"%s\"", a->metrics_file, strerror(errno));
+}
+
 static void report_overdue(adapter_t *a)
 {
     int64_t t = client_clock_ms();
     if (t < a->next_report_ms)
         return;
-    a->next_report_ms = t + 30000;
+    a->next_report_ms = t + 10000;
     astore_counts_t c;
     if (astore_counts(a->store, t, a->receipt_deadline_ms, a->ack_deadline_ms, &c) == RB_OK &&
         (c.overdue_receipt > 0 || c.overdue_ack > 0))
         log_warn("overdue", "no_receipt=%d no_ack=%d", c.overdue_receipt, c.overdue_ack);
+    write_metrics(a);
 }
 
 rb_err adapter_run(adapter_t *a, const volatile sig_atomic_t *stop)

@@ -45,6 +45,10 @@ static const char *const migrations[] = {
     "CREATE TABLE key_notices(id INTEGER PRIMARY KEY, notice BLOB NOT NULL, applied_ms INTEGER NOT NULL);",
     /* version 4: the de-identified facts of each referral, kept for referral-publish (publish.h) */
     "ALTER TABLE outbox ADD COLUMN facts TEXT;",
+    /* version 5: who sent each envelope received (the verified card's name) and the SHA-256 of a filed
+     * referral's body, so that a duplicate is told from other content under the same revision */
+    ("ALTER TABLE inbox ADD COLUMN sender TEXT;"
+     "ALTER TABLE inbox ADD COLUMN body_sha256 BLOB;"),
 };
 
 static const char *text_or(sqlite3_stmt *st, int col, const char *dflt)
@@ -337,9 +341,42 @@ rb_err astore_outbox_acked(astore_t *s, const msg_id_t *referral, int status, co
     return update_one(
         s, sqldb_prepare(s->db,
                          "UPDATE outbox SET ack_status = ?, intake_reference = ?, ack_json = ?, acked_ms = ? "
-                         "WHERE message_id = ? AND kind != 4",
+                         "WHERE message_id = ? AND kind != 4 AND acked_ms IS NULL",
                          "ittib", (int64_t)status, intake_reference, ack_json, now_ms, referral->bytes,
                          MSG_ID_BYTES));
+}
+
+rb_err astore_outbox_answered(astore_t *s, const msg_id_t *referral, bool *found, uint8_t **env, size_t *len,
+                              int *ack_status, char *intake_reference, size_t cap, char **ack_json)
+{
+    *env = NULL;
+    *ack_json = NULL;
+    *ack_status = 0;
+    intake_reference[0] = '\0';
+    sqlite3_stmt *st =
+        sqldb_prepare(s->db,
+                      "SELECT envelope, coalesce(ack_status, 0), coalesce(intake_reference, ''), "
+                      "ack_json FROM outbox WHERE message_id = ? AND kind != 4",
+                      "b", referral->bytes, MSG_ID_BYTES);
+    if (st == NULL)
+        return RB_ERR_IO;
+    int step = sqlite3_step(st);
+    *found = step == SQLITE_ROW;
+    rb_err rc = step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+    if (*found) {
+        *len = (size_t)sqlite3_column_bytes(st, 0);
+        if ((*env = malloc(*len ? *len : 1)) == NULL)
+            rc = RB_ERR_NOMEM;
+        else if (*len > 0)
+            memcpy(*env, sqlite3_column_blob(st, 0), *len);
+        *ack_status = sqlite3_column_int(st, 1);
+        snprintf(intake_reference, cap, "%s", (const char *)sqlite3_column_text(st, 2));
+        if (rc == RB_OK && sqlite3_column_type(st, 3) != SQLITE_NULL &&
+            (*ack_json = strdup((const char *)sqlite3_column_text(st, 3))) == NULL)
+            rc = RB_ERR_NOMEM;
+    }
+    sqlite3_finalize(st);
+    return rc;
 }
 
 rb_err astore_outbox_status(astore_t *s, const msg_id_t *id, bool *found, outbox_status_t *out)
@@ -417,21 +454,32 @@ rb_err astore_inbox_retry_held(astore_t *s, int *count)
 }
 
 rb_err astore_inbox_find_filed(astore_t *s, const content_id_t *content, bool *found, char *intake_reference,
-                               size_t cap)
+                               size_t cap, uint8_t body_sha256[RB_HASH_BYTES], bool *has_sha256)
 {
     sqlite3_stmt *st =
         sqldb_prepare(s->db,
-                      "SELECT intake_reference FROM inbox WHERE state = 'filed' AND agency = ? "
+                      "SELECT intake_reference, body_sha256 FROM inbox WHERE state = 'filed' AND agency = ? "
                       "AND rd_number = ? AND revision = ? LIMIT 1",
                       "tti", content->agency, content->rd_number, (int64_t)content->revision);
     if (st == NULL)
         return RB_ERR_IO;
     int step = sqlite3_step(st);
     *found = step == SQLITE_ROW;
+    *has_sha256 = *found && sqlite3_column_bytes(st, 1) == RB_HASH_BYTES;
     if (*found)
         snprintf(intake_reference, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    if (*has_sha256)
+        memcpy(body_sha256, sqlite3_column_blob(st, 1), RB_HASH_BYTES);
     sqlite3_finalize(st);
     return step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+}
+
+rb_err astore_inbox_origin(astore_t *s, const msg_id_t *id, const char *sender,
+                           const uint8_t body_sha256[RB_HASH_BYTES])
+{
+    return update_one(
+        s, sqldb_prepare(s->db, "UPDATE inbox SET sender = ?, body_sha256 = ? WHERE message_id = ?", "tbb",
+                         sender, body_sha256, body_sha256 ? RB_HASH_BYTES : 0, id->bytes, MSG_ID_BYTES));
 }
 
 rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, int64_t ack_deadline_ms,

@@ -86,9 +86,15 @@ rb_err astore_add_alarm(astore_t *s, const char *reason, int64_t now_ms);
 /* Keeps a key notice from the broker (a packed KeyNotice) once applied, to apply again at every start. */
 rb_err astore_add_notice(astore_t *s, const uint8_t *notice, size_t len, int64_t now_ms);
 rb_err astore_each_notice(astore_t *s, rb_err (*fn)(void *ctx, const uint8_t *notice, size_t len), void *ctx);
-/* Records the ACK for a referral we sent. RB_ERR_USAGE when the referral is not ours. */
+/* Records the ACK for a referral we sent: the first one only. RB_ERR_USAGE when the referral is not ours or
+ * has its ACK already. */
 rb_err astore_outbox_acked(astore_t *s, const msg_id_t *referral, int status, const char *intake_reference,
                            const char *ack_json, int64_t now_ms);
+/* A referral we sent, as an ACK for it is checked: *found, the envelope as sent (*env the caller's, free()),
+ * and the ACK recorded so far (*ack_status 0 when none, its intake reference, and *ack_json, the caller's
+ * to free(), NULL when none). */
+rb_err astore_outbox_answered(astore_t *s, const msg_id_t *referral, bool *found, uint8_t **env, size_t *len,
+                              int *ack_status, char *intake_reference, size_t cap, char **ack_json);
 
 /* What became of a message we sent. */
 typedef struct {
@@ -116,9 +122,13 @@ rb_err astore_inbox_done(astore_t *s, const msg_id_t *id, const char *state, con
 /* Puts every "held" envelope (sealed to a key the adapter did not hold) back as received, for another try
  * with the keys configured now; *count how many. */
 rb_err astore_inbox_retry_held(astore_t *s, int *count);
-/* The filed referral with this content identity, for idempotent filing: its intake reference. */
+/* The filed referral with this content identity, for idempotent filing: its intake reference, and the
+ * SHA-256 of its body when kept (*has_sha256; filings before schema 5 have none). */
 rb_err astore_inbox_find_filed(astore_t *s, const content_id_t *content, bool *found, char *intake_reference,
-                               size_t cap);
+                               size_t cap, uint8_t body_sha256[RB_HASH_BYTES], bool *has_sha256);
+/* Records who sent a received envelope (its verified card's name) and, for a referral, its body's SHA-256. */
+rb_err astore_inbox_origin(astore_t *s, const msg_id_t *id, const char *sender,
+                           const uint8_t body_sha256[RB_HASH_BYTES]);
 
 /* --- status ------------------------------------------------------------------------------------------------ */
 

@@ -46,12 +46,13 @@ struct client {
     int64_t last_rx_ms, last_tx_ms;
     int64_t last_hello_ms;
     bool welcomed;
-    delivery_t *head, *tail;  /* deliveries not yet taken by client_receive */
-    Rb__Frame *answer;        /* the ADMIN_REPLY (or ERROR) an admin request waits for, when it came */
-    bool awaiting_admin;      /* an admin request waits */
-    awaited_t *awaited;       /* the submissions waiting for their answers, */
-    size_t n_awaited;         /* how many, */
-    size_t n_answered;        /* how many have their answer, */
+    delivery_t *head, *tail;      /* deliveries not yet taken by client_receive */
+    Rb__Frame *answer;            /* the ADMIN_REPLY or PROOF (or ERROR) a request waits for, when it came */
+    Rb__Frame__BodyCase awaiting; /* the kind of answer a request waits for (0: none) */
+    uint32_t protocol;            /* the broker's protocol version, from WELCOME (1 when it does not say) */
+    awaited_t *awaited;           /* the submissions waiting for their answers, */
+    size_t n_awaited;             /* how many, */
+    size_t n_answered;            /* how many have their answer, */
     bool stray_error;         /* and whether an ERROR without a message id came that none can be told from */
     Rb__ErrorCode last_error; /* last unsolicited ERROR */
     char last_reason[256];
@@ -198,6 +199,7 @@ static void take(client_t *c, Rb__Frame *f)
     switch (f->body_case) {
     case RB__FRAME__BODY_WELCOME:
         c->welcomed = true;
+        c->protocol = f->welcome->protocol > 0 ? f->welcome->protocol : 1;
         if (f->welcome->heartbeat_ms > 0)
             c->heartbeat_ms = f->welcome->heartbeat_ms;
         if (f->welcome->ledger != NULL) {
@@ -233,13 +235,14 @@ static void take(client_t *c, Rb__Frame *f)
         break;
     }
     case RB__FRAME__BODY_ADMIN_REPLY:
-        if (c->awaiting_admin && c->answer == NULL) {
+    case RB__FRAME__BODY_PROOF:
+        if (c->awaiting == f->body_case && c->answer == NULL) {
             c->answer = f;
             return;
         }
         break;
     case RB__FRAME__BODY_ERROR:
-        if (c->awaiting_admin && c->answer == NULL && f->error->message_id.len == 0) {
+        if (c->awaiting != 0 && c->answer == NULL && f->error->message_id.len == 0) {
             c->answer = f;
             return;
         }
@@ -575,12 +578,12 @@ rb_err client_admin(client_t *c, const identity_t *admin, const char *command, c
     Rb__Frame f = RB__FRAME__INIT;
     f.body_case = RB__FRAME__BODY_ADMIN_REQUEST;
     f.admin_request = &req;
-    c->awaiting_admin = true; /* errors without a message id answer this request */
+    c->awaiting = RB__FRAME__BODY_ADMIN_REPLY; /* errors without a message id answer this request */
     rc = send_frame(c, &f);
     admin_request_clear(&req);
     if (rc == RB_OK)
         rc = pump(c, client_clock_ms() + timeout_ms, has_answer);
-    c->awaiting_admin = false;
+    c->awaiting = 0;
     if (rc != RB_OK)
         return rc;
     Rb__Frame *a = c->answer;
@@ -592,6 +595,53 @@ rb_err client_admin(client_t *c, const identity_t *admin, const char *command, c
     *output = strdup(text);
     rb__frame__free_unpacked(a, NULL);
     return *output ? RB_OK : RB_ERR_NOMEM;
+}
+
+rb_err client_prove(client_t *c, uint64_t old_size, uint64_t new_size, int timeout_ms,
+                    merkle_hash_t proof[PROOF_HASHES_MAX], size_t *n, char *why, size_t whylen)
+{
+    *n = 0;
+    if (c->protocol < 2) {
+        snprintf(why, whylen, "the broker speaks protocol version %u: it cannot prove (upgrade it)",
+                 c->protocol);
+        return RB_ERR_BAD_VERSION;
+    }
+    Rb__Frame f = RB__FRAME__INIT;
+    Rb__Prove prove = RB__PROVE__INIT;
+    prove.old_size = old_size;
+    prove.new_size = new_size;
+    f.body_case = RB__FRAME__BODY_PROVE;
+    f.prove = &prove;
+    c->awaiting = RB__FRAME__BODY_PROOF; /* errors without a message id answer this request */
+    rb_err rc = send_frame(c, &f);
+    if (rc == RB_OK)
+        rc = pump(c, client_clock_ms() + timeout_ms, has_answer);
+    c->awaiting = 0;
+    if (rc != RB_OK) {
+        snprintf(why, whylen, "no answer from the broker");
+        return rc;
+    }
+    Rb__Frame *a = c->answer;
+    c->answer = NULL;
+    if (a->body_case == RB__FRAME__BODY_ERROR) {
+        snprintf(why, whylen, "the broker refused: %s", a->error->reason);
+        rc = a->error->code == RB__ERROR_CODE__ERROR_CODE_MALFORMED ? RB_ERR_USAGE : RB_ERR_IO;
+    } else if (a->proof->old_size != old_size || a->proof->new_size != new_size ||
+               a->proof->n_consistency > PROOF_HASHES_MAX) {
+        snprintf(why, whylen, "the broker proved other sizes than asked");
+        rc = RB_ERR_MALFORMED;
+    }
+    for (size_t i = 0; rc == RB_OK && i < a->proof->n_consistency; i++) {
+        if (a->proof->consistency[i].len != MERKLE_HASH_BYTES) {
+            snprintf(why, whylen, "a proof hash of the wrong length");
+            rc = RB_ERR_MALFORMED;
+            break;
+        }
+        memcpy(proof[i].bytes, a->proof->consistency[i].data, MERKLE_HASH_BYTES);
+        *n = i + 1;
+    }
+    rb__frame__free_unpacked(a, NULL);
+    return rc;
 }
 
 const client_ledger_t *client_ledger(const client_t *c)

@@ -72,6 +72,14 @@ rb_err client_confirm(client_t *c, const uint8_t message_id[16]);
 rb_err client_admin(client_t *c, const identity_t *admin, const char *command, const char *const *args,
                     size_t n_args, int timeout_ms, bool *ok, char **output);
 
+/* Asks the broker (protocol version 2) to prove that its tree of old_size leaves is a prefix of its tree of
+ * new_size leaves, both within its latest checkpoint: the RFC 9162 consistency proof, *n hashes, unchecked
+ * (merkle_verify_consistency checks it against the roots the caller holds). RB_ERR_BAD_VERSION when the
+ * broker speaks version 1, RB_ERR_USAGE when it refuses the sizes (it has no such tree: for sizes the caller
+ * holds signed checkpoints of, evidence of another ledger), RB_ERR_IO without an answer; why says which. */
+rb_err client_prove(client_t *c, uint64_t old_size, uint64_t new_size, int timeout_ms,
+                    merkle_hash_t proof[PROOF_HASHES_MAX], size_t *n, char *why, size_t whylen);
+
 /* The broker's ledger as this client checked it: the latest verified checkpoint, and alarms. */
 typedef struct {
     bool holds;               /* a checkpoint is held */

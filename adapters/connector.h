@@ -29,10 +29,12 @@ typedef struct {
     /* Source: the ACK for one of our referrals arrived (ack_json is the AckBody as JSON). May be told twice
      * after a crash. An error keeps the ACK in the inbox, to be told again later. */
     rb_err (*on_ack)(connector_t *c, const msg_id_t *referral, const char *ack_json);
-    /* Sink: files a valid referral that arrived as message id; writes the intake reference (at most cap
-     * bytes). Must be idempotent by message id: after a crash the same message may be filed again. */
+    /* Sink: files a valid referral that arrived as message id from sender, the card its signatures were
+     * verified with (the runtime has checked that the referral is of sender's agency); writes the intake
+     * reference (at most cap bytes). Must record who sent it, and be idempotent by message id: after a crash
+     * the same message may be filed again. */
     rb_err (*file)(connector_t *c, const msg_id_t *id, Rb__Kind kind, const Rb__Referral *r,
-                   char *intake_reference, size_t cap, char *err, size_t errlen);
+                   const card_t *sender, char *intake_reference, size_t cap, char *err, size_t errlen);
     /* Optional: makes durable what file() or on_ack() did since the last call. The runtime calls it before
      * it commits its own record of those messages, so a connector may batch them in one transaction of its
      * own; an error undoes the runtime's record, and the messages are handed over again later. */

@@ -1,7 +1,9 @@
 /* intake_files.c -- sink connector: each referral as pretty JSON in a folder that a case-management
  * system imports from. Written atomically (temporary file, fsync, rename) as OUT/MESSAGE_ID.json, so the
- * importer never sees half a file and a repeated filing rewrites the same file. The intake reference is
- * the message id. */
+ * importer never sees half a file and a repeated filing rewrites the same file. Who sent it (the card its
+ * signatures verified with) goes to OUT/MESSAGE_ID.filing first, so that it is there whenever the referral
+ * is; an importer that reads *.json never mistakes it for a referral. The intake reference is the message
+ * id. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,15 +42,23 @@ static rb_err files_open(connector_t **out, adapter_t *a, const settings_t *cfg,
 }
 
 static rb_err files_file(connector_t *c, const msg_id_t *id, Rb__Kind kind, const Rb__Referral *r,
-                         char *intake_reference, size_t cap, char *err, size_t errlen)
+                         const card_t *sender, char *intake_reference, size_t cap, char *err, size_t errlen)
 {
-    (void)kind;
-    char hex[33], path[4200];
+    char hex[33], path[4200], key_id[2 * RB_KEY_ID_BYTES + 1], filing[512];
     wire_id_hex(id->bytes, hex);
-    snprintf(path, sizeof path, "%s/%s.json", c->out, hex);
-    char *json;
-    rb_err rc = pbjson_format(&r->base, PBJSON_PRETTY, &json);
-    if (rc == RB_OK) {
+    card_key_id_hex(sender->key_id, key_id);
+    /* Names, ORIs and kinds are of fixed character sets: nothing here needs escaping. */
+    int n = snprintf(filing, sizeof filing,
+                     "{\n  \"filingFormat\": 1,\n  \"messageId\": \"%s\",\n  \"kind\": \"%s\",\n"
+                     "  \"sender\": \"%s\",\n  \"senderAgency\": \"%s\",\n  \"senderKeyId\": \"%s\"\n}\n",
+                     hex, protobuf_c_enum_descriptor_get_value(&rb__kind__descriptor, (int)kind)->name,
+                     sender->name, sender->agency, key_id);
+    snprintf(path, sizeof path, "%s/%s.filing", c->out, hex);
+    rb_err rc = keyfile_write(path, filing, (size_t)n, 0640, true);
+    char *json = NULL;
+    if (rc == RB_OK)
+        snprintf(path, sizeof path, "%s/%s.json", c->out, hex);
+    if (rc == RB_OK && (rc = pbjson_format(&r->base, PBJSON_PRETTY, &json)) == RB_OK) {
         rc = keyfile_write(path, json, strlen(json), 0640, true);
         pbjson_free(json);
     }

@@ -1,7 +1,8 @@
 /* intake_sqlite.c -- sink connector: files referrals into the State's Attorney's intake database.
  *
- * Normalised tables (schema below): one case per RD number and agency, with its persons, federal agents,
- * evidence and suggested charges, and one filing row per message. A new referral opens a case under an
+ * Normalised tables (schema below): one case per RD number and agency (the agency of the sender's verified
+ * card, which the runtime has checked the referral names), with its persons, federal agents, evidence and
+ * suggested charges, and one filing row per message, naming the sender, its agency and key id. A new referral opens a case under an
  * intake number PREFIX-YEAR-NNNNNN, gap-free within a year (the counter moves in the same transaction as
  * the case). A supplement replaces the case's details with its newer revision; a withdrawal marks the
  * case withdrawn (opening it, when the withdrawal overtook the referral). Filing is idempotent by message id: the filing row says a message is already in.
@@ -58,6 +59,11 @@ static const char *const migrations[] = {
     "CREATE INDEX federal_agents_case ON federal_agents(intake_number);"
     "CREATE INDEX evidence_case ON evidence(intake_number);"
     "CREATE INDEX charges_case ON charges(intake_number);",
+    /* version 3: who sent each filing, as the adapter verified it (name, agency ORI and key id of the card
+     * its signatures verified with); NULL in filings made before */
+    ("ALTER TABLE filings ADD COLUMN sender TEXT;"
+     "ALTER TABLE filings ADD COLUMN sender_agency TEXT;"
+     "ALTER TABLE filings ADD COLUMN sender_key_id TEXT;"),
 };
 
 static rb_err sqlite_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
@@ -186,13 +192,13 @@ static rb_err write_details(connector_t *c, const char *number, int64_t revision
 }
 
 static rb_err file_in_transaction(connector_t *c, const char *hex, Rb__Kind kind, const Rb__Referral *r,
-                                  char *number, size_t cap, int64_t now)
+                                  const card_t *sender, char *number, size_t cap, int64_t now)
 {
     const Rb__Incident *in = r->incident;
     const Rb__SupervisorApproval *ap = r->approval;
     bool has_case =
         lookup(sqldb_prepare(c->db, "SELECT intake_number FROM cases WHERE agency = ? AND rd_number = ?",
-                             "tt", r->agency_ori, r->rd_number),
+                             "tt", sender->agency, r->rd_number),
                number, cap);
     rb_err rc = RB_OK;
     if (!has_case) {
@@ -204,7 +210,7 @@ static rb_err file_in_transaction(connector_t *c, const char *hex, Rb__Kind kind
                 sqldb_prepare(c->db,
                               "INSERT INTO cases(intake_number, agency, rd_number, revision, opened_ms,"
                               " updated_ms) VALUES(?, ?, ?, 0, ?, ?)",
-                              "tttii", number, r->agency_ori, r->rd_number, now, now));
+                              "tttii", number, sender->agency, r->rd_number, now, now));
     }
     if (rc == RB_OK && kind == RB__KIND__KIND_WITHDRAWAL) {
         rc = sqldb_run(
@@ -231,14 +237,20 @@ static rb_err file_in_transaction(connector_t *c, const char *hex, Rb__Kind kind
                 rc = write_details(c, number, current, r);
         }
     }
+    char key_id[2 * RB_KEY_ID_BYTES + 1];
+    card_key_id_hex(sender->key_id, key_id);
     if (rc == RB_OK)
-        rc = sqldb_run(sqldb_prepare(c->db, "INSERT INTO filings VALUES(?, ?, ?, ?, ?)", "tttii", hex, number,
-                                     enum_name(&rb__kind__descriptor, (int)kind), (int64_t)r->revision, now));
+        rc = sqldb_run(
+            sqldb_prepare(c->db,
+                          "INSERT INTO filings(message_id, intake_number, kind, revision, filed_ms, "
+                          "sender, sender_agency, sender_key_id) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                          "tttiittt", hex, number, enum_name(&rb__kind__descriptor, (int)kind),
+                          (int64_t)r->revision, now, sender->name, sender->agency, key_id));
     return rc;
 }
 
 static rb_err sqlite_file(connector_t *c, const msg_id_t *id, Rb__Kind kind, const Rb__Referral *r,
-                          char *intake_reference, size_t cap, char *err, size_t errlen)
+                          const card_t *sender, char *intake_reference, size_t cap, char *err, size_t errlen)
 {
     char hex[33];
     wire_id_hex(id->bytes, hex);
@@ -257,7 +269,7 @@ static rb_err sqlite_file(connector_t *c, const msg_id_t *id, Rb__Kind kind, con
     else if (!c->in_batch && (rc = sqldb_exec(c->db, "BEGIN IMMEDIATE")) == RB_OK)
         c->in_batch = true;
     if (rc == RB_OK && (rc = sqldb_exec(c->db, "SAVEPOINT filing")) == RB_OK) {
-        rc = file_in_transaction(c, hex, kind, r, intake_reference, cap, now);
+        rc = file_in_transaction(c, hex, kind, r, sender, intake_reference, cap, now);
         if (rc != RB_OK)
             snprintf(err, errlen, "intake database: %s", sqlite3_errmsg(c->db));
         sqldb_exec(c->db, rc == RB_OK ? "RELEASE filing" : "ROLLBACK TO filing; RELEASE filing");

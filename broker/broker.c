@@ -48,9 +48,10 @@
  * next is refused instead of evicting another session of the same key in turn. */
 #define CLOSED_MAX     512
 #define CLOSED_RID_MAX 32
-/* The refusal of a SUBMIT, CONFIRM or ADMIN_REQUEST before HELLO: the client library says HELLO and sends it
- * again on reading it (adapters/client.c). */
-#define HELLO_FIRST "HELLO first: a connection says HELLO before it submits, confirms or administers"
+/* The refusal of a SUBMIT, CONFIRM, ADMIN_REQUEST or PROVE before HELLO: the client library says HELLO and
+ * sends it again on reading it (adapters/client.c). */
+#define HELLO_FIRST                                                                                          \
+    "HELLO first: a connection says HELLO before it submits, confirms, administers or asks a proof"
 
 /* One connection of an authenticated party. */
 typedef struct {
@@ -757,13 +758,19 @@ static bool pending_has(broker_t *b, const uint8_t *id, const uint8_t *sha256, b
     return false;
 }
 
-/* An ACK must answer a referral delivered to the acker, from the party the ACK goes to. */
-static bool ack_allowed(broker_t *b, const session_t *s, const Rb__Header *h)
+/* An ACK must answer a referral delivered to the acker, from the party the ACK goes to; *answered is the
+ * status of the ACK recorded on it already (stored, or in this batch), 0 when none. */
+static bool ack_allowed(broker_t *b, const session_t *s, const Rb__Header *h, int *answered)
 {
     bool found;
     stored_msg_t ref;
     if (store_find_message(b->store, h->ref_message_id.data, &found, &ref) != RB_OK || !found)
         return false;
+    *answered = ref.ack_status;
+    for (size_t i = 0; i < b->n_pending && *answered == 0; i++)
+        if (b->pending[i].same_as < 0 && b->pending[i].header->kind == RB__KIND__KIND_ACK &&
+            memcmp(b->pending[i].header->ref_message_id.data, h->ref_message_id.data, MSG_ID_BYTES) == 0)
+            *answered = (int)b->pending[i].header->ack_status;
     return strcmp(ref.recipient, s->party.card.name) == 0 && strcmp(ref.sender, h->recipient) == 0 &&
            ref.attempts > 0;
 }
@@ -841,7 +848,7 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, veri
     uint8_t sha256[RB_HASH_BYTES];
     memcpy(sha256, pre->sha256, RB_HASH_BYTES);
     bool found = false, same = false;
-    int first = -1;
+    int first = -1, answered = 0;
     stored_msg_t old;
     if (strcmp(h->sender, s->party.card.name) != 0) {
         code = RB__ERROR_CODE__ERROR_CODE_SENDER_MISMATCH;
@@ -873,9 +880,16 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, veri
                 refuse(b, s, RB__ERROR_CODE__ERROR_CODE_STORAGE, "busy: retry", id);
             return;
         }
-    } else if (h->kind == RB__KIND__KIND_ACK && !ack_allowed(b, s, h)) {
+    } else if (h->kind == RB__KIND__KIND_ACK && !ack_allowed(b, s, h, &answered)) {
         code = RB__ERROR_CODE__ERROR_CODE_NOT_ALLOWED;
         snprintf(why, sizeof why, "ACK for a message not delivered to this party by its recipient");
+    } else if (h->kind == RB__KIND__KIND_ACK && answered != 0 && answered != (int)h->ack_status) {
+        /* An answer is final: a second ACK may repeat it (a sink that crashed before recording its first),
+         * never contradict it. */
+        code = RB__ERROR_CODE__ERROR_CODE_CONFLICT;
+        snprintf(why, sizeof why,
+                 "the referral was answered %s already: a second ACK must agree with the first",
+                 answered == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED");
     } else if (b->n_pending == MAX_PENDING) {
         code = RB__ERROR_CODE__ERROR_CODE_STORAGE;
         snprintf(why, sizeof why, "busy: retry");
@@ -1202,6 +1216,40 @@ static bool is_connected(void *ctx, const char *name)
 
 /* --- frames -------------------------------------------------------------------------------------------- */
 
+/* Answers PROVE: the consistency of two sizes of the ledger, both within the latest checkpoint, for a source
+ * checking a checkpoint a sink's ACK carried against its own. */
+static void send_proof(broker_t *b, session_t *s, const Rb__Prove *p)
+{
+    merkle_hash_t hashes[PROOF_HASHES_MAX];
+    ProtobufCBinaryData proof[PROOF_HASHES_MAX];
+    size_t n = 0;
+    if (p->old_size == 0 || p->old_size > p->new_size || p->new_size > b->checkpoint_size) {
+        char why[160];
+        snprintf(why, sizeof why,
+                 "PROVE needs 0 < old_size <= new_size <= %llu, the latest checkpoint's size",
+                 (unsigned long long)b->checkpoint_size);
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, why, NULL);
+        return;
+    }
+    if (p->old_size < p->new_size &&
+        ledger_consistency_proof(store_ledger(b->store), p->old_size, p->new_size, hashes, &n) != RB_OK) {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_STORAGE, "the broker could not read its ledger: retry later",
+               NULL);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        proof[i] = (ProtobufCBinaryData){MERKLE_HASH_BYTES, hashes[i].bytes};
+    Rb__Frame f = RB__FRAME__INIT;
+    Rb__Proof reply = RB__PROOF__INIT;
+    reply.old_size = p->old_size;
+    reply.new_size = p->new_size;
+    reply.n_consistency = n;
+    reply.consistency = proof;
+    f.body_case = RB__FRAME__BODY_PROOF;
+    f.proof = &reply;
+    send_frame(b, s, &f);
+}
+
 /* pre: a SUBMIT's envelope verified ahead (verify_ahead), or NULL. */
 static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t len, verified_t *pre)
 {
@@ -1223,11 +1271,12 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
     Rb__Frame *f = rb__frame__unpack(NULL, len, data);
     if (f == NULL || f->body_case == RB__FRAME__BODY__NOT_SET) {
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "not a frame", NULL);
-    } else if (f->version != WIRE_VERSION) {
-        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION, "protocol version 1 only", NULL);
+    } else if (f->version < wire_frame_version(f->body_case) || f->version > WIRE_VERSION) {
+        refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION,
+               "protocol versions 1 and 2 only, and PROVE is of version 2", NULL);
     } else if (!s->hello &&
                (f->body_case == RB__FRAME__BODY_SUBMIT || f->body_case == RB__FRAME__BODY_CONFIRM ||
-                f->body_case == RB__FRAME__BODY_ADMIN_REQUEST)) {
+                f->body_case == RB__FRAME__BODY_ADMIN_REQUEST || f->body_case == RB__FRAME__BODY_PROVE)) {
         /* Named by its message id, so that a client can tell which submission to send again after HELLO. */
         msg_id_t id;
         bool named = f->body_case == RB__FRAME__BODY_SUBMIT
@@ -1251,6 +1300,7 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         welcome.broker = (char *)identity_card(b->me)->name;
         welcome.peer = s->party.card.name;
         welcome.heartbeat_ms = (uint32_t)b->cfg->heartbeat_ms;
+        welcome.protocol = WIRE_VERSION;
         ledger_update_t *u = malloc(sizeof *u);
         if (u != NULL && ledger_update(b, s, u) == RB_OK)
             welcome.ledger = &u->update;
@@ -1266,6 +1316,8 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         handle_confirm(b, s, f->confirm);
     } else if (f->body_case == RB__FRAME__BODY_HEARTBEAT) {
         /* last_rx_ms is all it is for */
+    } else if (f->body_case == RB__FRAME__BODY_PROVE) {
+        send_proof(b, s, f->prove);
     } else if (f->body_case == RB__FRAME__BODY_ADMIN_REQUEST && s->party.card.role == CARD_ROLE_ADMIN) {
         char *output = NULL;
         bool changed = false;
@@ -1331,7 +1383,7 @@ static void verify_taken(broker_t *b, taken_t *t)
     if (!t->two || !t->one_part || (int64_t)len > b->cfg->max_message_bytes)
         return;
     Rb__Frame *f = rb__frame__unpack(NULL, len, zmq_msg_data(&t->body));
-    if (f != NULL && f->version == WIRE_VERSION && f->body_case == RB__FRAME__BODY_SUBMIT)
+    if (f != NULL && f->version >= 1 && f->version <= WIRE_VERSION && f->body_case == RB__FRAME__BODY_SUBMIT)
         verify_envelope(b, f->submit->envelope.data, f->submit->envelope.len, &t->pre);
     if (f != NULL)
         rb__frame__free_unpacked(f, NULL);
@@ -1727,10 +1779,24 @@ rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t 
         rc = metrics_start(&b->metrics, cfg->metrics_listen);
     if (rc == RB_OK) {
         /* The endpoint actually bound: with "tcp://127.0.0.1:*" the system picks a free port. */
-        char detail[300];
         size_t bound_len = sizeof b->endpoint;
         if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &bound_len) != 0)
             snprintf(b->endpoint, sizeof b->endpoint, "%s", cfg->listen);
+        /* Every stored leaf hashed again from its bytes, against the stored tree that checkpoint_now checks
+         * against the last signed checkpoint: a leaf rewritten under its nodes is caught before anything is
+         * added after it. */
+        uint64_t size = ledger_size(store_ledger(store)), bad;
+        if ((rc = ledger_verify_leaves(store_ledger(store), size, &bad)) != RB_OK)
+            log_error("ledger_inconsistent", "size=%llu leaf=%llu detail=\"%s\"", (unsigned long long)size,
+                      (unsigned long long)bad,
+                      rc == RB_ERR_HASH_MISMATCH
+                          ? "a stored leaf does not hash to the tree its checkpoints signed: "
+                            "the ledger was rewritten; refusing to run (restore a backup, "
+                            "docs/OPERATIONS.md)"
+                          : rb_strerror(rc));
+    }
+    if (rc == RB_OK) {
+        char detail[300];
         snprintf(detail, sizeof detail, "listen=%s", b->endpoint);
         event_now(b, NULL, "broker_started", NULL, "ok", detail);
         /* A ledger that does not extend its last checkpoint was altered: refuse to run on it. */

@@ -259,6 +259,63 @@ rb_err ledger_each_leaf(ledger_t *l, uint64_t from, uint64_t to, ledger_leaf_fn 
     return rc;
 }
 
+typedef struct {
+    ledger_t *l;
+    merkle_frontier_t frontier;
+    uint64_t expected;  /* the next index */
+    bool find;          /* the second pass: look for the first leaf whose stored hash differs */
+    uint64_t first_bad; /* found there */
+} rehash_t;
+
+static rb_err rehash_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t len)
+{
+    rehash_t *r = ctx;
+    if (index != r->expected++)
+        return RB_ERR_HASH_MISMATCH; /* a leaf missing from the sequence */
+    merkle_hash_t h, stored;
+    merkle_leaf_hash(leaf, len, &h);
+    if (!r->find) {
+        merkle_frontier_append(&r->frontier, &h, NULL, NULL);
+        return RB_OK;
+    }
+    if (ledger_node(r->l, 0, index, &stored) != RB_OK ||
+        memcmp(h.bytes, stored.bytes, MERKLE_HASH_BYTES) != 0) {
+        r->first_bad = index;
+        return RB_ERR_HASH_MISMATCH; /* found: the pass stops here */
+    }
+    return RB_OK;
+}
+
+rb_err ledger_verify_leaves(ledger_t *l, uint64_t size, uint64_t *first_bad)
+{
+    *first_bad = size;
+    if (size == 0)
+        return RB_OK;
+    rehash_t *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return RB_ERR_NOMEM;
+    r->l = l;
+    merkle_hash_t from_leaves, from_nodes;
+    rb_err rc = ledger_each_leaf(l, 0, size, rehash_leaf, r);
+    if (rc == RB_OK && r->expected != size)
+        rc = RB_ERR_HASH_MISMATCH;
+    *first_bad = r->expected - (rc != RB_OK);
+    if (rc == RB_OK && (rc = ledger_root(l, size, &from_nodes)) == RB_OK) {
+        merkle_frontier_root(&r->frontier, &from_leaves);
+        if (memcmp(from_leaves.bytes, from_nodes.bytes, MERKLE_HASH_BYTES) != 0) {
+            /* A second pass, only now: which leaf it is, for the operator. */
+            r->find = true;
+            r->expected = 0;
+            r->first_bad = size;
+            ledger_each_leaf(l, 0, size, rehash_leaf, r);
+            *first_bad = r->first_bad;
+            rc = RB_ERR_HASH_MISMATCH;
+        }
+    }
+    free(r);
+    return rc;
+}
+
 rb_err ledger_find_message(ledger_t *l, const uint8_t *message_id, uint64_t *indexes, size_t max, size_t *n)
 {
     *n = 0;

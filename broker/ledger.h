@@ -53,6 +53,10 @@ rb_err ledger_leaf(ledger_t *l, uint64_t index, uint8_t **leaf, size_t *len);
  * result and returns it. */
 typedef rb_err (*ledger_leaf_fn)(void *ctx, uint64_t index, const uint8_t *leaf, size_t len);
 rb_err ledger_each_leaf(ledger_t *l, uint64_t from, uint64_t to, ledger_leaf_fn fn, void *ctx);
+/* Hashes the first size stored leaves again, from their bytes, and compares the root with the one the stored
+ * nodes give (which checkpoints are checked against): RB_ERR_HASH_MISMATCH when a leaf was rewritten under
+ * them, *first_bad then the first leaf whose hash differs from the stored leaf hash (size when none does). */
+rb_err ledger_verify_leaves(ledger_t *l, uint64_t size, uint64_t *first_bad);
 /* Indexes of the leaves about one message, in order: *n receives how many (at most max). */
 rb_err ledger_find_message(ledger_t *l, const uint8_t *message_id, uint64_t *indexes, size_t max, size_t *n);
 

@@ -288,6 +288,11 @@ static int cmd_run(const options_t *o)
     rc = broker_run(&cfg, me, store, &stopping);
     store_close(&store);
     identity_free(&me);
+    if (rc == RB_ERR_HASH_MISMATCH)
+        xdie(EXIT_USAGE,
+             "broker stopped: the ledger in %s was altered (event=ledger_inconsistent in the log names "
+             "where): restore a backup (referral-broker restore), and keep this database for the inquiry",
+             db);
     if (rc != RB_OK)
         xdie(EXIT_USAGE, "broker stopped: %s", rb_strerror(rc));
     return 0;

@@ -756,11 +756,13 @@ rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, 
 rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_status,
                    const uint8_t ack_id[MSG_ID_BYTES], int64_t now_ms)
 {
-    return update_one(s, sqldb_prepare(s->db,
-                                       "UPDATE messages SET ack_status = ?, ack_message_id = ?, acked_ms = ? "
-                                       "WHERE message_id = ?",
-                                       "ibib", (int64_t)ack_status, ack_id, MSG_ID_BYTES, now_ms, referral_id,
-                                       MSG_ID_BYTES));
+    /* The first ACK is the answer on record; one agreeing with it later changes nothing (the broker
+     * refuses one that does not agree). */
+    return sqldb_run(sqldb_prepare(s->db,
+                                   "UPDATE messages SET ack_status = ?, ack_message_id = ?, acked_ms = ? "
+                                   "WHERE message_id = ? AND ack_message_id IS NULL",
+                                   "ibib", (int64_t)ack_status, ack_id, MSG_ID_BYTES, now_ms, referral_id,
+                                   MSG_ID_BYTES));
 }
 
 rb_err store_reschedule(store_t *s, const char *recipient, int64_t now_ms)

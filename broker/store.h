@@ -150,7 +150,7 @@ rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64
  * unconfirmed, or queued (received, or requeued) before now_ms - ttl_ms. Their ids go to out, *n how many. */
 rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, uint8_t (*out)[MSG_ID_BYTES],
                      int *attempts, size_t max, size_t *n);
-/* Records an ACK on the referral it answers. */
+/* Records an ACK on the referral it answers, unless it has one already (the first stands). */
 rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_status,
                    const uint8_t ack_id[MSG_ID_BYTES], int64_t now_ms);
 /* Makes every message of recipient that was delivered but not confirmed due again now (peer gone). */

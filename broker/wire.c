@@ -8,9 +8,15 @@
 #include "keyfile.h"
 #include "rbcrypto.h"
 
+uint32_t wire_frame_version(Rb__Frame__BodyCase body)
+{
+    return body == RB__FRAME__BODY_PROVE || body == RB__FRAME__BODY_PROOF ? 2 : 1;
+}
+
 rb_err wire_send(void *sock, const uint8_t *rid, size_t rid_len, Rb__Frame *f)
 {
-    f->version = WIRE_VERSION;
+    /* Each frame as old as its body allows: a peer of version 1 reads every frame it knows. */
+    f->version = wire_frame_version(f->body_case);
     size_t len = rb__frame__get_packed_size(f);
     zmq_msg_t msg;
     if (zmq_msg_init_size(&msg, len) != 0)

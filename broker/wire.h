@@ -13,11 +13,13 @@
 #include "rb_error.h"
 #include "wire.pb-c.h"
 
-#define WIRE_VERSION    1
+#define WIRE_VERSION    2 /* the highest protocol version spoken: frames of versions 1 and 2 are taken */
 #define WIRE_ZAP_DOMAIN "referral-broker"
 
-/* Packs and sends f; rid (rid_len bytes) first when sending from a ROUTER, NULL from a DEALER. Never
- * blocks: RB_ERR_IO when the peer cannot take it now (gone, or its queue full). */
+/* The protocol version that introduced a frame body: 2 for PROVE and PROOF, 1 for the others. */
+uint32_t wire_frame_version(Rb__Frame__BodyCase body);
+/* Packs and sends f, with the version of its body; rid (rid_len bytes) first when sending from a ROUTER,
+ * NULL from a DEALER. Never blocks: RB_ERR_IO when the peer cannot take it now (gone, or its queue full). */
 rb_err wire_send(void *sock, const uint8_t *rid, size_t rid_len, Rb__Frame *f);
 /* Convenience senders. */
 rb_err wire_send_error(void *sock, const uint8_t *rid, size_t rid_len, Rb__ErrorCode code, const char *reason,

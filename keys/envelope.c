@@ -167,7 +167,7 @@ rb_err envelope_seal(const identity_t *from, const card_t *to, const envelope_pa
     envelope_new_id(id, params->created_ms);
 
     Rb__InnerSigned is = RB__INNER_SIGNED__INIT;
-    is.version = ENVELOPE_VERSION;
+    is.version = is_ack ? ENVELOPE_ACK_VERSION : ENVELOPE_VERSION;
     is.message_id = bin(id->bytes, MSG_ID_BYTES);
     is.kind = params->kind;
     is.sender = (char *)me->name;
@@ -420,7 +420,8 @@ rb_err envelope_open(const identity_t *as, const trust_t *trust, const uint8_t *
                             &m)) != RB_OK)
         goto done;
     is = (Rb__InnerSigned *)m;
-    if (is->version != ENVELOPE_VERSION) {
+    if (is->version != ENVELOPE_VERSION &&
+        !(is->version == ENVELOPE_ACK_VERSION && h->kind == RB__KIND__KIND_ACK)) {
         rc = RB_ERR_BAD_VERSION;
         goto done;
     }
@@ -437,6 +438,19 @@ rb_err envelope_open(const identity_t *as, const trust_t *trust, const uint8_t *
         rc = RB_ERR_BAD_BODY;
     if (rc != RB_OK)
         goto done;
+    if (h->kind == RB__KIND__KIND_ACK) {
+        const Rb__AckBody *ack = (const Rb__AckBody *)out->message;
+        /* The header's status is what the broker ledgers, the body's what the source acts on: they are one. */
+        if (ack->status != h->ack_status) {
+            rc = RB_ERR_INNER_MISMATCH;
+            goto done;
+        }
+        /* Version 1's layout has no such fields: one that holds them is not version 1. */
+        if (is->version == ENVELOPE_VERSION && (ack->duplicate || ack->checkpoint[0] != '\0')) {
+            rc = RB_ERR_BAD_BODY;
+            goto done;
+        }
+    }
     out->body_len = is->body.len;
     if ((out->body = rbcrypto_secret_alloc(is->body.len ? is->body.len : 1)) == NULL) {
         rc = RB_ERR_NOMEM;

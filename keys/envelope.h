@@ -22,8 +22,10 @@
 /* Largest envelope accepted or produced. Referrals carry evidence locators and hashes, not the footage. */
 #define ENVELOPE_MAX_BYTES (1024 * 1024)
 #define ENVELOPE_VERSION   1
-#define MSG_ID_BYTES       16
-#define CASE_KEY_BYTES     16
+#define ENVELOPE_ACK_VERSION                                                                                 \
+    2 /* InnerSigned.version of an ACK: its body may hold AckBody's version 2 fields */
+#define MSG_ID_BYTES   16
+#define CASE_KEY_BYTES 16
 
 /* A message id: a UUIDv7 (48-bit Unix milliseconds, version, random bits). */
 typedef struct {

@@ -100,8 +100,8 @@ static void drain(void)
         zmq_msg_init(&m);
         while (zmq_msg_recv(&m, dealers[i], ZMQ_DONTWAIT) >= 0) {
             Rb__Frame *f = rb__frame__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
-            if (f == NULL || f->version != WIRE_VERSION || f->body_case == RB__FRAME__BODY__NOT_SET ||
-                zmq_msg_more(&m))
+            if (f == NULL || f->body_case == RB__FRAME__BODY__NOT_SET ||
+                f->version != wire_frame_version(f->body_case) || zmq_msg_more(&m))
                 die("the broker sent something that is not a frame");
             rb__frame__free_unpacked(f, NULL);
         }

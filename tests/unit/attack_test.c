@@ -10,6 +10,8 @@
 #include "raw_peer.h"
 
 #include "ledger.h"
+#include "pbjson.h"
+#include "trust.h"
 
 /* Fast heartbeats so that a forgotten session lingers for 3 s at most. */
 #define ATTACK_CONFIG "heartbeat_ms = 1000\n"
@@ -482,6 +484,523 @@ static void sealed_to_a_key_the_recipient_does_not_hold(void **state)
     harness_stop(&h);
 }
 
+/* --- 1. another agency's cases ---------------------------------------------------------------------------- */
+
+/* A sample referral (adapters/samples/valid/NAME) sealed by from to the card to, with its RD number (and that
+ * of what it references) set to rd, and its narrative to narrative, when not NULL. */
+static uint8_t *sample_sealed(const identity_t *from, const card_t *to, const char *name, const char *rd,
+                              const char *narrative, size_t *len, msg_id_t *id)
+{
+    char path[512], err[256];
+    size_t n;
+    snprintf(path, sizeof path, "adapters/samples/valid/%s", name);
+    char *json = test_read_file(path, &n);
+    assert_non_null(json);
+    ProtobufCMessage *m;
+    assert_ok(pbjson_parse(&rb__referral__descriptor, json, n, NULL, &m, err, sizeof err));
+    free(json);
+    Rb__Referral *r = (Rb__Referral *)m;
+    Rb__Kind kind = r->references == NULL             ? RB__KIND__KIND_REFERRAL
+                    : r->withdrawal_reason[0] != '\0' ? RB__KIND__KIND_WITHDRAWAL
+                                                      : RB__KIND__KIND_SUPPLEMENT;
+    /* Swapped in for packing only: the parsed message owns its own strings. */
+    char *own_rd = r->rd_number, *own_ref = r->references ? r->references->rd_number : NULL,
+         *own_narrative = r->narrative;
+    if (rd != NULL) {
+        r->rd_number = (char *)rd;
+        if (r->references != NULL)
+            r->references->rd_number = (char *)rd;
+    }
+    if (narrative != NULL)
+        r->narrative = (char *)narrative;
+    size_t body_len = protobuf_c_message_get_packed_size(m);
+    uint8_t *body = malloc(body_len);
+    assert_non_null(body);
+    protobuf_c_message_pack(m, body);
+    r->rd_number = own_rd;
+    if (r->references != NULL)
+        r->references->rd_number = own_ref;
+    r->narrative = own_narrative;
+    protobuf_c_message_free_unpacked(m, NULL);
+    envelope_params_t p = {.kind = kind, .created_ms = harness_ms()};
+    uint8_t *env;
+    assert_ok(envelope_seal(from, to, &p, body, body_len, id, &env, len));
+    free(body);
+    return env;
+}
+
+/* Receives the next ACK for who and opens it with trust; confirms it. The body is the caller's. */
+static Rb__AckBody *receive_ack(client_t *c, const identity_t *who, const trust_t *trust, msg_id_t *referral)
+{
+    uint8_t *env;
+    size_t len;
+    uint32_t attempt;
+    if (client_receive(c, 20000, &env, &len, &attempt) != RB_OK)
+        fail_msg("no ACK within 20 s");
+    envelope_opened_t o;
+    assert_ok(envelope_open(who, trust, env, len, &o));
+    assert_int_equal(o.header->kind, RB__KIND__KIND_ACK);
+    memcpy(referral->bytes, o.header->ref_message_id.data, MSG_ID_BYTES);
+    assert_ok(client_confirm(c, o.header->message_id.data));
+    Rb__AckBody *ack = rb__ack_body__unpack(NULL, o.body_len, o.body);
+    assert_non_null(ack);
+    envelope_opened_clear(&o);
+    free(env);
+    return ack;
+}
+
+static bool has_problem_at(const Rb__AckBody *ack, const char *path)
+{
+    for (size_t i = 0; i < ack->n_problems; i++)
+        if (strcmp(ack->problems[i]->path, path) == 0)
+            return true;
+    return false;
+}
+
+/* A police source registered with another agency sent referrals whose body named the CPD: the intake filed
+ * them into the CPD's case (a first referral that made the CPD's own a "duplicate" never filed, a supplement
+ * that replaced its narrative, a withdrawal that closed it), and ACKed them ACCEPTED. Now the intake
+ * refuses each, naming $.agencyOri; the CPD's referral is filed and answered as itself; every filing
+ * records who sent it; and the CPD's own source refuses an export naming another agency. */
+static void another_agency_cannot_touch_a_case(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(ATTACK_CONFIG);
+    identity_t *evil = harness_identity("evil-rms", CARD_ROLE_SOURCE, "ILEVL0000");
+    harness_register(h, evil);
+    int sink = harness_adapter(h), source = harness_adapter(h);
+    char path[700];
+    /* The intake trusts every registered police source, the other agency's included. */
+    assert_ok(card_write_file(identity_card(evil),
+                              test_path(path, sizeof path, "%s/trust-sink/evil.card", h->dir), true));
+    assert_ok(card_write_file(identity_card(h->mallory),
+                              test_path(path, sizeof path, "%s/trust-sink/mallory.card", h->dir), true));
+    harness_adapter_start(h, sink, "intake-sqlite");
+    harness_adapter_start(h, source, "rms-files");
+    trust_t *trust;
+    assert_ok(trust_new(&trust));
+    assert_ok(trust_add(trust, identity_card(h->sao)));
+    client_t *attacker = harness_client(h, evil, 16);
+    const card_t *sao = identity_card(h->sao);
+
+    /* First: a referral for the CPD's RD number, before the CPD sends its own. */
+    size_t len;
+    msg_id_t id, answered;
+    uint8_t *env = sample_sealed(evil, sao, "01-fatal-shooting.json", NULL, NULL, &len, &id);
+    harness_submit_ok(attacker, env, len);
+    free(env);
+    Rb__AckBody *ack = receive_ack(attacker, evil, trust, &answered);
+    print_message("# the other agency's referral for the CPD's case: %s, %zu problems\n",
+                  ack->status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED",
+                  ack->n_problems);
+    assert_int_equal(ack->status, RB__ACK_STATUS__ACK_STATUS_REJECTED);
+    assert_true(has_problem_at(ack, "$.agencyOri"));
+    rb__ack_body__free_unpacked(ack, NULL);
+
+    char db[700];
+    test_path(db, sizeof db, "%s/intake.db", h->dir);
+    /* The CPD's own referral: filed as itself, not a duplicate. */
+    harness_drop(h, "adapters/samples/valid/01-fatal-shooting.json", NULL);
+    harness_wait_count(h, "drop/acks", ".json", 1, 30000);
+    char cmd[1600];
+    test_path(
+        cmd, sizeof cmd,
+        "grep -q ACK_STATUS_ACCEPTED '%s'/drop/acks/*.json && ! grep -q duplicate '%s'/drop/acks/*.json",
+        h->dir, h->dir);
+    assert_int_equal(system(cmd), 0);
+
+    /* Another source of the CPD's own sends the same referral, byte for byte: a duplicate, answered with the
+     * intake number the CPD's was filed under, and said to be one; the same revision with other content is
+     * no duplicate, and is refused rather than half kept. */
+    client_t *twin = harness_client(h, h->mallory, 16);
+    env = sample_sealed(h->mallory, sao, "01-fatal-shooting.json", NULL, NULL, &len, &id);
+    harness_submit_ok(twin, env, len);
+    free(env);
+    ack = receive_ack(twin, h->mallory, trust, &answered);
+    char cpd_reference[64];
+    snprintf(cpd_reference, sizeof cpd_reference, "%s", ack->intake_reference);
+    print_message("# the same referral from another CPD source: %s, duplicate %d, intake number %s\n",
+                  ack->status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED",
+                  ack->duplicate, ack->intake_reference);
+    assert_int_equal(ack->status, RB__ACK_STATUS__ACK_STATUS_ACCEPTED);
+    assert_true(ack->duplicate);
+    rb__ack_body__free_unpacked(ack, NULL);
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM filings WHERE sender = 'cpd-rms' AND intake_number = '%s'", cpd_reference);
+    assert_int_equal(harness_db_int(db, sql), 1); /* the CPD's own filing's number */
+    assert_int_equal(harness_db_int(db, "SELECT count(*) FROM filings"), 1);
+    env = sample_sealed(h->mallory, sao, "01-fatal-shooting.json", NULL,
+                        "Another account under the same revision.", &len, &id);
+    harness_submit_ok(twin, env, len);
+    free(env);
+    ack = receive_ack(twin, h->mallory, trust, &answered);
+    assert_int_equal(ack->status, RB__ACK_STATUS__ACK_STATUS_REJECTED);
+    assert_true(has_problem_at(ack, "$.revision"));
+    rb__ack_body__free_unpacked(ack, NULL);
+    client_close(&twin);
+
+    /* Then a supplement replacing the narrative, and a withdrawal closing the case. */
+    env = sample_sealed(evil, sao, "07-supplement-fatal-shooting.json", NULL, "REWRITTEN BY ANOTHER AGENCY",
+                        &len, &id);
+    harness_submit_ok(attacker, env, len);
+    free(env);
+    env = sample_sealed(evil, sao, "08-withdrawal-vehicle-stop.json", "JH512334", NULL, &len, &id);
+    harness_submit_ok(attacker, env, len);
+    free(env);
+    for (int i = 0; i < 2; i++) {
+        ack = receive_ack(attacker, evil, trust, &answered);
+        assert_int_equal(ack->status, RB__ACK_STATUS__ACK_STATUS_REJECTED);
+        assert_true(has_problem_at(ack, "$.agencyOri"));
+        rb__ack_body__free_unpacked(ack, NULL);
+    }
+
+    assert_int_equal(harness_db_int(db, "SELECT count(*) FROM cases"), 1);
+    assert_int_equal(harness_db_int(db, "SELECT count(*) FROM cases WHERE agency = 'ILCPD0000' AND "
+                                        "rd_number = 'JH512334' AND status = 'open' AND revision = 1 AND "
+                                        "narrative NOT LIKE '%ANOTHER AGENCY%'"),
+                     1);
+    /* Every filing says who sent it: the name, agency and key id the signature was verified with. */
+    char key_id[17];
+    card_key_id_hex(identity_card(h->cpd)->key_id, key_id);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM filings WHERE sender = 'cpd-rms' AND sender_agency = 'ILCPD0000' AND "
+             "sender_key_id = '%s'",
+             key_id);
+    assert_int_equal(harness_db_int(db, "SELECT count(*) FROM filings"), 1);
+    assert_int_equal(harness_db_int(db, sql), 1);
+
+    /* The CPD's source refuses an export naming another agency, before sealing anything. */
+    test_path(cmd, sizeof cmd,
+              "jq '.agencyOri = \"ILEVL0000\" | .rdNumber = \"JH999999\"' "
+              "adapters/samples/valid/02-night-raid-south-shore.json "
+              "> '%s/other.json' && mv '%s/other.json' '%s/drop/other.json'",
+              h->dir, h->dir, h->dir);
+    assert_int_equal(system(cmd), 0);
+    harness_wait_count(h, "drop/rejected", ".errors.txt", 1, 10000);
+    test_path(cmd, sizeof cmd, "grep -q '^\\$.agencyOri: ' '%s/drop/rejected/other.json.errors.txt'", h->dir);
+    assert_int_equal(system(cmd), 0);
+
+    client_close(&attacker);
+    trust_free(&trust);
+    identity_free(&evil);
+    harness_stop(&h);
+}
+
+/* --- 6. an ACK that disagrees with itself, or with what was sent ---------------------------------------- */
+
+/* An ACK from the sink sao to the source's referral: header_status in the clear header, body_status in the
+ * signed body, received as the SHA-256 of what the sink says it received. */
+static void send_ack_holding(harness_t *h, client_t *sink, const msg_id_t *referral,
+                             Rb__AckStatus header_status, Rb__AckStatus body_status,
+                             const uint8_t received[RB_HASH_BYTES], const char *reference,
+                             const char *checkpoint, Rb__ErrorCode want)
+{
+    Rb__AckBody ack = RB__ACK_BODY__INIT;
+    ack.status = body_status;
+    ack.checkpoint = (char *)(checkpoint ? checkpoint : "");
+    ack.intake_reference = (char *)reference;
+    ack.received_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, (uint8_t *)received};
+    ack.decided_ms = harness_ms();
+    size_t body_len = rb__ack_body__get_packed_size(&ack), len;
+    uint8_t *body = malloc(body_len), *env;
+    assert_non_null(body);
+    rb__ack_body__pack(&ack, body);
+    envelope_params_t p = {
+        .kind = RB__KIND__KIND_ACK, .ref = referral, .ack_status = header_status, .created_ms = harness_ms()};
+    msg_id_t id;
+    assert_ok(envelope_seal(h->sao, identity_card(h->cpd), &p, body, body_len, &id, &env, &len));
+    free(body);
+    if (want == RB__ERROR_CODE__ERROR_CODE_UNSPECIFIED)
+        harness_submit_ok(sink, env, len);
+    else
+        harness_submit_refused(sink, env, len, want);
+    free(env);
+}
+
+static void send_ack(harness_t *h, client_t *sink, const msg_id_t *referral, Rb__AckStatus header_status,
+                     Rb__AckStatus body_status, const uint8_t received[RB_HASH_BYTES], const char *reference,
+                     Rb__ErrorCode want)
+{
+    send_ack_holding(h, sink, referral, header_status, body_status, received, reference, NULL, want);
+}
+
+/* Waits until the source's inbox has processed n envelopes. */
+static void wait_processed(harness_t *h, int i, int n)
+{
+    char db[800];
+    test_path(db, sizeof db, "%s/adapter-%d-data/adapter.db", h->dir, i);
+    int64_t deadline = harness_deadline(20000);
+    while (harness_db_int(db, "SELECT count(*) FROM inbox WHERE state != 'received'") < n) {
+        if (harness_ms() > deadline)
+            fail_msg("the source processed fewer than %d envelopes in 20 s", n);
+        harness_sleep_ms(50);
+    }
+}
+
+/* An ACK's clear status said ACCEPTED and its signed body REJECTED: the ledger recorded one, the police
+ * adapter the other. received_sha256 was never checked, and a second ACK overwrote the first. Now the source
+ * refuses an ACK whose two statuses differ, one for other bytes than it sent, and one that contradicts the
+ * answer on record; the broker refuses a second ACK of another status; a repeated answer changes nothing. */
+static void an_ack_must_answer_what_was_sent(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(ATTACK_CONFIG);
+    int source = harness_adapter(h);
+    harness_adapter_start(h, source, "rms-files");
+    client_t *sink = harness_client(h, h->sao, 16);
+    harness_drop(h, "adapters/samples/valid/01-fatal-shooting.json", NULL);
+    uint8_t *env;
+    size_t len;
+    uint32_t attempt;
+    if (client_receive(sink, 20000, &env, &len, &attempt) != RB_OK)
+        fail_msg("the referral was not delivered");
+    msg_id_t referral;
+    assert_ok(envelope_peek_id(env, len, &referral));
+    assert_ok(client_confirm(sink, referral.bytes));
+    uint8_t received[RB_HASH_BYTES], other[RB_HASH_BYTES];
+    rbcrypto_sha256(env, len, received);
+    free(env);
+    memcpy(other, received, sizeof other);
+    other[0] ^= 1;
+    const Rb__AckStatus ACCEPTED = RB__ACK_STATUS__ACK_STATUS_ACCEPTED,
+                        REJECTED = RB__ACK_STATUS__ACK_STATUS_REJECTED;
+    const Rb__ErrorCode TAKEN = RB__ERROR_CODE__ERROR_CODE_UNSPECIFIED;
+
+    send_ack(h, sink, &referral, ACCEPTED, REJECTED, received, "SAO-2026-000001", TAKEN); /* two statuses */
+    send_ack(h, sink, &referral, ACCEPTED, ACCEPTED, other, "SAO-2026-000001", TAKEN);    /* other bytes */
+    wait_processed(h, source, 2);
+    assert_int_equal(harness_count(h, "drop/acks", ".json"), 0);
+    send_ack(h, sink, &referral, ACCEPTED, ACCEPTED, received, "SAO-2026-000001", TAKEN); /* the answer */
+    wait_processed(h, source, 3);
+    assert_int_equal(harness_count(h, "drop/acks", ".json"), 1);
+    /* A second answer: another status is refused by the broker; the same status with another intake number
+     * reaches the source, which keeps the first; the same answer again changes nothing. */
+    send_ack(h, sink, &referral, REJECTED, REJECTED, received, "", RB__ERROR_CODE__ERROR_CODE_CONFLICT);
+    send_ack(h, sink, &referral, ACCEPTED, ACCEPTED, received, "SAO-2026-000999", TAKEN);
+    send_ack(h, sink, &referral, ACCEPTED, ACCEPTED, received, "SAO-2026-000001", TAKEN);
+    wait_processed(h, source, 5);
+
+    char db[800], cmd[1600];
+    test_path(db, sizeof db, "%s/adapter-%d-data/adapter.db", h->dir, source);
+    int64_t refused = harness_db_int(db, "SELECT count(*) FROM inbox WHERE state = 'refused'");
+    print_message("# 6 ACKs for one referral: 1 refused by the broker, 3 refused by the source, 1 answer, 1 "
+                  "repeat; the source refused %lld\n",
+                  (long long)refused);
+    assert_int_equal(refused, 3);
+    assert_int_equal(harness_db_int(db, "SELECT count(*) FROM outbox WHERE ack_status = 1 AND "
+                                        "intake_reference = 'SAO-2026-000001'"),
+                     1);
+    test_path(cmd, sizeof cmd,
+              "grep -q SAO-2026-000001 '%s'/drop/acks/*.json && grep -q 'statuses\\|inner payload' '%s' && "
+              "grep -q received_sha256 '%s' && grep -q 'the first (ACCEPTED SAO-2026-000001) stands' '%s'",
+              h->dir, h->adapters[source].log, h->adapters[source].log, h->adapters[source].log);
+    assert_int_equal(system(cmd), 0);
+    /* The broker's record is the first ACK's status, whatever came after. */
+    char hex[33];
+    wire_id_hex(referral.bytes, hex);
+    const char *show[] = {hex};
+    char *out = harness_admin(h, true, "message show", show, 1);
+    assert_non_null(strstr(out, "\"ackStatus\": 1"));
+    free(out);
+    client_close(&sink);
+    harness_stop(&h);
+}
+
+/* --- 9. a forked ledger ---------------------------------------------------------------------------------- */
+
+/* A second broker process with the first's key, on a copy of its data directory: its pid; its endpoint into
+ * endpoint. */
+static pid_t spawn_twin(harness_t *h, const char *data, const char *log, char *endpoint, size_t cap)
+{
+    char exe[700];
+    test_path(exe, sizeof exe, "%s/referral-broker", h->bin);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *out = freopen(log, "a", stderr);
+        (void)out;
+        execl(exe, exe, "run", "--data", data, "--config", h->config, "--listen", "tcp://127.0.0.1:*",
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int64_t deadline = harness_deadline(15000);;) {
+        size_t len;
+        char *text = test_read_file(log, &len),
+             *at = text ? strstr(text, "event=broker_started name=") : NULL;
+        char *l = at ? strstr(at, "listen=") : NULL;
+        if (l != NULL)
+            snprintf(endpoint, cap, "%.*s", (int)strcspn(l + 7, " \n"), l + 7);
+        free(text);
+        if (l != NULL)
+            return pid;
+        if (harness_ms() > deadline)
+            fail_msg("the twin broker did not start; see %s", log);
+        harness_sleep_ms(50);
+    }
+}
+
+/* Delivers the next referral to the sink, confirms it, and gives its id and the SHA-256 of its envelope. */
+static void take_referral(client_t *sink, msg_id_t *id, uint8_t sha[RB_HASH_BYTES])
+{
+    uint8_t *env;
+    size_t len;
+    uint32_t attempt;
+    if (client_receive(sink, 20000, &env, &len, &attempt) != RB_OK)
+        fail_msg("the referral was not delivered");
+    assert_ok(envelope_peek_id(env, len, id));
+    assert_ok(client_confirm(sink, id->bytes));
+    rbcrypto_sha256(env, len, sha);
+    free(env);
+}
+
+/* Two brokers with one key on two copies of one database, the police source on one and the intake on the
+ * other: each adapter's own checkpoints were consistent, so nobody noticed. Now the intake's ACK carries
+ * the checkpoint it holds, the source has the broker prove it consistent with its own, and it cannot be: the
+ * alarm is in the source's status, its log and its metrics. An ACK from the same ledger raises none. */
+static void a_forked_ledger_is_noticed(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(ATTACK_CONFIG);
+    char prom[600], db[800];
+    test_path(prom, sizeof prom, "%s/cpd.prom", h->dir);
+    snprintf(h->adapter_settings, sizeof h->adapter_settings, "metrics_file = %.600s\n", prom);
+    int source = harness_adapter(h);
+    harness_adapter_start(h, source, "rms-files");
+    test_path(db, sizeof db, "%s/adapter-%d-data/adapter.db", h->dir, source);
+
+    /* The same ledger: no alarm. */
+    client_t *sink = harness_client(h, h->sao, 16);
+    harness_drop(h, "adapters/samples/valid/01-fatal-shooting.json", NULL);
+    msg_id_t referral;
+    uint8_t sha[RB_HASH_BYTES];
+    take_referral(sink, &referral, sha);
+    send_ack_holding(h, sink, &referral, RB__ACK_STATUS__ACK_STATUS_ACCEPTED,
+                     RB__ACK_STATUS__ACK_STATUS_ACCEPTED, sha, "SAO-2026-000001", client_ledger(sink)->note,
+                     RB__ERROR_CODE__ERROR_CODE_UNSPECIFIED);
+    wait_processed(h, source, 1);
+    assert_int_equal(harness_db_int(db, "SELECT count(*) FROM outbox WHERE ack_status = 1"), 1);
+    assert_int_equal(harness_db_int(db, "SELECT count(*) FROM ledger_alarms"), 0);
+    client_close(&sink);
+
+    /* The fork: the database copied while the broker is stopped, and both started. */
+    char twin_data[700], twin_log[700], twin_endpoint[256], cmd[2000];
+    test_path(twin_data, sizeof twin_data, "%s/twin-data", h->dir);
+    test_path(twin_log, sizeof twin_log, "%s/twin.log", h->dir);
+    harness_signal(h, SIGTERM);
+    test_path(cmd, sizeof cmd, "cp -a '%s' '%s'", h->data, twin_data);
+    assert_int_equal(system(cmd), 0);
+    harness_spawn_at(h, h->endpoint);
+    pid_t twin = spawn_twin(h, twin_data, twin_log, twin_endpoint, sizeof twin_endpoint);
+    /* The twin's ledger grows apart: a submission there. */
+    client_t *other;
+    char err[512];
+    assert_ok(client_connect(&other, twin_endpoint, h->mallory, &h->broker, 0, NULL, 10000, err, sizeof err));
+    size_t len;
+    msg_id_t id;
+    uint8_t *env = harness_referral(h->mallory, h->other, NULL, NULL, &len, &id);
+    harness_submit_ok(other, env, len);
+    free(env);
+    client_close(&other);
+    /* The intake sees the twin's ledger, the police source the first broker's. */
+    client_t *sink_twin;
+    assert_ok(client_connect(&sink_twin, twin_endpoint, h->sao, &h->broker, 0, NULL, 10000, err, sizeof err));
+    char twin_note[NOTE_TEXT_MAX];
+    snprintf(twin_note, sizeof twin_note, "%s", client_ledger(sink_twin)->note);
+    client_close(&sink_twin);
+    kill(twin, SIGTERM);
+    waitpid(twin, NULL, 0);
+
+    sink = harness_client(h, h->sao, 16);
+    harness_drop(h, "adapters/samples/valid/02-night-raid-south-shore.json", NULL);
+    take_referral(sink, &referral, sha);
+    send_ack_holding(h, sink, &referral, RB__ACK_STATUS__ACK_STATUS_ACCEPTED,
+                     RB__ACK_STATUS__ACK_STATUS_ACCEPTED, sha, "SAO-2026-000002", twin_note,
+                     RB__ERROR_CODE__ERROR_CODE_UNSPECIFIED);
+    wait_processed(h, source, 2);
+    int64_t alarms = harness_db_int(db, "SELECT count(*) FROM ledger_alarms");
+    print_message("# an ACK holding the twin broker's checkpoint: %lld ledger alarm(s) at the source\n",
+                  (long long)alarms);
+    assert_true(alarms >= 1);
+    test_path(cmd, sizeof cmd,
+              "'%s/referral-adapter' status --config '%s' | grep -q '\"ledgerAlarms\": [1-9].*not of one "
+              "ledger' && "
+              "grep -q 'event=ledger_alarm.*not of one ledger' '%s' && "
+              "grep -q '^referral_adapter_ledger_alarms{adapter=\"cpd-rms\"} [1-9]' '%s'",
+              h->bin, h->adapters[source].config, h->adapters[source].log, prom);
+    assert_int_equal(system(cmd), 0);
+    /* The answer itself stands: it is the intake's, signed. */
+    assert_int_equal(harness_db_int(db, "SELECT count(*) FROM outbox WHERE ack_status = 1"), 2);
+    client_close(&sink);
+    harness_stop(&h);
+}
+
+/* A leaf rewritten in the database under its stored tree went unnoticed: the broker started on it. Now it
+ * hashes every stored leaf again at start and refuses to run, naming the leaf. */
+static void a_rewritten_leaf_stops_the_broker(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(ATTACK_CONFIG);
+    client_t *m = harness_client(h, h->mallory, 0);
+    size_t len;
+    msg_id_t id;
+    uint8_t *env = harness_referral(h->mallory, h->other, NULL, NULL, &len, &id);
+    uint64_t index = harness_submit_ok(m, env, len);
+    free(env);
+    client_close(&m);
+    harness_signal(h, SIGTERM);
+
+    /* The "submitted" leaf rewritten, still a well-formed leaf: another recipient in its detail. */
+    char path[700];
+    sqlite3 *db;
+    test_path(path, sizeof path, "%s/broker.db", h->data);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT leaf FROM ledger_leaves WHERE idx = ?", -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)index);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    Rb__LedgerEvent *e;
+    assert_ok(ledger_parse_leaf(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), &e));
+    sqlite3_finalize(st);
+    char *own = e->detail;
+    e->detail = "kind=1 recipient=sao-intake bytes=1";
+    size_t n = rb__ledger_event__get_packed_size(e);
+    uint8_t *leaf = malloc(n);
+    assert_non_null(leaf);
+    rb__ledger_event__pack(e, leaf);
+    e->detail = own;
+    rb__ledger_event__free_unpacked(e, NULL);
+    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE ledger_leaves SET leaf = ? WHERE idx = ?", -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(st, 1, leaf, (int)n, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)index);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    free(leaf);
+
+    char cmd[2400];
+    /* A broker that starts is stopped after 30 s (exit 124): the test then fails instead of waiting. */
+    test_path(
+        cmd, sizeof cmd,
+        "timeout 30 '%s/referral-broker' run --data '%s' --config '%s' --listen 'tcp://127.0.0.1:*' 2>>'%s'",
+        h->bin, h->data, h->config, h->log);
+    int status = system(cmd);
+    size_t log_len;
+    char *log = test_read_file(h->log, &log_len);
+    const char *line = strstr(log, "event=ledger_inconsistent");
+    print_message("# a rewritten leaf %llu: the broker exited with %d: %.200s\n", (unsigned long long)index,
+                  WEXITSTATUS(status), line ? line : "(no ledger_inconsistent in its log)");
+    assert_int_equal(WEXITSTATUS(status), 2);
+    assert_non_null(line);
+    char leaf_at[64];
+    snprintf(leaf_at, sizeof leaf_at, " leaf=%llu ", (unsigned long long)index);
+    assert_non_null(strstr(line, leaf_at));
+    free(log);
+    harness_free(h);
+}
+
 int main(void)
 {
     if (getenv("ATTACK_ONLY") != NULL) /* one test by name, when working on it */
@@ -492,6 +1011,10 @@ int main(void)
         cmocka_unit_test_teardown(one_key_cannot_lock_everyone_out, harness_teardown),
         cmocka_unit_test_teardown(refusals_cannot_grow_the_ledger, harness_teardown),
         cmocka_unit_test_teardown(sealed_to_a_key_the_recipient_does_not_hold, harness_teardown),
+        cmocka_unit_test_teardown(another_agency_cannot_touch_a_case, harness_teardown),
+        cmocka_unit_test_teardown(an_ack_must_answer_what_was_sent, harness_teardown),
+        cmocka_unit_test_teardown(a_forked_ledger_is_noticed, harness_teardown),
+        cmocka_unit_test_teardown(a_rewritten_leaf_stops_the_broker, harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

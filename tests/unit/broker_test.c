@@ -306,7 +306,7 @@ static void garbage_and_oversize_frames(void **state)
     } cases[] = {
         {"not a protobuf at all", 21, RB__ERROR_CODE__ERROR_CODE_MALFORMED},
         {"", 0, RB__ERROR_CODE__ERROR_CODE_MALFORMED},
-        {"\x08\x02\x42\x00", 4, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION}, /* version 2, heartbeat */
+        {"\x08\x03\x42\x00", 4, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION}, /* version 3, heartbeat */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_int_equal(zmq_send(raw, cases[i].bytes, cases[i].len, 0), (int)cases[i].len);

@@ -159,7 +159,7 @@ static void bad_burst(harness_t *h, bad_t *bad, int i, const msg_id_t *old_confi
     /* Another version. */
     Rb__Frame v = RB__FRAME__INIT;
     Rb__Heartbeat hb = RB__HEARTBEAT__INIT;
-    v.version = 2 + (uint32_t)i;
+    v.version = WIRE_VERSION + 1 + (uint32_t)i;
     v.body_case = RB__FRAME__BODY_HEARTBEAT;
     v.heartbeat = &hb;
     bad_frame(bad, &v, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION);
