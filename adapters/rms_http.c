@@ -52,12 +52,11 @@
 struct connector {
     adapter_t *adapter;
     struct MHD_Daemon *daemon;
-    int epoll_fd;          /* libmicrohttpd's: readable while it has connections to serve */
-    char token[TOKEN_MAX]; /* the bearer token expected */
-    size_t token_len;
-    int64_t max_body;              /* max_body_bytes */
-    int64_t message_second;        /* the second (monotonic) of the messages counted below */
-    unsigned messages, suppressed; /* libmicrohttpd's messages logged and dropped in it */
+    int epoll_fd;                      /* libmicrohttpd's: readable while it has connections to serve */
+    uint8_t token_hash[RB_HASH_BYTES]; /* SHA-256 of the bearer token expected */
+    int64_t max_body;                  /* max_body_bytes */
+    int64_t message_second;            /* the second (monotonic) of the messages counted below */
+    unsigned messages, suppressed;     /* libmicrohttpd's messages logged and dropped in it */
 };
 
 /* One request's body as it arrives. */
@@ -101,13 +100,17 @@ static json_t *problems_json(const char *lines)
     return json_pack("{s:o}", "problems", list ? list : json_array());
 }
 
+/* The digests are compared, not the tokens: the time taken tells a wrong length no better than a wrong
+ * byte. */
 static bool authorised(connector_t *c, struct MHD_Connection *conn)
 {
     const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0)
         return false;
     auth += 7;
-    return strlen(auth) == c->token_len && rbcrypto_equal(auth, c->token, c->token_len);
+    uint8_t hash[RB_HASH_BYTES];
+    rbcrypto_sha256((const uint8_t *)auth, strlen(auth), hash);
+    return rbcrypto_equal(hash, c->token_hash, sizeof hash);
 }
 
 /* Answers, on its headers alone, a request that must not go further: no or a wrong token (401), or a
@@ -233,26 +236,27 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+/* Keeps the token's digest only; the token itself is wiped. */
 static rb_err read_token(connector_t *c, const char *path, char *err, size_t errlen)
 {
     struct stat st;
-    size_t len;
-    rb_err rc = keyfile_read(path, c->token, sizeof c->token - 1, &len, &st);
+    size_t len = 0;
+    char token[TOKEN_MAX];
+    rb_err rc = keyfile_read(path, token, sizeof token - 1, &len, &st);
     if (rc == RB_OK && (st.st_mode & 077) != 0)
         rc = RB_ERR_INSECURE_FILE;
-    while (rc == RB_OK && len > 0 && (c->token[len - 1] == '\n' || c->token[len - 1] == '\r'))
+    while (rc == RB_OK && len > 0 && (token[len - 1] == '\n' || token[len - 1] == '\r'))
         len--;
     if (rc == RB_OK && len < 16) {
         snprintf(err, errlen, "%s: the token must be at least 16 characters", path);
-        return RB_ERR_USAGE;
-    }
-    if (rc != RB_OK) {
+        rc = RB_ERR_USAGE;
+    } else if (rc != RB_OK) {
         snprintf(err, errlen, "%s: %s", path, rb_strerror(rc));
-        return rc;
+    } else {
+        rbcrypto_sha256((const uint8_t *)token, len, c->token_hash);
     }
-    c->token[len] = '\0';
-    c->token_len = len;
-    return RB_OK;
+    rbcrypto_wipe(token, sizeof token);
+    return rc;
 }
 
 static int64_t monotonic_s(void)
@@ -364,7 +368,7 @@ static rb_err http_open(connector_t **out, adapter_t *a, const settings_t *cfg, 
     if (rc != RB_OK) {
         if (c->daemon != NULL)
             MHD_stop_daemon(c->daemon);
-        rbcrypto_wipe(c->token, sizeof c->token);
+        rbcrypto_wipe(c->token_hash, sizeof c->token_hash);
         free(c);
         return rc;
     }
@@ -398,7 +402,7 @@ static void http_poll(connector_t *c)
 static void http_close(connector_t **c)
 {
     MHD_stop_daemon((*c)->daemon);
-    rbcrypto_wipe((*c)->token, sizeof(*c)->token);
+    rbcrypto_wipe((*c)->token_hash, sizeof(*c)->token_hash);
     free(*c);
     *c = NULL;
 }

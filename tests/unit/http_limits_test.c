@@ -430,8 +430,9 @@ static void unauthorised_uploads_refused_on_headers(void **state)
     harness_stop(&h);
 }
 
-/* An authorised POST announcing a body over max_body_bytes, and a POST with a wrong token, are answered
- * (413, 401) on their headers alone: the client never sends its body. */
+/* An authorised POST announcing a body over max_body_bytes, and POSTs with a wrong token (another, one
+ * byte off, one longer, one shorter), are answered (413, 401) on their headers alone: the client never
+ * sends its body. */
 static void refused_before_the_body(void **state)
 {
     (void)state;
@@ -456,6 +457,14 @@ static void refused_before_the_body(void **state)
         fail_msg("a wrong token got %d (0: no answer within 10 s), expected 401", unauthorised);
     free(body);
     free(wrong);
+    /* Tokens that differ from the right one in a byte, or only by what follows or lacks at the end. */
+    const char *near[] = {"s3cret-token-for-testS", TOKEN "x", "s3cret-token-for-test"};
+    for (size_t i = 0; i < sizeof near / sizeof near[0]; i++) {
+        wrong = post_request(near[i], "", 0, 10, &len);
+        assert_int_equal(timed_request(port, wrong, len, 10000, &ms, &body), 401);
+        free(body);
+        free(wrong);
+    }
     assert_token_not_logged(h, 0);
     harness_adapter_stop(h, 0, SIGTERM);
     harness_stop(&h);
