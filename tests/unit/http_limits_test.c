@@ -552,6 +552,110 @@ static void idle_connections_leave_room(void **state)
     harness_stop(&h);
 }
 
+/* The limits are settings, checked at start like the others: out of range, a per-address limit over the
+ * overall one, more connections than the open-file limit allows, or misspelt, the adapter exits 2 with one
+ * line naming the setting. */
+static void limit_settings_checked(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int i = harness_adapter(h);
+    char path[700];
+    test_write_file(test_path(path, sizeof path, "%s/http.token", h->dir), TOKEN "\n", strlen(TOKEN) + 1,
+                    0600);
+    const struct {
+        const char *settings, *says;
+        rlim_t files; /* the open-file limit it starts with; 0: this process's */
+    } cases[] = {
+        {"max_connections = 0\n", "[rms-http] max_connections must be a whole number from 1 to 65536", 0},
+        {"max_connections = 100\nmax_connections_per_address = 101\n",
+         "[rms-http] max_connections_per_address must be a whole number from 1 to 100", 0},
+        {"idle_timeout_s = 0\n", "[rms-http] idle_timeout_s must be a whole number from 1 to 3600", 0},
+        {"max_connections = 2000\n",
+         "[rms-http] max_connections = 2000 needs 2064 open files and the adapter may open 1024: lower it, "
+         "or "
+         "raise the limit (LimitNOFILE= in the systemd unit)",
+         1024},
+        {"max_connection = 10\n", "unknown setting [rms-http] max_connection", 0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        snprintf(h->connector_settings, sizeof h->connector_settings, "%s", cases[k].settings);
+        struct rlimit mine;
+        assert_int_equal(getrlimit(RLIMIT_NOFILE, &mine), 0);
+        if (cases[k].files > 0) { /* the adapter inherits it */
+            struct rlimit less = {cases[k].files, mine.rlim_max};
+            assert_int_equal(setrlimit(RLIMIT_NOFILE, &less), 0);
+        }
+        harness_adapter_start(h, i, "rms-http");
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &mine), 0);
+        int status = 0;
+        for (int64_t deadline = harness_deadline(10000); waitpid(h->adapters[i].pid, &status, WNOHANG) == 0;
+             harness_sleep_ms(20))
+            if (harness_ms() > deadline)
+                fail_msg("the adapter started with %s", cases[k].settings);
+        h->adapters[i].pid = 0;
+        size_t len;
+        char *log = test_read_file(h->adapters[i].log, &len);
+        assert_non_null(log);
+        char *last = log + len - (len > 0 && log[len - 1] == '\n');
+        while (last > log && last[-1] != '\n')
+            last--;
+        print_message("# rms-http with %.*s: exit %d, \"%.*s\"\n", (int)strcspn(cases[k].settings, "\n"),
+                      cases[k].settings, WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                      (int)strcspn(last, "\n"), last);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 2 || strstr(last, cases[k].says) == NULL)
+            fail_msg("expected exit 2 and \"%s\"", cases[k].says);
+        free(log);
+    }
+    harness_stop(&h);
+}
+
+/* Settings other than the defaults are the ones applied: with 2 connections an address and a 1 s idle
+ * timeout, 10 idle connections from one address leave 2 held, and those go within seconds. */
+static void limit_settings_applied(void **state)
+{
+    (void)state;
+    enum { N = 10 };
+    harness_t *h = harness_start(NULL);
+    int port =
+        start_http_adapter(h, "max_connections = 8\nmax_connections_per_address = 2\nidle_timeout_s = 1\n");
+    size_t len;
+    char *log = test_read_file(h->adapters[0].log, &len);
+    assert_non_null(strstr(log, "max_connections=8 per_address=2 idle_timeout_s=1"));
+    free(log);
+    conn_t *c = conns_new(N);
+    for (int i = 0; i < N; i++)
+        conn_open(&c[i], "127.0.0.2", port);
+    conn_pump_until(c, N, "", 0, 10000, idle_settled, NULL, NULL);
+    int64_t ms;
+    char *body;
+    const char *probe = "GET /v1/referrals/00000000000000000000000000000000 HTTP/1.0\r\nAuthorization: "
+                        "Bearer " TOKEN "\r\n\r\n";
+    assert_int_equal(timed_request(port, probe, strlen(probe), 10000, &ms, &body), 404);
+    free(body);
+    conn_pump(c, N, "", 0, 100);
+    int held = 0;
+    for (int i = 0; i < N; i++)
+        held += c[i].connected && !c[i].closed;
+    int held_first = held;
+    int64_t t0 = harness_ms();
+    for (int64_t deadline = harness_deadline(10000); held > 0 && harness_ms() < deadline;) {
+        conn_pump(c, N, "", 0, 100);
+        held = 0;
+        for (int i = 0; i < N; i++)
+            held += c[i].connected && !c[i].closed;
+    }
+    print_message(
+        "# rms-http at 2 an address, idle_timeout_s 1: %d of %d idle connections held, closed after "
+        "%lld ms (%d left)\n",
+        held_first, N, (long long)(harness_ms() - t0), held);
+    assert_true(held_first <= 2);
+    assert_int_equal(held, 0);
+    conns_free(&c);
+    harness_adapter_stop(h, 0, SIGTERM);
+    harness_stop(&h);
+}
+
 /* --- finding 11: the broker's /metrics ------------------------------------------------------------------- */
 
 /* Idle connections to /metrics: 40, then 200 from one address, then 48 from six (each at the per-address
@@ -622,6 +726,8 @@ int main(void)
         cmocka_unit_test_teardown(unauthorised_uploads_refused_on_headers, teardown),
         cmocka_unit_test_teardown(refused_before_the_body, teardown),
         cmocka_unit_test_teardown(idle_connections_leave_room, teardown),
+        cmocka_unit_test_teardown(limit_settings_checked, teardown),
+        cmocka_unit_test_teardown(limit_settings_applied, teardown),
         cmocka_unit_test_teardown(metrics_scraped_while_idle_connections_held, teardown),
     };
     return cmocka_run_group_tests_name("http_limits", tests, NULL, NULL);
