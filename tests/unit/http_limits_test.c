@@ -18,9 +18,8 @@
 
 #define TOKEN "s3cret-token-for-tests"
 
-/* What the adapter's defaults allow (docs/ADAPTERS.md, rms-http); the broker's /metrics allows 8 an address. */
+/* Connections one address may hold: rms-http by default (docs/ADAPTERS.md), the broker's /metrics. */
 #define HTTP_PER_ADDRESS    16
-#define HTTP_CONNECTIONS    256
 #define METRICS_PER_ADDRESS 8
 
 /* --- processes from outside ----------------------------------------------------------------------------- */
@@ -50,6 +49,37 @@ static int proc_fds(pid_t pid)
         n += e->d_name[0] != '.';
     closedir(d);
     return n;
+}
+
+/* How many connections to 127.0.0.1:port the server there has accepted and still holds: sockets in
+ * /proc/net/tcp on that address and port, established or closed by the client only, with an inode (one
+ * still in the kernel's accept queue has none). What the clients see is not enough: when the accept queue
+ * overflows, a client can think itself connected before the server has the connection. */
+static int server_held(int port)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    assert_non_null(f);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        unsigned address, local, state;
+        unsigned long inode;
+        if (sscanf(line, " %*u: %x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*d %lu", &address, &local, &state,
+                   &inode) == 4 &&
+            address == 0x0100007Fu && (int)local == port && (state == 0x01 || state == 0x08) && inode != 0)
+            n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* Waits until the server at port holds no connection; returns how long that took. */
+static int64_t wait_server_idle(int port, int ms)
+{
+    int64_t t0 = harness_ms(), deadline = harness_deadline(ms);
+    while (server_held(port) > 0 && harness_ms() < deadline)
+        harness_sleep_ms(50);
+    return harness_ms() - t0;
 }
 
 /* Raises this process's open-file limit to want (the adapter it starts inherits it, so that what limits
@@ -413,8 +443,8 @@ static void unauthorised_uploads_refused_on_headers(void **state)
         fail_msg("the authorised POST during the attack got %d (0: no answer within 10 s): %s", good_status,
                  body);
     assert_non_null(strstr(body, "\"messageId\""));
-    if (rss.peak_kb - rss0 >= 32 * 1024)
-        fail_msg("the adapter's RSS grew by %ld kB under the attack (bound 32 MiB)", rss.peak_kb - rss0);
+    if (rss.peak_kb - rss0 >= 16 * 1024)
+        fail_msg("the adapter's RSS grew by %ld kB under the attack (bound 16 MiB)", rss.peak_kb - rss0);
     if (waiting > 0)
         fail_msg("%d of %d unauthorised uploads got no answer to their headers", waiting, N);
     assert_int_equal(other, 0);
@@ -512,37 +542,29 @@ static void idle_connections_leave_room(void **state)
     int64_t good_ms;
     int good_status = timed_request(port, good, good_len, 10000, &good_ms, &body);
     conn_pump(c, N, "", 0, 100); /* what the adapter closed while the POST went through */
-    int fds = proc_fds(pid), held = 0, closed = 0, connecting = 0;
+    int fds = proc_fds(pid), held = server_held(port), open = 0, closed = 0, connecting = 0;
     for (int i = 0; i < N; i++) {
-        held += c[i].connected && !c[i].closed;
+        open += c[i].connected && !c[i].closed;
         closed += c[i].closed;
         connecting += !c[i].connected && !c[i].closed;
     }
-    print_message("# rms-http: %d idle connections from %d addresses (settled in %lld ms): %d held open, %d "
-                  "closed by the adapter, %d not connected; adapter fds %d -> %d; authorised POST meanwhile: "
-                  "%d in %lld ms\n",
-                  N, ADDRESSES, (long long)settle_ms, held, closed, connecting, fds0, fds, good_status,
+    print_message("# rms-http: %d idle connections from %d addresses (settled in %lld ms): the adapter holds "
+                  "%d (fds %d -> %d); the clients see %d open, %d closed by the adapter, %d not connected; "
+                  "authorised POST meanwhile: %d in %lld ms\n",
+                  N, ADDRESSES, (long long)settle_ms, held, fds0, fds, open, closed, connecting, good_status,
                   (long long)good_ms);
     if (good_status != 202)
         fail_msg("the authorised POST among %d idle connections got %d (0: no answer within 10 s)", N,
                  good_status);
     assert_true(held <= ADDRESSES * HTTP_PER_ADDRESS);
-    assert_true(fds - fds0 <= HTTP_CONNECTIONS);
+    assert_true(fds - fds0 <= ADDRESSES * HTTP_PER_ADDRESS);
     assert_int_equal(waitpid(pid, NULL, WNOHANG), 0);
 
     /* The connections it kept are idle: they go at idle_timeout_s (10 s by default). */
-    t0 = harness_ms();
-    for (int64_t deadline = harness_deadline(25000); harness_ms() < deadline;) {
-        conn_pump(c, N, "", 0, 100);
-        held = 0;
-        for (int i = 0; i < N; i++)
-            held += c[i].connected && !c[i].closed;
-        if (held == 0)
-            break;
-    }
-    print_message(
-        "# rms-http: the idle connections held were closed by the adapter after %lld ms (%d left)\n",
-        (long long)(harness_ms() - t0), held);
+    int64_t idle_ms = wait_server_idle(port, 25000);
+    held = server_held(port);
+    print_message("# rms-http: the adapter closed the idle connections it held after %lld ms (%d left)\n",
+                  (long long)idle_ms, held);
     assert_int_equal(held, 0);
     free(body);
     free(good);
@@ -633,22 +655,13 @@ static void limit_settings_applied(void **state)
                         "Bearer " TOKEN "\r\n\r\n";
     assert_int_equal(timed_request(port, probe, strlen(probe), 10000, &ms, &body), 404);
     free(body);
-    conn_pump(c, N, "", 0, 100);
-    int held = 0;
-    for (int i = 0; i < N; i++)
-        held += c[i].connected && !c[i].closed;
-    int held_first = held;
-    int64_t t0 = harness_ms();
-    for (int64_t deadline = harness_deadline(10000); held > 0 && harness_ms() < deadline;) {
-        conn_pump(c, N, "", 0, 100);
-        held = 0;
-        for (int i = 0; i < N; i++)
-            held += c[i].connected && !c[i].closed;
-    }
+    int held_first = server_held(port);
+    int64_t idle_ms = wait_server_idle(port, 10000);
+    int held = server_held(port);
     print_message(
         "# rms-http at 2 an address, idle_timeout_s 1: %d of %d idle connections held, closed after "
         "%lld ms (%d left)\n",
-        held_first, N, (long long)(harness_ms() - t0), held);
+        held_first, N, (long long)idle_ms, held);
     assert_true(held_first <= 2);
     assert_int_equal(held, 0);
     conns_free(&c);
@@ -673,9 +686,10 @@ static void metrics_scraped_while_idle_connections_held(void **state)
         int n, addresses;
     } rounds[] = {{40, 1}, {MOST, 1}, {6 * METRICS_PER_ADDRESS, 6}};
     conn_t *c = conns_new(MOST);
-    int held = 0, n = 0;
+    int n = 0;
     for (size_t r = 0; r < sizeof rounds / sizeof rounds[0]; r++) {
         conn_close_all(c, n);
+        wait_server_idle(port, 10000); /* the last round's gone */
         n = rounds[r].n;
         for (int i = 0; i < n; i++) {
             char from[32];
@@ -689,13 +703,12 @@ static void metrics_scraped_while_idle_connections_held(void **state)
         char *body;
         int status = timed_request(port, scrape, strlen(scrape), 5000, &ms, &body);
         conn_pump(c, n, "", 0, 100);
-        held = 0;
+        int held = server_held(port), open = 0;
         for (int i = 0; i < n; i++)
-            held += c[i].connected && !c[i].closed;
-        print_message(
-            "# metrics: %d idle connections from %d address(es) (settled in %lld ms): %d held open; "
-            "a scrape from another address: %d in %lld ms\n",
-            n, rounds[r].addresses, (long long)settle_ms, held, status, (long long)ms);
+            open += c[i].connected && !c[i].closed;
+        print_message("# metrics: %d idle connections from %d address(es) (settled in %lld ms): the broker "
+                      "holds %d, the clients see %d open; a scrape from another address: %d in %lld ms\n",
+                      n, rounds[r].addresses, (long long)settle_ms, held, open, status, (long long)ms);
         if (status != 200)
             fail_msg("GET /metrics with %d idle connections held got %d (0: no answer within 5 s)", n,
                      status);
@@ -704,15 +717,10 @@ static void metrics_scraped_while_idle_connections_held(void **state)
         free(body);
     }
     /* Those of the last round that it kept: closed once idle for 5 s. */
-    int64_t t0 = harness_ms();
-    for (int64_t deadline = harness_deadline(15000); held > 0 && harness_ms() < deadline;) {
-        conn_pump(c, n, "", 0, 100);
-        held = 0;
-        for (int i = 0; i < n; i++)
-            held += c[i].connected && !c[i].closed;
-    }
-    print_message("# metrics: the idle connections held were closed by the broker after %lld ms (%d left)\n",
-                  (long long)(harness_ms() - t0), held);
+    int64_t idle_ms = wait_server_idle(port, 15000);
+    int held = server_held(port);
+    print_message("# metrics: the broker closed the idle connections it held after %lld ms (%d left)\n",
+                  (long long)idle_ms, held);
     assert_int_equal(held, 0);
     conns_free(&c);
     harness_stop(&h);
@@ -720,6 +728,13 @@ static void metrics_scraped_while_idle_connections_held(void **state)
 
 int main(void)
 {
+    /* The RSS bound is about the adapter's own memory: with SANITIZE=1, AddressSanitizer would otherwise
+     * keep freed memory in quarantine in the adapter process the test starts. */
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[1024];
+    snprintf(opts, sizeof opts, "%s%squarantine_size_mb=0:thread_local_quarantine_size_kb=0",
+             asan ? asan : "", asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
     if (getenv("HTTP_LIMITS_ONLY") != NULL) /* one test by name, when working on it */
         cmocka_set_test_filter(getenv("HTTP_LIMITS_ONLY"));
     const struct CMUnitTest tests[] = {
