@@ -316,14 +316,14 @@ static rb_err http_open(connector_t **out, adapter_t *a, const settings_t *cfg, 
     if (rc == RB_OK)
         rc = settings_int(cfg, "rms-http", "idle_timeout_s", 10, 1, 3600, &timeout, err, errlen);
     struct rlimit files;
+    int64_t files_needed = connections + OTHER_FILES;
     if (rc == RB_OK && getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY &&
-        (rlim_t)(connections + OTHER_FILES) > files.rlim_cur) {
+        (rlim_t)files_needed > files.rlim_cur) {
         snprintf(
             err, errlen,
             "[rms-http] max_connections = %lld needs %lld open files and the adapter may open %llu: lower "
             "it, or raise the limit (LimitNOFILE= in the systemd unit)",
-            (long long)connections, (long long)(connections + OTHER_FILES),
-            (unsigned long long)files.rlim_cur);
+            (long long)connections, (long long)files_needed, (unsigned long long)files.rlim_cur);
         rc = RB_ERR_USAGE;
     }
     if (rc == RB_OK && token == NULL) {

@@ -252,7 +252,7 @@ static void conn_pump(conn_t *c, int n, const char *request, size_t len, int ms)
                            (size_t)r < sizeof k->head - k->got ? (size_t)r : sizeof k->head - k->got);
                 k->got += (size_t)r;
             }
-            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) /* r is 0 or -1 here */
                 k->closed = true;
         }
     }
@@ -299,9 +299,9 @@ static int timed_request(int port, const char *request, size_t len, int ms, int6
         }
         if ((p.revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
             ssize_t r = recv(c.fd, buf + got, cap - got, MSG_DONTWAIT);
-            if (r > 0 && (got += (size_t)r) == cap)
-                c.closed = true; /* more than any answer here */
-            else if (r == 0 || (r < 0 && errno != EAGAIN))
+            if (r > 0)
+                got += (size_t)r;
+            if (r == 0 || (r < 0 && errno != EAGAIN) || got == cap) /* the end, or more than any answer */
                 c.closed = true;
         }
     }
