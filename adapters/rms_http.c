@@ -11,15 +11,26 @@
  * libmicrohttpd runs without threads of its own: the adapter's loop calls MHD_run from poll(), so requests
  * are served on the same thread as everything else and nothing needs a lock. Every request must carry
  * "Authorization: Bearer TOKEN" with the token from token_file (mode 0600); the comparison is constant-time.
- * Responses never echo referral content. */
+ * Responses never echo referral content.
+ *
+ * Whoever can reach the port can open connections, so nothing is spent on a request before its headers
+ * show it may go on: a missing or wrong token (401) or a Content-Length over max_body_bytes (413) is
+ * answered on the headers, before any of the body is read, and the connection closed. What one client can
+ * hold is bounded by the connection limits (overall, and per address, below the overall one so that an
+ * address holding all it may leaves room for the others) and by idle_timeout_s, after which a connection
+ * that sends nothing is closed. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "adapter.h"
 #include "keyfile.h"
@@ -29,13 +40,23 @@
 #include "wire.h"
 
 #define TOKEN_MAX 256
+/* Open files the adapter needs besides its HTTP connections: its store, the broker's socket, logs. */
+#define OTHER_FILES 64
+/* MHD_run accepts up to 10 connections and makes one pass over the ready ones; the loop comes back to the
+ * connector only every 100 ms or so when idle. So one poll runs it again while it has more to do, up to
+ * this many times, which leaves the rest of the loop its turn under a flood. */
+#define RUNS_PER_POLL 64
+/* libmicrohttpd's own messages (one per refused connection, under a flood) logged a second, at most. */
+#define MESSAGES_PER_SECOND 10
 
 struct connector {
     adapter_t *adapter;
     struct MHD_Daemon *daemon;
-    char token[TOKEN_MAX]; /* the bearer token expected */
-    size_t token_len;
-    int64_t max_body;
+    int epoll_fd;                      /* libmicrohttpd's: readable while it has connections to serve */
+    uint8_t token_hash[RB_HASH_BYTES]; /* SHA-256 of the bearer token expected */
+    int64_t max_body;                  /* max_body_bytes */
+    int64_t message_second;            /* the second (monotonic) of the messages counted below */
+    unsigned messages, suppressed;     /* libmicrohttpd's messages logged and dropped in it */
 };
 
 /* One request's body as it arrives. */
@@ -45,7 +66,9 @@ typedef struct {
     bool too_big;
 } upload_t;
 
-static const char *const settings[] = {"listen", "token_file", "max_body_bytes", NULL};
+static const char *const settings[] = {
+    "listen",         "token_file", "max_body_bytes", "max_connections", "max_connections_per_address",
+    "idle_timeout_s", NULL};
 
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, json_t *body)
 {
@@ -77,13 +100,44 @@ static json_t *problems_json(const char *lines)
     return json_pack("{s:o}", "problems", list ? list : json_array());
 }
 
+/* The digests are compared, not the tokens: the time taken tells a wrong length no better than a wrong
+ * byte. */
 static bool authorised(connector_t *c, struct MHD_Connection *conn)
 {
     const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0)
         return false;
     auth += 7;
-    return strlen(auth) == c->token_len && rbcrypto_equal(auth, c->token, c->token_len);
+    uint8_t hash[RB_HASH_BYTES];
+    rbcrypto_sha256((const uint8_t *)auth, strlen(auth), hash);
+    return rbcrypto_equal(hash, c->token_hash, sizeof hash);
+}
+
+/* Answers, on its headers alone, a request that must not go further: no or a wrong token (401), or a
+ * Content-Length over max_body_bytes (413). Nothing of its body has been read, and none will be:
+ * libmicrohttpd sends the answer and closes the connection. False when the request may go on. */
+static bool refused_on_headers(connector_t *c, struct MHD_Connection *conn, const char *url,
+                               enum MHD_Result *result)
+{
+    if (!authorised(c, conn)) {
+        log_security("http_unauthorised", "url=%.60s", url);
+        *result = reply(conn, MHD_HTTP_UNAUTHORIZED,
+                        json_pack("{s:s}", "error", "a valid bearer token is required"));
+        return true;
+    }
+    const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (length != NULL) {
+        errno = 0;
+        unsigned long long n = strtoull(length, NULL, 10); /* libmicrohttpd refused a malformed one */
+        if (errno == ERANGE || n > (unsigned long long)c->max_body) {
+            log_warn("http_body_refused", "url=%.60s content_length=%.20s max_body_bytes=%lld", url, length,
+                     (long long)c->max_body);
+            *result = reply(conn, MHD_HTTP_CONTENT_TOO_LARGE,
+                            json_pack("{s:[s]}", "problems", "$: the body is larger than the limit"));
+            return true;
+        }
+    }
+    return false;
 }
 
 static enum MHD_Result post_referral(connector_t *c, struct MHD_Connection *conn, upload_t *u)
@@ -136,13 +190,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
     connector_t *c = cls;
     upload_t *u = *con_cls;
-    if (u == NULL) { /* headers only so far */
+    if (u == NULL) { /* the headers, and none of the body yet */
+        enum MHD_Result refused;
+        if (refused_on_headers(c, conn, url, &refused))
+            return refused;
         if ((u = calloc(1, sizeof *u)) == NULL)
             return MHD_NO;
         *con_cls = u;
         return MHD_YES;
     }
-    if (*upload_data_size > 0) { /* a piece of the body */
+    if (*upload_data_size > 0) { /* a piece of the body, of an authorised request */
         if (!u->too_big && u->len + *upload_data_size <= (size_t)c->max_body) {
             char *grown = realloc(u->data, u->len + *upload_data_size + 1);
             if (grown == NULL)
@@ -151,15 +208,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             memcpy(u->data + u->len, upload_data, *upload_data_size);
             u->len += *upload_data_size;
         } else {
-            u->too_big = true; /* the rest is read and dropped; the answer is 413 */
+            u->too_big = true; /* a chunked body: the rest is read and dropped; the answer is 413 */
         }
         *upload_data_size = 0;
         return MHD_YES;
-    }
-    if (!authorised(c, conn)) {
-        log_security("http_unauthorised", "url=%.60s", url);
-        return reply(conn, MHD_HTTP_UNAUTHORIZED,
-                     json_pack("{s:s}", "error", "a valid bearer token is required"));
     }
     if (strcmp(method, "POST") == 0 && strcmp(url, "/v1/referrals") == 0)
         return post_referral(c, conn, u);
@@ -184,33 +236,60 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+/* Keeps the token's digest only; the token itself is wiped. */
 static rb_err read_token(connector_t *c, const char *path, char *err, size_t errlen)
 {
     struct stat st;
-    size_t len;
-    rb_err rc = keyfile_read(path, c->token, sizeof c->token - 1, &len, &st);
+    size_t len = 0;
+    char token[TOKEN_MAX];
+    rb_err rc = keyfile_read(path, token, sizeof token - 1, &len, &st);
     if (rc == RB_OK && (st.st_mode & 077) != 0)
         rc = RB_ERR_INSECURE_FILE;
-    while (rc == RB_OK && len > 0 && (c->token[len - 1] == '\n' || c->token[len - 1] == '\r'))
+    while (rc == RB_OK && len > 0 && (token[len - 1] == '\n' || token[len - 1] == '\r'))
         len--;
     if (rc == RB_OK && len < 16) {
         snprintf(err, errlen, "%s: the token must be at least 16 characters", path);
-        return RB_ERR_USAGE;
-    }
-    if (rc != RB_OK) {
+        rc = RB_ERR_USAGE;
+    } else if (rc != RB_OK) {
         snprintf(err, errlen, "%s: %s", path, rb_strerror(rc));
-        return rc;
+    } else {
+        rbcrypto_sha256((const uint8_t *)token, len, c->token_hash);
     }
-    c->token[len] = '\0';
-    c->token_len = len;
-    return RB_OK;
+    rbcrypto_wipe(token, sizeof token);
+    return rc;
 }
 
-/* libmicrohttpd's own messages (a failed accept, a malformed request) as log lines like every other. */
+static int64_t monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+/* Logs how many of libmicrohttpd's messages were dropped, once their second is over. */
+static void report_suppressed(connector_t *c)
+{
+    int64_t now = monotonic_s();
+    if (now == c->message_second)
+        return;
+    if (c->suppressed > 0)
+        log_warn("http_errors_suppressed", "count=%u", c->suppressed);
+    c->message_second = now;
+    c->messages = c->suppressed = 0;
+}
+
+/* libmicrohttpd's own messages (a failed accept, a malformed request, a connection over a limit) as log
+ * lines like every other, MESSAGES_PER_SECOND at most: a flood of connections must not become a flood of
+ * log lines. */
 static void on_http_message(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void on_http_message(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
+    connector_t *c = cls;
+    report_suppressed(c);
+    if (c->messages++ >= MESSAGES_PER_SECOND) {
+        c->suppressed++;
+        return;
+    }
     char text[512];
     vsnprintf(text, sizeof text, fmt, ap);
     text[strcspn(text, "\n")] = '\0';
@@ -226,8 +305,27 @@ static rb_err http_open(connector_t **out, adapter_t *a, const settings_t *cfg, 
     c->adapter = a;
     const char *listen = settings_get(cfg, "rms-http", "listen", "127.0.0.1:8080");
     const char *token = settings_get(cfg, "rms-http", "token_file", NULL);
+    int64_t connections = 0, per_address = 0, timeout = 0;
     rb_err rc = settings_int(cfg, "rms-http", "max_body_bytes", 1024 * 1024, 1024, 16 * 1024 * 1024,
                              &c->max_body, err, errlen);
+    if (rc == RB_OK)
+        rc = settings_int(cfg, "rms-http", "max_connections", 256, 1, 65536, &connections, err, errlen);
+    if (rc == RB_OK)
+        rc = settings_int(cfg, "rms-http", "max_connections_per_address", connections < 16 ? connections : 16,
+                          1, connections, &per_address, err, errlen);
+    if (rc == RB_OK)
+        rc = settings_int(cfg, "rms-http", "idle_timeout_s", 10, 1, 3600, &timeout, err, errlen);
+    struct rlimit files;
+    int64_t files_needed = connections + OTHER_FILES;
+    if (rc == RB_OK && getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY &&
+        (rlim_t)files_needed > files.rlim_cur) {
+        snprintf(
+            err, errlen,
+            "[rms-http] max_connections = %lld needs %lld open files and the adapter may open %llu: lower "
+            "it, or raise the limit (LimitNOFILE= in the systemd unit)",
+            (long long)connections, (long long)files_needed, (unsigned long long)files.rlim_cur);
+        rc = RB_ERR_USAGE;
+    }
     if (rc == RB_OK && token == NULL) {
         snprintf(err, errlen, "[rms-http] token_file is required");
         rc = RB_ERR_USAGE;
@@ -250,35 +348,61 @@ static rb_err http_open(connector_t **out, adapter_t *a, const settings_t *cfg, 
     }
     if (rc == RB_OK) {
         addr.sin_port = htons((uint16_t)port);
-        c->daemon = MHD_start_daemon(MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL, on_request, c,
-                                     MHD_OPTION_EXTERNAL_LOGGER, on_http_message, NULL, MHD_OPTION_SOCK_ADDR,
-                                     (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, c,
-                                     MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
-        if (c->daemon == NULL) {
+        /* epoll, not select: one descriptor that says when there is work (http_poll), and no FD_SETSIZE
+         * ceiling on the connections. */
+        c->daemon = MHD_start_daemon(
+            MHD_USE_ERROR_LOG | MHD_USE_EPOLL, (uint16_t)port, NULL, NULL, on_request, c,
+            MHD_OPTION_EXTERNAL_LOGGER, on_http_message, c, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+            MHD_OPTION_NOTIFY_COMPLETED, on_completed, c, MHD_OPTION_CONNECTION_LIMIT, (unsigned)connections,
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_address, MHD_OPTION_CONNECTION_TIMEOUT,
+            (unsigned)timeout, MHD_OPTION_END);
+        const union MHD_DaemonInfo *epoll_info =
+            c->daemon ? MHD_get_daemon_info(c->daemon, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
+        if (c->daemon == NULL || epoll_info == NULL) {
             snprintf(err, errlen, "[rms-http] cannot listen on %s", listen);
             rc = RB_ERR_IO;
+        } else {
+            c->epoll_fd = epoll_info->epoll_fd;
         }
     }
     if (rc != RB_OK) {
-        rbcrypto_wipe(c->token, sizeof c->token);
+        if (c->daemon != NULL)
+            MHD_stop_daemon(c->daemon);
+        rbcrypto_wipe(c->token_hash, sizeof c->token_hash);
         free(c);
         return rc;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(c->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    log_info("http_listening", "address=%s port=%u", host, info ? info->port : (unsigned)port);
+    log_info("http_listening", "address=%s port=%u max_connections=%lld per_address=%lld idle_timeout_s=%lld",
+             host, info ? info->port : (unsigned)port, (long long)connections, (long long)per_address,
+             (long long)timeout);
     *out = c;
     return RB_OK;
 }
 
+/* Whether libmicrohttpd has more to do now: a connection or the listening socket ready, or a connection
+ * timed out. */
+static bool http_busy(connector_t *c)
+{
+    struct pollfd p = {.fd = c->epoll_fd, .events = POLLIN};
+    MHD_UNSIGNED_LONG_LONG wait_ms;
+    return poll(&p, 1, 0) > 0 || (MHD_get_timeout(c->daemon, &wait_ms) == MHD_YES && wait_ms == 0);
+}
+
 static void http_poll(connector_t *c)
 {
-    MHD_run(c->daemon); /* serves whatever is ready, without blocking */
+    for (int run = 0; run < RUNS_PER_POLL; run++) {
+        MHD_run(c->daemon); /* serves whatever is ready, without blocking */
+        if (!http_busy(c))
+            break;
+    }
+    report_suppressed(c);
 }
 
 static void http_close(connector_t **c)
 {
     MHD_stop_daemon((*c)->daemon);
-    rbcrypto_wipe((*c)->token, sizeof(*c)->token);
+    rbcrypto_wipe((*c)->token_hash, sizeof(*c)->token_hash);
     free(*c);
     *c = NULL;
 }

@@ -7,7 +7,12 @@
  * is stuck: the HTTP thread still answers, and what it shows says the loop has stopped.
  *
  * The socket is bound here rather than by libmicrohttpd so that a failure says why (address in use) and
- * the port the system picked for port 0 is known at once. */
+ * the port the system picked for port 0 is known at once.
+ *
+ * Anyone who reaches the port can open connections and hold them; a scraper must still get in. So what the
+ * HTTP thread keeps is bounded: HTTP_CONNECTIONS in all, HTTP_PER_ADDRESS from one address (below the
+ * former, so that one address holding all it may leaves room for the others), and a connection that sends
+ * or takes nothing for HTTP_TIMEOUT_S is closed. */
 #include "metrics.h"
 
 #include <arpa/inet.h>
@@ -32,6 +37,12 @@
 #define CODES      64 /* room for every Rb__ErrorCode value */
 #define BUCKETS    16 /* most histogram buckets, +Inf not included */
 #define REFRESH_MS 1000
+
+/* A scraper needs one connection at a time, and a scrape takes milliseconds. */
+#define HTTP_CONNECTIONS 64u /* open at once, from everyone */
+#define HTTP_PER_ADDRESS 8u  /* open at once from one client address */
+#define HTTP_TIMEOUT_S   5u  /* a connection idle this long is closed */
+#define HTTP_BACKLOG     64  /* connections the kernel queues before the HTTP thread accepts them */
 
 /* Seconds: a receipt waits for one group commit (an fsync), so milliseconds matter. */
 static const double receipt_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -679,7 +690,7 @@ rb_err metrics_start(metrics_t **out, const char *address)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     socklen_t addr_len = sizeof addr;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 16) != 0 ||
+        bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, HTTP_BACKLOG) != 0 ||
         getsockname(fd, (struct sockaddr *)&addr, &addr_len) != 0) {
         log_error("metrics_bind_failed", "address=%s error=\"%s\"", address, strerror(errno));
         if (fd >= 0)
@@ -695,8 +706,9 @@ rb_err metrics_start(metrics_t **out, const char *address)
     sigaddset(&block, SIGINT);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     m->daemon = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD, 0, NULL, NULL, on_request, m,
-                                 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, 32u,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
+                                 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, HTTP_CONNECTIONS,
+                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, HTTP_PER_ADDRESS,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, HTTP_TIMEOUT_S, MHD_OPTION_END);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     char bound[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &addr.sin_addr, bound, sizeof bound);

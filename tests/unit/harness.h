@@ -44,7 +44,9 @@ typedef struct {
     card_t broker;
     harness_adapter_t adapters[HARNESS_MAX_ADAPTERS];
     int n_adapters;
-    char adapter_settings[700]; /* more [adapter] lines for the configs written from now on */
+    char adapter_settings[700];   /* more [adapter] lines for the configs written from now on */
+    char connector_settings[700]; /* more lines for the connector's section of the configs written from now
+                                     on, after the harness's own (the last of a key wins) */
 } harness_t;
 
 /* The harness of the running test, for the teardown to clean up after a failure. */
@@ -410,6 +412,7 @@ static inline void harness_adapter_start(harness_t *h, int i, const char *connec
         n += snprintf(ini + n, sizeof ini - (size_t)n, "[intake-sqlite]\ndatabase = %s/intake.db\n", h->dir);
     else
         n += snprintf(ini + n, sizeof ini - (size_t)n, "[intake-files]\nout = %s/intake-out\n", h->dir);
+    n += snprintf(ini + n, sizeof ini - (size_t)n, "%s", h->connector_settings);
     test_write_file(ad->config, ini, (size_t)n, 0600);
     char exe[700];
     test_path(exe, sizeof exe, "%s/referral-adapter", h->bin);
