@@ -111,6 +111,41 @@ static inline int64_t harness_db_int(const char *path, const char *sql)
     return v;
 }
 
+/* --- a process the harness started, from outside ------------------------------------------------------- */
+
+static inline long proc_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    long kb = -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+static inline int proc_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static inline void assert_alive(harness_t *h)
+{
+    assert_int_equal(waitpid(h->pid, NULL, WNOHANG), 0);
+    assert_int_equal(kill(h->pid, 0), 0);
+}
+
 /* Starts `referral-broker run` on listen (a port the system picks: tcp://127.0.0.1:*, or the one it had
  * before a restart) and waits until it has bound. */
 static inline void harness_spawn_at(harness_t *h, const char *listen)

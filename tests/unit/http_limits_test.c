@@ -22,35 +22,6 @@
 #define HTTP_PER_ADDRESS    16
 #define METRICS_PER_ADDRESS 8
 
-/* --- processes from outside ----------------------------------------------------------------------------- */
-
-static long proc_rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    long kb = -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    fclose(f);
-    return kb;
-}
-
-static int proc_fds(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    assert_non_null(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 /* How many connections to 127.0.0.1:port the server there has accepted and still holds: sockets in
  * /proc/net/tcp on that address and port, established or closed by the client only, with an inode (one
  * still in the kernel's accept queue has none). What the clients see is not enough: when the accept queue

@@ -136,40 +136,7 @@ static inline bool send_confirm(void *s, const uint8_t id[MSG_ID_BYTES])
     return raw_send(s, &f);
 }
 
-/* --- the broker process from outside -------------------------------------------------------------------- */
-
-static inline long proc_rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    long kb = -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    fclose(f);
-    return kb;
-}
-
-static inline int proc_fds(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    assert_non_null(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
-static inline void assert_alive(harness_t *h)
-{
-    assert_int_equal(waitpid(h->pid, NULL, WNOHANG), 0);
-    assert_int_equal(kill(h->pid, 0), 0);
-}
+/* --- the broker from outside ------------------------------------------------------------------------- */
 
 /* The value of one series on the broker's /metrics (0 when absent). */
 static inline double metric(harness_t *h, const char *series)
