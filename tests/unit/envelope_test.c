@@ -217,6 +217,64 @@ static void ack_round_trip_and_roles(void **state)
     free(env);
 }
 
+/* An ACK's two statuses are one (header and signed body); the fields of AckBody version 2 travel in
+ * InnerSigned version 2; an ACK of version 1, as f5a4222 sealed it (tests/vectors/envelopes/ack-v1.bin, from
+ * seeded keys), still opens. */
+static void ack_versions(void **state)
+{
+    fixture_t *f = *state;
+    Rb__AckBody ack = RB__ACK_BODY__INIT;
+    ack.status = RB__ACK_STATUS__ACK_STATUS_REJECTED;
+    ack.decided_ms = NOW_MS;
+    uint8_t body[512];
+    size_t body_len = rb__ack_body__pack(&ack, body);
+    msg_id_t ref = {{1, 2, 3}}, id;
+    envelope_params_t p = {.kind = RB__KIND__KIND_ACK,
+                           .ref = &ref,
+                           .ack_status = RB__ACK_STATUS__ACK_STATUS_ACCEPTED,
+                           .created_ms = NOW_MS};
+    uint8_t *env;
+    size_t len;
+    assert_ok(envelope_seal(f->intake, identity_card(f->police), &p, body, body_len, &id, &env, &len));
+    assert_rb(open_as(f->police, f->trust, env, len), RB_ERR_INNER_MISMATCH);
+    free(env);
+
+    ack.status = RB__ACK_STATUS__ACK_STATUS_ACCEPTED;
+    ack.intake_reference = "SAO-2025-000123";
+    ack.duplicate = true;
+    ack.checkpoint = "referral-broker/ILCPD0000/broker-1\n2\nAAAA\n";
+    body_len = rb__ack_body__pack(&ack, body);
+    assert_ok(envelope_seal(f->intake, identity_card(f->police), &p, body, body_len, &id, &env, &len));
+    envelope_opened_t o;
+    assert_ok(envelope_open(f->police, f->trust, env, len, &o));
+    assert_true(((Rb__AckBody *)o.message)->duplicate);
+    assert_string_equal(((Rb__AckBody *)o.message)->checkpoint, ack.checkpoint);
+    envelope_opened_clear(&o);
+    free(env);
+
+    uint8_t s1[32], s2[32];
+    memset(s1, 1, sizeof s1);
+    memset(s2, 2, sizeof s2);
+    identity_t *source, *sink;
+    trust_t *trust;
+    assert_ok(
+        identity_from_seed(&source, s1, "cpd-rms", CARD_ROLE_SOURCE, "ILCPD0000", NOW, 100 * 365 * DAY));
+    assert_ok(identity_from_seed(&sink, s2, "sao-intake", CARD_ROLE_SINK, "ILCCSAO00", NOW, 100 * 365 * DAY));
+    assert_ok(trust_new(&trust));
+    assert_ok(trust_add(trust, identity_card(sink)));
+    env = (uint8_t *)test_read_file("tests/vectors/envelopes/ack-v1.bin", &len);
+    assert_non_null(env);
+    assert_ok(envelope_open(source, trust, env, len, &o));
+    assert_int_equal(o.header->ack_status, RB__ACK_STATUS__ACK_STATUS_ACCEPTED);
+    assert_string_equal(((Rb__AckBody *)o.message)->intake_reference, "SAO-2025-000001");
+    assert_false(((Rb__AckBody *)o.message)->duplicate);
+    envelope_opened_clear(&o);
+    free(env);
+    trust_free(&trust);
+    identity_free(&source);
+    identity_free(&sink);
+}
+
 /* The acceptance test: no single-bit change anywhere in an envelope goes unnoticed. */
 static void every_bit_flip_refused(void **state)
 {
@@ -455,11 +513,17 @@ int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(referral_round_trip),     T(ack_round_trip_and_roles),
-        T(every_bit_flip_refused),  T(truncated_and_oversize_refused),
-        T(wrong_recipient_refused), T(lifted_inner_refused),
-        T(header_checks),           T(key_validity),
-        T(body_must_be_a_referral), T(samples_round_trip),
+        T(referral_round_trip),
+        T(ack_round_trip_and_roles),
+        T(every_bit_flip_refused),
+        T(truncated_and_oversize_refused),
+        T(wrong_recipient_refused),
+        T(lifted_inner_refused),
+        T(header_checks),
+        T(key_validity),
+        T(body_must_be_a_referral),
+        T(samples_round_trip),
+        T(ack_versions),
     };
     return cmocka_run_group_tests_name("envelope", tests, NULL, NULL);
 }
