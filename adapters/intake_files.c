@@ -1,7 +1,8 @@
 /* intake_files.c -- sink connector: each referral as pretty JSON in a folder that a case-management
  * system imports from. Written atomically (temporary file, fsync, rename) as OUT/MESSAGE_ID.json, so the
- * importer never sees half a file and a repeated filing rewrites the same file. The intake reference is
- * the message id. */
+ * importer never sees half a file and a repeated filing rewrites the same file (a link planted under that
+ * name is replaced, never followed). The intake reference is the message id. Each file is 0600, or 0640
+ * when the operator shares OUT with the importer's group, whatever the umask. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,12 +10,14 @@
 #include <sys/stat.h>
 
 #include "adapter.h"
+#include "fsmode.h"
 #include "keyfile.h"
 #include "pbjson.h"
 #include "wire.h"
 
 struct connector {
     char out[2048];
+    mode_t file_mode; /* of each referral written: the adapter's own, or shared with OUT's group */
 };
 
 static const char *const settings[] = {"out", NULL};
@@ -27,14 +30,16 @@ static rb_err files_open(connector_t **out, adapter_t *a, const settings_t *cfg,
         snprintf(err, errlen, "[intake-files] out is required");
         return RB_ERR_USAGE;
     }
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-        return RB_ERR_IO;
-    }
+    mode_t mode;
+    /* Owner and group (set by the operator, who may share OUT with the importer), never others. */
+    rb_err rc = fsmode_dir(dir, 0700, 02770, &mode, err, errlen);
+    if (rc != RB_OK)
+        return rc;
     connector_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return RB_ERR_NOMEM;
     snprintf(c->out, sizeof c->out, "%s", dir);
+    c->file_mode = 0600 | (mode & 0040);
     *out = c;
     return RB_OK;
 }
@@ -49,7 +54,7 @@ static rb_err files_file(connector_t *c, const msg_id_t *id, Rb__Kind kind, cons
     char *json;
     rb_err rc = pbjson_format(&r->base, PBJSON_PRETTY, &json);
     if (rc == RB_OK) {
-        rc = keyfile_write(path, json, strlen(json), 0640, true);
+        rc = keyfile_write(path, json, strlen(json), c->file_mode, true);
         pbjson_free(json);
     }
     if (rc != RB_OK) {
