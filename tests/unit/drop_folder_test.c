@@ -164,17 +164,55 @@ static void what_is_not_a_file_is_refused(void **state)
     harness_stop(&h);
 }
 
-/* A symbolic link drop/flip.json to outside/target, which is the referral elsewhere and a FIFO by turns (two
- * names swapped in one rename, as fast as it can), for ms milliseconds; the link is made again whenever the
- * adapter has moved it away. A reader that checks the name and then opens it finds a file at the check and
- * a FIFO at the open, and an open() of a FIFO waits for a writer that never comes. None of this is an event
- * the drop folder's inotify watch reports, so the adapter scans at its usual pace. */
+enum { INVALID_FILE, FIFO, LINK_OUT };
+
+/* Makes path an entry of that kind: an invalid export (rejected when read), a FIFO, or a symbolic link to
+ * target. */
+static void make_entry(const char *path, int kind, const char *target)
+{
+    static const char invalid[] = "{\"schemaVersion\": 1, \"agencyOri\": \"ILCPD0000\"}\n";
+    int fd;
+    if (kind == FIFO)
+        (void)mkfifo(path, 0600);
+    else if (kind == LINK_OUT)
+        (void)symlink(target, path);
+    else if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600)) >= 0) {
+        (void)!write(fd, invalid, sizeof invalid - 1);
+        close(fd);
+    }
+}
+
+/* An export's name swapped with a dot name (never read) in one rename: one of the two an invalid export,
+ * the other of kind other. When the adapter has moved one away, it is made again, of the kind missing. */
+static void swap_entries(const char *name, const char *dot, int other, const char *target)
+{
+    struct stat st;
+    if (renameat2(AT_FDCWD, name, AT_FDCWD, dot, RENAME_EXCHANGE) == 0)
+        return;
+    bool at_name = lstat(name, &st) == 0, name_is_file = at_name && S_ISREG(st.st_mode);
+    bool at_dot = lstat(dot, &st) == 0, dot_is_file = at_dot && S_ISREG(st.st_mode);
+    if (!at_name)
+        make_entry(name, at_dot && dot_is_file ? other : INVALID_FILE, target);
+    if (!at_dot)
+        make_entry(dot, at_name && name_is_file ? other : INVALID_FILE, target);
+}
+
+/* Three attacks at once, as fast as it can, for ms milliseconds, each a name that is one thing when looked
+ * at and another when opened; an open() of a FIFO waits for a writer that never comes.
+ *   drop/flip.json: a symbolic link to outside/target, which is the referral elsewhere and a FIFO by turns
+ *     (swapped with outside/other in one rename), made again whenever the adapter has moved it away;
+ *   drop/flop.json: an invalid export and a FIFO by turns;
+ *   drop/flap.json: an invalid export and a symbolic link to outside/target by turns. */
 static pid_t start_flipping(harness_t *h, const char *referral, int ms)
 {
-    char link[700], target[700], other[700];
+    char link[700], target[700], other[700], flop[700], flop_dot[700], flap[700], flap_dot[700];
     test_path(link, sizeof link, "%s/drop/flip.json", h->dir);
     test_path(target, sizeof target, "%s/outside/target", h->dir);
     test_path(other, sizeof other, "%s/outside/other", h->dir);
+    test_path(flop, sizeof flop, "%s/drop/flop.json", h->dir);
+    test_path(flop_dot, sizeof flop_dot, "%s/drop/.flop", h->dir);
+    test_path(flap, sizeof flap, "%s/drop/flap.json", h->dir);
+    test_path(flap_dot, sizeof flap_dot, "%s/drop/.flap", h->dir);
     assert_int_equal(rename(referral, target), 0);
     assert_int_equal(mkfifo(other, 0600), 0);
     pid_t pid = fork();
@@ -182,8 +220,11 @@ static pid_t start_flipping(harness_t *h, const char *referral, int ms)
     if (pid == 0) {
         struct stat st;
         for (int64_t end = harness_ms() + ms; harness_ms() < end;) {
-            for (int i = 0; i < 64; i++)
+            for (int i = 0; i < 64; i++) {
                 (void)renameat2(AT_FDCWD, target, AT_FDCWD, other, RENAME_EXCHANGE);
+                swap_entries(flop, flop_dot, FIFO, target);
+                swap_entries(flap, flap_dot, LINK_OUT, target);
+            }
             if (lstat(link, &st) != 0)
                 (void)symlink(target, link);
         }
@@ -215,13 +256,31 @@ static void flipping_link_never_hangs_the_adapter(void **state)
             waitpid(flipper, &status, 0);
             fail_msg("the flipping process did not end");
         }
-    int refused = harness_count(h, "drop/rejected", ".errors.txt");
-    print_message("# links refused while flipping for %d ms: %d\n", FLIP_MS, refused);
     harness_drop(h, "adapters/samples/valid/03-clash-detentions.json", "zz-after.json");
     wait_filed(h, AFTER_RD, 30000);
     /* What the flipping left behind was dealt with in that scan or an earlier one. */
     assert_int_equal(type_at(test_path(path, sizeof path, "%s/drop/flip.json", h->dir)), 0);
-    assert_true(refused >= 1);
+    assert_int_equal(type_at(test_path(path, sizeof path, "%s/drop/flop.json", h->dir)), 0);
+    assert_int_equal(type_at(test_path(path, sizeof path, "%s/drop/flap.json", h->dir)), 0);
+    int counts[5];
+    static const char *const greps[] = {"flip.json*.errors.txt | xargs grep -l 'a symbolic link'",
+                                        "flop.json*.errors.txt | xargs grep -l 'a FIFO'",
+                                        "flop.json*.errors.txt | xargs grep -l 'required'",
+                                        "flap.json*.errors.txt | xargs grep -l 'a symbolic link'",
+                                        "flap.json*.errors.txt | xargs grep -l 'required'"};
+    for (int i = 0; i < 5; i++) {
+        char cmd[1200];
+        test_path(cmd, sizeof cmd, "cd '%s/drop/rejected' && ls %s | wc -l", h->dir, greps[i]);
+        FILE *p = popen(cmd, "r");
+        assert_non_null(p);
+        assert_int_equal(fscanf(p, "%d", &counts[i]), 1);
+        pclose(p);
+    }
+    print_message("# in %d ms of flipping, refused or rejected: flip.json %d times as a link; flop.json %d "
+                  "times as a FIFO, %d as invalid; flap.json %d times as a link, %d as invalid\n",
+                  FLIP_MS, counts[0], counts[1], counts[2], counts[3], counts[4]);
+    for (int i = 0; i < 5; i++)
+        assert_true(counts[i] >= 1);
     assert_int_equal(outbox_int(h, src, "SELECT count(*) FROM outbox WHERE rd_number = '" OUTSIDE_RD "'"), 0);
     assert_int_equal(intake_int(h, "SELECT count(*) FROM cases WHERE rd_number = '" OUTSIDE_RD "'"), 0);
     assert_int_equal(intake_int(h, "SELECT count(*) FROM filings"), 1);
