@@ -9,7 +9,8 @@
 # (databases with their -wal and -shm while the processes run, data directories, drop folder, ACKs, imports,
 # backups, exports, plaintext) must list nothing; cards and the public data may be read by all, but written
 # by their owner only. Last, files an older version left too open are tightened at the next start, said so
-# in the log. BIN names the directory holding the tools.
+# in the log, and a drop folder the operator shares with a group gets group-readable ACKs, never more. BIN
+# names the directory holding the tools.
 set -u
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-bin}
@@ -37,14 +38,14 @@ private() { # private PATH...: nothing under the paths that group or others may 
     local open
     open=$(find "$@" ! -name '*.card' -perm /077 -printf '%m %p\n' 2>&1)
     [ -z "$open" ] || { echo "open to group or others:"; echo "$open"; return 1; }
-    checked=$((checked + $(find "$@" | wc -l)))
+    find "$@" >>"$checked"
 }
 
 public() { # public PATH...: readable by all, writable by the owner only
     local open
     open=$(find "$@" \( -perm /022 -o ! -perm -444 \) -printf '%m %p\n' 2>&1)
     [ -z "$open" ] || { echo "not readable by all, or writable by others:"; echo "$open"; return 1; }
-    checked=$((checked + $(find "$@" | wc -l)))
+    find "$@" >>"$checked"
 }
 
 drop() { # drop R SAMPLE NAME: as a records system writes an export, under another name and renamed
@@ -94,7 +95,7 @@ round() { # round UMASK: every tool under that umask, in R=$work/uUMASK
     local u=$1 r=$work/u$1
     umask "$u"
     mkdir -p "$r/keys" "$r/trust-cpd-rms" "$r/trust-sao-intake" "$r/sao"
-    checked=0
+    checked=$work/checked-$u
 
     keys() {
         local line name role agency
@@ -195,7 +196,7 @@ round() { # round UMASK: every tool under that umask, in R=$work/uUMASK
     }
     check "umask $u: referral-publish: the public data readable by all, writable by its owner only" published
 
-    echo "# umask $u: $checked paths checked"
+    echo "# umask $u: $(sort -u "$checked" | wc -l) files and folders checked"
 }
 
 round 000
@@ -223,5 +224,26 @@ tightened() { # an older version's files, too open, tightened at the next start,
     private "$r/broker" "$r/cpd-rms-rms-files-data"
 }
 check "files left too open by an older version are tightened at the next start, each logged" tightened
+
+shared_drop() { # the operator shares the drop folder with the records system's group (setgid, 2770)
+    local r=$work/u022 ack
+    stop "$r" cpd-rms || return 1
+    chmod 2777 "$r/drop" && rm -r "$r/drop/acks"
+    start_adapter "$r" cpd-rms rms-files || return 1
+    grep -q "path=$r/drop was=2777 now=2770" "$r/cpd-rms-rms-files.log" || { grep mode_tightened "$r"/*.log; return 1; }
+    [ "$(stat -c %a "$r/drop/acks")" = 2770 ] || { stat -c '%a %n' "$r/drop/acks"; return 1; }
+    drop "$r" adapters/samples/valid/04-supervisor-refuses-credentials.json 04.json
+    until_true 30 acks_are "$r" 1 || { echo "no ACK"; return 1; }
+    ack=$(find "$r/drop/acks" -name '*.json')
+    [ "$(stat -c %a "$ack" "$r/drop/sent/04.json")" = "$(printf '640\n640')" ] || { stat -c '%a %n' "$ack" "$r/drop/sent/04.json"; return 1; }
+}
+check "a drop folder shared with a group: the adapter's folders and files there are the group's to read, never others'" \
+    shared_drop
+
+stop_all() {
+    local r=$work/u022
+    stop "$r" cpd-rms && stop "$r" sao-intake && stop "$r" broker && pids=()
+}
+check "every process stops on SIGTERM with exit status 0" stop_all
 
 echo "1..$n"
