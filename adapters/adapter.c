@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "fsmode.h"
 #include "keyfile.h"
 #include "log.h"
 #include "pbjson.h"
@@ -158,9 +159,10 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
             snprintf(a->recipient, sizeof a->recipient, "%s", recipient);
         }
     }
-    if (rc == RB_OK && mkdir(data, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "%s: %s", data, strerror(errno));
-        rc = RB_ERR_IO;
+    /* Every line this process writes is about it, from the first (a data directory tightened) on. */
+    if (rc == RB_OK) {
+        log_set_context("adapter", identity_card(a->me)->name);
+        rc = fsmode_dir(data, 0700, 0700, NULL, err, errlen);
     }
     if (rc == RB_OK) {
         snprintf(path, sizeof path, "%s/adapter.lock", data);
@@ -174,11 +176,8 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         snprintf(path, sizeof path, "%s/adapter.db", data);
         rc = astore_open(&a->store, path, false, err, errlen);
     }
-    if (rc == RB_OK) {
-        log_set_context("adapter",
-                        identity_card(a->me)->name); /* every line this process writes is about it */
+    if (rc == RB_OK)
         rc = astore_each_notice(a->store, reapply_notice, a->trust);
-    }
     int held = 0;
     if (rc == RB_OK && (rc = astore_inbox_retry_held(a->store, &held)) == RB_OK && held > 0)
         log_info("held_envelopes_retried", "count=%d", held);

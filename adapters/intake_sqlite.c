@@ -83,7 +83,7 @@ static rb_err sqlite_open(connector_t **out, adapter_t *a, const settings_t *cfg
     if (c == NULL)
         return RB_ERR_NOMEM;
     snprintf(c->prefix, sizeof c->prefix, "%s", prefix);
-    rb_err rc = sqldb_open(&c->db, path, SQLDB_CREATE, migrations,
+    rb_err rc = sqldb_open(&c->db, path, SQLDB_CREATE | SQLDB_SHARED, migrations,
                            (int)(sizeof migrations / sizeof migrations[0]), "intake", err, errlen);
     if (rc != RB_OK) {
         free(c);

@@ -1116,19 +1116,14 @@ static char *manifest_json(const identity_t *signer, file_t *files, size_t n, si
     return dump(m, JSON_INDENT(2) | JSON_SORT_KEYS, len);
 }
 
+/* Public files: 0644 whatever the umask, readable by all and writable by the owner only. */
 static rb_err write_file(const char *dir, const char *name, const char *data, size_t len, char *err,
                          size_t errlen)
 {
-    char path[4096], tmp[4200];
+    char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    bool ok = f != NULL && fwrite(data, 1, len, f) == len;
-    if (f != NULL && fclose(f) != 0)
-        ok = false;
-    if (!ok || rename(tmp, path) != 0) {
+    if (keyfile_write(path, data, len, 0644, true) != RB_OK) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        unlink(tmp);
         return RB_ERR_IO;
     }
     return RB_OK;

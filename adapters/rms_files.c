@@ -5,9 +5,20 @@
  * stable_ms, so a file still being written is left alone; a writer that writes under another name and
  * renames is never read half-way, since names not ending in .json are never read. A valid referral is sealed and
  * queued by the runtime, then the file moves to DROP/sent/; an invalid one moves to DROP/rejected/ with
- * NAME.errors.txt beside it listing every problem. ACKs are written to DROP/acks/MESSAGE_ID.json. */
+ * NAME.errors.txt beside it listing every problem. ACKs are written to DROP/acks/MESSAGE_ID.json.
+ *
+ * Whoever may write DROP may put anything there, so nothing in it is trusted: an export is opened without
+ * following a symbolic link and without waiting (a FIFO would wait for a writer), and read only if the
+ * descriptor opened is a regular file of at most MAX_EXPORT_BYTES; what was seen of the name before the
+ * open decides nothing. Anything else under an export's name (a link, a FIFO, a folder, a socket) is moved
+ * to rejected/ unread, as the link itself. Every move and write goes through DROP and its folders held
+ * open, never through a link, and never over a file already there. What the adapter makes in DROP is its
+ * own (folders 0700, files 0600) unless the operator shares DROP with a group (docs/ADAPTERS.md), whatever
+ * the umask. */
+#define _GNU_SOURCE /* renameat2 and RENAME_NOREPLACE */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +28,7 @@
 #include <unistd.h>
 
 #include "adapter.h"
+#include "fsmode.h"
 #include "keyfile.h"
 #include "log.h"
 #include "wire.h"
@@ -26,6 +38,8 @@
 struct connector {
     adapter_t *adapter;
     char drop[2048];
+    mode_t folder_mode; /* of a folder the adapter makes in DROP: 0700, or shared as DROP is with its group */
+    mode_t file_mode;   /* of a file it writes there (ACKs, problems, exports taken): 0600, or 0640 */
     int64_t stable_ms, scan_ms, next_scan_ms;
     int inotify_fd; /* tells of files closed or moved into DROP at once; -1 when unavailable */
     /* Exports inotify saw renamed into DROP, and not written since: complete, so taken without waiting
@@ -45,15 +59,54 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static rb_err make_dir(const char *base, const char *sub, char *err, size_t errlen)
+/* DROP's folder sub, open (never through a link); -1 with err saying what is there instead. */
+static int open_folder(connector_t *c, int drop, const char *sub, char *err, size_t errlen)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s%s%s", base, sub[0] ? "/" : "", sub);
-    if (mkdir(path, 0750) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    int fd = openat(drop, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 && fstatat(drop, sub, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        snprintf(err, errlen, "%s/%s: %s, not a folder: remove it (rms-files makes the folder at start)",
+                 c->drop, sub, S_ISLNK(st.st_mode) ? "a symbolic link" : "something else");
+    else if (fd < 0)
+        snprintf(err, errlen, "%s/%s: %s", c->drop, sub, strerror(errno));
+    return fd;
+}
+
+/* DROP, and its folders sent/, rejected/ and acks/: made when missing, tightened when open to others. What
+ * DROP's group may do decides folder_mode and file_mode. */
+static rb_err make_folders(connector_t *c, char *err, size_t errlen)
+{
+    mode_t drop_mode;
+    /* Owner and group (set by the operator, who may share DROP with the records system), never others. */
+    rb_err rc = fsmode_dir(c->drop, 0700, 02770, &drop_mode, err, errlen);
+    if (rc != RB_OK)
+        return rc;
+    c->folder_mode = 0700 | (drop_mode & 02070);
+    c->file_mode = 0600 | (drop_mode & 0040);
+    int drop = open(c->drop, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (drop < 0) {
+        snprintf(err, errlen, "%s: %s", c->drop, strerror(errno));
         return RB_ERR_IO;
     }
-    return RB_OK;
+    static const char *const subs[] = {"sent", "rejected", "acks"};
+    for (size_t i = 0; rc == RB_OK && i < sizeof subs / sizeof subs[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", c->drop, subs[i]);
+        bool made = mkdirat(drop, subs[i], 0700) == 0;
+        int fd = open_folder(c, drop, subs[i], err, errlen);
+        if (fd < 0) {
+            rc = RB_ERR_IO;
+        } else if (made && fchmod(fd, c->folder_mode) != 0) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            rc = RB_ERR_IO;
+        } else if (!made) {
+            rc = fsmode_restrict(fd, path, 02770, err, errlen);
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    close(drop);
+    return rc;
 }
 
 static rb_err rms_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
@@ -74,9 +127,8 @@ static rb_err rms_open(connector_t **out, adapter_t *a, const settings_t *cfg, c
         rc = settings_int(cfg, "rms-files", "stable_ms", 1000, 0, 3600000, &c->stable_ms, err, errlen);
     if (rc == RB_OK)
         rc = settings_int(cfg, "rms-files", "scan_ms", 500, 10, 3600000, &c->scan_ms, err, errlen);
-    static const char *const subdirs[] = {"", "sent", "rejected", "acks"};
-    for (size_t i = 0; rc == RB_OK && i < 4; i++)
-        rc = make_dir(c->drop, subdirs[i], err, errlen);
+    if (rc == RB_OK)
+        rc = make_folders(c, err, errlen);
     if (rc != RB_OK) {
         free(c);
         return rc;
@@ -172,21 +224,40 @@ static void forget_renamed(connector_t *c, const bool *keep)
     c->n_renamed = kept;
 }
 
-/* Moves DROP/name to DROP/sub/name, never over an existing file (a suffix keeps both). */
-static void move_to(connector_t *c, const char *name, const char *sub, char *moved, size_t cap)
+/* Moves DROP/name to DROP/sub/name, never over what is there (a suffix keeps both): the entry itself, a
+ * symbolic link as the link. moved receives sub/NAME as moved; false (logged) when it could not be. */
+static bool move_to(connector_t *c, int drop, const char *name, const char *sub, char *moved, size_t cap)
 {
-    char from[4096];
-    snprintf(from, sizeof from, "%s/%s", c->drop, name);
-    for (int i = 0; i < 1000; i++) {
-        if (i == 0)
-            snprintf(moved, cap, "%s/%s/%s", c->drop, sub, name);
-        else
-            snprintf(moved, cap, "%s/%s/%s.%d", c->drop, sub, name, i);
-        struct stat st;
-        if (stat(moved, &st) != 0 && rename(from, moved) == 0)
-            return;
+    char err[4200];
+    int to = open_folder(c, drop, sub, err, sizeof err);
+    if (to < 0) {
+        log_error("move_failed", "file=%s to=%s error=%s", name, sub, err);
+        return false;
     }
-    log_error("move_failed", "file=%s to=%s", name, sub);
+    int rc = -1, e = 0;
+    for (int i = 0; rc != 0 && i < 1000; i++) {
+        char *as = moved + snprintf(moved, cap, "%s/", sub);
+        size_t left = cap - (size_t)(as - moved);
+        if (i == 0)
+            snprintf(as, left, "%s", name);
+        else
+            snprintf(as, left, "%s.%d", name, i);
+        rc = renameat2(drop, name, to, as, RENAME_NOREPLACE);
+        if (rc != 0 && errno == EINVAL) { /* no RENAME_NOREPLACE here (NFS): only a look before the move */
+            struct stat st;
+            if (fstatat(to, as, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                errno = EEXIST;
+            else
+                rc = renameat(drop, name, to, as);
+        }
+        e = errno;
+        if (rc != 0 && e != EEXIST)
+            break;
+    }
+    if (rc != 0)
+        log_error("move_failed", "file=%s to=%s error=%s", name, sub, strerror(e));
+    close(to);
+    return rc == 0;
 }
 
 /* What became of one export of a batch: moved once the batch is committed. */
@@ -194,36 +265,98 @@ typedef struct {
     char name[256];
     rb_err rc;
     msg_id_t id;
+    const char *not_file; /* what is under the export's name when it is not a regular file, else NULL */
     char problems[4096];
 } taken_t;
 
-static void take_file(connector_t *c, taken_t *t)
+/* What kind of entry mode is, for a refused one. */
+static const char *kind_of(mode_t mode)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", c->drop, t->name);
-    t->rc = RB_ERR_IO;
+    return S_ISLNK(mode)    ? "symbolic link"
+           : S_ISFIFO(mode) ? "FIFO"
+           : S_ISDIR(mode)  ? "directory"
+           : S_ISSOCK(mode) ? "socket"
+           : S_ISCHR(mode)  ? "character device"
+           : S_ISBLK(mode)  ? "block device"
+                            : "special file";
+}
+
+/* Reads DROP/name through one descriptor, the one checked: O_NOFOLLOW, so a link is refused, not
+ * followed; O_NONBLOCK, so that a FIFO swapped in since the scan looked does not hang the adapter. */
+static void take_file(connector_t *c, int drop, taken_t *t)
+{
+    t->rc = RB_ERR_IO; /* until read: tried again next scan */
     t->problems[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
+    int fd = openat(drop, t->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0) {
+        if (errno == ELOOP)
+            t->not_file = kind_of(S_IFLNK);
         return;
-    char *json = malloc(MAX_EXPORT_BYTES + 1);
-    size_t len = json ? fread(json, 1, MAX_EXPORT_BYTES + 1, f) : 0;
-    fclose(f);
-    if (json == NULL)
+    }
+    if (fstat(fd, &st) != 0) {
+        close(fd);
         return;
-    t->rc = len > MAX_EXPORT_BYTES ? RB_ERR_TOO_BIG
-                                   : adapter_accept_referral(c->adapter, json, len, t->name, &t->id,
-                                                             t->problems, sizeof t->problems);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        t->not_file = kind_of(st.st_mode);
+        close(fd);
+        return;
+    }
+    /* Taken into the adapter's keeping: as private as what it writes here, when the file is its own. */
+    if ((st.st_mode & 07777 & ~c->file_mode) != 0)
+        (void)fchmod(fd, st.st_mode & c->file_mode);
+    /* One byte past the limit tells a file that grew after the fstat. */
+    char *json = st.st_size <= MAX_EXPORT_BYTES ? malloc(MAX_EXPORT_BYTES + 1) : NULL;
+    size_t len = 0;
+    ssize_t r = json != NULL ? 1 : -1;
+    while (r != 0 && len <= MAX_EXPORT_BYTES) {
+        r = read(fd, json + len, MAX_EXPORT_BYTES + 1 - len);
+        if (r < 0 && errno != EINTR)
+            break;
+        len += r > 0 ? (size_t)r : 0;
+    }
+    close(fd);
+    if (st.st_size > MAX_EXPORT_BYTES || len > MAX_EXPORT_BYTES)
+        t->rc = RB_ERR_TOO_BIG;
+    else if (r == 0)
+        t->rc =
+            adapter_accept_referral(c->adapter, json, len, t->name, &t->id, t->problems, sizeof t->problems);
     free(json);
 }
 
-/* Tells the records system: sent/ once the referral is committed to the outbox, rejected/ with the reasons. */
-static void settle(connector_t *c, taken_t *t)
+/* Writes DROP/moved.errors.txt: why the export was rejected. */
+static void write_problems(connector_t *c, int drop, const char *moved, const char *problems)
 {
-    char moved[4096];
+    char err[4200], name[300];
+    const char *slash = strchr(moved, '/');
+    int to = open_folder(c, drop, "rejected", err, sizeof err);
+    snprintf(name, sizeof name, "%s.errors.txt", slash + 1);
+    if (to < 0 || keyfile_write_at(to, name, problems, strlen(problems), c->file_mode, true) != RB_OK)
+        log_error("problems_not_written", "file=%s error=%s", moved, to < 0 ? err : strerror(errno));
+    if (to >= 0)
+        close(to);
+}
+
+/* Tells the records system: sent/ once the referral is committed to the outbox, rejected/ with the reasons. */
+static void settle(connector_t *c, int drop, taken_t *t)
+{
+    char moved[600];
     rb_err rc = t->rc;
-    if (rc == RB_OK) {
-        move_to(c, t->name, "sent", moved, sizeof moved);
+    if (t->not_file != NULL) {
+        snprintf(t->problems, sizeof t->problems,
+                 "$: not a regular file: a %s, never read; the records system must write each export into "
+                 "the drop folder as a file of its own\n",
+                 t->not_file);
+        bool ok = move_to(c, drop, t->name, "rejected", moved, sizeof moved);
+        if (ok)
+            write_problems(c, drop, moved, t->problems);
+        log_security("export_not_a_file", "file=%s type=%s moved_to=%s advice=%s", t->name, t->not_file,
+                     ok ? moved : "",
+                     "not read: exports must be regular files written into the drop folder; find out who put "
+                     "this there");
+    } else if (rc == RB_OK) {
+        move_to(c, drop, t->name, "sent", moved, sizeof moved);
         char hex[33];
         wire_id_hex(t->id.bytes, hex);
         log_info("export_taken", "file=%s msg=%s", t->name, hex);
@@ -235,10 +368,8 @@ static void settle(connector_t *c, taken_t *t)
             snprintf(problems, cap, "$: the export is larger than %d bytes\n", MAX_EXPORT_BYTES);
         if (problems[0] != '\0' && problems[strlen(problems) - 1] != '\n')
             strncat(problems, "\n", cap - strlen(problems) - 1);
-        move_to(c, t->name, "rejected", moved, sizeof moved);
-        char errors[4200];
-        snprintf(errors, sizeof errors, "%s.errors.txt", moved);
-        keyfile_write(errors, problems, strlen(problems), 0640, true);
+        if (move_to(c, drop, t->name, "rejected", moved, sizeof moved))
+            write_problems(c, drop, moved, problems);
         log_warn("export_rejected", "file=%s reason=%s", t->name, rb_strerror(rc));
     } else {
         log_error("export_deferred", "file=%s error=%s", t->name,
@@ -266,6 +397,9 @@ static void rms_poll(connector_t *c)
     if (t < c->next_scan_ms && !changed)
         return;
     c->next_scan_ms = t + c->scan_ms;
+    int drop = open(c->drop, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (drop < 0)
+        return; /* gone for now: looked at again next scan */
     /* In name order: records systems number their exports, and a supplement should follow its referral. */
     struct dirent **names;
     int n = scandir(c->drop, &names, is_export, by_name), taken = 0;
@@ -274,21 +408,25 @@ static void rms_poll(connector_t *c)
     if (c->n_renamed > 0)
         qsort(c->renamed, c->n_renamed, sizeof *c->renamed, by_string);
     astore_t *store = adapter_store(c->adapter);
-    bool open = batch != NULL && keep != NULL && astore_begin(store) == RB_OK;
+    bool storing = batch != NULL && keep != NULL && astore_begin(store) == RB_OK;
     for (int i = 0; i < n; i++) {
-        char path[4096], *name = names[i]->d_name;
+        char *name = names[i]->d_name;
+        /* The entry itself, not what a link names. Its type and age tell what to try; take_file decides
+         * on the descriptor it reads, since the entry may have changed by then. */
         struct stat st;
-        snprintf(path, sizeof path, "%s/%s", c->drop, name);
-        int64_t age = stat(path, &st) == 0
-                          ? t - ((int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000)
-                          : -1;
+        bool seen = fstatat(drop, name, &st, AT_SYMLINK_NOFOLLOW) == 0, regular = seen && S_ISREG(st.st_mode);
+        int64_t age = seen ? t - ((int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000) : -1;
         char **renamed =
             c->n_renamed ? bsearch(&name, c->renamed, c->n_renamed, sizeof name, by_string) : NULL;
-        /* Unless renamed in, not yet stable: perhaps still being written. */
-        if (open && taken < BATCH && (renamed != NULL || age >= c->stable_ms) && S_ISREG(st.st_mode) &&
+        /* A regular file not renamed in waits until stable (perhaps still being written); anything else
+         * under an export's name is refused at once. */
+        if (storing && taken < BATCH && seen && (!regular || renamed != NULL || age >= c->stable_ms) &&
             strlen(name) < sizeof batch->name) {
-            snprintf(batch[taken].name, sizeof batch->name, "%s", name);
-            take_file(c, &batch[taken++]);
+            taken_t *e = &batch[taken++];
+            snprintf(e->name, sizeof e->name, "%s", name);
+            e->not_file = regular ? NULL : kind_of(st.st_mode);
+            if (regular)
+                take_file(c, drop, e);
         } else if (renamed != NULL && keep != NULL) {
             keep[renamed - c->renamed] = true;
         }
@@ -301,7 +439,7 @@ static void rms_poll(connector_t *c)
     if (keep != NULL)
         forget_renamed(c, keep);
     free(keep);
-    if (open && astore_commit(store) != RB_OK) {
+    if (storing && astore_commit(store) != RB_OK) {
         astore_rollback(store);
         log_error("exports_not_stored", "count=%d", taken); /* left in the folder: taken again */
         for (int i = 0; i < taken; i++)
@@ -309,19 +447,31 @@ static void rms_poll(connector_t *c)
                 batch[i].rc = RB_ERR_IO;
     }
     for (int i = 0; i < taken; i++)
-        settle(c, &batch[i]);
+        settle(c, drop, &batch[i]);
     free(batch);
+    close(drop);
 }
 
 static rb_err rms_on_ack(connector_t *c, const msg_id_t *referral, const char *ack_json)
 {
-    char hex[33], path[4200];
+    char hex[33], name[40], err[4200];
     wire_id_hex(referral->bytes, hex);
-    snprintf(path, sizeof path, "%s/acks/%s.json", c->drop, hex);
-    rb_err rc = keyfile_write(path, ack_json, strlen(ack_json), 0640, true);
+    snprintf(name, sizeof name, "%s.json", hex);
+    int drop = open(c->drop, O_RDONLY | O_DIRECTORY | O_CLOEXEC), acks = -1;
+    if (drop < 0)
+        snprintf(err, sizeof err, "%s: %s", c->drop, strerror(errno));
+    else
+        acks = open_folder(c, drop, "acks", err, sizeof err);
+    rb_err rc = RB_ERR_IO;
+    if (acks >= 0 &&
+        (rc = keyfile_write_at(acks, name, ack_json, strlen(ack_json), c->file_mode, true)) != RB_OK)
+        snprintf(err, sizeof err, "%s", rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
     if (rc != RB_OK)
-        log_error("ack_write_failed", "msg=%s error=%s", hex,
-                  rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
+        log_error("ack_write_failed", "msg=%s error=%s", hex, err);
+    if (acks >= 0)
+        close(acks);
+    if (drop >= 0)
+        close(drop);
     return rc;
 }
 

@@ -7,6 +7,7 @@
 #include "audit.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -252,9 +253,16 @@ rb_err audit_write(ledger_t *l, uint64_t size, const char *broker_card, audit_fo
                    const char *path, char *err, size_t errlen)
 {
     pbjson_init();
-    if (access(path, F_OK) == 0) {
+    /* Made here, never over a file that exists, and 0600 whatever the umask (SQLite would make it 0644): it
+     * is the whole ledger, for an auditor to be handed, not for everyone on the host to read. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST) {
         snprintf(err, errlen, "%s exists: an export never replaces a file", path);
         return RB_ERR_EXISTS;
+    }
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return RB_ERR_IO;
     }
     checkpoints_t cps = {0};
     writer_t w = {.cps = &cps};
@@ -263,10 +271,13 @@ rb_err audit_write(ledger_t *l, uint64_t size, const char *broker_card, audit_fo
     while (cps.n > 0 && cps.sizes[cps.n - 1] > size) {
         free(cps.notes[--cps.n]);
     }
+    /* JSON lines go through the descriptor made; SQLite opens the file again by its name. */
+    if (format != AUDIT_SQLITE)
+        w.f = fdopen(fd, "w");
+    if (w.f == NULL)
+        close(fd);
     if (rc == RB_OK && format == AUDIT_SQLITE) {
-        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) == SQLITE_OK
-                 ? RB_OK
-                 : RB_ERR_IO;
+        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK ? RB_OK : RB_ERR_IO;
         if (rc == RB_OK)
             rc = sqldb_exec(db, LEDGER_SCHEMA);
         if (rc == RB_OK)
@@ -278,7 +289,7 @@ rb_err audit_write(ledger_t *l, uint64_t size, const char *broker_card, audit_fo
         for (size_t i = 0; rc == RB_OK && i < cps.n; i++)
             rc = ledger_add_checkpoint(w.out, cps.notes[i], cps.sizes[i], 0);
     } else if (rc == RB_OK) {
-        if ((w.f = fopen(path, "wx")) == NULL)
+        if (w.f == NULL)
             rc = RB_ERR_IO;
         if (rc == RB_OK)
             rc = write_line(w.f, json_pack("{s:s}", "brokerCard", broker_card));

@@ -16,6 +16,7 @@
 
 #include "broker.h"
 #include "config.h"
+#include "fsmode.h"
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
@@ -272,6 +273,8 @@ static int cmd_run(const options_t *o)
     data_path(secret, sizeof secret, o->data, BROKER_SECRET);
     data_path(db, sizeof db, o->data, BROKER_DB);
     identity_t *me = xload_identity(secret, NULL);
+    if (fsmode_dir(o->data, 0700, 0700, NULL, err, sizeof err) != RB_OK)
+        xdie(EXIT_USAGE, "%s", err);
     store_t *store;
     rb_err rc = store_open(&store, db, false, err, sizeof err);
     if (rc != RB_OK)

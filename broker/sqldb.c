@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "fsmode.h"
+
 /* Prepared statements kept for the databases that asked (sqldb_keep_statements): a broker turn runs the same
  * few dozen statements hundreds of times, and parsing them again each time was a quarter of its CPU. Keyed by
  * the SQL text's address (the callers pass literals); per thread, so that no lock is needed. */
@@ -105,12 +107,27 @@ static rb_err fail(sqlite3 **db, rb_err rc, char *err, size_t errlen, const char
     return rc;
 }
 
+/* The database and the files SQLite keeps beside it, private (sqldb.h). */
+static rb_err make_private(const char *path, bool create, mode_t keep, char *err, size_t errlen)
+{
+    static const char *const sides[] = {"", "-wal", "-shm", "-journal"};
+    rb_err rc = RB_OK;
+    for (size_t i = 0; rc == RB_OK && i < sizeof sides / sizeof sides[0]; i++) {
+        char side[4200];
+        snprintf(side, sizeof side, "%s%s", path, sides[i]);
+        rc = fsmode_file(side, create && i == 0, 0600, keep, err, errlen);
+    }
+    return rc;
+}
+
 rb_err sqldb_open(sqlite3 **out, const char *path, int flags, const char *const *migrations, int n_migrations,
                   const char *what, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
     *out = NULL;
     bool create = flags & SQLDB_CREATE, readonly = flags & SQLDB_READONLY;
+    if (!readonly && make_private(path, create, flags & SQLDB_SHARED ? 0660 : 0600, err, errlen) != RB_OK)
+        return RB_ERR_IO;
     int open_flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
                      (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_FULLMUTEX;
     if (sqlite3_open_v2(path, &db, open_flags, NULL) != SQLITE_OK)

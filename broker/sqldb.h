@@ -14,9 +14,13 @@ enum {
     SQLDB_CREATE = 1,    /* create the file if it does not exist */
     SQLDB_EXCLUSIVE = 2, /* hold the lock for the connection's lifetime (one process per database) */
     SQLDB_READONLY = 4,  /* look only: no locking mode, no migration (a status command) */
+    SQLDB_SHARED = 8,    /* another system's database (the intake's): its group may keep its access */
 };
 
 /* Opens path (see the flags) in WAL mode, synchronous=FULL, checked (quick_check) and migrated:
+ * unless SQLDB_READONLY, first made private whatever the umask (fsmode.h): created 0600 before SQLite opens
+ * it, since SQLite gives its -wal, -shm and -journal the database's mode, and the four tightened when they
+ * exist more open (to 0600; with SQLDB_SHARED to 0660).
  * migrations[v] takes the schema from version v to v + 1 (PRAGMA user_version). Refuses a newer schema
  * (RB_ERR_BAD_VERSION), a database without our schema when not creating (RB_ERR_MALFORMED), a corrupt one
  * and one in use (RB_ERR_IO); `what` names the program in err ("broker", "adapter"). */

@@ -7,6 +7,7 @@
 #include "tiles.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,13 +66,19 @@ static rb_err write_file(export_t *e, const char *rel, const void *data, size_t 
     memcpy(e->path + e->dir_len, rel, rel_len + 1);
     memcpy(e->tmp + e->dir_len, rel, rel_len);
     memcpy(e->tmp + e->dir_len + rel_len, TMP_SUFFIX, sizeof TMP_SUFFIX);
-    FILE *f = fopen(e->tmp, "wb");
-    if (f == NULL && errno == ENOENT) {
+    /* The tiles are public (a web server serves them): readable by all, but never writable by others,
+     * which fopen() would leave them under a umask of 000. */
+    int fd = open(e->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT) {
         make_parents(e->tmp);
-        f = fopen(e->tmp, "wb");
+        fd = open(e->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     }
-    if (f == NULL)
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (f == NULL) {
+        if (fd >= 0)
+            close(fd);
         return RB_ERR_IO;
+    }
     bool ok = fwrite(data, 1, len, f) == len;
     ok = fclose(f) == 0 && ok;
     if (ok && rename(e->tmp, e->path) == 0)

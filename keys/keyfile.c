@@ -128,14 +128,17 @@ static int write_all(int fd, const uint8_t *p, size_t len)
     return 0;
 }
 
-static int fsync_parent(const char *path)
+/* fsync of the folder holding at/name: at itself, or the parent of name when at is AT_FDCWD. */
+static int fsync_folder(int at, const char *name)
 {
+    if (at != AT_FDCWD)
+        return fsync(at);
     char copy[PATH_MAX];
-    if (strlen(path) >= sizeof copy) {
+    if (strlen(name) >= sizeof copy) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    strcpy(copy, path);
+    strcpy(copy, name);
     int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return -1;
@@ -146,42 +149,49 @@ static int fsync_parent(const char *path)
 
 rb_err keyfile_write(const char *path, const void *data, size_t len, mode_t mode, bool force)
 {
+    return keyfile_write_at(AT_FDCWD, path, data, len, mode, force);
+}
+
+rb_err keyfile_write_at(int at, const char *name, const void *data, size_t len, mode_t mode, bool force)
+{
     char tmp[PATH_MAX];
     uint32_t salt;
     rbcrypto_random(&salt, sizeof salt);
-    if (snprintf(tmp, sizeof tmp, "%s.tmp-%08x", path, (unsigned)salt) >= (int)sizeof tmp) {
+    if (snprintf(tmp, sizeof tmp, "%s.tmp-%08x", name, (unsigned)salt) >= (int)sizeof tmp) {
         errno = ENAMETOOLONG;
         return RB_ERR_IO;
     }
-    if (!force && access(path, F_OK) == 0)
+    struct stat st;
+    if (!force && fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
         return RB_ERR_EXISTS;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    int fd = openat(at, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return RB_ERR_IO;
     /* open() applies the umask; the mode must be exactly what was asked (0600 for secrets). */
     if (fchmod(fd, mode) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0) {
         int e = errno;
         close(fd);
-        unlink(tmp);
+        unlinkat(at, tmp, 0);
         errno = e;
         return RB_ERR_IO;
     }
     if (close(fd) != 0) {
         int e = errno;
-        unlink(tmp);
+        unlinkat(at, tmp, 0);
         errno = e;
         return RB_ERR_IO;
     }
-    /* link() fails if the name exists, so a file that appeared meanwhile is never overwritten. */
-    int rc = force ? rename(tmp, path) : link(tmp, path);
+    /* link() fails if the name exists, so a file that appeared meanwhile is never overwritten; rename()
+     * replaces whatever is at the name, a symbolic link included, and never follows it. */
+    int rc = force ? renameat(at, tmp, at, name) : linkat(at, tmp, at, name, 0);
     int e = errno;
     if (!force || rc != 0)
-        unlink(tmp);
+        unlinkat(at, tmp, 0);
     if (rc != 0) {
         errno = e;
         return e == EEXIST ? RB_ERR_EXISTS : RB_ERR_IO;
     }
-    return fsync_parent(path) == 0 ? RB_OK : RB_ERR_IO;
+    return fsync_folder(at, name) == 0 ? RB_OK : RB_ERR_IO;
 }
 
 void keyfile_put_u64(uint8_t *p, uint64_t v)

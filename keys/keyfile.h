@@ -33,6 +33,9 @@ rb_err keyfile_read(const char *path, char *buf, size_t max, size_t *len, struct
  * fsync, then link (refusing with RB_ERR_EXISTS if path exists, unless force, then rename), then fsync of
  * the directory. On failure nothing is left behind and an existing file is untouched. */
 rb_err keyfile_write(const char *path, const void *data, size_t len, mode_t mode, bool force);
+/* keyfile_write of name in the folder open on at (or AT_FDCWD), through no symbolic link: a folder held
+ * open cannot be swapped for a link to another between the check and the write. */
+rb_err keyfile_write_at(int at, const char *name, const void *data, size_t len, mode_t mode, bool force);
 
 /* Little-endian integers in packed structs. */
 void keyfile_put_u64(uint8_t *p, uint64_t v);

@@ -2,15 +2,20 @@
  *
  *   referral-envelope seal --from SECRET --to CARD [--kind referral|supplement|withdrawal] [--ref MSGID]
  *                          [--passphrase-file F] < referral.json > envelope.bin
- *   referral-envelope open --as SECRET --trust DIR [--passphrase-file F] < envelope.bin > referral.json
+ *   referral-envelope open --as SECRET --trust DIR [--passphrase-file F] [--out FILE] < envelope.bin
  *   referral-envelope inspect < envelope.bin
  *
- * seal refuses a referral that breaks a validation rule, listing every problem with its field path.
+ * seal refuses a referral that breaks a validation rule, listing every problem with its field path. open
+ * writes the plaintext only where no one else may read it: into --out FILE, made 0600, or to a standard
+ * output that is not a file group or others may read (a shell's redirection makes one under umask 022).
  * Exit status: 0 success, 1 verification or validation failure, 2 usage or system error. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "envelope.h"
 #include "keyfile.h"
@@ -30,7 +35,8 @@ static const char usage[] =
     "SYNOPSIS\n"
     "    referral-envelope seal --from SECRET --to CARD [--kind referral|supplement|withdrawal]\n"
     "                           [--ref MESSAGE_ID] [--passphrase-file F] < referral.json > envelope.bin\n"
-    "    referral-envelope open --as SECRET --trust DIR [--passphrase-file F] < envelope.bin\n"
+    "    referral-envelope open --as SECRET --trust DIR [--passphrase-file F] [--out FILE]\n"
+    "                           < envelope.bin\n"
     "    referral-envelope inspect < envelope.bin\n"
     "    referral-envelope --help\n"
     "\n"
@@ -47,8 +53,10 @@ static const char usage[] =
     "        problem is listed on standard error with its field path), signs it, seals it to CARD and\n"
     "        writes the envelope to standard output.\n"
     "    open\n"
-    "        Verifies an envelope against the cards in DIR, decrypts it with SECRET, and prints the body\n"
-    "        as JSON; the verified sender and message id go to standard error.\n"
+    "        Verifies an envelope against the cards in DIR, decrypts it with SECRET, and writes the body\n"
+    "        as JSON to FILE, or to standard output; the verified sender and message id go to standard\n"
+    "        error. The body is the referral in clear: standard output that is a file group or others\n"
+    "        may read (as a shell's > makes it under umask 022) is refused before anything is read.\n"
     "    inspect\n"
     "        Prints the clear header as JSON, verifying nothing (no key needed).\n"
     "\n"
@@ -59,6 +67,7 @@ static const char usage[] =
     "    --ref MESSAGE_ID       seal: the message a supplement or withdrawal follows, 32 hex digits\n"
     "    --as SECRET            open: the recipient's secret key file\n"
     "    --trust DIR            open: a directory of the cards of trusted senders\n"
+    "    --out FILE             open: write the referral into FILE, made 0600; never over a file\n"
     "    --passphrase-file F    the secret's passphrase, from the first line of F (mode 0600);\n"
     "                           without it, asked on the terminal when the secret has one\n"
     "    --help                 this text\n"
@@ -66,6 +75,7 @@ static const char usage[] =
     "FILES\n"
     "    SECRET, CARD           key files made by referral-keys generate\n"
     "    DIR                    one card a file, as an adapter's trust directory\n"
+    "    FILE                   the opened referral in clear, mode 0600 whatever the umask\n"
     "\n"
     "EXIT STATUS\n"
     "    0  done\n"
@@ -76,15 +86,16 @@ static const char usage[] =
     "    referral-envelope seal --from cpd-rms.secret --to sao-intake.card < 01-fatal-shooting.json \\\n"
     "        > env.bin\n"
     "    referral-envelope inspect < env.bin | jq '{kind, sender, recipient}'\n"
-    "    referral-envelope open --as sao-intake.secret --trust trust/ < env.bin > referral.json\n"
+    "    referral-envelope open --as sao-intake.secret --trust trust/ --out referral.json < env.bin\n"
+    "    referral-envelope open --as sao-intake.secret --trust trust/ < env.bin | jq .narrative\n"
     "\n"
     "SEE ALSO\n"
     "    referral-keys(1), referral-adapter(1)\n";
 
-enum { OPT_FROM = 1, OPT_TO, OPT_KIND, OPT_REF, OPT_AS, OPT_TRUST, OPT_PASS_FILE };
+enum { OPT_FROM = 1, OPT_TO, OPT_KIND, OPT_REF, OPT_AS, OPT_TRUST, OPT_PASS_FILE, OPT_OUT };
 
 typedef struct {
-    const char *from, *to, *kind, *ref, *as, *trust, *pass_file;
+    const char *from, *to, *kind, *ref, *as, *trust, *pass_file, *out;
 } options_t;
 
 static void parse_options(int argc, char **argv, options_t *o)
@@ -97,6 +108,7 @@ static void parse_options(int argc, char **argv, options_t *o)
         {"as", required_argument, NULL, OPT_AS},
         {"trust", required_argument, NULL, OPT_TRUST},
         {"passphrase-file", required_argument, NULL, OPT_PASS_FILE},
+        {"out", required_argument, NULL, OPT_OUT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -124,6 +136,9 @@ static void parse_options(int argc, char **argv, options_t *o)
             break;
         case OPT_PASS_FILE:
             xoption_once(&o->pass_file, optarg, "--passphrase-file");
+            break;
+        case OPT_OUT:
+            xoption_once(&o->out, optarg, "--out");
             break;
         case 'h':
             fputs(usage, stdout);
@@ -217,10 +232,25 @@ static int cmd_seal(const options_t *o)
     return 0;
 }
 
+/* Dies unless the plaintext can go where it is to go, before a passphrase is asked or a byte read: --out
+ * names no file yet, or standard output is not a file group or others may read. */
+static void check_plaintext_out(const char *out)
+{
+    struct stat st;
+    if (out != NULL && lstat(out, &st) == 0)
+        xdie(EXIT_USAGE, "%s exists: the referral is never written over a file", out);
+    if (out == NULL && fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
+        xdie(EXIT_USAGE,
+             "standard output is a file group or others may read (mode %04o), and the referral is in clear: "
+             "use --out FILE (made 0600), or chmod 600 the file first",
+             (unsigned)(st.st_mode & 07777));
+}
+
 static int cmd_open(const options_t *o)
 {
     xrequire(o->as, "--as");
     xrequire(o->trust, "--trust");
+    check_plaintext_out(o->out);
     char err[512];
     trust_t *trust;
     rb_err rc = trust_load_dir(&trust, o->trust, err, sizeof err);
@@ -245,8 +275,22 @@ static int cmd_open(const options_t *o)
     card_key_id_hex(opened.sender.key_id, key);
     fprintf(stderr, "verified: message %s from %s (%s, key %s)\n", id, opened.sender.name,
             opened.sender.agency, key);
-    xwrite_stdout(json, strlen(json));
-    xwrite_stdout("\n", 1);
+    size_t json_len = strlen(json);
+    if (o->out != NULL) {
+        char *text = rbcrypto_secret_alloc(json_len + 1); /* the referral in clear: wiped when freed */
+        rc = text != NULL ? RB_OK : RB_ERR_NOMEM;
+        if (rc == RB_OK) {
+            memcpy(text, json, json_len);
+            text[json_len] = '\n';
+            rc = keyfile_write(o->out, text, json_len + 1, 0600, false);
+        }
+        rbcrypto_secret_free(text);
+        if (rc != RB_OK)
+            xdie(EXIT_USAGE, "%s: %s", o->out, rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
+    } else {
+        xwrite_stdout(json, json_len);
+        xwrite_stdout("\n", 1);
+    }
     pbjson_free(json);
     envelope_opened_clear(&opened);
     return 0;

@@ -69,7 +69,7 @@ open_env() { "$envelope" open --as "$work/sao.secret" --trust "$work/intake-trus
 round_trip() {
     seal <"$sample" >"$work/env" &&
         "$envelope" inspect <"$work/env" | jq -e '.sender == "cpd-rms" and .recipient == "sao-intake"' >/dev/null &&
-        open_env <"$work/env" >"$work/opened.json" 2>"$work/verified" &&
+        open_env --out "$work/opened.json" <"$work/env" 2>"$work/verified" &&
         grep -q '^verified: message [0-9a-f]\{32\} from cpd-rms' "$work/verified" &&
         [ "$(jq -r .rdNumber "$work/opened.json")" = "$(jq -r .rdNumber "$sample")" ]
 }
@@ -85,7 +85,7 @@ check "a wrong passphrase is refused by name" wrong_passphrase
 
 check "a secret file readable by others is refused" bash -c "cp -p '$work/sao.secret' '$work/loose.secret' &&
     chmod 644 '$work/loose.secret' &&
-    ! '$envelope' open --as '$work/loose.secret' --trust '$work/intake-trust' <'$work/env' 2>'$work/e' &&
+    ! '$envelope' open --as '$work/loose.secret' --trust '$work/intake-trust' <'$work/env' >/dev/null 2>'$work/e' &&
     grep -q 'readable by group or others' '$work/e'"
 
 invalid_refused() {
