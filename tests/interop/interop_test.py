@@ -2,9 +2,10 @@
 
 Starts a real referral-broker on a loopback port the system picks, the project's own police adapter
 (rms-files) and intake adapter (intake-sqlite), and registers every party with referral-admin, as
-docs/OPERATIONS.md tells an operator. The Python client is a source (ILPYT0000) whose referral the
-intake files and ACKs, and a sink that opens the police adapter's referral and ACKs it. Everything
-lives in one temporary directory; every process is stopped, and the directory removed, even on
+docs/OPERATIONS.md tells an operator. The Python client is a source (ILPYT0000) whose referrals the
+intake files (or refuses: another agency's) and ACKs, each ACK checked and its checkpoint cross-witnessed
+with PROVE; and a sink that opens the police adapter's referral and ACKs it, with its own checkpoint.
+Everything lives in one temporary directory; every process is stopped, and the directory removed, even on
 failure. Run by tests/integration/python_client_test.sh, which puts the protoc classes on the path.
 """
 import base64
@@ -27,6 +28,7 @@ import envelope_pb2
 import ledger_pb2
 import rbclient as rb
 import referral_pb2
+import wire_pb2
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "bin"))
@@ -257,18 +259,16 @@ def identities(w, s):
     s.police = rb.Identity.from_secret_file(w.path("cpd-rms.secret"))
     expect(s.police.card.packed == rb.read_card(w.path("cpd-rms.card")).packed, "cpd-rms.secret's card")
     s.intake_card = rb.read_card(w.path("sao-intake.card"))
+    s.intake = rb.Identity.from_secret_file(w.path("sao-intake.secret"))   # to make what it would send
 
 
 def header_variants(w, s):
     """KEYS.md opening steps 4, 5 and 7, field by field: the project's opener (referral-envelope open)
     and this client's open the same headers and refuse the same ones, the client at the step KEYS.md
     names."""
-    os.mkdir(w.path("probe-trust"))
-    shutil.copy(w.path("pyt-source.card"), w.path("probe-trust"))
     body = json_format.Parse(read(SOURCE_SAMPLE), referral_pb2.Referral()).SerializeToString()
     good = envelope_pb2.Envelope.FromString(
         rb.seal(s.source, s.intake_card, envelope_pb2.KIND_REFERRAL, body, case_key=b"k" * 16))
-    sink = rb.Identity.from_secret_file(w.path("sao-intake.secret"))
     ack = dict(kind=envelope_pb2.KIND_ACK, ref_message_id=b"r" * 16, ack_status=1)
     variants = [
         ("the genuine header", {}, None), ("no case key", dict(case_key=b""), None),
@@ -297,16 +297,56 @@ def header_variants(w, s):
         hb = h.SerializeToString()
         env = envelope_pb2.Envelope(header=hb, header_signature=s.source.sign(rb.LABEL_HEADER, hb),
                                     ciphertext=good.ciphertext).SerializeToString()
-        try:
-            rb.open_envelope(sink, rb.TrustStore([s.source.card]), env)
-            py = None
-        except rb.Refused as e:
-            py = e.error
-        rc, err = w.tool("referral-envelope", "open", "--as", w.path("sao-intake.secret"), "--trust",
-                         w.path("probe-trust"), stdin=env, ok=False)
-        expect(py == want, f"{name}: this client says {py}, KEYS.md {want}")
-        expect((rc == 0) == (want is None) and (rc == 0 or "envelope refused" in err),
-               f"{name}: referral-envelope open exited {rc}: {err.strip()}")
+        opened_alike(w, name, env, s.intake, s.source.card, "sao-intake.secret", want)
+
+
+def opened_alike(w, name, env, opener, trust_card, as_secret, want):
+    """This client's open_envelope gives KEYS.md's error `want` (None: opens), and referral-envelope open
+    refuses exactly when it does."""
+    try:
+        rb.open_envelope(opener, rb.TrustStore([trust_card]), env)
+        py = None
+    except rb.Refused as e:
+        py = e.error
+    trust = w.path(f"trust-{trust_card.name}")
+    if not os.path.isdir(trust):
+        os.mkdir(trust)
+        shutil.copy(w.path(f"{trust_card.name}.card"), trust)
+    rc, err = w.tool("referral-envelope", "open", "--as", w.path(as_secret), "--trust", trust, stdin=env,
+                     ok=False)
+    expect(py == want, f"{name}: this client says {py}, KEYS.md {want}")
+    expect((rc == 0) == (want is None) and (rc == 0 or "envelope refused" in err),
+           f"{name}: referral-envelope open exited {rc}: {err.strip()}")
+
+
+def inner_variants(w, s):
+    """KEYS.md opening steps 15 and 17 and "ACKs", Versions: InnerSigned version 1 for any kind, 2 for an
+    ACK only; an ACK of version 1 holding fields 6 or 7 refused; an ACK's body status must be its
+    header's. Each ACK is the Python sink's, opened as the project's police source (cpd-rms)."""
+    body = dict(status=envelope_pb2.ACK_STATUS_ACCEPTED, intake_reference="PYT-1", received_sha256=b"h" * 32,
+                decided_ms=rb.now_ms(), duplicate=True, checkpoint="a checkpoint")
+    variants = [
+        ("an ACK of version 2 with duplicate and checkpoint", {}, 2, 1, None),
+        ("an ACK of version 1 without fields 6 and 7", dict(duplicate=False, checkpoint=""), 1, 1, None),
+        ("an ACK of version 1 with duplicate", dict(checkpoint=""), 1, 1, "body not valid"),
+        ("an ACK of version 1 with a checkpoint", dict(duplicate=False), 1, 1, "body not valid"),
+        ("an ACK of version 3", {}, 3, 1, "bad version"),
+        ("an ACK whose body says REJECTED, its header ACCEPTED", dict(status=2, duplicate=False), 2, 1,
+         "inner/outer mismatch"),
+        # Both wrong: the statuses are compared first (KEYS.md, step 17).
+        ("an ACK of version 1 with duplicate, its body REJECTED, its header ACCEPTED", dict(status=2), 1, 1,
+         "inner/outer mismatch"),
+    ]
+    for name, fields, version, header_status, want in variants:
+        b = envelope_pb2.AckBody(**dict(body, **fields))
+        env = rb.seal(s.sink, s.police.card, envelope_pb2.KIND_ACK, b.SerializeToString(),
+                      ref_message_id=b"r" * 16, ack_status=header_status, version=version)
+        opened_alike(w, name, env, s.police, s.sink.card, "cpd-rms.secret", want)
+    referral = json_format.Parse(read(SOURCE_SAMPLE), referral_pb2.Referral()).SerializeToString()
+    for version, want in ((1, None), (2, "bad version")):
+        env = rb.seal(s.source, s.intake_card, envelope_pb2.KIND_REFERRAL, referral, version=version)
+        opened_alike(w, f"a referral of version {version}", env, s.intake, s.source.card, "sao-intake.secret",
+                     want)
 
 
 def start_broker(w, s):
@@ -366,13 +406,37 @@ def start_adapters(w, s):
 def source_hello(w, s):
     s.src = w.connect(s.endpoint, s.source, s.broker_card, credit=1, timeout_ms=WAIT * 1000)
     expect(s.src.held is not None and s.src.welcome.ledger.old_size == 0, "WELCOME's checkpoint")
+    expect(s.src.welcome.protocol == 2, f"WELCOME's protocol is {s.src.welcome.protocol}, PROTOCOL.md says 2")
+    s.outbox, s.answers = {}, {}    # what the Python source sent, and the answers on record (check_ack)
+
+
+def seal_to_intake(s, referral):
+    """A referral sealed to the intake's newest card, kept in the outbox (as an adapter does before
+    submitting) for check_ack; its message id."""
+    env = rb.seal_referral(s.source, rb.TrustStore([s.intake_card]).newest("sao-intake"), referral)
+    mid = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(env).header).message_id
+    s.outbox[mid] = env
+    return env, mid
+
+
+def take_ack(w, s):
+    """The next ACK delivered to the Python source: opened, checked (KEYS.md, "What the receiver of an ACK
+    checks"), its answer put on record if it is the first, and CONFIRMed."""
+    d = s.src.next_delivery(WAIT)
+    ack = rb.open_envelope(s.source, rb.TrustStore([s.intake_card]), d.envelope)
+    taken = rb.check_ack(ack, s.outbox, s.answers, s.src.held, s.src.key, s.src.prover())
+    s.answers.setdefault(ack.header.ref_message_id, (taken.body.status, taken.body.intake_reference))
+    s.src.confirm(ack.header.message_id)
+    w.until("the broker records the CONFIRM of the ACK",
+            lambda: message_state(w, s, ack.header.message_id)["state"] == "confirmed")
+    return ack, taken
 
 
 def source_submit(w, s):
     referral = json_format.Parse(read(SOURCE_SAMPLE), referral_pb2.Referral())
     referral.agency_ori = s.source.card.agency   # the intake takes a referral from its sender's agency only
     s.referral = referral
-    s.sent = rb.seal_referral(s.source, rb.TrustStore([s.intake_card]).newest("sao-intake"), referral)
+    s.sent, _ = seal_to_intake(s, referral)
     s.sent_header = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(s.sent).header)
     s.receipt, ev = s.src.submit(s.sent)
     # The receipt proved consistency from the WELCOME's checkpoint to a larger one.
@@ -409,22 +473,27 @@ def receipt_tampering(w, s):
     print(f"# {tried} one-byte alterations of the receipt refused")
 
 
-def intake_filed(w, s):
-    """The intake database has the filing (ADAPTERS.md, intake-sqlite: filings and cases)."""
-    mid = s.sent_header.message_id.hex()
+def filings(w, sql, *args):
+    """Rows of the intake database (ADAPTERS.md, intake-sqlite: filings and cases), [] before it exists."""
+    db = sqlite3.connect(f"file:{w.path('intake.db')}?mode=ro", uri=True, timeout=5)
+    try:
+        return db.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:     # not created yet
+        return []
+    finally:
+        db.close()
 
-    def filing():
-        db = sqlite3.connect(f"file:{w.path('intake.db')}?mode=ro", uri=True, timeout=5)
-        try:
-            return db.execute("SELECT f.intake_number, f.kind, f.revision, c.agency, c.rd_number, c.status "
-                              "FROM filings f JOIN cases c USING (intake_number) WHERE f.message_id = ?",
-                              (mid,)).fetchone()
-        except sqlite3.OperationalError:     # not created yet
-            return None
-        finally:
-            db.close()
-    row = w.until(f"filing of {mid} in the intake database", filing)
-    expect(row[1:] == ("KIND_REFERRAL", 1, "ILPYT0000", s.referral.rd_number, "open"), f"filing row {row}")
+
+def intake_filed(w, s):
+    """The intake database has the filing, with the sender as the intake verified it."""
+    mid = s.sent_header.message_id.hex()
+    row, = w.until(f"filing of {mid} in the intake database", lambda: filings(
+        w, "SELECT f.intake_number, f.kind, f.revision, c.agency, c.rd_number, c.status, f.sender, "
+        "f.sender_agency, f.sender_key_id FROM filings f JOIN cases c USING (intake_number) "
+        "WHERE f.message_id = ?", mid))
+    want = ("KIND_REFERRAL", 1, "ILPYT0000", s.referral.rd_number, "open", "pyt-source", "ILPYT0000",
+            s.source.card.key_id.hex())
+    expect(row[1:] == want, f"filing row {row}")
     s.intake_number = row[0]
 
 
@@ -433,16 +502,162 @@ def message_state(w, s, mid):
 
 
 def source_gets_ack(w, s):
-    """The intake's ACK comes to the Python source: opened (both signatures), checked, CONFIRMed."""
-    d = s.src.next_delivery(WAIT)
-    ack = rb.open_envelope(s.source, rb.TrustStore([s.intake_card]), d.envelope)
-    body = rb.check_ack(ack, s.sent)
-    expect(body.status == envelope_pb2.ACK_STATUS_ACCEPTED and body.intake_reference == s.intake_number,
+    """The intake's ACK comes to the Python source: version 2, opened (both signatures) and checked."""
+    ack, taken = take_ack(w, s)
+    body = taken.body
+    expect(ack.signed.version == 2 and body.status == envelope_pb2.ACK_STATUS_ACCEPTED and
+           body.intake_reference == s.intake_number and not body.duplicate and not taken.repeat,
            f"ACK {json_format.MessageToDict(body)}")
-    s.src.confirm(ack.header.message_id)
-    w.until("the broker records the CONFIRM of the ACK",
-            lambda: message_state(w, s, ack.header.message_id)["state"] == "confirmed")
     expect(message_state(w, s, s.sent_header.message_id)["ackStatus"] == 1, "the referral's ackStatus")
+    s.ack, s.ack_taken = ack, taken
+
+
+def source_cross_witnesses(w, s):
+    """LEDGER.md "Cross-witnessing": the intake's ACK carries the checkpoint it held (from before our
+    referral was stored, so smaller than ours); the source had the broker PROVE the smaller tree a prefix
+    of the larger and checked the PROOF against the two roots."""
+    theirs = rb.open_checkpoint(s.ack.body.checkpoint, s.src.key)
+    ours = s.src.held
+    expect(theirs.size < ours.size, f"the intake's checkpoint of {theirs.size} is not older than ours")
+    expect(s.src.proofs == [(theirs.size, ours.size)] and s.ack_taken.witness == "one ledger",
+           f"PROVEs {s.src.proofs}, cross-witnessing: {s.ack_taken.witness} {s.ack_taken.alarm}")
+    print(f"# PROVE {theirs.size} {ours.size}: one ledger")
+    s.theirs, s.proof = theirs, s.src.prove(theirs.size, ours.size)
+
+
+def cross_witness_tampering(w, s):
+    """The cross-witness verification can fail: with the broker's genuine PROOF, our root altered in any
+    one byte, any proof hash altered, a hash more or less; an equal size with another root; a broker that
+    cannot prove the sizes; a checkpoint not signed by the broker's key: each a ledger alarm."""
+    theirs, ours, proof = s.ack.body.checkpoint, s.src.held, s.proof
+
+    def verify(held=ours, hashes=proof, note=theirs, prove=None):
+        rb.cross_witness(note, held, s.src.key, prove or (lambda old, new: list(hashes)))
+
+    def alarm(what, **changed):
+        expect(must_refuse(what, verify, **changed) == "ledger alarm", f"{what}: not a ledger alarm")
+    verify()
+    tried = 0
+    for bad in flips(ours.root, w):
+        alarm("our root altered", held=rb.Checkpoint(ours.text, ours.size, bad))
+        tried += 1
+    for i, h in enumerate(proof):
+        for bad in flips(h, w):
+            alarm("a proof hash altered", hashes=proof[:i] + [bad] + proof[i + 1:])
+            tried += 1
+    alarm("a proof hash less", hashes=proof[:-1])
+    alarm("a proof hash more", hashes=proof + [proof[0]])
+    alarm("an equal size with another root", held=rb.Checkpoint(ours.text, s.theirs.size, ours.root))
+
+    def cannot(old, new):
+        raise rb.BrokerError(wire_pb2.Error(code=wire_pb2.ERROR_CODE_MALFORMED, reason="PROVE needs ..."))
+    alarm("a broker that cannot prove", prove=cannot)
+    alarm("a checkpoint not signed by the broker's key", note=theirs.replace("\n\n", "\n\nX", 1))
+    expect(len(proof) > 0 and tried == 32 * (1 + len(proof)), f"only {tried} alterations tried")
+    print(f"# {tried} one-byte alterations of the root and the proof refused")
+
+
+def prove_refusals(w, s):
+    """PROTOCOL.md, PROVE and "Errors": PROVE as a version-1 frame is refused UNSUPPORTED_VERSION, sizes it
+    cannot prove MALFORMED, with the reason the document gives."""
+    past = s.src.held.size + 1000       # beyond any checkpoint the broker has signed
+    for version, old, new, code in ((1, 1, 2, "UNSUPPORTED_VERSION"), (2, 0, 1, "MALFORMED"),
+                                    (2, 2, 1, "MALFORMED"), (2, 1, past, "MALFORMED")):
+        s.src.send(version=version, prove=wire_pb2.Prove(old_size=old, new_size=new))
+        e = refusal(s.src, "proof")
+        expect(wire_pb2.ErrorCode.Name(e.code) == "ERROR_CODE_" + code, f"PROVE {old} {new} v{version}: {e}")
+        expect(code != "MALFORMED" or e.reason.startswith("PROVE needs 0 < old_size <= new_size <= "),
+               f"reason: {e.reason}")
+
+
+def refusal(c, kind):
+    """The ERROR the broker answers instead of `kind`."""
+    try:
+        got = c.wait_for(kind)
+    except rb.BrokerError as e:
+        return e
+    raise AssertionError(f"{kind.upper()} instead of an ERROR: {got}")
+
+
+def ack_checks(w, s):
+    """KEYS.md "What the receiver of an ACK checks", steps 2 to 5, each refusing once: an ACK for a message
+    we did not send, from another party than its recipient, about other bytes, with another answer than
+    the one on record; and taking the intake's ACK again, or the same answer from a new key of the
+    recipient (the acker is checked by name), as a repeat."""
+    delivered = rb.Opened(s.sent, None, s.sent_header, s.source.card, None, s.referral)
+    rotated = rb.Identity.generate("sao-intake", rb.ROLE_SINK, s.intake_card.agency)
+    trust = rb.TrustStore([s.intake_card, rotated.card, s.sink.card])
+    ok, no = envelope_pb2.ACK_STATUS_ACCEPTED, envelope_pb2.ACK_STATUS_REJECTED
+
+    def check(ack=None, by=rotated, status=ok, reference=s.intake_number, of=delivered, outbox=s.outbox):
+        if ack is None:
+            problems = [("$.narrative", "not ours")] if status == no else []
+            ack = rb.open_envelope(s.source, trust, rb.build_ack(by, of, status, reference, problems))
+        return rb.check_ack(ack, outbox, s.answers, s.src.held, s.src.key, None)
+    expect(check(s.ack).repeat and check().repeat, "the same answer again is a repeat")
+    other_bytes = rb.Opened(s.sent + b"x", None, s.sent_header, s.source.card, None, s.referral)
+    for what, kw, why in (("for a message we did not send", dict(outbox={}), "ACK for a referral this"),
+                          ("from another sink", dict(by=s.sink), "the acker pyt-intake is not"),
+                          ("about other bytes", dict(of=other_bytes), "received_sha256 differs"),
+                          ("with another intake reference", dict(reference="SAO-2099-999999"), "a second ACK"),
+                          ("with another status", dict(status=no, reference=""), "a second ACK")):
+        try:
+            check(**kw)
+            raise AssertionError(f"an ACK {what} was taken")
+        except rb.Refused as e:     # refused at the step KEYS.md gives it, not at another
+            expect(e.error == "bad ack" and str(e).startswith(f"bad ack: {why}"), f"an ACK {what}: {e}")
+
+
+def hello_first(w, s):
+    """PROTOCOL.md: on a fresh connection a SUBMIT before HELLO is refused UNEXPECTED with the envelope's
+    message id, and a PROVE too; after HELLO the same envelope gets its receipt. It repeats our first
+    referral's body byte for byte (a duplicate: the next test)."""
+    env, mid = seal_to_intake(s, s.referral)
+    c = w.connect(s.endpoint, s.source, s.broker_card, held=s.src.held, timeout_ms=WAIT * 1000, hello=False)
+    try:
+        c.send(submit=wire_pb2.Submit(envelope=env))
+        e = refusal(c, "receipt")
+        expect(e.code == wire_pb2.ERROR_CODE_UNEXPECTED and e.message_id == mid and
+               e.reason.startswith("HELLO first: "), f"SUBMIT before HELLO: {e} ({e.message_id.hex()})")
+        c.send(prove=wire_pb2.Prove(old_size=1, new_size=1))
+        e = refusal(c, "proof")
+        expect(e.code == wire_pb2.ERROR_CODE_UNEXPECTED, f"PROVE before HELLO: {e}")
+        c.welcome = c.hello()
+        r, ev = c.submit(env)
+        expect(ev.message_id == mid, "the receipt's leaf")
+    finally:
+        c.close()
+        w.clients.remove(c)
+    s.repeat_mid = mid
+
+
+def duplicate_acked(w, s):
+    """ADAPTERS.md "Content identity": the repeat of our first referral's body is not filed again, and is
+    answered ACCEPTED with the intake number it was filed under and duplicate: true."""
+    ack, taken = take_ack(w, s)
+    b = taken.body
+    expect(ack.header.ref_message_id == s.repeat_mid and b.status == envelope_pb2.ACK_STATUS_ACCEPTED and
+           b.duplicate and b.intake_reference == s.intake_number and not taken.repeat and
+           taken.witness == "one ledger", f"ACK {json_format.MessageToDict(b)}: {taken.witness} {taken.alarm}")
+    expect(filings(w, "SELECT message_id FROM filings WHERE intake_number = ?", s.intake_number) ==
+           [(s.sent_header.message_id.hex(),)], "filed again")
+
+
+def other_agency_rejected(w, s):
+    """ADAPTERS.md "One agency's cases": a referral from the Python source naming another agency than its
+    card's is REJECTED by the intake with a problem at $.agencyOri, and not filed."""
+    referral = json_format.Parse(read(SOURCE_SAMPLE), referral_pb2.Referral())
+    referral.rd_number = "JH517903"     # a case of its own: only the agency is wrong
+    expect(referral.agency_ori != s.source.card.agency, "the sample names the Python source's agency")
+    env, mid = seal_to_intake(s, referral)
+    s.src.submit(env)
+    ack, taken = take_ack(w, s)
+    b = taken.body
+    expect(ack.header.ref_message_id == mid and b.status == envelope_pb2.ACK_STATUS_REJECTED and
+           "$.agencyOri" in [p.path for p in b.problems], f"ACK {json_format.MessageToDict(b)}")
+    print(f"# {' '.join(p.path + ': ' + p.message for p in b.problems)}")
+    expect(filings(w, "SELECT 1 FROM filings WHERE message_id = ?", mid.hex()) == [] and
+           filings(w, "SELECT 1 FROM cases WHERE agency = ?", referral.agency_ori) == [], "filed")
 
 
 # --- 4. the Python sink --------------------------------------------------------------------------
@@ -476,8 +691,11 @@ def sink_receives(w, s):
 
 
 def sink_acks(w, s):
-    """The Python sink's signed ACK, receipted; the police adapter records it where ADAPTERS.md says."""
-    ack = rb.build_ack(s.sink, s.delivered, envelope_pb2.ACK_STATUS_ACCEPTED, "PYT-2026-000001")
+    """The Python sink's signed ACK (version 2, with the checkpoint it holds), receipted; the police adapter
+    records it where ADAPTERS.md says, and cross-witnesses the checkpoint without a ledger alarm."""
+    carried = s.snk.held
+    ack = rb.build_ack(s.sink, s.delivered, envelope_pb2.ACK_STATUS_ACCEPTED, "PYT-2026-000001",
+                       checkpoint=carried)
     s.snk.submit(ack)
     mid = s.delivered.header.message_id.hex()
     path = os.path.join(w.path("drop"), "acks", f"{mid}.json")
@@ -485,7 +703,7 @@ def sink_acks(w, s):
     with open(path) as f:
         got = json.load(f)
     want = {"status": "ACK_STATUS_ACCEPTED", "intakeReference": "PYT-2026-000001",
-            "receivedSha256": rb.b64(rb.sha256(s.delivered.envelope))}
+            "receivedSha256": rb.b64(rb.sha256(s.delivered.envelope)), "checkpoint": carried.text}
     expect({k: got.get(k) for k in want} == want and int(got["decidedMs"]) > 0, f"the ACK file: {got}")
     status = json.loads(w.tool("referral-adapter", "status", "--config", w.path("police.ini")))
     expect(status["accepted"] == 1 and status["awaitingAck"] == 0 and status["ledgerAlarms"] == 0,
@@ -533,7 +751,8 @@ def stop_and_audit(w, s):
                   for o in map(json.loads, f) if "leaf" in o]
     seen = {(e.action, e.party, e.outcome) for e in events}
     for want in (("submitted", "pyt-source", "ok"), ("submitted", "pyt-intake", "ok"),
-                 ("acked", "pyt-intake", "accepted"), ("confirmed", "pyt-intake", "ok"),
+                 ("acked", "pyt-intake", "accepted"), ("acked", "sao-intake", "accepted"),
+                 ("acked", "sao-intake", "rejected"), ("confirmed", "pyt-intake", "ok"),
                  ("confirmed", "pyt-source", "ok")):
         expect(want in seen, f"no {want} leaf")
 
@@ -548,6 +767,9 @@ def main():
               "secret file read back byte for byte", identities, w, s)
         check("malformed headers, field by field: referral-envelope open and this client refuse the same ones",
               header_variants, w, s)
+        check("InnerSigned version 1 for any kind and 2 for ACKs only; a version-1 ACK with fields 6 or 7, or "
+              "whose two statuses differ, refused: referral-envelope open and this client alike", inner_variants,
+              w, s)
         check("referral-broker init and run on a loopback port the system picks", start_broker, w, s)
         check("referral-admin adapter add --card registers the project's and the Python-made cards",
               register, w, s)
@@ -559,13 +781,28 @@ def main():
         check("a receipt with any one byte of leaf, proof, checkpoint or consistency proof altered is refused",
               receipt_tampering, w, s)
         check("the project's intake adapter files the Python referral in its database", intake_filed, w, s)
-        check("the intake's ACK reaches the Python source: signatures, ACCEPTED, received_sha256 of the "
-              "envelope sent; CONFIRMed", source_gets_ack, w, s)
+        check("the intake's ACK (version 2) reaches the Python source, which takes it after every check of "
+              "KEYS.md: ACCEPTED, under the intake number filed; CONFIRMed", source_gets_ack, w, s)
+        check("the checkpoint in the intake's ACK is cross-witnessed: PROVE (a version-2 frame), and the "
+              "PROOF verifies against the two roots", source_cross_witnesses, w, s)
+        check("cross-witnessing can fail: an altered root or proof, an equal size with another root, a broker "
+              "that cannot prove, a checkpoint not the broker's: each a ledger alarm", cross_witness_tampering,
+              w, s)
+        check("PROVE as a version-1 frame is refused UNSUPPORTED_VERSION, sizes it cannot prove MALFORMED",
+              prove_refusals, w, s)
+        check("the ACK checks refuse an ACK for a message not sent, from another sink, about other bytes, or "
+              "with another answer; a repeat, or a new key of the recipient, is taken", ack_checks, w, s)
+        check("a SUBMIT (or PROVE) before HELLO is refused ERROR UNEXPECTED naming the envelope's message id; "
+              "after HELLO the same envelope gets its receipt", hello_first, w, s)
+        check("the repeat of a referral's body is ACKed ACCEPTED, duplicate, under the intake number it was "
+              "filed under, and not filed again", duplicate_acked, w, s)
+        check("a referral naming another agency than its sender's card is REJECTED with a problem at "
+              "$.agencyOri, and not filed", other_agency_rejected, w, s)
         check("Python sink: HELLO holding a checkpoint; WELCOME proves consistency from it", sink_hello, w, s)
         check("Python sink: the police adapter's referral opens with every check of KEYS.md, its body is the "
               "exported sample and its case key KEYS.md's; CONFIRMed", sink_receives, w, s)
-        check("Python sink: its signed ACK is receipted, and the police adapter records it (acks/ID.json, "
-              "status)", sink_acks, w, s)
+        check("Python sink: its signed ACK (version 2, with its checkpoint) is receipted, and the police adapter "
+              "records it (acks/ID.json, status) without a ledger alarm", sink_acks, w, s)
         check("an envelope with any one byte altered is refused by the opening checks", opening_tampering, w, s)
         check("HEARTBEATs both ways keep both Python connections up", heartbeats, w, s)
         check("every process stops on SIGTERM with status 0; referral-audit verifies the ledger",

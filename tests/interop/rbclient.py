@@ -35,7 +35,8 @@ import wire_pb2
 
 class Refused(Exception):
     """Something the documents say must be refused. `error` is the documents' name for it (KEYS.md's
-    opening table: 'malformed', 'unknown sender', ...; 'bad receipt' for receipts)."""
+    opening table: 'malformed', 'unknown sender', ...; 'bad receipt' for receipts, 'bad ack' for what
+    check_ack refuses)."""
 
     def __init__(self, error, detail=""):
         super().__init__(f"{error}: {detail}" if detail else error)
@@ -43,7 +44,8 @@ class Refused(Exception):
 
 
 class LedgerAlarm(Refused):
-    """A correctly signed checkpoint that does not extend the one held (LEDGER.md section 6, Alarms)."""
+    """A correctly signed checkpoint that does not extend the one held (LEDGER.md section 6, Alarms), or
+    another party's checkpoint not of our ledger (LEDGER.md, Cross-witnessing)."""
 
 
 def sha256(data):
@@ -299,13 +301,20 @@ def uuid7():
     return bytes(b)
 
 
-def seal(me, to, kind, body, case_key=b"", ref_message_id=b"", ack_status=0, message_id=None):
-    """Seals a serialised body from `me` (Identity) to `to` (Card); returns the envelope's bytes."""
+def inner_version(kind):
+    """KEYS.md "ACKs", Versions: a writer puts 2 on ACKs (their body may hold AckBody's fields of version
+    2) and 1 on every other kind, so that a sink reading version 1 only still opens our referrals."""
+    return 2 if kind == envelope_pb2.KIND_ACK else 1
+
+
+def seal(me, to, kind, body, case_key=b"", ref_message_id=b"", ack_status=0, message_id=None, version=None):
+    """Seals a serialised body from `me` (Identity) to `to` (Card); returns the envelope's bytes.
+    `version` overrides InnerSigned's, for tests of what an opener refuses."""
     mid = message_id or uuid7()
     signed = envelope_pb2.InnerSigned(
-        version=1, message_id=mid, kind=kind, sender=me.name, sender_key_id=me.card.key_id,
-        recipient=to.name, recipient_key_id=to.key_id, ref_message_id=ref_message_id,
-        body=body).SerializeToString()
+        version=inner_version(kind) if version is None else version, message_id=mid, kind=kind,
+        sender=me.name, sender_key_id=me.card.key_id, recipient=to.name, recipient_key_id=to.key_id,
+        ref_message_id=ref_message_id, body=body).SerializeToString()
     inner = envelope_pb2.Inner(signed=signed, signature=me.sign(LABEL_INNER, signed)).SerializeToString()
     ciphertext = nacl.public.SealedBox(nacl.public.PublicKey(to.box_pk)).encrypt(inner)
     header = envelope_pb2.Header(
@@ -376,8 +385,8 @@ def open_envelope(me, trust, data):
     if not verify_sig(card.sign_pk, LABEL_INNER, inner.signed, inner.signature):  # 14
         raise Refused("bad inner signature")
     s = strict_parse(envelope_pb2.InnerSigned, inner.signed, "InnerSigned")     # 15
-    if s.version != 1:
-        raise Refused("bad version", "InnerSigned")
+    if s.version not in ((1, 2) if h.kind == envelope_pb2.KIND_ACK else (1,)):
+        raise Refused("bad version", f"InnerSigned version {s.version} on kind {h.kind}")
     if (s.message_id, s.kind, s.sender, s.sender_key_id, s.recipient, s.recipient_key_id,  # 16
             s.ref_message_id) != (h.message_id, h.kind, h.sender, h.sender_key_id, h.recipient,
                                   h.recipient_key_id, h.ref_message_id):
@@ -386,46 +395,72 @@ def open_envelope(me, trust, data):
         body = strict_parse(BODY_TYPES[h.kind], s.body, "body")
     except Refused as e:
         raise Refused("body not valid", str(e)) from None
+    if h.kind == envelope_pb2.KIND_ACK:
+        # The broker ledgers the header's status and we act on the body's: they must say one thing.
+        if body.status != h.ack_status:
+            raise Refused("inner/outer mismatch", "the ACK's body status is not its header's")
+        # Fields 6 and 7 came with version 2: a version-1 ACK holding them is not what it says it is.
+        if s.version == 1 and (body.duplicate or body.checkpoint):
+            raise Refused("body not valid", "an ACK of version 1 with fields of version 2")
     return Opened(bytes(data), bytes(env.header), h, card, s, body)
 
 
-def build_ack(me, referral, status, intake_reference="", problems=()):
-    """The signed answer to an opened referral (envelope.proto AckBody): sealed to the key that signed
-    the referral, naming it in ref_message_id, with the hash of the envelope exactly as received.
+def build_ack(me, referral, status, intake_reference="", problems=(), duplicate=False, checkpoint=None):
+    """The signed answer to an opened referral (KEYS.md "ACKs"): version 2, sealed to the key that signed
+    the referral, naming it in ref_message_id, with the hash of the envelope exactly as received and
+    `checkpoint`, the latest Checkpoint we hold (None: we hold none), for the source to cross-witness.
     Returns the ACK envelope's bytes. The one place an ACK is built, so a field added later goes here."""
     body = envelope_pb2.AckBody(status=status, intake_reference=intake_reference,
-                                received_sha256=sha256(referral.envelope), decided_ms=now_ms())
+                                received_sha256=sha256(referral.envelope), decided_ms=now_ms(),
+                                duplicate=duplicate, checkpoint=checkpoint.text if checkpoint else "")
     for path, message in problems:
         body.problems.add(path=path, message=message)
     return seal(me, referral.sender_card, envelope_pb2.KIND_ACK, body.SerializeToString(),
                 ref_message_id=referral.header.message_id, ack_status=status)
 
 
-def check_ack(ack, sent_envelope):
-    """Checks an opened ACK (open_envelope made the signature and format checks) against the referral
-    envelope we sent: it answers that message, comes from its recipient (name and key sealed to), says
-    the same status in header and body, and names the hash of exactly the bytes we sent. Returns the
-    AckBody. The one place an ACK is checked, so a rule added later goes here."""
-    sent = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(sent_envelope).header)
+class AckTaken:
+    """What check_ack concluded: the body; whether it repeats the answer on record (nothing to change);
+    what cross-witnessing found: None (no checkpoint carried), "unavailable" (a broker of protocol 1),
+    "one ledger", or "alarm" with the ledger alarm's reason in `alarm`."""
+
+    def __init__(self, body, repeat, witness, alarm=None):
+        self.body, self.repeat, self.witness, self.alarm = body, repeat, witness, alarm
+
+
+def check_ack(ack, outbox, answers, held, key, prove):
+    """KEYS.md "What the receiver of an ACK checks", steps 2 to 6 in its order (open_envelope made step
+    1). `outbox` maps the message ids of the referrals we sent to their envelopes' bytes; `answers` maps
+    them to the (status, intake reference) on record; `held` is our latest checkpoint; `prove(old, new)`
+    asks our broker for a consistency proof (PROVE), None when it speaks protocol 1 and cannot. Raises
+    Refused for an ACK not to take; returns AckTaken. The one place an ACK is checked, so a rule added
+    later goes here."""
     h, body = ack.header, ack.body
-    if h.kind != envelope_pb2.KIND_ACK:
-        raise Refused("bad ack", "not an ACK")
-    if h.ref_message_id != sent.message_id:
-        raise Refused("bad ack", "it answers another message")
-    if h.sender != sent.recipient or h.sender_key_id != sent.recipient_key_id:
-        raise Refused("bad ack", f"the acker {h.sender} is not the referral's recipient {sent.recipient}")
-    if h.recipient != sent.sender or h.recipient_key_id != sent.sender_key_id:
-        raise Refused("bad ack", "not sealed to the key that signed the referral")
-    if body.status not in (envelope_pb2.ACK_STATUS_ACCEPTED, envelope_pb2.ACK_STATUS_REJECTED) or \
-            h.ack_status != body.status:
-        raise Refused("bad ack", "header and body status differ")
-    if body.received_sha256 != sha256(sent_envelope):
-        raise Refused("bad ack", "received_sha256 is not the hash of the envelope sent")
-    if body.status == envelope_pb2.ACK_STATUS_ACCEPTED and not body.intake_reference:
-        raise Refused("bad ack", "ACCEPTED without an intake reference")
-    if body.decided_ms <= 0:
-        raise Refused("bad ack", "no decided_ms")
-    return body
+    sent = outbox.get(h.ref_message_id)                                         # 2
+    if sent is None:
+        raise Refused("bad ack", "ACK for a referral this adapter did not send")
+    to = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(sent).header).recipient
+    if ack.sender_card.name != to:                                              # 3
+        # By name, not key id: after a rotation the recipient may answer with its new key.
+        raise Refused("bad ack", f"the acker {ack.sender_card.name} is not the referral's recipient {to}")
+    if body.received_sha256 != sha256(sent):                                    # 4
+        raise Refused("bad ack", "received_sha256 differs")
+    first = answers.get(h.ref_message_id)                                       # 5
+    if first is not None and first != (body.status, body.intake_reference):
+        raise Refused("bad ack", f"a second ACK with another answer: the first {first} stands")
+    taken = AckTaken(body, first is not None, None)
+    if body.checkpoint:                                                         # 6
+        if prove is None:
+            # A broker of protocol 1 cannot prove: taken unchecked (an adapter logs it once).
+            taken.witness = "unavailable"
+        else:
+            try:
+                cross_witness(body.checkpoint, held, key, prove)
+                taken.witness = "one ledger"
+            except LedgerAlarm as e:
+                # Still taken: it is the sink's own signed answer; the two checkpoints are the evidence.
+                taken.witness, taken.alarm = "alarm", str(e)
+    return taken
 
 
 # --- the ledger: notes, checkpoints, Merkle proofs, receipts (LEDGER.md) -------------------------
@@ -617,6 +652,39 @@ def check_update(held, checkpoint, old_size, consistency, key):
     return cp
 
 
+def cross_witness(theirs, held, key, prove):
+    """LEDGER.md "Cross-witnessing": `theirs` (a checkpoint's note text, from another party's signed ACK)
+    and `held` (our latest Checkpoint) are of one ledger: equal roots at equal sizes, else the broker's
+    consistency proof from the smaller tree to the larger verifies against the two roots, both signed by
+    its key. `prove(old, new)` returns the proof's hashes (PROVE). Raises LedgerAlarm when they are not of
+    one ledger; returns nothing. Pure but for `prove`, so a tampered pair can be tried without harm."""
+    try:
+        cp = open_checkpoint(as_text(theirs, "checkpoint"), key)
+    except Refused as e:
+        # Not ours to refuse the answer for: the broker may have shown the sink something else (KEYS.md).
+        raise LedgerAlarm("ledger alarm", f"the checkpoint the recipient held is not our broker's: {e}") \
+            from None
+    small, large = sorted((cp, held), key=lambda c: c.size)
+
+    def alarm(why):
+        return LedgerAlarm("ledger alarm", f"the recipient's checkpoint of {cp.size} leaves and ours of "
+                           f"{held.size} are not of one ledger ({why}): the broker's key signs two ledgers "
+                           "(a fork, or a broker restored or copied)")
+    if small.size == large.size:
+        if small.root != large.root:
+            raise alarm("equal sizes, other roots")
+        return
+    try:
+        proof = prove(small.size, large.size)
+    except BrokerError as e:
+        if e.code != wire_pb2.ERROR_CODE_MALFORMED:
+            raise       # not an answer about the sizes: try again later, the ACK not yet taken
+        # Both sizes were signed by its key: a broker that cannot prove them keeps another ledger.
+        raise alarm(f"the broker cannot prove them: {e.reason}") from None
+    if not verify_consistency(small.size, large.size, small.root, large.root, proof):
+        raise alarm("the broker's consistency proof does not verify")
+
+
 def check_receipt(held, leaf, proof, update, sent_envelope, key):
     """LEDGER.md section 6, steps 1-4: the RECEIPT of `sent_envelope` (bytes as sent in SUBMIT).
     `update` is (checkpoint, old_size, consistency). Returns (checkpoint to hold, LedgerEvent).
@@ -658,7 +726,7 @@ class Client:
     """One party's connection: a DEALER over CURVE (its X25519 key is its CURVE key, the broker's from
     its card), HELLO first, heartbeats when idle, and every RECEIPT and LedgerUpdate checked."""
 
-    def __init__(self, endpoint, me, broker_card, credit=0, held=None, timeout_ms=30000):
+    def __init__(self, endpoint, me, broker_card, credit=0, held=None, timeout_ms=30000, hello=True):
         self.me, self.broker_card, self.credit = me, broker_card, credit
         self.key = NoteKey.of_broker(broker_card)
         self.held = held            # the latest checkpoint proved to this connection
@@ -675,14 +743,17 @@ class Client:
         self.sock.curve_serverkey = broker_card.box_pk
         self.sock.connect(endpoint)
         self.last_sent = 0.0
-        self.welcome = self.hello()
+        self.proofs = []            # (old_size, new_size) of every PROOF checked, for tests to see
+        # hello=False: only for tests of what the broker does before HELLO.
+        self.welcome = self.hello() if hello else None
 
     def close(self):
         self.sock.close(0)
 
-    def send(self, **body):
+    def send(self, version=None, **body):
+        """One frame with the version that introduced its body (`version` overrides it, for tests)."""
         (name, msg), = body.items()
-        f = wire_pb2.Frame(version=1)
+        f = wire_pb2.Frame(version=frame_version(name) if version is None else version)
         getattr(f, name).SetInParent()      # an empty body (HEARTBEAT, HELLO 0 0) is still the body
         getattr(f, name).MergeFrom(msg)
         self.sock.send(f.SerializeToString())
@@ -698,7 +769,7 @@ class Client:
             raise Refused("malformed", "a message of more than one part")
         f = wire_pb2.Frame.FromString(parts[0])
         kind = f.WhichOneof("body")
-        if f.version != 1 or kind is None:
+        if kind is None or f.version != frame_version(kind):
             raise Refused("malformed", "frame version or body")
         if kind == "error":
             raise BrokerError(f.error)
@@ -745,6 +816,21 @@ class Client:
         self.heartbeat_ms = w.heartbeat_ms
         return w
 
+    def prover(self):
+        """What check_ack needs to cross-witness: PROVE, or None from a broker of protocol 1
+        (WELCOME.protocol absent), which cannot prove."""
+        return self.prove if self.welcome.protocol >= 2 else None
+
+    def prove(self, old_size, new_size):
+        """PROVE old_size new_size: the consistency proof's hashes, for the caller to check against the
+        two roots it holds (the broker signs nothing for it). ERROR is raised as BrokerError."""
+        self.send(prove=wire_pb2.Prove(old_size=old_size, new_size=new_size))
+        p = self.wait_for("proof")
+        if (p.old_size, p.new_size) != (old_size, new_size) or any(len(h) != 32 for h in p.consistency):
+            raise Refused("malformed", f"PROOF of {p.old_size} {p.new_size} for PROVE {old_size} {new_size}")
+        self.proofs.append((old_size, new_size))
+        return list(p.consistency)
+
     def submit(self, envelope):
         """SUBMIT, then the RECEIPT checked in full; returns (receipt frame, LedgerEvent). The checkpoint
         held before is kept in self.previous, for the caller to see what the receipt proved from."""
@@ -768,6 +854,11 @@ class Client:
             self.pump(100)
             self.idle()
         return self.deliveries.pop(0)
+
+
+def frame_version(body):
+    """PROTOCOL.md "Versions": a frame's version is the protocol version that introduced its body."""
+    return 2 if body in ("prove", "proof") else 1
 
 
 def update_of(receipt):
