@@ -43,9 +43,10 @@ struct adapter {
     int lock_fd;      /* flock on DATA/adapter.lock: one process per data directory */
     int64_t receipt_deadline_ms, ack_deadline_ms;
     unsigned alarms_seen; /* ledger alarms of the current client already kept */
-    int64_t next_connect_ms, next_report_ms;
+    int64_t next_connect_ms, next_report_ms, next_metrics_ms;
     const char *metrics_file; /* where the counts go for Prometheus's textfile collector, or NULL */
     bool unwitnessed_logged;  /* that the broker cannot prove (version 1) was said once */
+    int unproved;             /* PROVEs in a row the connected broker did not answer with a proof */
 };
 
 static const char *const adapter_keys[] = {
@@ -394,6 +395,19 @@ static void ensure_connected(adapter_t *a)
         log_info("connected", "broker=%s", a->endpoint);
         a->alarms_seen = 0;
         keep_ledger(a);
+        /* A broker that once could prove its checkpoints (protocol 2) and now says it cannot would switch
+         * cross-witnessing off: a downgrade is an alarm. */
+        int64_t spoke = 0, speaks = (int64_t)client_protocol(a->client);
+        if (astore_meta_get(a->store, "broker_protocol", &spoke) == RB_OK && speaks > spoke)
+            astore_meta_set(a->store, "broker_protocol", speaks);
+        if (speaks < spoke) {
+            char reason[200];
+            snprintf(reason, sizeof reason,
+                     "the broker spoke protocol version %lld and now speaks %lld: it no longer proves the "
+                     "checkpoints recipients hold",
+                     (long long)spoke, (long long)speaks);
+            raise_alarm(a, reason);
+        }
     } else {
         log_warn("broker_unreachable", "broker=%s error=%s", a->endpoint, err);
         a->next_connect_ms = t + 2000;
@@ -439,6 +453,8 @@ static int submit_outbox(adapter_t *a)
             astore_outbox_receipted(a->store, &ids[i], r->ledger_index, r->broker_ms, r->proof,
                                     client_clock_ms());
             log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r->ledger_index);
+        } else if (r->code == RB__ERROR_CODE__ERROR_CODE_SESSION_CLOSED) {
+            lost = "the broker closed this connection's session (newer connections under our key)";
         } else if (r->code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
                    r->code == RB__ERROR_CODE__ERROR_CODE_DISABLED ||
                    r->code ==
@@ -571,9 +587,15 @@ static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_ope
     if (valid && astore_inbox_find_filed(a->store, &content, &already, reference, sizeof reference, filed_sha,
                                          &has_sha) != RB_OK)
         return false;
+    /* A filing of before schema 5 kept no body hash: it cannot show this is the same referral, so this one is
+     * filed (the connectors key cases by agency and RD number: nothing is filed twice over). */
+    if (already && !has_sha) {
+        already = false;
+        reference[0] = '\0';
+    }
     /* The same RD number and revision with other content is no duplicate: filing it would keep half of what
      * was signed, and dropping it would lose the rest. */
-    if (valid && already && has_sha && memcmp(filed_sha, body_sha, RB_HASH_BYTES) != 0) {
+    if (valid && already && memcmp(filed_sha, body_sha, RB_HASH_BYTES) != 0) {
         snprintf(why, sizeof why,
                  "revision %u of this RD number was filed before with other content (%.63s): send the change "
                  "as a supplement with a higher revision",
@@ -615,20 +637,23 @@ static bool handle_referral(adapter_t *a, const msg_id_t *id, const envelope_ope
  * receiver of an ACK checks"; envelope_open has checked its signatures and that its two statuses agree).
  * *repeat: when the referral has this very answer already, the ACK recorded then as JSON (the caller's). */
 static const char *ack_refusal(adapter_t *a, const msg_id_t *referral, const envelope_opened_t *o,
-                               char **repeat, char *why, size_t cap)
+                               char **repeat, bool *retry, char *why, size_t cap)
 {
     const Rb__AckBody *ack = (const Rb__AckBody *)o->message;
     bool found;
     uint8_t *sent = NULL, sha[RB_HASH_BYTES];
     size_t sent_len = 0;
     int answered;
-    char reference[64];
+    char reference[256];
     Rb__Header *h = NULL;
     char *first = NULL;
     *repeat = NULL;
+    *retry = false;
     if (astore_outbox_answered(a->store, referral, &found, &sent, &sent_len, &answered, reference,
-                               sizeof reference, &first) != RB_OK)
+                               sizeof reference, &first) != RB_OK) {
+        *retry = true; /* the store's trouble, not the ACK's */
         return snprintf(why, cap, "the adapter's store could not be read"), why;
+    }
     if (found) {
         rbcrypto_sha256(sent, sent_len, sha);
         if (envelope_peek_header(sent, sent_len, &h) != RB_OK)
@@ -693,8 +718,22 @@ static rb_err cross_witness(adapter_t *a, const Rb__AckBody *ack)
             a->unwitnessed_logged = true;
             return RB_OK;
         }
-        if (rc != RB_OK && rc != RB_ERR_USAGE)
-            return RB_ERR_IO;
+        if (rc != RB_OK && rc != RB_ERR_USAGE) {
+            /* No answer, or not a proof: asked again on later turns, but not forever: a broker that will not
+             * prove what it signed is itself the evidence. */
+            log_warn("cross_witness_deferred", "try=%d reason=\"%s\"", a->unproved + 1, why);
+            if (++a->unproved < 5)
+                return RB_ERR_IO;
+            snprintf(
+                reason, sizeof reason,
+                "the broker did not prove the recipient's checkpoint of %llu leaves against ours of %llu "
+                "in 5 tries (%s): the ACK is taken unwitnessed",
+                (unsigned long long)theirs.size, (unsigned long long)ours.size, why);
+            a->unproved = 0;
+            raise_alarm(a, reason);
+            return RB_OK;
+        }
+        a->unproved = 0;
     }
     if (rc == RB_ERR_USAGE ||
         merkle_verify_consistency(lo->size, hi->size, &lo->root, &hi->root, proof, n) != RB_OK) {
@@ -720,16 +759,20 @@ static bool handle_ack(adapter_t *a, const msg_id_t *id, const envelope_opened_t
     char ref_hex[33], why[256];
     wire_id_hex(referral.bytes, ref_hex);
     char *repeat;
-    const char *refused = ack_refusal(a, &referral, o, &repeat, why, sizeof why);
+    bool retry;
+    const char *refused = ack_refusal(a, &referral, o, &repeat, &retry, why, sizeof why);
+    if (retry) {
+        log_error("ack_deferred", "msg=%s ack=%s reason=\"%s\"", ref_hex, hex, refused);
+        return false;
+    }
     if (refused != NULL) {
         log_security("ack_refused", "msg=%s ack=%s reason=\"%s\"", ref_hex, hex, refused);
         astore_inbox_done(a->store, id, "refused", NULL, ack->intake_reference, refused, client_clock_ms());
         return true;
     }
-    if (cross_witness(a, ack) != RB_OK) {
-        free(repeat);
+    /* A repeat of the answer on record was witnessed with it. */
+    if (repeat == NULL && cross_witness(a, ack) != RB_OK)
         return false; /* checked again on a later turn, with a broker to ask */
-    }
     if (repeat != NULL) {
         /* The connector is told the answer on record again (it may not have been, if it failed the first
          * time): idempotent, and never the later copy's bytes. */
@@ -934,17 +977,21 @@ static void write_metrics(adapter_t *a)
         log_error("metrics_not_written", "file=%s error=\"%s\"", a->metrics_file, strerror(errno));
 }
 
+/* The overdue every 30 seconds in the log, the metrics file every 10. */
 static void report_overdue(adapter_t *a)
 {
     int64_t t = client_clock_ms();
+    if (t >= a->next_metrics_ms) {
+        a->next_metrics_ms = t + 10000;
+        write_metrics(a);
+    }
     if (t < a->next_report_ms)
         return;
-    a->next_report_ms = t + 10000;
+    a->next_report_ms = t + 30000;
     astore_counts_t c;
     if (astore_counts(a->store, t, a->receipt_deadline_ms, a->ack_deadline_ms, &c) == RB_OK &&
         (c.overdue_receipt > 0 || c.overdue_ack > 0))
         log_warn("overdue", "no_receipt=%d no_ack=%d", c.overdue_receipt, c.overdue_ack);
-    write_metrics(a);
 }
 
 rb_err adapter_run(adapter_t *a, const volatile sig_atomic_t *stop)
@@ -958,6 +1005,12 @@ rb_err adapter_run(adapter_t *a, const volatile sig_atomic_t *stop)
             /* Wait for the broker only when there is nothing else to do. */
             int sent = submit_outbox(a);
             receive_deliveries(a, sent > 0 || processed > 0 ? 0 : 100);
+            /* Another process uses our key (a copy of this adapter, or a thief: see the broker's log): a new
+             * connection takes a session back. */
+            if (a->client != NULL &&
+                client_last_error(a->client, NULL) == RB__ERROR_CODE__ERROR_CODE_SESSION_CLOSED)
+                disconnect(a,
+                           "the broker closed this connection's session (newer connections under our key)");
         } else {
             struct timespec pause = {0, 100 * 1000000L};
             nanosleep(&pause, NULL);

@@ -48,7 +48,8 @@ static const char *const migrations[] = {
     /* version 5: who sent each envelope received (the verified card's name) and the SHA-256 of a filed
      * referral's body, so that a duplicate is told from other content under the same revision */
     ("ALTER TABLE inbox ADD COLUMN sender TEXT;"
-     "ALTER TABLE inbox ADD COLUMN body_sha256 BLOB;"),
+     "ALTER TABLE inbox ADD COLUMN body_sha256 BLOB;"
+     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"),
 };
 
 static const char *text_or(sqlite3_stmt *st, int col, const char *dflt)
@@ -447,8 +448,11 @@ rb_err astore_inbox_done(astore_t *s, const msg_id_t *id, const char *state, con
 
 rb_err astore_inbox_retry_held(astore_t *s, int *count)
 {
-    rb_err rc =
-        sqldb_run(sqldb_prepare(s->db, "UPDATE inbox SET state = 'received' WHERE state = 'held'", ""));
+    /* The reason is rb_strerror(RB_ERR_BAD_VERSION), as every release since the first wrote it. */
+    rb_err rc = sqldb_run(sqldb_prepare(s->db,
+                                        "UPDATE inbox SET state = 'received' WHERE state = 'held' OR "
+                                        "(state = 'refused' AND problems = 'unsupported format version')",
+                                        ""));
     *count = rc == RB_OK ? sqlite3_changes(s->db) : 0;
     return rc;
 }
@@ -472,6 +476,27 @@ rb_err astore_inbox_find_filed(astore_t *s, const content_id_t *content, bool *f
         memcpy(body_sha256, sqlite3_column_blob(st, 1), RB_HASH_BYTES);
     sqlite3_finalize(st);
     return step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+}
+
+rb_err astore_meta_get(astore_t *s, const char *key, int64_t *value)
+{
+    *value = 0;
+    sqlite3_stmt *st = sqldb_prepare(s->db, "SELECT value FROM meta WHERE key = ?", "t", key);
+    if (st == NULL)
+        return RB_ERR_IO;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        *value = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+}
+
+rb_err astore_meta_set(astore_t *s, const char *key, int64_t value)
+{
+    return sqldb_run(sqldb_prepare(s->db,
+                                   "INSERT INTO meta(key, value) VALUES(?, ?) "
+                                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                   "ti", key, value));
 }
 
 rb_err astore_inbox_origin(astore_t *s, const msg_id_t *id, const char *sender,

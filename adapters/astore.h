@@ -120,12 +120,18 @@ rb_err astore_inbox_next(astore_t *s, bool *found, msg_id_t *id, uint8_t **env, 
 rb_err astore_inbox_done(astore_t *s, const msg_id_t *id, const char *state, const content_id_t *content,
                          const char *intake_reference, const char *problems, int64_t now_ms);
 /* Puts every "held" envelope (sealed to a key the adapter did not hold) back as received, for another try
- * with the keys configured now; *count how many. */
+ * with the keys configured now, and every one refused for its format version, for another try with the
+ * formats this release reads (an ACK of a newer version that reached the adapter before its upgrade);
+ * *count how many. */
 rb_err astore_inbox_retry_held(astore_t *s, int *count);
 /* The filed referral with this content identity, for idempotent filing: its intake reference, and the
  * SHA-256 of its body when kept (*has_sha256; filings before schema 5 have none). */
 rb_err astore_inbox_find_filed(astore_t *s, const content_id_t *content, bool *found, char *intake_reference,
                                size_t cap, uint8_t body_sha256[RB_HASH_BYTES], bool *has_sha256);
+/* A number the adapter keeps about itself (key: "broker_protocol", the highest protocol version the broker
+ * spoke); 0 when none was kept. */
+rb_err astore_meta_get(astore_t *s, const char *key, int64_t *value);
+rb_err astore_meta_set(astore_t *s, const char *key, int64_t value);
 /* Records who sent a received envelope (its verified card's name) and, for a referral, its body's SHA-256. */
 rb_err astore_inbox_origin(astore_t *s, const msg_id_t *id, const char *sender,
                            const uint8_t body_sha256[RB_HASH_BYTES]);

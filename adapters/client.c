@@ -181,12 +181,10 @@ static bool take_answer(client_t *c, const uint8_t *id, const Rb__Frame *f)
         } else {
             a->result->code = f->error->code;
             snprintf(a->result->reason, sizeof a->result->reason, "%s", f->error->reason);
-            /* A submission before HELLO (the broker restarted, or forgot us as silent, under our feet): say
-             * HELLO, and the next round sends it again. */
-            if (f->error->code == RB__ERROR_CODE__ERROR_CODE_UNEXPECTED) {
-                send_hello(c);
+            /* A submission before HELLO (the broker restarted, or forgot us as silent, under our feet): HELLO
+             * went out (take), and the next round sends it again. */
+            if (f->error->code == RB__ERROR_CODE__ERROR_CODE_UNEXPECTED)
                 *a->error = RB_ERR_CONFLICT;
-            }
         }
         return true;
     }
@@ -196,6 +194,13 @@ static bool take_answer(client_t *c, const uint8_t *id, const Rb__Frame *f)
 /* Sorts one received frame. */
 static void take(client_t *c, Rb__Frame *f)
 {
+    /* The broker does not know this connection as having said HELLO (it restarted, or forgot us as silent):
+     * one HELLO for however many frames it refused so. */
+    if (f->body_case == RB__FRAME__BODY_ERROR && f->error->code == RB__ERROR_CODE__ERROR_CODE_UNEXPECTED &&
+        client_clock_ms() - c->last_hello_ms > 100) {
+        c->welcomed = false;
+        send_hello(c);
+    }
     switch (f->body_case) {
     case RB__FRAME__BODY_WELCOME:
         c->welcomed = true;
@@ -612,17 +617,31 @@ rb_err client_prove(client_t *c, uint64_t old_size, uint64_t new_size, int timeo
     prove.new_size = new_size;
     f.body_case = RB__FRAME__BODY_PROVE;
     f.prove = &prove;
-    c->awaiting = RB__FRAME__BODY_PROOF; /* errors without a message id answer this request */
-    rb_err rc = send_frame(c, &f);
-    if (rc == RB_OK)
-        rc = pump(c, client_clock_ms() + timeout_ms, has_answer);
-    c->awaiting = 0;
+    int64_t deadline = client_clock_ms() + timeout_ms;
+    Rb__Frame *a = NULL;
+    rb_err rc = RB_OK;
+    /* Twice at most: a broker that forgot our HELLO refuses the first (take says HELLO again). */
+    for (int round = 0; rc == RB_OK && round < 2; round++) {
+        if (round > 0 && (rc = pump(c, deadline, is_welcomed)) != RB_OK)
+            break;
+        c->awaiting = RB__FRAME__BODY_PROOF; /* errors without a message id answer this request */
+        if ((rc = send_frame(c, &f)) == RB_OK)
+            rc = pump(c, deadline, has_answer);
+        c->awaiting = 0;
+        if (rc != RB_OK)
+            break;
+        a = c->answer;
+        c->answer = NULL;
+        if (a->body_case != RB__FRAME__BODY_ERROR ||
+            a->error->code != RB__ERROR_CODE__ERROR_CODE_UNEXPECTED || round == 1)
+            break;
+        rb__frame__free_unpacked(a, NULL);
+        a = NULL;
+    }
     if (rc != RB_OK) {
         snprintf(why, whylen, "no answer from the broker");
         return rc;
     }
-    Rb__Frame *a = c->answer;
-    c->answer = NULL;
     if (a->body_case == RB__FRAME__BODY_ERROR) {
         snprintf(why, whylen, "the broker refused: %s", a->error->reason);
         rc = a->error->code == RB__ERROR_CODE__ERROR_CODE_MALFORMED ? RB_ERR_USAGE : RB_ERR_IO;
@@ -642,6 +661,11 @@ rb_err client_prove(client_t *c, uint64_t old_size, uint64_t new_size, int timeo
     }
     rb__frame__free_unpacked(a, NULL);
     return rc;
+}
+
+uint32_t client_protocol(const client_t *c)
+{
+    return c->protocol;
 }
 
 const client_ledger_t *client_ledger(const client_t *c)

@@ -80,6 +80,9 @@ rb_err client_admin(client_t *c, const identity_t *admin, const char *command, c
 rb_err client_prove(client_t *c, uint64_t old_size, uint64_t new_size, int timeout_ms,
                     merkle_hash_t proof[PROOF_HASHES_MAX], size_t *n, char *why, size_t whylen);
 
+/* The protocol version the broker said it speaks in its WELCOME (1 when it did not say). */
+uint32_t client_protocol(const client_t *c);
+
 /* The broker's ledger as this client checked it: the latest verified checkpoint, and alarms. */
 typedef struct {
     bool holds;               /* a checkpoint is held */

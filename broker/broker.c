@@ -38,12 +38,14 @@
  * heartbeats), and from one peer (what it sent that we have not read yet): see broker_open. */
 #define SEND_ROOM    (MAX_PENDING + 64)
 #define RECEIVE_ROOM 32
-/* A session's refusals: the first REFUSALS_LEDGERED of each REFUSAL_WINDOW_MS get a ledger leaf each, the
- * rest are counted and summarised in one leaf when the window ends, so that no peer grows the ledger faster
- * than people can read it, and every refusal is still accounted for. */
-#define REFUSAL_WINDOW_MS 10000
-#define REFUSALS_LEDGERED 10
+/* What one key's connections write to the ledger of their own doing (refusals, sessions closed): the first
+ * LEAVES_PER_WINDOW of each WINDOW_MS get a leaf each, the rest are counted and summarised in one leaf when
+ * the window ends, so that no peer grows the ledger faster than people can read it, however many
+ * connections it cycles through, and every refusal is still accounted for. */
+#define WINDOW_MS         10000
+#define LEAVES_PER_WINDOW 10
 #define CODES_MAX         32 /* room for every Rb__ErrorCode value */
+#define ACCOUNTS_MAX      (2 * MAX_SESSIONS)
 /* Connections whose session was evicted (their key opened too many), remembered so that what they send
  * next is refused instead of evicting another session of the same key in turn. */
 #define CLOSED_MAX     512
@@ -67,12 +69,24 @@ typedef struct {
     int64_t last_rx_ms;                 /* last frame from it */
     int64_t last_tx_ms;                 /* last frame to it */
     uint64_t ledger_size;               /* size of the latest checkpoint it holds, as far as we know */
-    int64_t window_ms;                  /* when its current refusal window began */
-    int ledgered;                       /* refusals with a leaf of their own in the window */
-    uint32_t counted[CODES_MAX];        /* refusals beyond those, by code, for the window's summary */
-    uint32_t evicted;                   /* sessions of its key evicted for it since the last summary */
+    struct account *account;            /* its key's, for what it costs the ledger */
     bool used;
 } session_t;
+
+/* What one key's sessions cost the ledger in the current window (WINDOW_MS). Kept past the key's sessions
+ * until the window ends and its summary is written: a new connection of the key starts with what the key
+ * has spent, not afresh. */
+typedef struct account {
+    uint8_t key[RB_BOX_PK_BYTES];
+    char party[CARD_NAME_MAX + 1], agency[CARD_AGENCY_LEN + 1], peer[64]; /* for the summary: the last */
+    int64_t window_ms;                                                    /* when the window began */
+    int leaves;                  /* leaves of its own in the window: refusals, disconnections */
+    uint32_t counted[CODES_MAX]; /* refusals beyond those, by code */
+    uint32_t evicted;            /* sessions evicted for newer ones of the key (never a leaf each) */
+    uint32_t closed;             /* sessions closed beyond the window's leaves */
+    int sessions;                /* open now */
+    bool used;
+} account_t;
 
 /* A connection whose session was evicted: its routing id and key. */
 typedef struct {
@@ -138,6 +152,7 @@ struct broker {
     void *router;
     void *zap;
     session_t sessions[MAX_SESSIONS];
+    account_t accounts[ACCOUNTS_MAX];
     closed_t closed[CLOSED_MAX]; /* a ring: the latest evictions */
     size_t n_closed;             /* evictions so far; the next goes at n_closed % CLOSED_MAX */
     pending_t pending[MAX_PENDING];
@@ -328,7 +343,8 @@ static bool admitted(broker_t *b, const party_t *p)
  * retires it). Disabling and revoking come from admin commands, which close sessions at once. */
 static int64_t admitted_until(const party_t *p)
 {
-    int64_t expires = (int64_t)p->card.expires * 1000;
+    int64_t expires =
+        p->card.expires > (uint64_t)(INT64_MAX / 1000) ? INT64_MAX : (int64_t)p->card.expires * 1000;
     return p->retires_ms != 0 && p->retires_ms < expires ? p->retires_ms : expires;
 }
 
@@ -437,18 +453,33 @@ static bool pending_uses(const broker_t *b, const session_t *s)
     return false;
 }
 
-/* Queues a "refused" leaf for the next group commit (or records it at once when the queue is full). */
-static void queue_refusal(broker_t *b, const session_t *s, const char *code, const char *detail,
-                          const uint8_t *id, int64_t t)
+/* Queues a "refused" leaf of party (agency, peer) for the next group commit (or records it at once when the
+ * queue is full). */
+static void queue_refusal(broker_t *b, const char *party, const char *agency, const char *peer,
+                          const char *code, const char *detail, const uint8_t *id, int64_t t)
 {
+    refusal_t *r = &b->refusals[b->n_refusals];
     if (b->n_refusals == MAX_PENDING) {
-        event_now(b, s, "refused", id, code, detail);
+        Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+        e.action = "refused";
+        e.party = (char *)party;
+        e.agency = (char *)agency;
+        e.peer = (char *)peer;
+        e.message_id = (ProtobufCBinaryData){id ? MSG_ID_BYTES : 0, (uint8_t *)id};
+        e.outcome = (char *)code;
+        e.detail = (char *)detail;
+        e.at_ms = t;
+        if (store_begin(b->store) != RB_OK || store_event(b->store, &e, NULL) != RB_OK ||
+            store_commit(b->store) != RB_OK) {
+            store_rollback(b->store);
+            log_error("event_not_recorded", "action=refused adapter=%s", party);
+        }
         return;
     }
-    refusal_t *r = &b->refusals[b->n_refusals++];
-    snprintf(r->party, sizeof r->party, "%s", s->party.card.name);
-    snprintf(r->agency, sizeof r->agency, "%s", s->party.card.agency);
-    snprintf(r->peer, sizeof r->peer, "%s", s->peer);
+    b->n_refusals++;
+    snprintf(r->party, sizeof r->party, "%s", party);
+    snprintf(r->agency, sizeof r->agency, "%s", agency);
+    snprintf(r->peer, sizeof r->peer, "%s", peer);
     snprintf(r->reason, sizeof r->reason, "%s", detail);
     r->code = code;
     r->has_id = id != NULL;
@@ -457,31 +488,77 @@ static void queue_refusal(broker_t *b, const session_t *s, const char *code, con
     r->at_ms = t;
 }
 
-/* Ends s's refusal window: what was only counted in it goes into one "refused" leaf, outcome "summary",
- * detail "count=N window_ms=W CODE=n ... sessions_evicted=K". */
-static void summarise_refusals(broker_t *b, session_t *s, int64_t t)
+/* Ends an account's window: what was only counted in it goes into one "refused" leaf, outcome "summary",
+ * detail "count=N window_ms=W CODE=n ... sessions_evicted=K sessions_closed=C". */
+static void summarise(broker_t *b, account_t *a, int64_t t)
 {
     uint64_t count = 0;
     char detail[256], *p = detail, *end = detail + sizeof detail;
     for (int c = 0; c < CODES_MAX; c++)
-        count += s->counted[c];
-    if (count > 0 || s->evicted > 0) {
+        count += a->counted[c];
+    if (count > 0 || a->evicted > 0 || a->closed > 0) {
         p += snprintf(p, (size_t)(end - p), "count=%llu window_ms=%lld", (unsigned long long)count,
-                      (long long)(t - s->window_ms));
+                      (long long)(t - a->window_ms));
         for (int c = 0; c < CODES_MAX && p < end; c++)
-            if (s->counted[c] > 0)
+            if (a->counted[c] > 0)
                 p += snprintf(p, (size_t)(end - p), " %s=%u",
-                              wire_error_name((Rb__ErrorCode)c) + strlen("ERROR_CODE_"), s->counted[c]);
-        if (s->evicted > 0 && p < end)
-            snprintf(p, (size_t)(end - p), " sessions_evicted=%u", s->evicted);
-        log_security("refusals_summarised", "adapter=%s peer=%s detail=\"%s\"", s->party.card.name, s->peer,
-                     detail);
-        queue_refusal(b, s, "summary", detail, NULL, t);
+                              wire_error_name((Rb__ErrorCode)c) + strlen("ERROR_CODE_"), a->counted[c]);
+        if (a->evicted > 0 && p < end)
+            p += snprintf(p, (size_t)(end - p), " sessions_evicted=%u", a->evicted);
+        if (a->closed > 0 && p < end)
+            snprintf(p, (size_t)(end - p), " sessions_closed=%u", a->closed);
+        log_security("refusals_summarised", "adapter=%s peer=%s detail=\"%s\"", a->party, a->peer, detail);
+        queue_refusal(b, a->party, a->agency, a->peer, "summary", detail, NULL, t);
     }
-    memset(s->counted, 0, sizeof s->counted);
-    s->evicted = 0;
-    s->ledgered = 0;
-    s->window_ms = t;
+    memset(a->counted, 0, sizeof a->counted);
+    a->evicted = a->closed = 0;
+    a->leaves = 0;
+    a->window_ms = t;
+}
+
+/* The account of a key, made at its first session; one of a key with no session left is summarised and
+ * reused when every slot is taken. */
+static account_t *account_for(broker_t *b, const party_t *p, const char *peer, int64_t t)
+{
+    account_t *free_slot = NULL, *idle = NULL;
+    for (size_t i = 0; i < ACCOUNTS_MAX; i++) {
+        account_t *a = &b->accounts[i];
+        if (a->used && memcmp(a->key, p->card.box_pk, RB_BOX_PK_BYTES) == 0) {
+            snprintf(a->peer, sizeof a->peer, "%s", peer ? peer : "?");
+            return a;
+        }
+        if (!a->used && free_slot == NULL)
+            free_slot = a;
+        if (a->used && a->sessions == 0 && (idle == NULL || a->window_ms < idle->window_ms))
+            idle = a;
+    }
+    account_t *a = free_slot;
+    if (a == NULL) { /* never all taken by open sessions: there are twice as many accounts as sessions */
+        a = idle;
+        summarise(b, a, t);
+    }
+    memset(a, 0, sizeof *a);
+    a->used = true;
+    memcpy(a->key, p->card.box_pk, RB_BOX_PK_BYTES);
+    snprintf(a->party, sizeof a->party, "%s", p->card.name);
+    snprintf(a->agency, sizeof a->agency, "%s", p->card.agency);
+    snprintf(a->peer, sizeof a->peer, "%s", peer ? peer : "?");
+    a->window_ms = t;
+    return a;
+}
+
+/* The accounts' windows: each that has ended is summarised; one with no session and nothing counted is
+ * forgotten. At stop (final), every one is summarised. */
+static void close_windows(broker_t *b, int64_t t, bool final)
+{
+    for (size_t i = 0; i < ACCOUNTS_MAX; i++) {
+        account_t *a = &b->accounts[i];
+        if (!a->used || (!final && t - a->window_ms < WINDOW_MS))
+            continue;
+        summarise(b, a, t);
+        if (a->sessions == 0)
+            a->used = false;
+    }
 }
 
 static void remember_evicted(broker_t *b, const session_t *s)
@@ -496,8 +573,7 @@ static void remember_evicted(broker_t *b, const session_t *s)
  * so that nobody can have a routing id another party's connection will get later refused in advance. */
 static bool was_evicted(const broker_t *b, const uint8_t *rid, size_t rid_len, const uint8_t *key)
 {
-    size_t n = b->n_closed < CLOSED_MAX ? b->n_closed : CLOSED_MAX;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < CLOSED_MAX; i++) { /* an entry never used has rid_len 0, which no rid has */
         const closed_t *c = &b->closed[i];
         if (c->rid_len == rid_len &&
             memcmp(c->rid, rid, rid_len < CLOSED_RID_MAX ? rid_len : CLOSED_RID_MAX) == 0 &&
@@ -507,28 +583,34 @@ static bool was_evicted(const broker_t *b, const uint8_t *rid, size_t rid_len, c
     return false;
 }
 
-/* Ends a session: whatever it had in flight is due again, for its party's next connection. evicted: for a
- * newer session of its key, which takes over its refusal counts and reports it in its summary (an attacker
- * cycling connections must not get a leaf for each). */
+/* Ends a session: whatever it had in flight is due again, for its party's next connection. A
+ * "disconnected" leaf records it while its key's window has leaves left; beyond, it is counted in the
+ * window's summary, as an eviction always is (an attacker cycling connections must not get a leaf for
+ * each). */
 static void close_session(broker_t *b, session_t *s, const char *why, metrics_close_t reason, bool evicted)
 {
     int64_t t = now_ms();
+    account_t *a = s->account;
+    bool leaf = !evicted && a->leaves < LEAVES_PER_WINDOW;
+    if (evicted)
+        a->evicted++;
+    else if (leaf)
+        a->leaves++;
+    else
+        a->closed++;
     if (!evicted) /* evictions are logged together (open_session) */
         log_info("peer_gone", "adapter=%s peer=%s reason=\"%s\"", s->party.card.name, s->peer, why);
-    if (!evicted)
-        summarise_refusals(b, s, t);
     bool receiver = s->hello && s->credit > 0;
-    if (receiver || !evicted) {
-        if (store_begin(b->store) == RB_OK) {
-            if ((receiver && store_reschedule(b->store, s->party.card.name, t) != RB_OK) ||
-                (!evicted && event(b, s, "disconnected", NULL, "ok", why) != RB_OK) ||
-                store_commit(b->store) != RB_OK)
-                store_rollback(b->store);
-        }
+    if ((receiver || leaf) && store_begin(b->store) == RB_OK) {
+        if ((receiver && store_reschedule(b->store, s->party.card.name, t) != RB_OK) ||
+            (leaf && event(b, s, "disconnected", NULL, "ok", why) != RB_OK) ||
+            store_commit(b->store) != RB_OK)
+            store_rollback(b->store);
     }
     if (evicted)
         remember_evicted(b, s);
     metrics_session_closed(b->metrics, s->party.card.name, reason);
+    a->sessions--;
     s->used = false;
 }
 
@@ -584,7 +666,7 @@ static session_t *open_session(broker_t *b, const uint8_t *rid, size_t rid_len, 
         return NULL;
     }
     if (was_evicted(b, rid, rid_len, key)) {
-        refuse_unsessioned(b, rid, rid_len, &p, RB__ERROR_CODE__ERROR_CODE_UNEXPECTED,
+        refuse_unsessioned(b, rid, rid_len, &p, RB__ERROR_CODE__ERROR_CODE_SESSION_CLOSED,
                            "session closed: a newer connection under this key took its place "
                            "(more than sessions_per_key); connect again",
                            peer);
@@ -592,10 +674,13 @@ static session_t *open_session(broker_t *b, const uint8_t *rid, size_t rid_len, 
     }
     session_t *oldest = NULL;
     int same = 0, adapters = 0;
+    bool room = false; /* a free slot no submission of this turn still points at */
     for (size_t i = 0; i < MAX_SESSIONS; i++) {
         session_t *o = &b->sessions[i];
-        if (!o->used)
+        if (!o->used) {
+            room |= !pending_uses(b, o);
             continue;
+        }
         adapters += o->party.card.role != CARD_ROLE_ADMIN;
         if (memcmp(o->party.card.box_pk, key, sizeof key) != 0)
             continue;
@@ -603,12 +688,8 @@ static session_t *open_session(broker_t *b, const uint8_t *rid, size_t rid_len, 
         if (oldest == NULL || o->opened_ms < oldest->opened_ms)
             oldest = o;
     }
-    session_t heir = {0}; /* what an evicted session hands on */
-    if (same >= b->cfg->sessions_per_key) {
-        heir.window_ms = oldest->window_ms;
-        heir.ledgered = oldest->ledgered;
-        memcpy(heir.counted, oldest->counted, sizeof heir.counted);
-        heir.evicted = oldest->evicted + 1;
+    /* The newcomer must get the slot an eviction frees, or another: never an eviction for nothing. */
+    if (same >= b->cfg->sessions_per_key && (room || !pending_uses(b, oldest))) {
         adapters -= oldest->party.card.role != CARD_ROLE_ADMIN;
         close_session(b, oldest, "evicted: a newer connection under its key", METRICS_CLOSE_EVICTED, true);
         if (++b->evictions, now_ms() - b->evicted_logged_ms > 10000) {
@@ -637,10 +718,8 @@ static session_t *open_session(broker_t *b, const uint8_t *rid, size_t rid_len, 
     snprintf(s->peer, sizeof s->peer, "%s", peer ? peer : "?");
     s->opened_ms = s->last_rx_ms = s->last_tx_ms = t;
     s->admitted_until_ms = admitted_until(&p);
-    s->window_ms = heir.evicted > 0 ? heir.window_ms : t;
-    s->ledgered = heir.ledgered;
-    memcpy(s->counted, heir.counted, sizeof s->counted);
-    s->evicted = heir.evicted;
+    s->account = account_for(b, &p, peer, t);
+    s->account->sessions++;
     metrics_session_opened(b->metrics, p.card.name);
     return s;
 }
@@ -669,22 +748,24 @@ static void revalidate_sessions(broker_t *b)
 }
 
 /* Answers a frame with ERROR and counts it; the refusal gets a ledger leaf of its own, or, past
- * REFUSALS_LEDGERED in the session's window, a count in the window's summary leaf. */
+ * LEAVES_PER_WINDOW of its key's window, a count in the window's summary leaf. */
 static void refuse(broker_t *b, session_t *s, Rb__ErrorCode code, const char *reason, const uint8_t *id)
 {
     metrics_refused(b->metrics, s->party.card.name, code);
     sent(b, wire_send_error(b->router, s->rid, s->rid_len, code, reason, id));
-    if (s->ledgered >= REFUSALS_LEDGERED) {
-        s->counted[(unsigned)code < CODES_MAX ? code : 0]++;
+    account_t *a = s->account;
+    if (a->leaves >= LEAVES_PER_WINDOW) {
+        a->counted[(unsigned)code < CODES_MAX ? code : 0]++;
         return;
     }
-    s->ledgered++;
+    a->leaves++;
     char hex[33] = "";
     if (id != NULL)
         wire_id_hex(id, hex);
     log_security("frame_refused", "adapter=%s peer=%s msg=%s code=%s reason=%s", s->party.card.name, s->peer,
                  hex, wire_error_name(code), reason);
-    queue_refusal(b, s, wire_error_name(code), reason, id, now_ms());
+    queue_refusal(b, s->party.card.name, s->party.card.agency, s->peer, wire_error_name(code), reason, id,
+                  now_ms());
 }
 
 /* --- submissions ------------------------------------------------------------------------------------ */
@@ -853,13 +934,8 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, veri
     if (strcmp(h->sender, s->party.card.name) != 0) {
         code = RB__ERROR_CODE__ERROR_CODE_SENDER_MISMATCH;
         snprintf(why, sizeof why, "header names another sender than the authenticated party");
-    } else if (store_find_party(b->store, h->recipient, &recipient) != RB_OK || !recipient.enabled ||
-               recipient.card.role != (h->kind == RB__KIND__KIND_ACK ? CARD_ROLE_SOURCE : CARD_ROLE_SINK)) {
-        code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
-        snprintf(why, sizeof why, "recipient is not a registered, enabled adapter of the right role");
-    } else if (!sealed_to_recipient(b, h, why, sizeof why)) {
-        code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
-    } else if (pending_has(b, id, sha256, &same, &first) ||
+    } else if (/* an envelope stored already gets its receipt again, whatever became of its recipient since */
+               pending_has(b, id, sha256, &same, &first) ||
                (store_find_message(b->store, id, &found, &old) == RB_OK && found &&
                 (same = (memcmp(old.envelope_sha256, sha256, RB_HASH_BYTES) == 0), true))) {
         if (!same) {
@@ -880,6 +956,12 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, veri
                 refuse(b, s, RB__ERROR_CODE__ERROR_CODE_STORAGE, "busy: retry", id);
             return;
         }
+    } else if (store_find_party(b->store, h->recipient, &recipient) != RB_OK || !recipient.enabled ||
+               recipient.card.role != (h->kind == RB__KIND__KIND_ACK ? CARD_ROLE_SOURCE : CARD_ROLE_SINK)) {
+        code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
+        snprintf(why, sizeof why, "recipient is not a registered, enabled adapter of the right role");
+    } else if (!sealed_to_recipient(b, h, why, sizeof why)) {
+        code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
     } else if (h->kind == RB__KIND__KIND_ACK && !ack_allowed(b, s, h, &answered)) {
         code = RB__ERROR_CODE__ERROR_CODE_NOT_ALLOWED;
         snprintf(why, sizeof why, "ACK for a message not delivered to this party by its recipient");
@@ -1327,14 +1409,14 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
                            .ack_overdue_ms = b->cfg->ack_overdue_ms};
         bool ok =
             admin_execute(b->store, &s->party, s->peer, f->admin_request, now_ms(), &env, &output, &changed);
-        if (changed && reload_trust(b) != RB_OK)
-            log_error("trust_reload_failed", "after=admin");
-        if (changed)
+        if (changed) {
+            if (reload_trust(b) != RB_OK)
+                log_error("trust_reload_failed", "after=admin");
             revalidate_sessions(b);
-        /* Before the reply: whatever the admin's peers submit next is queued after the notice, so adapters
-         * learn of a new key before they see it. */
-        if (changed)
+            /* Before the reply: whatever the admin's peers submit next is queued after the notice, so adapters
+             * learn of a new key before they see it. */
             send_notices(b);
+        }
         Rb__Frame r = RB__FRAME__INIT;
         Rb__AdminReply reply = RB__ADMIN_REPLY__INIT;
         reply.ok = ok;
@@ -1665,6 +1747,7 @@ static void tick(broker_t *b)
     if (housekeeping) {
         b->housekept_ms = t;
         expire(b);
+        close_windows(b, t, false);
         send_notices(b);
         metrics_refresh(b->metrics, b->store, t, b->cfg->ack_overdue_ms, is_connected, b);
     }
@@ -1687,8 +1770,7 @@ static void tick(broker_t *b)
             drop_session(b, s, "its key expired or retired", METRICS_CLOSE_DISABLED);
             continue;
         }
-        if (t - s->window_ms >= REFUSAL_WINDOW_MS)
-            summarise_refusals(b, s, t);
+
         /* A session that has not said HELLO (its peer was forgotten as silent and spoke again) hears
          * nothing, so that the peer, hearing nothing for three intervals, says HELLO again. */
         if (s->hello && t - s->last_tx_ms >= b->cfg->heartbeat_ms) {
@@ -1708,10 +1790,9 @@ void broker_close(broker_t **b_p, rb_err why)
     broker_t *b = *b_p;
     if (b == NULL)
         return;
-    for (size_t i = 0; i < MAX_SESSIONS; i++) /* every refusal accounted for in the ledger */
-        if (b->sessions[i].used)
-            summarise_refusals(b, &b->sessions[i], now_ms());
-    before_sleep(b); /* nothing received is left unanswered or unstored */
+    close_windows(b, now_ms(), true); /* every refusal accounted for in the ledger */
+    before_sleep(b);                  /* nothing received is left unanswered or unstored */
+    before_sleep(b);                  /* and the refusals of the CONFIRMs answered in it */
     backup_close();
     if (b->router != NULL && why != RB_ERR_HASH_MISMATCH) {
         event_now(b, NULL, "broker_stopped", NULL, "ok", NULL);

@@ -264,15 +264,18 @@ typedef struct {
     merkle_frontier_t frontier;
     uint64_t expected;  /* the next index */
     bool find;          /* the second pass: look for the first leaf whose stored hash differs */
-    uint64_t first_bad; /* found there */
+    uint64_t first_bad; /* a leaf missing, or found to differ */
 } rehash_t;
 
 static rb_err rehash_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t len)
 {
     rehash_t *r = ctx;
-    if (index != r->expected++)
-        return RB_ERR_HASH_MISMATCH; /* a leaf missing from the sequence */
     merkle_hash_t h, stored;
+    if (index != r->expected) { /* a leaf missing from the sequence */
+        r->first_bad = r->expected;
+        return RB_ERR_HASH_MISMATCH;
+    }
+    r->expected++;
     merkle_leaf_hash(leaf, len, &h);
     if (!r->find) {
         merkle_frontier_append(&r->frontier, &h, NULL, NULL);
@@ -295,23 +298,25 @@ rb_err ledger_verify_leaves(ledger_t *l, uint64_t size, uint64_t *first_bad)
     if (r == NULL)
         return RB_ERR_NOMEM;
     r->l = l;
+    r->first_bad = size;
     merkle_hash_t from_leaves, from_nodes;
     rb_err rc = ledger_each_leaf(l, 0, size, rehash_leaf, r);
-    if (rc == RB_OK && r->expected != size)
+    if (rc == RB_OK && r->expected != size) { /* leaves missing at the end */
+        r->first_bad = r->expected;
         rc = RB_ERR_HASH_MISMATCH;
-    *first_bad = r->expected - (rc != RB_OK);
+    }
     if (rc == RB_OK && (rc = ledger_root(l, size, &from_nodes)) == RB_OK) {
         merkle_frontier_root(&r->frontier, &from_leaves);
         if (memcmp(from_leaves.bytes, from_nodes.bytes, MERKLE_HASH_BYTES) != 0) {
             /* A second pass, only now: which leaf it is, for the operator. */
             r->find = true;
             r->expected = 0;
-            r->first_bad = size;
             ledger_each_leaf(l, 0, size, rehash_leaf, r);
-            *first_bad = r->first_bad;
             rc = RB_ERR_HASH_MISMATCH;
         }
     }
+    if (rc == RB_ERR_HASH_MISMATCH)
+        *first_bad = r->first_bad;
     free(r);
     return rc;
 }

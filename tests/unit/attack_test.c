@@ -397,6 +397,84 @@ static void refusals_cannot_grow_the_ledger(void **state)
     harness_free(h);
 }
 
+/* New connections buy no leaves: the key's window counts whatever connection a refusal or a closed session
+ * comes from. 100 connections under one key, one after another, each saying HELLO with credit (replacing the
+ * one before) and sending 5 garbage frames, cost the ledger at most a window's leaves and its summary. */
+static void cycling_connections_buy_no_leaves(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(ATTACK_CONFIG);
+    zctx = zmq_ctx_new();
+    uint64_t size0 = ledger_size_now(h);
+    void *before = NULL;
+    uint8_t junk[32];
+    memset(junk, 0x0f, sizeof junk); /* field 1 with wire type 7: never a Frame */
+    for (int i = 0; i < 100; i++) {
+        void *s = raw_peer(h, h->mallory, h->broker.box_pk, 0, 0);
+        send_hello(s, 1);
+        for (int k = 0; k < 5; k++)
+            raw_bytes(s, junk, sizeof junk);
+        harness_sleep_ms(20);
+        if (before != NULL)
+            zmq_close(before);
+        before = s;
+    }
+    harness_sleep_ms(500);
+    uint64_t size1 = ledger_size_now(h);
+    print_message(
+        "# 100 connections under one key, each HELLO with credit and 5 garbage frames: ledger +%llu "
+        "leaves\n",
+        (unsigned long long)(size1 - size0));
+    assert_true(size1 - size0 <= 20);
+    zmq_close(before);
+    zmq_ctx_term(zctx);
+    harness_stop(&h);
+}
+
+/* An adapter whose session newer connections under its key evicted is told so (SESSION_CLOSED), and
+ * connects again: a referral dropped after is still receipted. Before, its connection stayed refused. */
+static void an_evicted_adapter_connects_again(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(ATTACK_CONFIG "[broker]\nsessions_per_key = 2\n");
+    zctx = zmq_ctx_new();
+    int source = harness_adapter(h);
+    harness_adapter_start(h, source, "rms-files");
+    char db[800];
+    test_path(db, sizeof db, "%s/adapter-%d-data/adapter.db", h->dir, source);
+    int64_t deadline = harness_deadline(10000);
+    while (metric(h, "referral_sessions{adapter=\"cpd-rms\"}") < 1 && harness_ms() < deadline)
+        harness_sleep_ms(50);
+    /* Two connections under the adapter's key: its session, the oldest, goes. */
+    void *clones[2];
+    for (int i = 0; i < 2; i++) {
+        clones[i] = raw_peer(h, h->cpd, h->broker.box_pk, 0, 0);
+        send_hello(clones[i], 0);
+        Rb__Frame *w = raw_expect(clones[i], RB__FRAME__BODY_WELCOME, 5000);
+        assert_non_null(w);
+        rb__frame__free_unpacked(w, NULL);
+    }
+    assert_true(metric(h, "referral_sessions_closed_total{reason=\"evicted\"}") >= 1);
+    harness_sleep_ms(3000); /* the adapter's heartbeats meet SESSION_CLOSED */
+    for (int i = 0; i < 2; i++)
+        zmq_close(clones[i]);
+    harness_drop(h, "adapters/samples/valid/01-fatal-shooting.json", NULL);
+    deadline = harness_deadline(20000);
+    while (harness_db_int(db, "SELECT count(*) FROM outbox WHERE receipted_ms IS NOT NULL") < 1) {
+        if (harness_ms() > deadline)
+            fail_msg("the evicted adapter never had its referral receipted; see %s", h->adapters[source].log);
+        harness_sleep_ms(50);
+    }
+    /* Told why, and not taken for a forged receipt. */
+    char cmd[1800];
+    test_path(cmd, sizeof cmd,
+              "grep -q \"closed this connection's session\" '%s' && ! grep -q bad_receipt '%s'",
+              h->adapters[source].log, h->adapters[source].log);
+    assert_int_equal(system(cmd), 0);
+    zmq_ctx_term(zctx);
+    harness_stop(&h);
+}
+
 /* --- 5. sealed to a key the recipient does not hold -------------------------------------------------------- */
 
 /* The broker receipted and queued envelopes sealed to the recipient's revoked key, or to a key it never
@@ -459,9 +537,11 @@ static void sealed_to_a_key_the_recipient_does_not_hold(void **state)
     /* sao-intake's key revoked as compromised (a second key first, so that it is still reachable). */
     identity_t *sao2 = harness_identity("sao-intake", CARD_ROLE_SINK, "ILCCSAO00");
     assert_ok(card_certify(identity_card(h->sao), identity_sign_sk(h->sao), identity_card(sao2), &cert));
-    card_text[card_to_text(identity_card(sao2), card_text)] = '\0';
-    cert_text[card_cert_to_text(&cert, cert_text)] = '\0';
-    free(harness_admin(h, true, "key add", add, 2));
+    char card2[CARD_TEXT_MAX + 1], cert2[CARD_TEXT_MAX + 1];
+    card2[card_to_text(identity_card(sao2), card2)] = '\0';
+    cert2[card_cert_to_text(&cert, cert2)] = '\0';
+    const char *add2[] = {card2, cert2};
+    free(harness_admin(h, true, "key add", add2, 2));
     char key_id[17];
     card_key_id_hex(identity_card(h->sao)->key_id, key_id);
     const char *revoke[] = {key_id, "compromised", "0"};
@@ -1010,6 +1090,8 @@ int main(void)
         cmocka_unit_test_teardown(routing_id_takeover, harness_teardown),
         cmocka_unit_test_teardown(one_key_cannot_lock_everyone_out, harness_teardown),
         cmocka_unit_test_teardown(refusals_cannot_grow_the_ledger, harness_teardown),
+        cmocka_unit_test_teardown(cycling_connections_buy_no_leaves, harness_teardown),
+        cmocka_unit_test_teardown(an_evicted_adapter_connects_again, harness_teardown),
         cmocka_unit_test_teardown(sealed_to_a_key_the_recipient_does_not_hold, harness_teardown),
         cmocka_unit_test_teardown(another_agency_cannot_touch_a_case, harness_teardown),
         cmocka_unit_test_teardown(an_ack_must_answer_what_was_sent, harness_teardown),
