@@ -513,13 +513,7 @@ static void flood_of_submissions(void **state)
 
 int main(void)
 {
-    /* The RSS bounds are about the broker's own memory: with SANITIZE=1, AddressSanitizer would otherwise
-     * keep up to 256 MiB of freed memory in quarantine in the broker process the harness starts. */
-    const char *asan = getenv("ASAN_OPTIONS");
-    char opts[1024];
-    snprintf(opts, sizeof opts, "%s%squarantine_size_mb=0:thread_local_quarantine_size_kb=0",
-             asan ? asan : "", asan && *asan ? ":" : "");
-    setenv("ASAN_OPTIONS", opts, 1);
+    harness_no_asan_quarantine();       /* the RSS bounds are about the broker's own memory */
     if (getenv("HOSTILE_ONLY") != NULL) /* one test by name, when working on it */
         cmocka_set_test_filter(getenv("HOSTILE_ONLY"));
     const struct CMUnitTest tests[] = {

@@ -699,13 +699,7 @@ static void metrics_scraped_while_idle_connections_held(void **state)
 
 int main(void)
 {
-    /* The RSS bound is about the adapter's own memory: with SANITIZE=1, AddressSanitizer would otherwise
-     * keep freed memory in quarantine in the adapter process the test starts. */
-    const char *asan = getenv("ASAN_OPTIONS");
-    char opts[1024];
-    snprintf(opts, sizeof opts, "%s%squarantine_size_mb=0:thread_local_quarantine_size_kb=0",
-             asan ? asan : "", asan && *asan ? ":" : "");
-    setenv("ASAN_OPTIONS", opts, 1);
+    harness_no_asan_quarantine();           /* the RSS bound is about the adapter's own memory */
     if (getenv("HTTP_LIMITS_ONLY") != NULL) /* one test by name, when working on it */
         cmocka_set_test_filter(getenv("HTTP_LIMITS_ONLY"));
     const struct CMUnitTest tests[] = {
