@@ -145,10 +145,8 @@ int main(int argc, char **argv)
     if (id != NULL)
         xdie(EXIT_USAGE, "--id is for status");
     xlog_options(log_format, log_level);
-    adapter_t *a;
-    rb_err rc = adapter_open(&a, config, err, sizeof err);
-    if (rc != RB_OK)
-        xdie(EXIT_USAGE, "%s", err);
+    /* Before the store is opened: a SIGTERM while it migrates or checks must stop the adapter cleanly (it
+     * returns from adapter_run at once), not kill it half-way. */
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
@@ -157,6 +155,10 @@ int main(int argc, char **argv)
     /* Past a file size limit a write fails with EFBIG, which the store reports like a full disk, instead of
      * the signal killing the process. */
     signal(SIGXFSZ, SIG_IGN);
+    adapter_t *a;
+    rb_err rc = adapter_open(&a, config, err, sizeof err);
+    if (rc != RB_OK)
+        xdie(EXIT_USAGE, "%s", err);
     rc = adapter_run(a, &stopping);
     adapter_close(&a);
     return rc == RB_OK ? 0 : EXIT_USAGE;

@@ -33,6 +33,7 @@
 typedef struct {
     char config[700], log[700];
     pid_t pid;
+    size_t log_at_start; /* the log's length when it was last started */
 } harness_adapter_t;
 
 typedef struct {
@@ -460,6 +461,9 @@ static inline void harness_adapter_start(harness_t *h, int i, const char *connec
         n += snprintf(ini + n, sizeof ini - (size_t)n, "[intake-files]\nout = %s/intake-out\n", h->dir);
     n += snprintf(ini + n, sizeof ini - (size_t)n, "%s", h->connector_settings);
     test_write_file(ad->config, ini, (size_t)n, 0600);
+    size_t log_len; /* 0 when there is no log yet */
+    free(test_read_file(ad->log, &log_len));
+    ad->log_at_start = log_len;
     char exe[700];
     test_path(exe, sizeof exe, "%s/referral-adapter", h->bin);
     pid_t pid = fork();
@@ -473,14 +477,29 @@ static inline void harness_adapter_start(harness_t *h, int i, const char *connec
     ad->pid = pid;
 }
 
+/* Stops adapter i with sig. A SIGTERM waits for the adapter to have started (an operator's stop comes after
+ * a start has taken effect; before its main() runs, no process can handle a signal): it must then exit 0. */
 static inline void harness_adapter_stop(harness_t *h, int i, int sig)
 {
     harness_adapter_t *ad = &h->adapters[i];
     if (ad->pid <= 0)
         return;
-    kill(ad->pid, sig);
-    int status;
-    waitpid(ad->pid, &status, 0);
+    int status = 0;
+    bool exited = false;
+    for (int64_t deadline = harness_deadline(15000); sig == SIGTERM && harness_ms() < deadline;) {
+        size_t len;
+        char *log = test_read_file(ad->log, &len);
+        bool started =
+            log != NULL && len > ad->log_at_start && strstr(log + ad->log_at_start, "event=adapter_started");
+        free(log);
+        if (started || (exited = waitpid(ad->pid, &status, WNOHANG) == ad->pid))
+            break;
+        harness_sleep_ms(10);
+    }
+    if (!exited) {
+        kill(ad->pid, sig);
+        waitpid(ad->pid, &status, 0);
+    }
     ad->pid = 0;
     if (sig == SIGTERM && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
         fail_msg("adapter %d did not stop cleanly (status %d); see %s", i, status, ad->log);
