@@ -492,7 +492,7 @@ static inline void harness_adapter_stop(harness_t *h, int i, int sig)
         bool started =
             log != NULL && len > ad->log_at_start && strstr(log + ad->log_at_start, "event=adapter_started");
         free(log);
-        if (started || (exited = waitpid(ad->pid, &status, WNOHANG) == ad->pid))
+        if (started || (exited = (waitpid(ad->pid, &status, WNOHANG) == ad->pid)))
             break;
         harness_sleep_ms(10);
     }
