@@ -49,6 +49,9 @@ struct adapter {
     int unproved;             /* PROVEs in a row the connected broker did not answer with a proof */
 };
 
+/* Why the adapter reconnects when the broker closed its session: newer connections under its key. */
+#define SESSION_CLOSED_WHY "the broker closed this connection's session (newer connections under our key)"
+
 static const char *const adapter_keys[] = {
     "connector", "secret", "previous_secret",     "broker",          "broker_card",  "trust",
     "recipient", "data",   "receipt_deadline_ms", "ack_deadline_ms", "metrics_file", NULL};
@@ -57,6 +60,7 @@ static const char *const adapter_keys[] = {
 static const char *const publish_keys[] = {"threshold", "areas", NULL};
 
 static rb_err reapply_notice(void *ctx, const uint8_t *bytes, size_t len);
+static rb_err write_metrics(adapter_t *a);
 
 astore_t *adapter_store(adapter_t *a)
 {
@@ -184,6 +188,10 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         log_info("held_envelopes_retried", "count=%d", held);
     if (rc == RB_OK)
         rc = a->ops->open(&a->conn, a, a->cfg, err, errlen);
+    /* A mistyped metrics_file is said at start, not every ten seconds in the log. */
+    if (rc == RB_OK && (rc = write_metrics(a)) != RB_OK)
+        snprintf(err, errlen, "[adapter] metrics_file: %s: %s (a folder the adapter may write to)",
+                 a->metrics_file, rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
     if (rc != RB_OK) {
         adapter_close(&a);
         return rc;
@@ -357,8 +365,6 @@ done:
 
 /* --- the broker connection ---------------------------------------------------------------------------------- */
 
-static void write_metrics(adapter_t *a);
-
 /* A ledger alarm: kept (status shows it), logged, and counted in the metrics file at once. */
 static void raise_alarm(adapter_t *a, const char *reason)
 {
@@ -379,6 +385,19 @@ static void keep_ledger(adapter_t *a)
     }
     if (l->holds && astore_add_checkpoint(a->store, l->note, l->size, t) != RB_OK)
         log_error("checkpoint_not_stored", "size=%llu", (unsigned long long)l->size);
+}
+
+/* The latest checkpoint this adapter holds, as a signed note: the connection's, checked in memory, or the
+ * one kept in the store while there is none. false when it holds none. */
+static bool held_checkpoint(adapter_t *a, char note[NOTE_TEXT_MAX])
+{
+    const client_ledger_t *l = a->client != NULL ? client_ledger(a->client) : NULL;
+    bool held = false;
+    if (l != NULL && l->holds)
+        snprintf(note, NOTE_TEXT_MAX, "%s", l->note);
+    else if (astore_latest_checkpoint(a->store, &held, note) != RB_OK)
+        held = false;
+    return (l != NULL && l->holds) || held;
 }
 
 static void ensure_connected(adapter_t *a)
@@ -454,7 +473,7 @@ static int submit_outbox(adapter_t *a)
                                     client_clock_ms());
             log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r->ledger_index);
         } else if (r->code == RB__ERROR_CODE__ERROR_CODE_SESSION_CLOSED) {
-            lost = "the broker closed this connection's session (newer connections under our key)";
+            lost = SESSION_CLOSED_WHY;
         } else if (r->code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
                    r->code == RB__ERROR_CODE__ERROR_CODE_DISABLED ||
                    r->code ==
@@ -532,9 +551,8 @@ static rb_err queue_ack(adapter_t *a, const envelope_opened_t *o, bool accepted,
     ack.intake_reference = (char *)intake_reference;
     ack.received_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, (uint8_t *)o->envelope_sha256};
     /* What this side was shown of the ledger, for the source to check against what it was shown. */
-    char checkpoint[NOTE_TEXT_MAX] = "";
-    bool held = false;
-    if (astore_latest_checkpoint(a->store, &held, checkpoint) == RB_OK && held)
+    char checkpoint[NOTE_TEXT_MAX];
+    if (held_checkpoint(a, checkpoint))
         ack.checkpoint = checkpoint;
     ack.decided_ms = client_clock_ms();
     for (size_t i = 0; problems != NULL && i < problems->count; i++) {
@@ -663,19 +681,22 @@ static const char *ack_refusal(adapter_t *a, const msg_id_t *referral, const env
     const char *refused = NULL;
     if (!found)
         refused = "ACK for a referral this adapter did not send";
-    else if (h == NULL || strcmp(h->recipient, o->sender.name) != 0)
+    else if (h == NULL || strcmp(h->recipient, o->sender.name) != 0) {
         snprintf(why, cap, "ACK from %s, not from the referral's recipient %s", o->sender.name,
-                 h ? h->recipient : "?"),
-            refused = why;
-    else if (ack->received_sha256.len != RB_HASH_BYTES ||
-             memcmp(ack->received_sha256.data, sha, RB_HASH_BYTES) != 0)
+                 h ? h->recipient : "?");
+        refused = why;
+    } else if (ack->received_sha256.len != RB_HASH_BYTES ||
+               memcmp(ack->received_sha256.data, sha, RB_HASH_BYTES) != 0)
         refused = "ACK for other bytes than the envelope sent: received_sha256 differs";
-    else if (answered != 0 && (answered != (int)ack->status || strcmp(reference, ack->intake_reference) != 0))
+    else if (answered != 0 &&
+             (answered != (int)ack->status || strcmp(reference, ack->intake_reference) != 0)) {
         snprintf(why, cap, "a second ACK with another answer: the first (%s %.63s) stands",
-                 answered == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED", reference),
-            refused = why;
-    else if (answered != 0)
-        *repeat = first, first = NULL;
+                 answered == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "ACCEPTED" : "REJECTED", reference);
+        refused = why;
+    } else if (answered != 0) {
+        *repeat = first; /* the caller's now */
+        first = NULL;
+    }
     free(first);
     if (h != NULL)
         rb__header__free_unpacked(h, NULL);
@@ -692,16 +713,14 @@ static rb_err cross_witness(adapter_t *a, const Rb__AckBody *ack)
         return RB_OK;
     char why[400], reason[600], note[NOTE_TEXT_MAX];
     checkpoint_t theirs, ours;
-    bool held;
     if (witness_open_checkpoint(&a->broker, ack->checkpoint, strlen(ack->checkpoint), &theirs, why,
                                 sizeof why) != RB_OK) {
         snprintf(reason, sizeof reason, "the checkpoint the recipient held is not our broker's: %s", why);
         raise_alarm(a, reason);
         return RB_OK;
     }
-    if (astore_latest_checkpoint(a->store, &held, note) != RB_OK)
-        return RB_ERR_IO;
-    if (!held || witness_open_checkpoint(&a->broker, note, strlen(note), &ours, why, sizeof why) != RB_OK)
+    if (!held_checkpoint(a, note) ||
+        witness_open_checkpoint(&a->broker, note, strlen(note), &ours, why, sizeof why) != RB_OK)
         return RB_OK; /* nothing of ours to compare with */
     const checkpoint_t *lo = theirs.size <= ours.size ? &theirs : &ours,
                        *hi = lo == &theirs ? &ours : &theirs;
@@ -945,14 +964,16 @@ static int process_inbox(adapter_t *a)
 /* The adapter's counts in Prometheus's text format, for the node exporter's textfile collector
  * ([adapter] metrics_file; docs/OPERATIONS.md): an adapter serves no HTTP of its own. Written whole and
  * renamed into place, so a scrape never reads half of it. */
-static void write_metrics(adapter_t *a)
+static rb_err write_metrics(adapter_t *a)
 {
     astore_counts_t c;
-    if (a->metrics_file == NULL ||
-        astore_counts(a->store, client_clock_ms(), a->receipt_deadline_ms, a->ack_deadline_ms, &c) != RB_OK)
-        return;
+    if (a->metrics_file == NULL)
+        return RB_OK;
+    rb_err rc = astore_counts(a->store, client_clock_ms(), a->receipt_deadline_ms, a->ack_deadline_ms, &c);
+    if (rc != RB_OK)
+        return rc;
     const char *name = identity_card(a->me)->name;
-    char text[2048];
+    char text[4096];
     int n = snprintf(
         text, sizeof text,
         "# HELP referral_adapter_ledger_alarms Ledger alarms kept: checkpoints that did not extend the one "
@@ -972,9 +993,11 @@ static void write_metrics(adapter_t *a)
         "# TYPE referral_adapter_refused gauge\nreferral_adapter_refused{adapter=\"%s\"} %d\n",
         name, c.ledger_alarms, name, c.queued, name, c.receipted, name, c.overdue_receipt, name,
         c.overdue_ack, name, c.inbox_waiting, name, c.refused);
-    if (n > 0 && (size_t)n < sizeof text &&
-        keyfile_write(a->metrics_file, text, (size_t)n, 0644, true) != RB_OK)
+    if (n <= 0 || (size_t)n >= sizeof text)
+        return RB_ERR_NOMEM;
+    if ((rc = keyfile_write(a->metrics_file, text, (size_t)n, 0644, true)) != RB_OK)
         log_error("metrics_not_written", "file=%s error=\"%s\"", a->metrics_file, strerror(errno));
+    return rc;
 }
 
 /* The overdue every 30 seconds in the log, the metrics file every 10. */
@@ -1009,8 +1032,7 @@ rb_err adapter_run(adapter_t *a, const volatile sig_atomic_t *stop)
              * connection takes a session back. */
             if (a->client != NULL &&
                 client_last_error(a->client, NULL) == RB__ERROR_CODE__ERROR_CODE_SESSION_CLOSED)
-                disconnect(a,
-                           "the broker closed this connection's session (newer connections under our key)");
+                disconnect(a, SESSION_CLOSED_WHY);
         } else {
             struct timespec pause = {0, 100 * 1000000L};
             nanosleep(&pause, NULL);

@@ -563,6 +563,24 @@ rb_err client_confirm(client_t *c, const uint8_t message_id[16])
     return send_frame(c, &f);
 }
 
+/* Sends a request (ADMIN_REQUEST, PROVE) and waits until the deadline for its answer: a frame of kind
+ * `answer`, or an ERROR without a message id. *out is the caller's (rb__frame__free_unpacked). */
+static rb_err request(client_t *c, Rb__Frame *f, Rb__Frame__BodyCase answer, int64_t deadline,
+                      Rb__Frame **out)
+{
+    *out = NULL;
+    c->awaiting = answer; /* errors without a message id answer this request */
+    rb_err rc = send_frame(c, f);
+    if (rc == RB_OK)
+        rc = pump(c, deadline, has_answer);
+    c->awaiting = 0;
+    if (rc == RB_OK) {
+        *out = c->answer;
+        c->answer = NULL;
+    }
+    return rc;
+}
+
 rb_err client_admin(client_t *c, const identity_t *admin, const char *command, const char *const *args,
                     size_t n_args, int timeout_ms, bool *ok, char **output)
 {
@@ -580,19 +598,13 @@ rb_err client_admin(client_t *c, const identity_t *admin, const char *command, c
     rb_err rc = admin_sign(admin, &cmd, &req);
     if (rc != RB_OK)
         return rc;
-    Rb__Frame f = RB__FRAME__INIT;
+    Rb__Frame f = RB__FRAME__INIT, *a;
     f.body_case = RB__FRAME__BODY_ADMIN_REQUEST;
     f.admin_request = &req;
-    c->awaiting = RB__FRAME__BODY_ADMIN_REPLY; /* errors without a message id answer this request */
-    rc = send_frame(c, &f);
+    rc = request(c, &f, RB__FRAME__BODY_ADMIN_REPLY, client_clock_ms() + timeout_ms, &a);
     admin_request_clear(&req);
-    if (rc == RB_OK)
-        rc = pump(c, client_clock_ms() + timeout_ms, has_answer);
-    c->awaiting = 0;
     if (rc != RB_OK)
         return rc;
-    Rb__Frame *a = c->answer;
-    c->answer = NULL;
     const char *text = a->body_case == RB__FRAME__BODY_ADMIN_REPLY ? a->admin_reply->output
                        : a->body_case == RB__FRAME__BODY_ERROR     ? a->error->reason
                                                                    : "unexpected answer";
@@ -618,25 +630,14 @@ rb_err client_prove(client_t *c, uint64_t old_size, uint64_t new_size, int timeo
     f.body_case = RB__FRAME__BODY_PROVE;
     f.prove = &prove;
     int64_t deadline = client_clock_ms() + timeout_ms;
-    Rb__Frame *a = NULL;
-    rb_err rc = RB_OK;
-    /* Twice at most: a broker that forgot our HELLO refuses the first (take says HELLO again). */
-    for (int round = 0; rc == RB_OK && round < 2; round++) {
-        if (round > 0 && (rc = pump(c, deadline, is_welcomed)) != RB_OK)
-            break;
-        c->awaiting = RB__FRAME__BODY_PROOF; /* errors without a message id answer this request */
-        if ((rc = send_frame(c, &f)) == RB_OK)
-            rc = pump(c, deadline, has_answer);
-        c->awaiting = 0;
-        if (rc != RB_OK)
-            break;
-        a = c->answer;
-        c->answer = NULL;
-        if (a->body_case != RB__FRAME__BODY_ERROR ||
-            a->error->code != RB__ERROR_CODE__ERROR_CODE_UNEXPECTED || round == 1)
-            break;
+    Rb__Frame *a;
+    rb_err rc = request(c, &f, RB__FRAME__BODY_PROOF, deadline, &a);
+    /* A broker that forgot our HELLO refuses it (take said HELLO again): once more, after the WELCOME. */
+    if (rc == RB_OK && a->body_case == RB__FRAME__BODY_ERROR &&
+        a->error->code == RB__ERROR_CODE__ERROR_CODE_UNEXPECTED) {
         rb__frame__free_unpacked(a, NULL);
-        a = NULL;
+        if ((rc = pump(c, deadline, is_welcomed)) == RB_OK)
+            rc = request(c, &f, RB__FRAME__BODY_PROOF, deadline, &a);
     }
     if (rc != RB_OK) {
         snprintf(why, whylen, "no answer from the broker");

@@ -190,6 +190,7 @@ struct broker {
 };
 
 static void send_notices(broker_t *b);
+static void flush_refusals(broker_t *b);
 static rb_err send_notice(broker_t *b, uint64_t leaf);
 
 static int64_t now_ms(void)
@@ -453,30 +454,14 @@ static bool pending_uses(const broker_t *b, const session_t *s)
     return false;
 }
 
-/* Queues a "refused" leaf of party (agency, peer) for the next group commit (or records it at once when the
- * queue is full). */
+/* Queues a "refused" leaf of party (agency, peer) for the next group commit (the queue is recorded at once
+ * when it is full). */
 static void queue_refusal(broker_t *b, const char *party, const char *agency, const char *peer,
                           const char *code, const char *detail, const uint8_t *id, int64_t t)
 {
-    refusal_t *r = &b->refusals[b->n_refusals];
-    if (b->n_refusals == MAX_PENDING) {
-        Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
-        e.action = "refused";
-        e.party = (char *)party;
-        e.agency = (char *)agency;
-        e.peer = (char *)peer;
-        e.message_id = (ProtobufCBinaryData){id ? MSG_ID_BYTES : 0, (uint8_t *)id};
-        e.outcome = (char *)code;
-        e.detail = (char *)detail;
-        e.at_ms = t;
-        if (store_begin(b->store) != RB_OK || store_event(b->store, &e, NULL) != RB_OK ||
-            store_commit(b->store) != RB_OK) {
-            store_rollback(b->store);
-            log_error("event_not_recorded", "action=refused adapter=%s", party);
-        }
-        return;
-    }
-    b->n_refusals++;
+    if (b->n_refusals == MAX_PENDING)
+        flush_refusals(b);
+    refusal_t *r = &b->refusals[b->n_refusals++];
     snprintf(r->party, sizeof r->party, "%s", party);
     snprintf(r->agency, sizeof r->agency, "%s", agency);
     snprintf(r->peer, sizeof r->peer, "%s", peer);
@@ -692,7 +677,8 @@ static session_t *open_session(broker_t *b, const uint8_t *rid, size_t rid_len, 
     if (same >= b->cfg->sessions_per_key && (room || !pending_uses(b, oldest))) {
         adapters -= oldest->party.card.role != CARD_ROLE_ADMIN;
         close_session(b, oldest, "evicted: a newer connection under its key", METRICS_CLOSE_EVICTED, true);
-        if (++b->evictions, now_ms() - b->evicted_logged_ms > 10000) {
+        b->evictions++;
+        if (now_ms() - b->evicted_logged_ms > 10000) { /* rate-limited: one line for a burst */
             log_security("sessions_evicted", "adapter=%s count=%lld cap=%lld", p.card.name,
                          (long long)b->evictions, (long long)b->cfg->sessions_per_key);
             b->evictions = 0;
@@ -1061,6 +1047,17 @@ static rb_err record_refusals(broker_t *b)
     return RB_OK;
 }
 
+/* Records the queued refusals in a transaction of their own, and empties the queue. */
+static void flush_refusals(broker_t *b)
+{
+    if (b->n_refusals > 0 &&
+        (store_begin(b->store) != RB_OK || record_refusals(b) != RB_OK || store_commit(b->store) != RB_OK)) {
+        store_rollback(b->store);
+        log_error("refusals_not_recorded", "refusals=%zu", b->n_refusals);
+    }
+    b->n_refusals = 0;
+}
+
 static void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c)
 {
     if (c->message_id.len != MSG_ID_BYTES) {
@@ -1160,11 +1157,7 @@ static void before_sleep(broker_t *b)
                   b->n_confirms, b->n_refusals, cause);
         store_rollback(b->store);
         /* The refusals were answered already: they go into the ledger without the submissions if they can. */
-        if (b->n_refusals > 0 && (store_begin(b->store) != RB_OK || record_refusals(b) != RB_OK ||
-                                  store_commit(b->store) != RB_OK)) {
-            store_rollback(b->store);
-            log_error("refusals_not_recorded", "refusals=%zu", b->n_refusals);
-        }
+        flush_refusals(b);
     } else if (signed_now) {
         b->checkpoint_size = ledger_size(store_ledger(b->store));
         b->checkpoint_ms = t;
@@ -1298,6 +1291,12 @@ static bool is_connected(void *ctx, const char *name)
 
 /* --- frames -------------------------------------------------------------------------------------------- */
 
+/* Whether the broker speaks the frame's version, and its body came with it or before. */
+static bool version_known(const Rb__Frame *f)
+{
+    return f->version >= wire_frame_version(f->body_case) && f->version <= WIRE_VERSION;
+}
+
 /* Answers PROVE: the consistency of two sizes of the ledger, both within the latest checkpoint, for a source
  * checking a checkpoint a sink's ACK carried against its own. */
 static void send_proof(broker_t *b, session_t *s, const Rb__Prove *p)
@@ -1353,7 +1352,7 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
     Rb__Frame *f = rb__frame__unpack(NULL, len, data);
     if (f == NULL || f->body_case == RB__FRAME__BODY__NOT_SET) {
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "not a frame", NULL);
-    } else if (f->version < wire_frame_version(f->body_case) || f->version > WIRE_VERSION) {
+    } else if (!version_known(f)) {
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION,
                "protocol versions 1 and 2 only, and PROVE is of version 2", NULL);
     } else if (!s->hello &&
@@ -1465,7 +1464,7 @@ static void verify_taken(broker_t *b, taken_t *t)
     if (!t->two || !t->one_part || (int64_t)len > b->cfg->max_message_bytes)
         return;
     Rb__Frame *f = rb__frame__unpack(NULL, len, zmq_msg_data(&t->body));
-    if (f != NULL && f->version >= 1 && f->version <= WIRE_VERSION && f->body_case == RB__FRAME__BODY_SUBMIT)
+    if (f != NULL && f->body_case == RB__FRAME__BODY_SUBMIT && version_known(f))
         verify_envelope(b, f->submit->envelope.data, f->submit->envelope.len, &t->pre);
     if (f != NULL)
         rb__frame__free_unpacked(f, NULL);
@@ -1770,7 +1769,6 @@ static void tick(broker_t *b)
             drop_session(b, s, "its key expired or retired", METRICS_CLOSE_DISABLED);
             continue;
         }
-
         /* A session that has not said HELLO (its peer was forgotten as silent and spoke again) hears
          * nothing, so that the peer, hearing nothing for three intervals, says HELLO again. */
         if (s->hello && t - s->last_tx_ms >= b->cfg->heartbeat_ms) {

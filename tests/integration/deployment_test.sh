@@ -41,7 +41,8 @@ root=$work/root
 etc=$root/etc/referral
 var=$root/var/lib/referral
 srv=$root/srv/referral
-mkdir -p "$etc/keys" "$var" "$srv/sao-intake" "$work/logs"
+textfiles=$root/var/lib/prometheus/node-exporter # the node exporter's textfile folder, for metrics_file
+mkdir -p "$etc/keys" "$var" "$srv/sao-intake" "$work/logs" "$textfiles"
 chmod 700 "$var"
 token=t0k3n-for-the-deployment-test-$$
 printf '%s\n' "$token" >"$etc/keys/cpd-http.token"
@@ -50,6 +51,7 @@ chmod 600 "$etc/keys/cpd-http.token"
 install_config() { # install_config EXAMPLE: as an operator would, paths moved under $root, defaults on
     # (previous_secret is not a default: it names a file only a rotation leaves behind)
     sed -e "s|/etc/referral|$etc|g; s|/var/lib/referral|$var|g; s|/srv/referral|$srv|g" \
+        -e "s|/var/lib/prometheus/node-exporter|$textfiles|g" \
         -e '/^;previous_secret/!s/^;\([a-z_]* = \)/\1/' -e "s|tcp://broker.example.org:7450|${endpoint:-}|" \
         -e 's|^listen = 127.0.0.1:8080$|listen = 127.0.0.1:0|' "$1" >"$etc/$(basename "$1")"
 }
@@ -110,6 +112,9 @@ start_adapters() {
     done
     for name in cpd-rms cpd-http sao-intake sao-files; do
         until_true 20 grep -q '"event":"connected"' "$work/logs/$name.log" || { echo "$name did not connect"; return 1; }
+        # its metrics_file, for the node exporter
+        grep -q "^referral_adapter_ledger_alarms{adapter=\"$name\"} 0$" "$textfiles/$name.prom" ||
+            { echo "$name wrote no metrics file"; return 1; }
     done
 }
 check "an adapter of each connector starts from its example config and connects" start_adapters

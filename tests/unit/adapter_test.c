@@ -227,6 +227,33 @@ static void drop_folder_edge_cases(void **state)
 
 /* 200 referrals while both adapters are killed with SIGKILL at random moments and restarted: every one is
  * filed exactly once, with gap-free intake numbers, and every ACK reaches the police. */
+/* An operator who mistypes metrics_file (a folder that does not exist) is told at start, in one line, and
+ * the adapter does not run; it used to say so in its log every ten seconds while it ran. */
+static void mistyped_metrics_file_stops_the_start(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    snprintf(h->adapter_settings, sizeof h->adapter_settings,
+             "metrics_file = %.600s/no-such-folder/cpd.prom\n", h->dir);
+    int i = harness_adapter(h);
+    harness_adapter_start(h, i, "rms-files");
+    int status;
+    for (int64_t deadline = harness_deadline(10000); waitpid(h->adapters[i].pid, &status, WNOHANG) == 0;) {
+        if (harness_ms() > deadline)
+            fail_msg("the adapter runs with a metrics_file it cannot write; see %s", h->adapters[i].log);
+        harness_sleep_ms(20);
+    }
+    h->adapters[i].pid = 0;
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
+    char cmd[900];
+    test_path(cmd, sizeof cmd,
+              "grep -q 'metrics_file: .*no-such-folder/cpd.prom: No such file or directory' '%s'",
+              h->adapters[i].log);
+    assert_int_equal(system(cmd), 0);
+    harness_stop(&h);
+}
+
 static void kill_9_adapters_during_200_referrals(void **state)
 {
     (void)state;
@@ -388,6 +415,7 @@ int main(void)
         cmocka_unit_test_teardown(intake_database_locked, harness_teardown),
         cmocka_unit_test_teardown(drop_folder_edge_cases, harness_teardown),
         cmocka_unit_test_teardown(http_source_end_to_end, harness_teardown),
+        cmocka_unit_test_teardown(mistyped_metrics_file_stops_the_start, harness_teardown),
         cmocka_unit_test_teardown(kill_9_adapters_during_200_referrals, harness_teardown),
     };
     return cmocka_run_group_tests_name("adapter", tests, NULL, NULL);
