@@ -449,7 +449,9 @@ static int submit_outbox(adapter_t *a)
     uint8_t *envs[CLIENT_BATCH_MAX];
     size_t lens[CLIENT_BATCH_MAX], n;
     if (a->client == NULL ||
-        astore_outbox_unreceipted(a->store, CLIENT_BATCH_MAX, ids, envs, lens, &n) != RB_OK || n == 0)
+        astore_outbox_unreceipted(a->store, client_clock_ms(), CLIENT_BATCH_MAX, ids, envs, lens, &n) !=
+            RB_OK ||
+        n == 0)
         return 0;
     client_result_t results[CLIENT_BATCH_MAX];
     rb_err errors[CLIENT_BATCH_MAX];
@@ -472,6 +474,10 @@ static int submit_outbox(adapter_t *a)
             astore_outbox_receipted(a->store, &ids[i], r->ledger_index, r->broker_ms, r->proof,
                                     client_clock_ms());
             log_info("receipted", "msg=%s ledger_index=%llu", hex, (unsigned long long)r->ledger_index);
+        } else if (r->code == RB__ERROR_CODE__ERROR_CODE_RECIPIENT_DISABLED) {
+            /* For now, and for this envelope only: the others in the batch go on. */
+            astore_outbox_waiting(a->store, &ids[i], r->reason, client_clock_ms());
+            log_warn("submit_waiting", "msg=%s code=%s reason=%s", hex, wire_error_name(r->code), r->reason);
         } else if (r->code == RB__ERROR_CODE__ERROR_CODE_SESSION_CLOSED) {
             lost = SESSION_CLOSED_WHY;
         } else if (r->code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
@@ -982,6 +988,9 @@ static rb_err write_metrics(adapter_t *a)
         "# TYPE referral_adapter_ledger_alarms counter\nreferral_adapter_ledger_alarms{adapter=\"%s\"} %d\n"
         "# HELP referral_adapter_queued Envelopes in the outbox without the broker's receipt.\n"
         "# TYPE referral_adapter_queued gauge\nreferral_adapter_queued{adapter=\"%s\"} %d\n"
+        "# HELP referral_adapter_waiting Envelopes in the outbox the broker cannot take for now (their "
+        "recipient is disabled), tried again.\n"
+        "# TYPE referral_adapter_waiting gauge\nreferral_adapter_waiting{adapter=\"%s\"} %d\n"
         "# HELP referral_adapter_awaiting_ack Referrals receipted and not answered by an ACK.\n"
         "# TYPE referral_adapter_awaiting_ack gauge\nreferral_adapter_awaiting_ack{adapter=\"%s\"} %d\n"
         "# HELP referral_adapter_overdue Referrals past the receipt or ACK deadline.\n"
@@ -991,8 +1000,8 @@ static rb_err write_metrics(adapter_t *a)
         "# TYPE referral_adapter_inbox_waiting gauge\nreferral_adapter_inbox_waiting{adapter=\"%s\"} %d\n"
         "# HELP referral_adapter_refused Envelopes received and refused (not openable, or not to be taken).\n"
         "# TYPE referral_adapter_refused gauge\nreferral_adapter_refused{adapter=\"%s\"} %d\n",
-        name, c.ledger_alarms, name, c.queued, name, c.receipted, name, c.overdue_receipt, name,
-        c.overdue_ack, name, c.inbox_waiting, name, c.refused);
+        name, c.ledger_alarms, name, c.queued, name, c.waiting, name, c.receipted, name, c.overdue_receipt,
+        name, c.overdue_ack, name, c.inbox_waiting, name, c.refused);
     if (n <= 0 || (size_t)n >= sizeof text)
         return RB_ERR_NOMEM;
     if ((rc = keyfile_write(a->metrics_file, text, (size_t)n, 0644, true)) != RB_OK)
@@ -1079,12 +1088,14 @@ rb_err adapter_status(const char *config_path, const char *message_id_hex, char 
     } else if (rc == RB_OK) {
         astore_counts_t c;
         if ((rc = astore_counts(store, client_clock_ms(), receipt_deadline, ack_deadline, &c)) == RB_OK)
-            printf("{\"queued\": %d, \"awaitingAck\": %d, \"accepted\": %d, \"rejected\": %d, "
+            printf("{\"queued\": %d, \"waiting\": %d, \"waitingFor\": \"%s\", \"awaitingAck\": %d, "
+                   "\"accepted\": %d, \"rejected\": %d, "
                    "\"overdueReceipt\": %d, "
                    "\"overdueAck\": %d, \"inboxWaiting\": %d, \"filed\": %d, \"refused\": %d, "
                    "\"checkpoints\": %d, \"ledgerAlarms\": %d, \"lastLedgerAlarm\": \"%s\"}\n",
-                   c.queued, c.receipted, c.accepted, c.rejected, c.overdue_receipt, c.overdue_ack,
-                   c.inbox_waiting, c.filed, c.refused, c.checkpoints, c.ledger_alarms, c.last_alarm);
+                   c.queued, c.waiting, c.waiting_for, c.receipted, c.accepted, c.rejected, c.overdue_receipt,
+                   c.overdue_ack, c.inbox_waiting, c.filed, c.refused, c.checkpoints, c.ledger_alarms,
+                   c.last_alarm);
     }
     astore_close(&store);
     settings_free(&cfg);

@@ -50,6 +50,15 @@ static const char *const migrations[] = {
     ("ALTER TABLE inbox ADD COLUMN sender TEXT;"
      "ALTER TABLE inbox ADD COLUMN body_sha256 BLOB;"
      "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"),
+    /* version 6: an envelope the broker cannot take for now (its recipient is disabled) waits, and is tried
+     * again with a growing pause; and the referrals that broker versions before 3 refused for good when
+     * their recipient was disabled are queued again (a recipient that is not registered refuses them
+     * again) */
+    ("ALTER TABLE outbox ADD COLUMN waiting TEXT;"
+     "ALTER TABLE outbox ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE outbox ADD COLUMN next_try_ms INTEGER NOT NULL DEFAULT 0;"
+     "UPDATE outbox SET refused = NULL, waiting = refused WHERE receipted_ms IS NULL AND refused = "
+     "'ERROR_CODE_UNKNOWN_RECIPIENT: recipient is not a registered, enabled adapter of the right role';"),
 };
 
 static const char *text_or(sqlite3_stmt *st, int col, const char *dflt)
@@ -238,14 +247,14 @@ static rb_err next_envelope(sqlite3_stmt *st, bool *found, msg_id_t *id, uint8_t
     return rc;
 }
 
-rb_err astore_outbox_unreceipted(astore_t *s, size_t max, msg_id_t *ids, uint8_t **envs, size_t *lens,
-                                 size_t *n)
+rb_err astore_outbox_unreceipted(astore_t *s, int64_t now_ms, size_t max, msg_id_t *ids, uint8_t **envs,
+                                 size_t *lens, size_t *n)
 {
     *n = 0;
     sqlite3_stmt *st = sqldb_prepare(s->db,
                                      "SELECT message_id, envelope FROM outbox WHERE receipted_ms IS NULL AND "
-                                     "refused IS NULL ORDER BY queued_ms, rowid LIMIT ?",
-                                     "i", (int64_t)max);
+                                     "refused IS NULL AND next_try_ms <= ? ORDER BY queued_ms, rowid LIMIT ?",
+                                     "ii", now_ms, (int64_t)max);
     if (st == NULL)
         return RB_ERR_IO;
     rb_err rc = RB_OK;
@@ -282,9 +291,20 @@ rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t ledger_
 {
     return update_one(s, sqldb_prepare(s->db,
                                        "UPDATE outbox SET receipt_seq = ?, broker_ms = ?, receipt_proof = ?, "
-                                       "receipted_ms = ? WHERE message_id = ?",
+                                       "receipted_ms = ?, waiting = NULL WHERE message_id = ?",
                                        "iitib", (int64_t)ledger_index, broker_ms, proof, now_ms, id->bytes,
                                        MSG_ID_BYTES));
+}
+
+rb_err astore_outbox_waiting(astore_t *s, const msg_id_t *id, const char *reason, int64_t now_ms)
+{
+    /* 1 s after the first refusal, doubling to a minute: an enabled recipient is not waited for long, and a
+     * recipient disabled for days costs a submission a minute per envelope, refused without a ledger leaf
+     * past the broker's refusal allowance. */
+    return update_one(s, sqldb_prepare(s->db,
+                                       "UPDATE outbox SET waiting = ?, tries = tries + 1, next_try_ms = ? + "
+                                       "min(60000, 1000 << min(tries, 6)) WHERE message_id = ?",
+                                       "tib", reason, now_ms, id->bytes, MSG_ID_BYTES));
 }
 
 rb_err astore_add_checkpoint(astore_t *s, const char *note, uint64_t size, int64_t now_ms)
@@ -386,7 +406,7 @@ rb_err astore_outbox_status(astore_t *s, const msg_id_t *id, bool *found, outbox
     sqlite3_stmt *st =
         sqldb_prepare(s->db,
                       "SELECT queued_ms, receipted_ms, receipt_seq, ack_status, intake_reference, ack_json,"
-                      " acked_ms, refused FROM outbox WHERE message_id = ? AND kind != 4",
+                      " acked_ms, refused, waiting FROM outbox WHERE message_id = ? AND kind != 4",
                       "b", id->bytes, MSG_ID_BYTES);
     if (st == NULL)
         return RB_ERR_IO;
@@ -400,10 +420,12 @@ rb_err astore_outbox_status(astore_t *s, const msg_id_t *id, bool *found, outbox
         out->acked_ms = sqlite3_column_int64(st, 6);
         snprintf(out->intake_reference, sizeof out->intake_reference, "%s", text_or(st, 4, ""));
         snprintf(out->refused, sizeof out->refused, "%s", text_or(st, 7, ""));
+        snprintf(out->waiting, sizeof out->waiting, "%s", text_or(st, 8, ""));
         const char *state = out->refused[0] ? "refused"
                             : sqlite3_column_type(st, 3) != SQLITE_NULL
                                 ? (sqlite3_column_int(st, 3) == 1 ? "accepted" : "rejected")
                             : sqlite3_column_type(st, 1) != SQLITE_NULL ? "receipted"
+                            : out->waiting[0]                           ? "waiting"
                                                                         : "queued";
         snprintf(out->state, sizeof out->state, "%s", state);
         if (sqlite3_column_type(st, 5) != SQLITE_NULL && (out->ack_json = strdup(text_or(st, 5, ""))) == NULL)
@@ -526,7 +548,11 @@ rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, i
         " (SELECT count(*) FROM outbox WHERE refused IS NOT NULL),"
         " (SELECT count(*) FROM ledger_alarms),"
         " (SELECT count(*) FROM checkpoints),"
-        " (SELECT reason FROM ledger_alarms ORDER BY id DESC LIMIT 1)",
+        " (SELECT reason FROM ledger_alarms ORDER BY id DESC LIMIT 1),"
+        " (SELECT count(*) FROM outbox WHERE receipted_ms IS NULL AND refused IS NULL AND waiting IS NOT "
+        "NULL),"
+        " (SELECT waiting FROM outbox WHERE receipted_ms IS NULL AND refused IS NULL AND waiting IS NOT NULL"
+        "  ORDER BY queued_ms LIMIT 1)",
         "ii", now_ms - receipt_deadline_ms, now_ms - ack_deadline_ms);
     if (st == NULL || sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_finalize(st);
@@ -538,6 +564,8 @@ rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, i
     for (int i = 0; i < 11; i++)
         *fields[i] = sqlite3_column_int(st, i);
     snprintf(out->last_alarm, sizeof out->last_alarm, "%s", text_or(st, 11, ""));
+    out->waiting = sqlite3_column_int(st, 12);
+    snprintf(out->waiting_for, sizeof out->waiting_for, "%s", text_or(st, 13, ""));
     sqlite3_finalize(st);
     return RB_OK;
 }
@@ -560,15 +588,15 @@ static void append(char *out, size_t cap, size_t *n, const char *fmt, ...)
 rb_err astore_history(astore_t *s, const msg_id_t *id, char *out, size_t cap, bool *found)
 {
     out[0] = '\0';
-    sqlite3_stmt *st =
-        sqldb_prepare(s->db,
-                      "SELECT 'sent', source, queued_ms, receipt_seq, receipted_ms, ack_status, "
-                      "intake_reference, ack_json, acked_ms, rd_number, revision FROM outbox "
-                      "WHERE message_id = ? "
-                      "UNION ALL SELECT 'received', state, received_ms, NULL, NULL, NULL, "
-                      "intake_reference, problems, processed_ms, rd_number, revision FROM inbox "
-                      "WHERE message_id = ?",
-                      "bb", id->bytes, MSG_ID_BYTES, id->bytes, MSG_ID_BYTES);
+    sqlite3_stmt *st = sqldb_prepare(
+        s->db,
+        "SELECT 'sent', source, queued_ms, receipt_seq, receipted_ms, ack_status, "
+        "intake_reference, ack_json, acked_ms, rd_number, revision, refused, waiting, tries "
+        "FROM outbox WHERE message_id = ? "
+        "UNION ALL SELECT 'received', state, received_ms, NULL, NULL, NULL, "
+        "intake_reference, problems, processed_ms, rd_number, revision, NULL, NULL, 0 FROM inbox "
+        "WHERE message_id = ?",
+        "bb", id->bytes, MSG_ID_BYTES, id->bytes, MSG_ID_BYTES);
     if (st == NULL)
         return RB_ERR_IO;
     *found = false;
@@ -579,6 +607,11 @@ rb_err astore_history(astore_t *s, const msg_id_t *id, char *out, size_t cap, bo
         if (strcmp(text_or(st, 0, ""), "sent") == 0) {
             append(out, cap, &n, "queued     %lld from %s\n", (long long)sqlite3_column_int64(st, 2),
                    text_or(st, 1, "-"));
+            if (sqlite3_column_type(st, 12) != SQLITE_NULL)
+                append(out, cap, &n, "waiting    %s (%d tries)\n", text_or(st, 12, ""),
+                       sqlite3_column_int(st, 13));
+            if (sqlite3_column_type(st, 11) != SQLITE_NULL)
+                append(out, cap, &n, "refused    %s\n", text_or(st, 11, ""));
             if (sqlite3_column_type(st, 4) != SQLITE_NULL)
                 append(out, cap, &n, "receipted  %lld, ledger index %lld\n",
                        (long long)sqlite3_column_int64(st, 4), (long long)sqlite3_column_int64(st, 3));

@@ -67,10 +67,13 @@ rb_err astore_outbox_refused(astore_t *s, const msg_id_t *id, const char *reason
 rb_err astore_outbox_last_revision(astore_t *s, const char *agency, const char *rd_number,
                                    uint32_t *revision);
 
-/* The oldest envelopes without a receipt, at most max, oldest first: *n of them. Each envs[i] is the
- * caller's (free()). */
-rb_err astore_outbox_unreceipted(astore_t *s, size_t max, msg_id_t *ids, uint8_t **envs, size_t *lens,
-                                 size_t *n);
+/* The broker cannot take it for now (its recipient is disabled): it waits, and is submitted again after a
+ * pause that grows with each try, up to a minute. */
+rb_err astore_outbox_waiting(astore_t *s, const msg_id_t *id, const char *reason, int64_t now_ms);
+/* The oldest envelopes without a receipt whose next try is due at now_ms, at most max, oldest first: *n of
+ * them. Each envs[i] is the caller's (free()). */
+rb_err astore_outbox_unreceipted(astore_t *s, int64_t now_ms, size_t max, msg_id_t *ids, uint8_t **envs,
+                                 size_t *lens, size_t *n);
 /* Stores the receipt: the index of the broker's "submitted" leaf, its time and the tlog-proof. */
 rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t ledger_index, int64_t broker_ms,
                                const char *proof, int64_t now_ms);
@@ -98,12 +101,13 @@ rb_err astore_outbox_answered(astore_t *s, const msg_id_t *referral, bool *found
 
 /* What became of a message we sent. */
 typedef struct {
-    char state[16]; /* "queued", "receipted", "accepted", "rejected", "refused" */
+    char state[16]; /* "queued", "waiting", "receipted", "accepted", "rejected", "refused" */
     int64_t queued_ms, receipted_ms, acked_ms;
     int64_t ledger_index; /* the broker's event sequence number, when receipted */
     char intake_reference[64];
     char *ack_json;    /* the ACK as JSON when there is one (malloc'd; the caller frees it) */
     char refused[256]; /* why the broker refused it */
+    char waiting[256]; /* why the broker cannot take it for now (it is tried again) */
 } outbox_status_t;
 rb_err astore_outbox_status(astore_t *s, const msg_id_t *id, bool *found, outbox_status_t *out);
 
@@ -139,7 +143,7 @@ rb_err astore_inbox_origin(astore_t *s, const msg_id_t *id, const char *sender,
 /* --- status ------------------------------------------------------------------------------------------------ */
 
 typedef struct {
-    int queued;    /* outbox: no receipt yet */
+    int queued;    /* outbox: no receipt yet (waiting included) */
     int receipted; /* outbox referrals with a receipt and no ACK */
     int accepted, rejected;
     int overdue_receipt; /* no receipt within the receipt deadline */
@@ -149,6 +153,8 @@ typedef struct {
     int ledger_alarms; /* checkpoints from the broker that did not verify or did not extend ours */
     int checkpoints;   /* checkpoints kept */
     char last_alarm[256];
+    int waiting;           /* outbox: no receipt, the broker cannot take them for now (tried again) */
+    char waiting_for[256]; /* why the oldest of them waits */
 } astore_counts_t;
 rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, int64_t ack_deadline_ms,
                      astore_counts_t *out);

@@ -122,6 +122,7 @@ static void send_hello(client_t *c)
     Rb__Hello hello = RB__HELLO__INIT;
     hello.credit = c->credit;
     hello.ledger_size = c->ledger.holds ? c->held.size : 0;
+    hello.protocol = WIRE_VERSION;
     f.body_case = RB__FRAME__BODY_HELLO;
     f.hello = &hello;
     send_frame(c, &f);

@@ -63,6 +63,7 @@ typedef struct {
     char user[2 * RB_BOX_PK_BYTES + 1]; /* that key in hex, as the ZAP User-Id of its every message */
     char peer[64];                      /* peer address, for the audit log */
     bool hello;                         /* HELLO received: may submit, confirm and be delivered to */
+    uint32_t protocol;                  /* the highest version its HELLO says it speaks (0: 1 or 2) */
     int64_t credit;                     /* deliveries it accepts in flight */
     int64_t opened_ms;                  /* its first frame: the oldest session of a key is evicted first */
     int64_t admitted_until_ms;          /* when its key stops being valid by itself (expiry, retirement) */
@@ -942,10 +943,17 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, veri
                 refuse(b, s, RB__ERROR_CODE__ERROR_CODE_STORAGE, "busy: retry", id);
             return;
         }
-    } else if (store_find_party(b->store, h->recipient, &recipient) != RB_OK || !recipient.enabled ||
+    } else if (store_find_party(b->store, h->recipient, &recipient) != RB_OK ||
                recipient.card.role != (h->kind == RB__KIND__KIND_ACK ? CARD_ROLE_SOURCE : CARD_ROLE_SINK)) {
         code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
-        snprintf(why, sizeof why, "recipient is not a registered, enabled adapter of the right role");
+        snprintf(why, sizeof why, "recipient is not a registered adapter of the right role");
+    } else if (!recipient.enabled) {
+        /* For now: an admin enables it again (docs/OPERATIONS.md), and the sender keeps what it sent until
+         * then. A peer of version 1 or 2 knows no RECIPIENT_DISABLED, and retries STORAGE. */
+        code = s->protocol >= 3 ? RB__ERROR_CODE__ERROR_CODE_RECIPIENT_DISABLED
+                                : RB__ERROR_CODE__ERROR_CODE_STORAGE;
+        snprintf(why, sizeof why, "recipient %.64s is disabled: keep it and submit it again later",
+                 h->recipient);
     } else if (!sealed_to_recipient(b, h, why, sizeof why)) {
         code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
     } else if (h->kind == RB__KIND__KIND_ACK && !ack_allowed(b, s, h, &answered)) {
@@ -1354,7 +1362,7 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "not a frame", NULL);
     } else if (!version_known(f)) {
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION,
-               "protocol versions 1 and 2 only, and PROVE is of version 2", NULL);
+               "protocol versions 1 to 3 only, and PROVE is of version 2 or later", NULL);
     } else if (!s->hello &&
                (f->body_case == RB__FRAME__BODY_SUBMIT || f->body_case == RB__FRAME__BODY_CONFIRM ||
                 f->body_case == RB__FRAME__BODY_ADMIN_REQUEST || f->body_case == RB__FRAME__BODY_PROVE)) {
@@ -1368,6 +1376,7 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         refuse(b, s, RB__ERROR_CODE__ERROR_CODE_UNEXPECTED, HELLO_FIRST, named ? id.bytes : NULL);
     } else if (f->body_case == RB__FRAME__BODY_HELLO) {
         s->hello = true;
+        s->protocol = f->hello->protocol;
         s->credit = f->hello->credit > b->cfg->credit ? b->cfg->credit : f->hello->credit;
         s->ledger_size = f->hello->ledger_size;
         /* One receiver per party: a new one (an adapter restarted) replaces any older connection. */

@@ -13,7 +13,7 @@
 #include "rb_error.h"
 #include "wire.pb-c.h"
 
-#define WIRE_VERSION    2 /* the highest protocol version spoken: frames of versions 1 and 2 are taken */
+#define WIRE_VERSION    3 /* the highest protocol version spoken: frames of versions 1 to 3 are taken */
 #define WIRE_ZAP_DOMAIN "referral-broker"
 
 /* The protocol version that introduced a frame body: 2 for PROVE and PROOF, 1 for the others. */

@@ -8,7 +8,7 @@
  * drops the connection (ZMQ_MAXMSGSIZE). */
 #define HOSTILE_CONFIG "heartbeat_ms = 1000\n[broker]\nmax_message_bytes = 65536\n"
 
-#define N_CODES 16
+#define N_CODES 18 /* every error code there is, 0 to 17 */
 
 /* A sealed referral whose narrative is n bytes. */
 static uint8_t *big_referral(const identity_t *from, const identity_t *to, size_t n, size_t *len)

@@ -1,0 +1,146 @@
+/* operator_test.c -- what an operator does in the ordinary course of running the system, and what it must
+ * never lose: referrals sent while their recipient is disabled, backups taken after any admin action,
+ * revocation notices to a sink that is away. A real broker, real adapters and the real tools, driven the
+ * way docs/OPERATIONS.md tells an operator to. */
+#include <jansson.h>
+
+#include "harness.h"
+#include "raw_peer.h"
+
+/* `referral-adapter status` of adapter i, as JSON (the caller json_decref()s it). */
+static json_t *adapter_status(harness_t *h, int i)
+{
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "'%s/referral-adapter' status --config '%s' 2>&1", h->bin,
+             h->adapters[i].config);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char out[4096];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int rc = pclose(p);
+    json_t *o = json_loads(out, 0, NULL);
+    if (rc != 0 || o == NULL)
+        fail_msg("referral-adapter status: %s", out);
+    return o;
+}
+
+static int status_int(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_integer(v) ? (int)json_integer_value(v) : -1;
+}
+
+/* Waits until adapter i's status says key == want. */
+static void wait_status(harness_t *h, int i, const char *key, int want, int timeout_ms)
+{
+    int64_t deadline = harness_deadline(timeout_ms);
+    for (;;) {
+        json_t *o = adapter_status(h, i);
+        int got = status_int(o, key);
+        char *text = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        if (got == want) {
+            free(text);
+            return;
+        }
+        if (harness_ms() > deadline)
+            fail_msg("adapter %d status %s is %d, not %d, after %d ms: %s (see %s)", i, key, got, want,
+                     timeout_ms, text, h->adapters[i].log);
+        free(text);
+        harness_sleep_ms(100);
+    }
+}
+
+/* An admin disables the recipient for a while (a sink being moved, a source under investigation): what is
+ * sent to it meanwhile waits at its sender, which says what it waits for, and goes once it is enabled. Both
+ * ways: a referral to a disabled sink, and a sink's ACK to a disabled source. */
+static void a_disabled_recipient_loses_nothing(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int src = harness_adapter(h), snk = harness_adapter(h);
+    const char *sink[] = {"sao-intake"}, *source[] = {"cpd-rms"};
+    free(harness_admin(h, true, "adapter disable", sink, 1));
+    harness_adapter_start(h, src, "rms-files");
+    harness_drop(h, "adapters/samples/valid/01-fatal-shooting.json", NULL);
+    harness_wait_count(h, "drop/sent", ".json", 1, 10000);
+    wait_status(h, src, "waiting", 1, 10000);
+    json_t *o = adapter_status(h, src);
+    assert_int_equal(status_int(o, "refused"), 0);
+    assert_int_equal(status_int(o, "queued"), 1);
+    assert_non_null(strstr(json_string_value(json_object_get(o, "waitingFor")), "sao-intake is disabled"));
+    json_decref(o);
+    /* Enabled again: it goes by itself, within the pause between tries (a minute at most). */
+    free(harness_admin(h, true, "adapter enable", sink, 1));
+    harness_adapter_start(h, snk, "intake-sqlite");
+    harness_wait_count(h, "drop/acks", ".json", 1, 70000);
+    wait_status(h, src, "waiting", 0, 1000);
+
+    /* The other way: the sink answers while the source is disabled. */
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_drop(h, "adapters/samples/valid/02-night-raid-south-shore.json", NULL);
+    wait_status(h, src, "awaitingAck", 1, 10000);
+    free(harness_admin(h, true, "adapter disable", source, 1));
+    harness_adapter_start(h, snk, "intake-sqlite");
+    wait_status(h, snk, "filed", 2, 20000);
+    wait_status(h, snk, "waiting", 1, 10000);
+    o = adapter_status(h, snk);
+    assert_int_equal(status_int(o, "refused"), 0);
+    json_decref(o);
+    free(harness_admin(h, true, "adapter enable", source, 1));
+    harness_wait_count(h, "drop/acks", ".json", 2, 70000);
+    wait_status(h, snk, "waiting", 0, 1000);
+    harness_adapter_stop(h, src, SIGTERM);
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_stop(&h);
+}
+
+/* A client of protocol version 1 or 2 knows no RECIPIENT_DISABLED (it would take an unknown code for a
+ * refusal for good): it is told STORAGE, which it retries; one of version 3 is told RECIPIENT_DISABLED. */
+static void an_older_client_is_told_to_retry(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    zctx = zmq_ctx_new();
+    const char *sink[] = {"sao-intake"};
+    free(harness_admin(h, true, "adapter disable", sink, 1));
+    for (uint32_t protocol = 0; protocol <= WIRE_VERSION; protocol += WIRE_VERSION) {
+        void *s = raw_peer(h, h->cpd, h->broker.box_pk, 0, 0);
+        Rb__Frame f = RB__FRAME__INIT;
+        Rb__Hello hello = RB__HELLO__INIT;
+        hello.protocol = protocol;
+        f.version = 1;
+        f.body_case = RB__FRAME__BODY_HELLO;
+        f.hello = &hello;
+        assert_true(raw_send(s, &f));
+        rb__frame__free_unpacked(raw_expect(s, RB__FRAME__BODY_WELCOME, 5000), NULL);
+        size_t len;
+        msg_id_t id;
+        uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &id);
+        Rb__Submit sub = RB__SUBMIT__INIT;
+        sub.envelope = (ProtobufCBinaryData){len, env};
+        f.body_case = RB__FRAME__BODY_SUBMIT;
+        f.submit = &sub;
+        assert_true(raw_send(s, &f));
+        Rb__Frame *e = raw_expect(s, RB__FRAME__BODY_ERROR, 5000);
+        assert_non_null(e);
+        assert_int_equal(e->error->code, protocol >= 3 ? RB__ERROR_CODE__ERROR_CODE_RECIPIENT_DISABLED
+                                                       : RB__ERROR_CODE__ERROR_CODE_STORAGE);
+        assert_non_null(strstr(e->error->reason, "sao-intake is disabled"));
+        rb__frame__free_unpacked(e, NULL);
+        free(env);
+        zmq_close(s);
+    }
+    zmq_ctx_term(zctx);
+    harness_stop(&h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(a_disabled_recipient_loses_nothing, harness_teardown),
+        cmocka_unit_test_teardown(an_older_client_is_told_to_retry, harness_teardown),
+    };
+    return cmocka_run_group_tests_name("operator", tests, NULL, NULL);
+}
