@@ -226,15 +226,17 @@ static rb_err check_replay(restore_t *r, audit_export_t *x)
 }
 
 /* Every stored envelope must hash to what its "submitted" leaf recorded: the table is not signed, the
- * ledger is, and an altered envelope would otherwise be delivered. */
+ * ledger is, and an altered envelope would otherwise be delivered. A discarded message's envelope is gone
+ * (store_discard): its state was checked against its "discarded" leaf by the replay, and it is never
+ * delivered. */
 static rb_err check_envelopes(restore_t *r, audit_export_t *x, int schema_version)
 {
     /* A backup from a broker before schema 4 has the envelopes in the messages table (it is migrated after). */
     sqlite3_stmt *st =
         sqldb_prepare(x->db,
-                      schema_version >= 4 ? "SELECT m.message_id, e.envelope, m.submit_index FROM "
+                      schema_version >= 4 ? "SELECT m.message_id, e.envelope, m.submit_index, m.state FROM "
                                             "messages m JOIN envelopes e USING (message_id)"
-                                          : "SELECT message_id, envelope, submit_index FROM messages",
+                                          : "SELECT message_id, envelope, submit_index, state FROM messages",
                       "");
     if (st == NULL)
         return problem(r, RB_ERR_MALFORMED, "%s: cannot read the messages: %s", r->from,
@@ -247,6 +249,10 @@ static rb_err check_envelopes(restore_t *r, audit_export_t *x, int schema_versio
         bool id_ok = sqlite3_column_bytes(st, 0) == MSG_ID_BYTES;
         if (id_ok)
             wire_id_hex(id, hex);
+        const unsigned char *state = sqlite3_column_text(st, 3);
+        if (sqlite3_column_bytes(st, 1) == 0 && state != NULL &&
+            strcmp((const char *)state, "discarded") == 0)
+            continue;
         uint8_t sha256[RB_HASH_BYTES], *leaf = NULL;
         size_t leaf_len;
         rbcrypto_sha256(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1), sha256);

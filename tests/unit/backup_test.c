@@ -548,6 +548,20 @@ static void restore_refuses_bad_backups(void **state)
     test_path(target, sizeof target, "%s/t-envelope", h->dir);
     expect_restore(h, copy, target, "", 1, "the stored envelope is not the one its submitted leaf");
 
+    /* A queued message passed off as discarded, its envelope blanked: the ledger says it was never
+     * discarded. */
+    test_path(copy, sizeof copy, "%s/blanked-envelope.db", h->dir);
+    assert_int_equal(sh(out, "cp '%s' '%s'", file, copy), 0);
+    assert_int_equal(
+        sh(out,
+           "sqlite3 '%s' \"UPDATE envelopes SET envelope = X'' WHERE rowid = 1; UPDATE messages SET "
+           "state = 'discarded' WHERE message_id = (SELECT message_id FROM envelopes WHERE rowid "
+           "= 1)\"",
+           copy),
+        0);
+    test_path(target, sizeof target, "%s/t-blanked", h->dir);
+    expect_restore(h, copy, target, "", 1, "discarded");
+
     /* Another broker's key files in the directory. */
     test_path(target, sizeof target, "%s/t-other", h->dir);
     assert_int_equal(mkdir(target, 0700), 0);

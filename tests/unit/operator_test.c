@@ -136,11 +136,136 @@ static void an_older_client_is_told_to_retry(void **state)
     harness_stop(&h);
 }
 
+/* Runs a shell command built from fmt; its exit status, and its output (both streams) in out. */
+static int run(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int run(char *out, size_t cap, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+/* Submits a referral from who to the sink sao-intake; its id in hex. */
+static void submit_one(harness_t *h, client_t *c, const identity_t *who, char hex[33])
+{
+    size_t len;
+    msg_id_t id;
+    uint8_t *env = harness_referral(who, h->sao, NULL, NULL, &len, &id);
+    harness_submit_ok(c, env, len);
+    free(env);
+    wire_id_hex(id.bytes, hex);
+}
+
+/* Takes a backup with the admin tool and restores it into a new data directory with the broker's key
+ * files, as OPERATIONS.md says; the restored broker starts and serves. */
+static void backup_and_restore(harness_t *h, int n)
+{
+    char out[8192], file[700], standby[700], secret[700];
+    test_path(secret, sizeof secret, "%s/admin.secret", h->dir);
+    if (access(secret, F_OK) != 0)
+        assert_ok(identity_save(h->admin, secret, NULL, 0, 0, 0, false));
+    test_path(file, sizeof file, "%s/backup-%d.db", h->dir, n);
+    test_path(standby, sizeof standby, "%s/standby-%d", h->dir, n);
+    if (run(out, sizeof out,
+            "'%s/referral-admin' --broker '%s' --broker-card '%s/broker.card' --as '%s' backup --out '%s' "
+            "2>&1",
+            h->bin, h->endpoint, h->data, secret, file) != 0)
+        fail_msg("backup %d: %s", n, out);
+    assert_int_equal(mkdir(standby, 0700), 0);
+    assert_int_equal(
+        run(out, sizeof out, "cp -p '%s/broker.secret' '%s/broker.card' '%s/'", h->data, h->data, standby),
+        0);
+    if (run(out, sizeof out, "'%s/referral-broker' restore --from '%s' --data '%s' 2>&1", h->bin, file,
+            standby) != 0)
+        fail_msg("restore of backup %d: %s", n, out);
+    assert_non_null(strstr(out, "leaves verified"));
+}
+
+/* Every admin action there is, each followed by a backup that must restore: a backup is only worth what
+ * its restore does, and the day it is needed is the day after something was discarded. */
+static void a_backup_restores_after_every_admin_action(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start("retry_base_ms = 100\nretry_max_ms = 200\nretry_limit = 1\n");
+    int n = 0;
+    client_t *cpd = harness_client(h, h->cpd, 0), *mallory = harness_client(h, h->mallory, 0);
+    char dead[3][33], held[2][33];
+    for (int i = 0; i < 3; i++)
+        submit_one(h, cpd, h->cpd, dead[i]);
+    /* Delivered and never confirmed: dead letters after one attempt. */
+    client_t *sao = harness_client(h, h->sao, 16);
+    for (int64_t deadline = harness_deadline(15000);;) {
+        uint8_t *env;
+        size_t len;
+        uint32_t attempt;
+        if (client_receive(sao, 100, &env, &len, &attempt) == RB_OK)
+            free(env);
+        char *out = harness_admin(h, true, "dead-letters list", NULL, 0);
+        bool all = strstr(out, dead[0]) && strstr(out, dead[1]) && strstr(out, dead[2]);
+        free(out);
+        if (all)
+            break;
+        if (harness_ms() > deadline)
+            fail_msg("no three dead letters after 15 s");
+    }
+    client_close(&sao);
+    backup_and_restore(h, n++);
+    const char *discard[] = {dead[0], "sent again on paper"}, *requeue[] = {dead[1]};
+    free(harness_admin(h, true, "dead-letters discard", discard, 2));
+    backup_and_restore(h, n++);
+    free(harness_admin(h, true, "dead-letters requeue", requeue, 1));
+    backup_and_restore(h, n++);
+    const char *other[] = {"other-intake"};
+    free(harness_admin(h, true, "adapter disable", other, 1));
+    backup_and_restore(h, n++);
+    free(harness_admin(h, true, "adapter enable", other, 1));
+    backup_and_restore(h, n++);
+    /* A compromised key, revoked since before what it sent: quarantined, one discarded, one released. */
+    int64_t since = harness_ms();
+    harness_sleep_ms(5);
+    for (int i = 0; i < 2; i++)
+        submit_one(h, mallory, h->mallory, held[i]);
+    char key_id[17], since_text[24];
+    card_key_id_hex(identity_card(h->mallory)->key_id, key_id);
+    snprintf(since_text, sizeof since_text, "%lld", (long long)since);
+    const char *revoke[] = {key_id, "compromised", since_text};
+    free(harness_admin(h, true, "key revoke", revoke, 3));
+    backup_and_restore(h, n++);
+    const char *qdiscard[] = {held[0], "sent with the stolen key"}, *release[] = {held[1]};
+    free(harness_admin(h, true, "quarantine discard", qdiscard, 2));
+    backup_and_restore(h, n++);
+    free(harness_admin(h, true, "quarantine release", release, 1));
+    backup_and_restore(h, n++);
+    /* A rotation: the new key certified by the old one, registered with the tool. */
+    harness_adapter_files(h);
+    char out[4096], secret[700];
+    test_path(secret, sizeof secret, "%s/admin.secret", h->dir);
+    if (run(out, sizeof out,
+            "'%s/referral-keys' rotate --old '%s/cpd.secret' --out '%s/cpd-2' --no-passphrase 2>&1 && "
+            "'%s/referral-admin' --broker '%s' --broker-card '%s/broker.card' --as '%s' key add --card "
+            "'%s/cpd-2.card' 2>&1",
+            h->bin, h->dir, h->dir, h->bin, h->endpoint, h->data, secret, h->dir) != 0)
+        fail_msg("rotate and key add: %s", out);
+    backup_and_restore(h, n++);
+    client_close(&cpd);
+    client_close(&mallory);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(a_disabled_recipient_loses_nothing, harness_teardown),
         cmocka_unit_test_teardown(an_older_client_is_told_to_retry, harness_teardown),
+        cmocka_unit_test_teardown(a_backup_restores_after_every_admin_action, harness_teardown),
     };
     return cmocka_run_group_tests_name("operator", tests, NULL, NULL);
 }
