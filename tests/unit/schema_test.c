@@ -198,6 +198,54 @@ static void unknown_layout_refused(void **state)
     }
 }
 
+/* An operator upgrades a broker whose database was made when schema 4 kept envelopes in messages (e0ac73e):
+ * a referral queued for a sink that was away is delivered by the upgraded broker when the sink comes. The
+ * database is a real broker's, queued through it, then given the e0ac73e layout of version 4 (its
+ * indexes, message_leaves, the envelope back in messages), as that release's broker would have left it. */
+static void old_4_queue_delivered_by_a_real_broker(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    client_t *cpd = harness_client(h, h->cpd, 0);
+    msg_id_t id;
+    size_t len;
+    uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &id);
+    harness_submit_ok(cpd, env, len);
+    free(env);
+    client_close(&cpd);
+    assert_int_equal(harness_signal(h, SIGTERM), 0);
+    char path[700];
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(test_path(path, sizeof path, "%s/broker.db", h->data), &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "ALTER TABLE messages ADD COLUMN envelope BLOB;"
+                     "UPDATE messages SET envelope = (SELECT envelope FROM envelopes e "
+                     "  WHERE e.message_id = messages.message_id);"
+                     "DROP TABLE envelopes; DROP INDEX messages_order; DROP INDEX messages_attempts;"
+                     "DROP INDEX messages_queued; DROP INDEX messages_due; DROP INDEX messages_case;"
+                     "DROP INDEX messages_awaiting_ack; DROP INDEX messages_received;"
+                     "CREATE INDEX messages_due ON messages(recipient, state, next_attempt_ms);"
+                     "CREATE INDEX messages_case ON messages(case_key, state, submit_index);"
+                     "CREATE TABLE message_leaves(message_id BLOB NOT NULL, leaf INTEGER NOT NULL,"
+                     "  PRIMARY KEY(message_id, leaf)) WITHOUT ROWID;"
+                     "CREATE INDEX messages_order ON messages(recipient, state, submit_index);"
+                     "CREATE INDEX messages_attempts ON messages(state, attempts);"
+                     "CREATE INDEX messages_queued ON messages(state, queued_ms);"
+                     "PRAGMA user_version = 4;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    harness_spawn(h);
+    client_t *sao = harness_client(h, h->sao, 8);
+    uint8_t got[MSG_ID_BYTES];
+    harness_receive(sao, 10000, got, NULL);
+    assert_memory_equal(got, id.bytes, MSG_ID_BYTES);
+    assert_ok(client_confirm(sao, got));
+    client_close(&sao);
+    harness_stop(&h);
+}
+
 /* Each released version's layout, as today's steps make it in a new database, is the one the release made
  * (its fixture): a released step edited in place fails here, as the in-place changes of broker schema 4
  * would have. A change is a new version with a step of its own (docs/OPERATIONS.md, "Upgrading"). */
@@ -241,6 +289,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(intake_databases_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_layout_refused, setup, teardown),
         cmocka_unit_test(released_layouts_pinned),
+        cmocka_unit_test_teardown(old_4_queue_delivered_by_a_real_broker, harness_teardown),
     };
     return cmocka_run_group_tests_name("schema", tests, NULL, NULL);
 }
