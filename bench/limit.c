@@ -275,7 +275,7 @@ int main(int argc, char **argv)
     const char *dir = "/tmp";
     double cores = 2, batch = 64;
     static const struct option opts[] = {
-        {.sql = "dir", 1, 0, 'd'}, {"cores", 1, 0, 'c'}, {"batch", 1, 0, 'g'}, {0, 0, 0, 0}};
+        {"dir", 1, 0, 'd'}, {"cores", 1, 0, 'c'}, {"batch", 1, 0, 'g'}, {0, 0, 0, 0}};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         if (o == 'd')
             dir = optarg;
