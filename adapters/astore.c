@@ -14,52 +14,59 @@ struct astore {
     int depth;   /* astore_begin calls not yet committed or rolled back */
 };
 
-static const char *const migrations[] = {
+static const sqldb_step_t steps[] = {
     /* version 1 */
-    "CREATE TABLE outbox("
-    "  message_id BLOB PRIMARY KEY,"
-    "  kind INTEGER NOT NULL,"
-    "  envelope BLOB NOT NULL,"
-    "  agency TEXT, rd_number TEXT, revision INTEGER, body_sha256 BLOB,"
-    "  source TEXT, refused TEXT,"
-    "  queued_ms INTEGER NOT NULL,"
-    "  receipt_seq INTEGER, broker_ms INTEGER, receipted_ms INTEGER,"
-    "  ack_status INTEGER, intake_reference TEXT, ack_json TEXT, acked_ms INTEGER,"
-    "  UNIQUE(agency, rd_number, revision));"
-    "CREATE INDEX outbox_unreceipted ON outbox(receipted_ms, queued_ms);"
-    "CREATE TABLE inbox("
-    "  message_id BLOB PRIMARY KEY,"
-    "  envelope BLOB NOT NULL,"
-    "  received_ms INTEGER NOT NULL,"
-    "  state TEXT NOT NULL DEFAULT 'received',"
-    "  agency TEXT, rd_number TEXT, revision INTEGER,"
-    "  intake_reference TEXT, problems TEXT, processed_ms INTEGER);"
-    "CREATE INDEX inbox_state ON inbox(state, received_ms);"
-    "CREATE INDEX inbox_content ON inbox(agency, rd_number, revision);",
+    {.sql = "CREATE TABLE outbox("
+            "  message_id BLOB PRIMARY KEY,"
+            "  kind INTEGER NOT NULL,"
+            "  envelope BLOB NOT NULL,"
+            "  agency TEXT, rd_number TEXT, revision INTEGER, body_sha256 BLOB,"
+            "  source TEXT, refused TEXT,"
+            "  queued_ms INTEGER NOT NULL,"
+            "  receipt_seq INTEGER, broker_ms INTEGER, receipted_ms INTEGER,"
+            "  ack_status INTEGER, intake_reference TEXT, ack_json TEXT, acked_ms INTEGER,"
+            "  UNIQUE(agency, rd_number, revision));"
+            "CREATE INDEX outbox_unreceipted ON outbox(receipted_ms, queued_ms);"
+            "CREATE TABLE inbox("
+            "  message_id BLOB PRIMARY KEY,"
+            "  envelope BLOB NOT NULL,"
+            "  received_ms INTEGER NOT NULL,"
+            "  state TEXT NOT NULL DEFAULT 'received',"
+            "  agency TEXT, rd_number TEXT, revision INTEGER,"
+            "  intake_reference TEXT, problems TEXT, processed_ms INTEGER);"
+            "CREATE INDEX inbox_state ON inbox(state, received_ms);"
+            "CREATE INDEX inbox_content ON inbox(agency, rd_number, revision);"},
     /* version 2: what the broker proved about its ledger, kept so that a rewritten ledger is caught */
-    "ALTER TABLE outbox ADD COLUMN receipt_proof TEXT;"
-    "CREATE TABLE checkpoints(id INTEGER PRIMARY KEY, size INTEGER NOT NULL, note TEXT NOT NULL,"
-    "  received_ms INTEGER NOT NULL);"
-    "CREATE TABLE ledger_alarms(id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, reason TEXT NOT NULL);",
+    {.sql =
+         "ALTER TABLE outbox ADD COLUMN receipt_proof TEXT;"
+         "CREATE TABLE checkpoints(id INTEGER PRIMARY KEY, size INTEGER NOT NULL, note TEXT NOT NULL,"
+         "  received_ms INTEGER NOT NULL);"
+         "CREATE TABLE ledger_alarms(id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, reason TEXT NOT NULL);"},
     /* version 3: the key notices applied to the trust store, applied again at every start */
-    "CREATE TABLE key_notices(id INTEGER PRIMARY KEY, notice BLOB NOT NULL, applied_ms INTEGER NOT NULL);",
+    {.sql = "CREATE TABLE key_notices(id INTEGER PRIMARY KEY, notice BLOB NOT NULL, applied_ms INTEGER NOT "
+            "NULL);"},
     /* version 4: the de-identified facts of each referral, kept for referral-publish (publish.h) */
-    "ALTER TABLE outbox ADD COLUMN facts TEXT;",
+    {.sql = "ALTER TABLE outbox ADD COLUMN facts TEXT;"},
     /* version 5: who sent each envelope received (the verified card's name) and the SHA-256 of a filed
      * referral's body, so that a duplicate is told from other content under the same revision */
-    ("ALTER TABLE inbox ADD COLUMN sender TEXT;"
-     "ALTER TABLE inbox ADD COLUMN body_sha256 BLOB;"
-     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"),
-    /* version 6: an envelope the broker cannot take for now (its recipient is disabled) waits, and is tried
-     * again with a growing pause; and the referrals that broker versions before 3 refused for good when
+    {.sql = ("ALTER TABLE inbox ADD COLUMN sender TEXT;"
+             "ALTER TABLE inbox ADD COLUMN body_sha256 BLOB;"
+             "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")},
+    /* version 6: the meta table, which version 5 gained after its first release (752ede2 made databases of
+     * version 5 without it, where the runtime could not keep what it keeps there; issue #19) */
+    {.sql = "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"},
+    /* version 7: an envelope the broker cannot take for now (its recipient is disabled) waits, and is tried
+     * again with a growing pause; and the referrals that brokers before protocol 3 refused for good when
      * their recipient was disabled are queued again (a recipient that is not registered refuses them
      * again) */
-    ("ALTER TABLE outbox ADD COLUMN waiting TEXT;"
-     "ALTER TABLE outbox ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;"
-     "ALTER TABLE outbox ADD COLUMN next_try_ms INTEGER NOT NULL DEFAULT 0;"
-     "UPDATE outbox SET refused = NULL, waiting = refused WHERE receipted_ms IS NULL AND refused = "
-     "'ERROR_CODE_UNKNOWN_RECIPIENT: recipient is not a registered, enabled adapter of the right role';"),
+    {.sql =
+         "ALTER TABLE outbox ADD COLUMN waiting TEXT;"
+         "ALTER TABLE outbox ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;"
+         "ALTER TABLE outbox ADD COLUMN next_try_ms INTEGER NOT NULL DEFAULT 0;"
+         "UPDATE outbox SET refused = NULL, waiting = refused WHERE receipted_ms IS NULL AND refused = "
+         "'ERROR_CODE_UNKNOWN_RECIPIENT: recipient is not a registered, enabled adapter of the right role';"},
 };
+const sqldb_schema_t astore_schema = {"adapter", steps, (int)(sizeof steps / sizeof steps[0])};
 
 static const char *text_or(sqlite3_stmt *st, int col, const char *dflt)
 {
@@ -73,8 +80,8 @@ rb_err astore_open(astore_t **out, const char *path, bool readonly, char *err, s
     astore_t *s = calloc(1, sizeof *s);
     if (s == NULL)
         return RB_ERR_NOMEM;
-    rb_err rc = sqldb_open(&s->db, path, readonly ? SQLDB_READONLY : SQLDB_CREATE, migrations,
-                           (int)(sizeof migrations / sizeof migrations[0]), "adapter", err, errlen);
+    rb_err rc =
+        sqldb_open(&s->db, path, readonly ? SQLDB_READONLY : SQLDB_CREATE, &astore_schema, err, errlen);
     if (rc != RB_OK) {
         free(s);
         return rc;

@@ -16,8 +16,12 @@
 #include "envelope.h"
 #include "note.h"
 #include "rb_error.h"
+#include "sqldb.h"
 
 typedef struct astore astore_t;
+
+/* The store's schema, step by step (sqldb.h): what astore_open migrates with, and what tests pin. */
+extern const sqldb_schema_t astore_schema;
 
 /* Opens (creating) the store; readonly for a status command while the adapter runs. */
 rb_err astore_open(astore_t **out, const char *path, bool readonly, char *err, size_t errlen);

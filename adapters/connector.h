@@ -14,6 +14,7 @@
 #include "rb_error.h"
 #include "referral.pb-c.h"
 #include "settings.h"
+#include "sqldb.h"
 
 typedef struct adapter adapter_t;     /* the runtime (adapter.h) */
 typedef struct connector connector_t; /* a connector's own state */
@@ -44,5 +45,7 @@ typedef struct {
 
 /* Every connector this build knows, NULL-terminated (connectors.c). */
 extern const connector_ops_t *const connectors[];
+/* The intake-sqlite connector's database schema (sqldb.h), which tests pin. */
+extern const sqldb_schema_t intake_sqlite_schema;
 
 #endif

@@ -29,42 +29,45 @@ struct connector {
 
 static const char *const settings[] = {"database", "prefix", NULL};
 
-static const char *const migrations[] = {
-    "CREATE TABLE intake_counters(year INTEGER PRIMARY KEY, last INTEGER NOT NULL);"
-    "CREATE TABLE cases("
-    "  intake_number TEXT PRIMARY KEY,"
-    "  agency TEXT NOT NULL, rd_number TEXT NOT NULL,"
-    "  revision INTEGER NOT NULL,"
-    "  status TEXT NOT NULL DEFAULT 'open',"
-    "  occurred_at TEXT, address TEXT, beat TEXT, district TEXT, summary TEXT, narrative TEXT,"
-    "  approved_by TEXT, approved_at TEXT, withdrawal_reason TEXT,"
-    "  opened_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,"
-    "  UNIQUE(agency, rd_number));"
-    "CREATE TABLE filings("
-    "  message_id TEXT PRIMARY KEY,"
-    "  intake_number TEXT NOT NULL REFERENCES cases(intake_number),"
-    "  kind TEXT NOT NULL, revision INTEGER NOT NULL, filed_ms INTEGER NOT NULL);"
-    "CREATE TABLE persons(intake_number TEXT NOT NULL, person_ref TEXT, role TEXT, name TEXT, date_of_birth "
-    "TEXT,"
-    "  injuries TEXT);"
-    "CREATE TABLE federal_agents(intake_number TEXT NOT NULL, agent_ref TEXT, agency TEXT, name TEXT,"
-    "  badge_number TEXT, is_supervisor INTEGER, credential_result TEXT, recorded_on TEXT);"
-    "CREATE TABLE evidence(intake_number TEXT NOT NULL, evidence_id TEXT, kind TEXT, sha256 TEXT,"
-    "  storage_locator TEXT, preservation_hold_at TEXT);"
-    "CREATE TABLE charges(intake_number TEXT NOT NULL, ilcs_citation TEXT, description TEXT, agent_refs "
-    "TEXT);",
+static const sqldb_step_t steps[] = {
+    {.sql =
+         "CREATE TABLE intake_counters(year INTEGER PRIMARY KEY, last INTEGER NOT NULL);"
+         "CREATE TABLE cases("
+         "  intake_number TEXT PRIMARY KEY,"
+         "  agency TEXT NOT NULL, rd_number TEXT NOT NULL,"
+         "  revision INTEGER NOT NULL,"
+         "  status TEXT NOT NULL DEFAULT 'open',"
+         "  occurred_at TEXT, address TEXT, beat TEXT, district TEXT, summary TEXT, narrative TEXT,"
+         "  approved_by TEXT, approved_at TEXT, withdrawal_reason TEXT,"
+         "  opened_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,"
+         "  UNIQUE(agency, rd_number));"
+         "CREATE TABLE filings("
+         "  message_id TEXT PRIMARY KEY,"
+         "  intake_number TEXT NOT NULL REFERENCES cases(intake_number),"
+         "  kind TEXT NOT NULL, revision INTEGER NOT NULL, filed_ms INTEGER NOT NULL);"
+         "CREATE TABLE persons(intake_number TEXT NOT NULL, person_ref TEXT, role TEXT, name TEXT, "
+         "date_of_birth "
+         "TEXT,"
+         "  injuries TEXT);"
+         "CREATE TABLE federal_agents(intake_number TEXT NOT NULL, agent_ref TEXT, agency TEXT, name TEXT,"
+         "  badge_number TEXT, is_supervisor INTEGER, credential_result TEXT, recorded_on TEXT);"
+         "CREATE TABLE evidence(intake_number TEXT NOT NULL, evidence_id TEXT, kind TEXT, sha256 TEXT,"
+         "  storage_locator TEXT, preservation_hold_at TEXT);"
+         "CREATE TABLE charges(intake_number TEXT NOT NULL, ilcs_citation TEXT, description TEXT, agent_refs "
+         "TEXT);"},
     /* version 2: a supplement replaces a case's details by intake number; without these every filing
      * scanned the four tables whole (and so does the intake staff's every look at one case) */
-    "CREATE INDEX persons_case ON persons(intake_number);"
-    "CREATE INDEX federal_agents_case ON federal_agents(intake_number);"
-    "CREATE INDEX evidence_case ON evidence(intake_number);"
-    "CREATE INDEX charges_case ON charges(intake_number);",
+    {.sql = "CREATE INDEX persons_case ON persons(intake_number);"
+            "CREATE INDEX federal_agents_case ON federal_agents(intake_number);"
+            "CREATE INDEX evidence_case ON evidence(intake_number);"
+            "CREATE INDEX charges_case ON charges(intake_number);"},
     /* version 3: who sent each filing, as the adapter verified it (name, agency ORI and key id of the card
      * its signatures verified with); NULL in filings made before */
-    ("ALTER TABLE filings ADD COLUMN sender TEXT;"
-     "ALTER TABLE filings ADD COLUMN sender_agency TEXT;"
-     "ALTER TABLE filings ADD COLUMN sender_key_id TEXT;"),
+    {.sql = ("ALTER TABLE filings ADD COLUMN sender TEXT;"
+             "ALTER TABLE filings ADD COLUMN sender_agency TEXT;"
+             "ALTER TABLE filings ADD COLUMN sender_key_id TEXT;")},
 };
+const sqldb_schema_t intake_sqlite_schema = {"intake", steps, (int)(sizeof steps / sizeof steps[0])};
 
 static rb_err sqlite_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
 {
@@ -83,8 +86,7 @@ static rb_err sqlite_open(connector_t **out, adapter_t *a, const settings_t *cfg
     if (c == NULL)
         return RB_ERR_NOMEM;
     snprintf(c->prefix, sizeof c->prefix, "%s", prefix);
-    rb_err rc = sqldb_open(&c->db, path, SQLDB_CREATE | SQLDB_SHARED, migrations,
-                           (int)(sizeof migrations / sizeof migrations[0]), "intake", err, errlen);
+    rb_err rc = sqldb_open(&c->db, path, SQLDB_CREATE | SQLDB_SHARED, &intake_sqlite_schema, err, errlen);
     if (rc != RB_OK) {
         free(c);
         return rc;

@@ -329,13 +329,14 @@ int main(int argc, char **argv)
 
     char path[512], err[256];
     snprintf(path, sizeof path, "%s/rb-limit-%d.db", dir, (int)getpid());
-    static const char *const schema[] = {
-        "CREATE TABLE msgs(id BLOB PRIMARY KEY, body BLOB, state TEXT, attempts INT, next INT);"
-        "CREATE INDEX msgs_next ON msgs(state, next);"
-        "CREATE TABLE leaves(idx INTEGER PRIMARY KEY, leaf BLOB);"
-        "CREATE TABLE msg_leaves(id BLOB, leaf INT, PRIMARY KEY(id, leaf)) WITHOUT ROWID;"};
+    static const sqldb_step_t steps[] = {
+        {.sql = "CREATE TABLE msgs(id BLOB PRIMARY KEY, body BLOB, state TEXT, attempts INT, next INT);"
+                "CREATE INDEX msgs_next ON msgs(state, next);"
+                "CREATE TABLE leaves(idx INTEGER PRIMARY KEY, leaf BLOB);"
+                "CREATE TABLE msg_leaves(id BLOB, leaf INT, PRIMARY KEY(id, leaf)) WITHOUT ROWID;"}};
+    static const sqldb_schema_t schema = {"bench", steps, 1};
     sql_t s = {.base = 0};
-    check(sqldb_open(&s.db, path, SQLDB_CREATE | SQLDB_EXCLUSIVE, schema, 1, "bench", err, sizeof err), err);
+    check(sqldb_open(&s.db, path, SQLDB_CREATE | SQLDB_EXCLUSIVE, &schema, err, sizeof err), err);
     sqldb_keep_statements(s.db);
     rbcrypto_random(s.blob, sizeof s.blob);
     double insert_4k = in_transaction_us(&s, op_insert_4k);

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "fsmode.h"
 
@@ -120,12 +121,155 @@ static rb_err make_private(const char *path, bool create, mode_t keep, char *err
     return rc;
 }
 
-rb_err sqldb_open(sqlite3 **out, const char *path, int flags, const char *const *migrations, int n_migrations,
-                  const char *what, char *err, size_t errlen)
+/* Runs steps [from, to) of schema in db, inside the caller's transaction. */
+static rb_err run_steps(sqlite3 *db, const sqldb_schema_t *schema, int from, int to, int *failed)
+{
+    for (int v = from; v < to; v++) {
+        const sqldb_step_t *step = &schema->steps[v];
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA user_version=%d;", v + 1);
+        if ((step->sql != NULL && sqldb_exec(db, step->sql) != RB_OK) ||
+            (step->repair != NULL && step->repair(db) != RB_OK) || sqldb_exec(db, bump) != RB_OK) {
+            *failed = v + 1;
+            return RB_ERR_IO;
+        }
+    }
+    return RB_OK;
+}
+
+rb_err sqldb_reference(sqlite3 **out, const sqldb_schema_t *schema, int version)
+{
+    int failed;
+    *out = NULL;
+    if (sqlite3_open_v2(":memory:", out, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        run_steps(*out, schema, 0, version, &failed) != RB_OK) {
+        sqldb_close(*out);
+        *out = NULL;
+        return RB_ERR_IO;
+    }
+    return RB_OK;
+}
+
+/* sql without what does not change its meaning: runs of spaces, spaces beside punctuation, and the quotes
+ * of identifiers (SQLite quotes a renamed table's name, and keeps the spacing a statement was written
+ * with, in which migrations of one layout differ). Literals ('...') are kept as they are. */
+static void normalise(const char *sql, char *out, size_t cap)
+{
+    size_t n = 0;
+    bool space = false, literal = false;
+    for (const char *p = sql ? sql : ""; *p != '\0' && n + 2 < cap; p++) {
+        char c = *p;
+        if (c == '\'')
+            literal = !literal;
+        if (!literal && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+            space = n > 0;
+            continue;
+        }
+        if (!literal && c == '"')
+            continue;
+        bool punct = !literal && (c == '(' || c == ')' || c == ',' || c == ';');
+        if (space && !punct && !(n > 0 && (out[n - 1] == '(' || out[n - 1] == ',')))
+            out[n++] = ' ';
+        space = false;
+        out[n++] = c;
+    }
+    out[n] = '\0';
+}
+
+static sqlite3_stmt *layout(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    sqlite3_prepare_v2(db,
+                       "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' "
+                       "ESCAPE '\\' ORDER BY type, name",
+                       -1, &st, NULL);
+    return st;
+}
+
+static const char *column(sqlite3_stmt *st, int i)
+{
+    const char *text = (const char *)sqlite3_column_text(st, i);
+    return text ? text : "";
+}
+
+/* -1, 0 or 1 as the row of a (type, name) comes before, with or after b's; a finished side comes last. */
+static int order(sqlite3_stmt *a, bool a_row, sqlite3_stmt *b, bool b_row)
+{
+    if (!a_row || !b_row)
+        return a_row ? -1 : b_row ? 1 : 0;
+    int c = strcmp(column(a, 0), column(b, 0));
+    return c != 0 ? c : strcmp(column(a, 1), column(b, 1));
+}
+
+rb_err sqldb_layout_diff(sqlite3 *have, sqlite3 *want, bool extras_ok, char *diff, size_t difflen)
+{
+    sqlite3_stmt *h = layout(have), *w = layout(want);
+    rb_err rc = h != NULL && w != NULL ? RB_OK : RB_ERR_IO;
+    bool h_row = rc == RB_OK && sqlite3_step(h) == SQLITE_ROW,
+         w_row = rc == RB_OK && sqlite3_step(w) == SQLITE_ROW;
+    while (rc == RB_OK && (h_row || w_row)) {
+        int c = order(h, h_row, w, w_row);
+        if (c > 0) {
+            snprintf(diff, difflen, "%s %s missing", column(w, 0), column(w, 1));
+            rc = RB_ERR_BAD_VERSION;
+        } else if (c < 0 && !extras_ok) {
+            snprintf(diff, difflen, "%s %s not expected", column(h, 0), column(h, 1));
+            rc = RB_ERR_BAD_VERSION;
+        } else if (c == 0) {
+            char a[4096], b[4096];
+            normalise(column(h, 3), a, sizeof a);
+            normalise(column(w, 3), b, sizeof b);
+            if (strcmp(column(h, 2), column(w, 2)) != 0 || strcmp(a, b) != 0) {
+                snprintf(diff, difflen, "%s %s differs", column(w, 0), column(w, 1));
+                rc = RB_ERR_BAD_VERSION;
+            }
+        }
+        if (rc == RB_OK && c <= 0)
+            h_row = sqlite3_step(h) == SQLITE_ROW;
+        if (rc == RB_OK && c >= 0)
+            w_row = sqlite3_step(w) == SQLITE_ROW;
+    }
+    sqlite3_finalize(h);
+    sqlite3_finalize(w);
+    return rc;
+}
+
+bool sqldb_has_column(sqlite3 *db, const char *table, const char *column_name)
+{
+    int64_t n = 0;
+    return sqldb_int(sqldb_prepare(db, "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?", "tt",
+                                   table, column_name),
+                     &n) == RB_OK &&
+           n > 0;
+}
+
+rb_err sqldb_ensure_index(sqlite3 *db, const char *name, const char *create_sql)
+{
+    sqlite3_stmt *st =
+        sqldb_prepare(db, "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", "t", name);
+    if (st == NULL)
+        return RB_ERR_IO;
+    char have[4096] = "", want[4096];
+    bool found = sqlite3_step(st) == SQLITE_ROW;
+    if (found)
+        normalise(column(st, 0), have, sizeof have);
+    sqldb_done(st);
+    normalise(create_sql, want, sizeof want);
+    if (found && strcmp(have, want) == 0)
+        return RB_OK;
+    char drop[256];
+    snprintf(drop, sizeof drop, "DROP INDEX IF EXISTS \"%s\"", name);
+    return sqldb_exec(db, drop) == RB_OK ? sqldb_exec(db, create_sql) : RB_ERR_IO;
+}
+
+rb_err sqldb_open(sqlite3 **out, const char *path, int flags, const sqldb_schema_t *schema, char *err,
+                  size_t errlen)
 {
     sqlite3 *db = NULL;
     *out = NULL;
     bool create = flags & SQLDB_CREATE, readonly = flags & SQLDB_READONLY;
+    const char *what = schema->what;
+    int n = schema->n_steps;
     if (!readonly && make_private(path, create, flags & SQLDB_SHARED ? 0660 : 0600, err, errlen) != RB_OK)
         return RB_ERR_IO;
     int open_flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
@@ -149,23 +293,38 @@ rb_err sqldb_open(sqlite3 **out, const char *path, int flags, const char *const 
         return fail(&db, RB_ERR_MALFORMED, err, errlen, "%s: database is corrupt: %s", path,
                     sqlite3_errmsg(db));
     int version = user_version(db);
-    if (version < 0 || version > n_migrations)
+    if (version < 0 || version > n)
         return fail(&db, RB_ERR_BAD_VERSION, err, errlen,
-                    "%s: schema version %d is newer than this %s knows (%d)", path, version, what,
-                    n_migrations);
+                    "%s: schema version %d is newer than this %s knows (%d)", path, version, what, n);
     if (version == 0 && !create)
         return fail(&db, RB_ERR_MALFORMED, err, errlen, "%s: not a %s database", path, what);
-    if (readonly && version != n_migrations)
+    if (readonly && version != n)
         return fail(&db, RB_ERR_BAD_VERSION, err, errlen, "%s: schema version %d, this %s needs %d", path,
-                    version, what, n_migrations);
-    for (int v = version; v < n_migrations; v++) {
-        char bump[64];
-        snprintf(bump, sizeof bump, "PRAGMA user_version=%d;", v + 1);
-        if (sqldb_exec(db, "BEGIN") != RB_OK || sqldb_exec(db, migrations[v]) != RB_OK ||
-            sqldb_exec(db, bump) != RB_OK || sqldb_exec(db, "COMMIT") != RB_OK)
-            return fail(&db, RB_ERR_IO, err, errlen, "%s: migration to version %d failed: %s", path, v + 1,
-                        sqlite3_errmsg(db));
+                    version, what, n);
+    int failed = 0;
+    if (version < n &&
+        (sqldb_exec(db, "BEGIN") != RB_OK || run_steps(db, schema, version, n, &failed) != RB_OK))
+        return fail(&db, RB_ERR_IO, err, errlen, "%s: migration to version %d failed: %s", path, failed,
+                    sqlite3_errmsg(db));
+    /* The layout is compared whatever the version said: a release that changed a version in place left
+     * databases that claim it and are not it (issue #19: queued referrals never delivered). */
+    sqlite3 *want = NULL;
+    char diff[256] = "";
+    rb_err rc = sqldb_reference(&want, schema, n);
+    if (rc == RB_OK)
+        rc = sqldb_layout_diff(db, want, flags & SQLDB_SHARED, diff, sizeof diff);
+    sqldb_close(want);
+    if (rc != RB_OK) { /* closing without COMMIT undoes the migration: the file is left as it was */
+        char at[64];
+        snprintf(at, sizeof at, version < n ? "%d (migrating to %d)" : "%d", version, n);
+        return fail(&db, rc == RB_ERR_BAD_VERSION ? rc : RB_ERR_IO, err, errlen,
+                    "%s: schema version %s has a layout this %s does not know (%s): restore the backup taken "
+                    "before the upgrade, or see docs/OPERATIONS.md \"Upgrading\"",
+                    path, at, what, rc == RB_ERR_BAD_VERSION ? diff : "unreadable");
     }
+    if (version < n && sqldb_exec(db, "COMMIT") != RB_OK)
+        return fail(&db, RB_ERR_IO, err, errlen, "%s: migration to version %d failed: %s", path, n,
+                    sqlite3_errmsg(db));
     *out = db;
     return RB_OK;
 }

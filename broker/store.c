@@ -18,104 +18,145 @@ struct store {
     ledger_t *ledger; /* the audit ledger in the same database */
 };
 
-static const char *const migrations[] = {
+static rb_err repair_schema_4(sqlite3 *db);
+
+static const sqldb_step_t steps[] = {
     /* version 1 */
-    "CREATE TABLE parties("
-    "  id INTEGER PRIMARY KEY,"
-    "  name TEXT NOT NULL UNIQUE,"
-    "  role INTEGER NOT NULL,"
-    "  agency TEXT NOT NULL,"
-    "  key_id BLOB NOT NULL UNIQUE,"
-    "  curve_key BLOB NOT NULL UNIQUE,"
-    "  card BLOB NOT NULL,"
-    "  enabled INTEGER NOT NULL DEFAULT 1,"
-    "  added_ms INTEGER NOT NULL);"
-    "CREATE TABLE revoked_keys("
-    "  key_id BLOB PRIMARY KEY,"
-    "  reason TEXT NOT NULL,"
-    "  revoked_ms INTEGER NOT NULL);"
-    "CREATE TABLE messages("
-    "  message_id BLOB PRIMARY KEY,"
-    "  envelope BLOB NOT NULL,"
-    "  envelope_sha256 BLOB NOT NULL,"
-    "  kind INTEGER NOT NULL,"
-    "  sender TEXT NOT NULL,"
-    "  recipient TEXT NOT NULL,"
-    "  case_key BLOB,"
-    "  ref_message_id BLOB,"
-    "  created_ms INTEGER NOT NULL,"
-    "  received_ms INTEGER NOT NULL,"
-    "  submit_index INTEGER NOT NULL,"
-    "  state TEXT NOT NULL DEFAULT 'queued',"
-    "  attempts INTEGER NOT NULL DEFAULT 0,"
-    "  next_attempt_ms INTEGER NOT NULL,"
-    "  confirmed_ms INTEGER,"
-    "  ack_status INTEGER,"
-    "  ack_message_id BLOB,"
-    "  acked_ms INTEGER,"
-    "  dead_reason TEXT);"
-    "CREATE INDEX messages_due ON messages(recipient, state, next_attempt_ms);"
-    "CREATE INDEX messages_case ON messages(case_key, state, submit_index);"
-    "CREATE TABLE admin_nonces(nonce BLOB PRIMARY KEY, used_ms INTEGER NOT NULL);",
+    {.sql = "CREATE TABLE parties("
+            "  id INTEGER PRIMARY KEY,"
+            "  name TEXT NOT NULL UNIQUE,"
+            "  role INTEGER NOT NULL,"
+            "  agency TEXT NOT NULL,"
+            "  key_id BLOB NOT NULL UNIQUE,"
+            "  curve_key BLOB NOT NULL UNIQUE,"
+            "  card BLOB NOT NULL,"
+            "  enabled INTEGER NOT NULL DEFAULT 1,"
+            "  added_ms INTEGER NOT NULL);"
+            "CREATE TABLE revoked_keys("
+            "  key_id BLOB PRIMARY KEY,"
+            "  reason TEXT NOT NULL,"
+            "  revoked_ms INTEGER NOT NULL);"
+            "CREATE TABLE messages("
+            "  message_id BLOB PRIMARY KEY,"
+            "  envelope BLOB NOT NULL,"
+            "  envelope_sha256 BLOB NOT NULL,"
+            "  kind INTEGER NOT NULL,"
+            "  sender TEXT NOT NULL,"
+            "  recipient TEXT NOT NULL,"
+            "  case_key BLOB,"
+            "  ref_message_id BLOB,"
+            "  created_ms INTEGER NOT NULL,"
+            "  received_ms INTEGER NOT NULL,"
+            "  submit_index INTEGER NOT NULL,"
+            "  state TEXT NOT NULL DEFAULT 'queued',"
+            "  attempts INTEGER NOT NULL DEFAULT 0,"
+            "  next_attempt_ms INTEGER NOT NULL,"
+            "  confirmed_ms INTEGER,"
+            "  ack_status INTEGER,"
+            "  ack_message_id BLOB,"
+            "  acked_ms INTEGER,"
+            "  dead_reason TEXT);"
+            "CREATE INDEX messages_due ON messages(recipient, state, next_attempt_ms);"
+            "CREATE INDEX messages_case ON messages(case_key, state, submit_index);"
+            "CREATE TABLE admin_nonces(nonce BLOB PRIMARY KEY, used_ms INTEGER NOT NULL);"},
     /* version 2: the audit ledger, which every event goes to */
-    LEDGER_SCHEMA,
+    {.sql = LEDGER_SCHEMA},
     /* version 3: several keys per party (rotation), dated revocations, quarantine, key notices to send,
      * and each message's ledger leaves */
-    "CREATE TABLE party_keys("
-    "  key_id BLOB PRIMARY KEY,"
-    "  party TEXT NOT NULL,"
-    "  curve_key BLOB NOT NULL UNIQUE,"
-    "  card BLOB NOT NULL,"
-    "  added_ms INTEGER NOT NULL,"
-    "  retires_ms INTEGER);"
-    "INSERT INTO party_keys(key_id, party, curve_key, card, added_ms)"
-    "  SELECT key_id, name, curve_key, card, added_ms FROM parties ORDER BY id;"
-    "CREATE INDEX party_keys_party ON party_keys(party);"
-    "CREATE TABLE parties_v3("
-    "  id INTEGER PRIMARY KEY,"
-    "  name TEXT NOT NULL UNIQUE,"
-    "  role INTEGER NOT NULL,"
-    "  agency TEXT NOT NULL,"
-    "  enabled INTEGER NOT NULL DEFAULT 1,"
-    "  added_ms INTEGER NOT NULL);"
-    "INSERT INTO parties_v3 SELECT id, name, role, agency, enabled, added_ms FROM parties;"
-    "DROP TABLE parties;"
-    "ALTER TABLE parties_v3 RENAME TO parties;"
-    /* Revocations before version 3 covered everything the key signed: since 0. */
-    "ALTER TABLE revoked_keys ADD COLUMN since_ms INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE messages ADD COLUMN sender_key_id BLOB;"
-    /* When it was last queued: the time to live counts from here, so a requeued letter gets a new one. */
-    "ALTER TABLE messages ADD COLUMN queued_ms INTEGER;"
-    "UPDATE messages SET queued_ms = received_ms;"
-    "CREATE INDEX messages_sender_key ON messages(sender_key_id, state);"
-    "CREATE INDEX messages_state ON messages(state, recipient);"
-    "CREATE TABLE message_leaves(message_id BLOB NOT NULL, leaf INTEGER NOT NULL,"
-    "  PRIMARY KEY(message_id, leaf)) WITHOUT ROWID;"
-    "CREATE TABLE pending_notices(leaf INTEGER PRIMARY KEY);",
+    {.sql =
+         "CREATE TABLE party_keys("
+         "  key_id BLOB PRIMARY KEY,"
+         "  party TEXT NOT NULL,"
+         "  curve_key BLOB NOT NULL UNIQUE,"
+         "  card BLOB NOT NULL,"
+         "  added_ms INTEGER NOT NULL,"
+         "  retires_ms INTEGER);"
+         "INSERT INTO party_keys(key_id, party, curve_key, card, added_ms)"
+         "  SELECT key_id, name, curve_key, card, added_ms FROM parties ORDER BY id;"
+         "CREATE INDEX party_keys_party ON party_keys(party);"
+         "CREATE TABLE parties_v3("
+         "  id INTEGER PRIMARY KEY,"
+         "  name TEXT NOT NULL UNIQUE,"
+         "  role INTEGER NOT NULL,"
+         "  agency TEXT NOT NULL,"
+         "  enabled INTEGER NOT NULL DEFAULT 1,"
+         "  added_ms INTEGER NOT NULL);"
+         "INSERT INTO parties_v3 SELECT id, name, role, agency, enabled, added_ms FROM parties;"
+         "DROP TABLE parties;"
+         "ALTER TABLE parties_v3 RENAME TO parties;"
+         /* Revocations before version 3 covered everything the key signed: since 0. */
+         "ALTER TABLE revoked_keys ADD COLUMN since_ms INTEGER NOT NULL DEFAULT 0;"
+         "ALTER TABLE messages ADD COLUMN sender_key_id BLOB;"
+         /* When it was last queued: the time to live counts from here, so a requeued letter gets a new one. */
+         "ALTER TABLE messages ADD COLUMN queued_ms INTEGER;"
+         "UPDATE messages SET queued_ms = received_ms;"
+         "CREATE INDEX messages_sender_key ON messages(sender_key_id, state);"
+         "CREATE INDEX messages_state ON messages(state, recipient);"
+         "CREATE TABLE message_leaves(message_id BLOB NOT NULL, leaf INTEGER NOT NULL,"
+         "  PRIMARY KEY(message_id, leaf)) WITHOUT ROWID;"
+         "CREATE TABLE pending_notices(leaf INTEGER PRIMARY KEY);"},
     /* version 4: envelopes in a table of their own, so that the updates of a message's delivery state (each
      * rewrites the whole row) do not rewrite its envelope's overflow pages too; and indexes for the queries
      * each turn runs, so that they cost the same with a million messages queued as with ten: the next
      * deliveries in submission order, and what ran out of attempts or time */
-    "CREATE TABLE envelopes(message_id BLOB PRIMARY KEY, envelope BLOB NOT NULL);"
-    /* The ledger's own index of leaves by message serves `message show`: a second one was a write per event. */
-    "DROP TABLE message_leaves;"
-    "INSERT INTO envelopes SELECT message_id, envelope FROM messages ORDER BY rowid;"
-    "ALTER TABLE messages DROP COLUMN envelope;"
-    "DROP INDEX messages_due;"
-    "DROP INDEX messages_case;"
-    /* Partial: only what is queued, so that these stay as small as the queue and a commit dirties a few of
-     * their pages, not one per message ever stored; and a message leaves them when it is confirmed. */
-    "CREATE INDEX messages_due ON messages(recipient, next_attempt_ms) WHERE state = 'queued';"
-    "CREATE INDEX messages_case ON messages(case_key, sender, submit_index) WHERE state = 'queued';"
-    "CREATE INDEX messages_order ON messages(recipient, submit_index) WHERE state = 'queued';"
-    "CREATE INDEX messages_attempts ON messages(attempts) WHERE state = 'queued';"
-    "CREATE INDEX messages_queued ON messages(queued_ms) WHERE state = 'queued';"
-    /* For the counts that status and metrics take every second: ACKs awaited (rows leave it when the ACK
-     * comes), and what each sender sent in the last minute. */
-    "CREATE INDEX messages_awaiting_ack ON messages(recipient, confirmed_ms) "
-    "  WHERE state = 'confirmed' AND kind IN (1, 2, 3) AND ack_status IS NULL;"
-    "CREATE INDEX messages_received ON messages(sender, received_ms);",
+    {.sql =
+         "CREATE TABLE envelopes(message_id BLOB PRIMARY KEY, envelope BLOB NOT NULL);"
+         /* The ledger's own index of leaves by message serves `message show`: a second one was a write per event. */
+         "DROP TABLE message_leaves;"
+         "INSERT INTO envelopes SELECT message_id, envelope FROM messages ORDER BY rowid;"
+         "ALTER TABLE messages DROP COLUMN envelope;"
+         "DROP INDEX messages_due;"
+         "DROP INDEX messages_case;"
+         /* Partial: only what is queued, so that these stay as small as the queue and a commit dirties a few of
+      * their pages, not one per message ever stored; and a message leaves them when it is confirmed. */
+         "CREATE INDEX messages_due ON messages(recipient, next_attempt_ms) WHERE state = 'queued';"
+         "CREATE INDEX messages_case ON messages(case_key, sender, submit_index) WHERE state = 'queued';"
+         "CREATE INDEX messages_order ON messages(recipient, submit_index) WHERE state = 'queued';"
+         "CREATE INDEX messages_attempts ON messages(attempts) WHERE state = 'queued';"
+         "CREATE INDEX messages_queued ON messages(queued_ms) WHERE state = 'queued';"
+         /* For the counts that status and metrics take every second: ACKs awaited (rows leave it when the ACK
+      * comes), and what each sender sent in the last minute. */
+         "CREATE INDEX messages_awaiting_ack ON messages(recipient, confirmed_ms) "
+         "  WHERE state = 'confirmed' AND kind IN (1, 2, 3) AND ack_status IS NULL;"
+         "CREATE INDEX messages_received ON messages(sender, received_ms);"},
+    /* version 5: the layout of version 4 whichever one a database has (repair_schema_4) */
+    {.repair = repair_schema_4},
 };
+_Static_assert(sizeof steps / sizeof steps[0] == STORE_SCHEMA_VERSION,
+               "STORE_SCHEMA_VERSION is the last step");
+const sqldb_schema_t store_schema = {"broker", steps, STORE_SCHEMA_VERSION};
+
+/* Version 4 was changed in place four times before it settled (2026-12-03: e0ac73e, cf52001, 441f7f3,
+ * c47cbe2), so a database at version 4 may have any of those layouts, and the first kept its envelopes in
+ * messages, where today's broker never looks: its queued referrals were never delivered (issue #19). This
+ * makes each of them the last one: envelopes moved to their table, message_leaves dropped, the queue's
+ * indexes made as the last layout makes them. On a database of the last layout it changes nothing. */
+static rb_err repair_schema_4(sqlite3 *db)
+{
+    static const char *const indexes[][2] = {
+        {"messages_due",
+         "CREATE INDEX messages_due ON messages(recipient, next_attempt_ms) WHERE state = 'queued'"},
+        {"messages_case",
+         "CREATE INDEX messages_case ON messages(case_key, sender, submit_index) WHERE state = 'queued'"},
+        {"messages_order",
+         "CREATE INDEX messages_order ON messages(recipient, submit_index) WHERE state = 'queued'"},
+        {"messages_attempts", "CREATE INDEX messages_attempts ON messages(attempts) WHERE state = 'queued'"},
+        {"messages_queued", "CREATE INDEX messages_queued ON messages(queued_ms) WHERE state = 'queued'"},
+        {"messages_awaiting_ack", "CREATE INDEX messages_awaiting_ack ON messages(recipient, confirmed_ms) "
+                                  "WHERE state = 'confirmed' AND kind IN (1, 2, 3) AND ack_status IS NULL"},
+        {"messages_received", "CREATE INDEX messages_received ON messages(sender, received_ms)"},
+    };
+    rb_err rc = RB_OK;
+    if (sqldb_has_column(db, "messages", "envelope"))
+        rc = sqldb_exec(db, "CREATE TABLE envelopes(message_id BLOB PRIMARY KEY, envelope BLOB NOT NULL);"
+                            "INSERT INTO envelopes SELECT message_id, envelope FROM messages ORDER BY rowid;"
+                            "ALTER TABLE messages DROP COLUMN envelope;");
+    if (rc == RB_OK)
+        rc = sqldb_exec(db, "DROP TABLE IF EXISTS message_leaves");
+    for (size_t i = 0; rc == RB_OK && i < sizeof indexes / sizeof indexes[0]; i++)
+        rc = sqldb_ensure_index(db, indexes[i][0], indexes[i][1]);
+    return rc;
+}
 
 rb_err store_open(store_t **out, const char *path, bool create, char *err, size_t errlen)
 {
@@ -123,8 +164,8 @@ rb_err store_open(store_t **out, const char *path, bool create, char *err, size_
     store_t *s = calloc(1, sizeof *s);
     if (s == NULL)
         return RB_ERR_NOMEM;
-    rb_err rc = sqldb_open(&s->db, path, SQLDB_EXCLUSIVE | (create ? SQLDB_CREATE : 0), migrations,
-                           (int)(sizeof migrations / sizeof migrations[0]), "broker", err, errlen);
+    rb_err rc =
+        sqldb_open(&s->db, path, SQLDB_EXCLUSIVE | (create ? SQLDB_CREATE : 0), &store_schema, err, errlen);
     if (rc == RB_OK)
         sqldb_keep_statements(s->db);
     if (rc == RB_OK && (rc = ledger_open(&s->ledger, s->db)) != RB_OK) {

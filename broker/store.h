@@ -15,11 +15,14 @@
 #include "envelope.h"
 #include "ledger.h"
 #include "rb_error.h"
+#include "sqldb.h"
 #include "trust.h"
 
 typedef struct store store_t;
 
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
+/* The database's schema, step by step (sqldb.h): what store_open migrates with, and what tests pin. */
+extern const sqldb_schema_t store_schema;
 
 /* Opens (creating if create) the database at path. On failure *out is NULL and err names the cause
  * (locked by another process, newer schema, not a database). */

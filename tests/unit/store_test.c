@@ -1,6 +1,6 @@
 /* store_test.c -- the broker's database: creation, refusing a database it cannot use (not a broker
- * database, newer schema, corrupt, locked), a step undone inside a transaction, migrating schema 3, on a real
- * SQLite file. */
+ * database, newer schema, corrupt, locked), a step undone inside a transaction, on a real SQLite file.
+ * Migrations from every earlier schema: schema_test. */
 #include <sqlite3.h>
 
 #include "testutil.h"
@@ -141,63 +141,6 @@ static void undone_step_leaves_the_ledger(void **state)
     store_close(&s);
 }
 
-/* A schema 3 database, with its envelopes in the messages table, migrates to schema 4: each envelope moves
- * to the envelopes table, and what was queued is still due, with the same bytes. The schema 3 layout is
- * made from a new database by undoing what migration 4 does. */
-static void schema_3_envelopes_migrate(void **state)
-{
-    fixture_t *f = *state;
-    store_t *s;
-    char err[256];
-    assert_ok(store_open(&s, f->path, true, err, sizeof err));
-    Rb__Header h = RB__HEADER__INIT;
-    uint8_t id[MSG_ID_BYTES] = {1, 2, 3}, env[3000], sha256[RB_HASH_BYTES] = {0};
-    memset(env, 0x5a, sizeof env);
-    h.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, id};
-    h.kind = RB__KIND__KIND_REFERRAL;
-    h.sender = "cpd-rms";
-    h.recipient = "sao-intake";
-    assert_ok(store_begin(s));
-    assert_ok(store_add_message(s, &h, env, sizeof env, sha256, 7, 1000));
-    assert_ok(store_commit(s));
-    store_close(&s);
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db,
-                     "ALTER TABLE messages ADD COLUMN envelope BLOB;"
-                     "UPDATE messages SET envelope = (SELECT envelope FROM envelopes e "
-                     "  WHERE e.message_id = messages.message_id);"
-                     "DROP TABLE envelopes; DROP INDEX messages_order; DROP INDEX messages_attempts;"
-                     "DROP INDEX messages_queued; DROP INDEX messages_due; DROP INDEX messages_case;"
-                     "DROP INDEX messages_awaiting_ack; DROP INDEX messages_received;"
-                     "CREATE INDEX messages_due ON messages(recipient, state, next_attempt_ms);"
-                     "CREATE INDEX messages_case ON messages(case_key, state, submit_index);"
-                     "CREATE TABLE message_leaves(message_id BLOB NOT NULL, leaf INTEGER NOT NULL,"
-                     "  PRIMARY KEY(message_id, leaf)) WITHOUT ROWID;"
-                     "PRAGMA user_version = 3;",
-                     NULL, NULL, NULL),
-        SQLITE_OK);
-    sqlite3_close(db);
-    assert_ok(store_open(&s, f->path, false, err, sizeof err));
-    due_msg_t due[4];
-    size_t n;
-    assert_ok(store_due(s, "sao-intake", 2000, due, 4, &n));
-    assert_int_equal(n, 1);
-    assert_memory_equal(due[0].message_id, id, MSG_ID_BYTES);
-    assert_int_equal(due[0].len, sizeof env);
-    assert_memory_equal(due[0].envelope, env, sizeof env);
-    free(due[0].envelope);
-    store_close(&s);
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), STORE_SCHEMA_VERSION);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,7 +150,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(corrupt_file_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(locked_by_another_broker, setup, teardown),
         cmocka_unit_test_setup_teardown(undone_step_leaves_the_ledger, setup, teardown),
-        cmocka_unit_test_setup_teardown(schema_3_envelopes_migrate, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
