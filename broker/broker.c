@@ -1682,8 +1682,9 @@ typedef struct {
 static rb_err notice_to(void *ctx, const party_t *p)
 {
     notice_run_t *r = ctx;
-    /* Sources need the sinks' keys and sinks the sources'; a party of the owner's role has no use for it. */
-    if (p->card.role == CARD_ROLE_ADMIN || !p->enabled || p->card.role == r->owner_role)
+    /* Sources need the sinks' keys and sinks the sources'; a party of the owner's role has no use for it. A
+     * disabled party gets it too, delivered once it is enabled again and before anything else (store_due). */
+    if (p->card.role == CARD_ROLE_ADMIN || p->card.role == r->owner_role)
         return RB_OK;
     envelope_params_t params = {.kind = RB__KIND__KIND_NOTICE, .created_ms = now_ms()};
     msg_id_t id;

@@ -121,6 +121,9 @@ static const sqldb_step_t steps[] = {
          "CREATE INDEX messages_received ON messages(sender, received_ms);"},
     /* version 5: the layout of version 4 whichever one a database has (repair_schema_4) */
     {.repair = repair_schema_4},
+    /* version 6: the key notices queued for each recipient, which go before anything else (store_due) */
+    {.sql = "CREATE INDEX messages_notices ON messages(recipient, submit_index) "
+            "WHERE state = 'queued' AND kind = 5;"},
 };
 _Static_assert(sizeof steps / sizeof steps[0] == STORE_SCHEMA_VERSION,
                "STORE_SCHEMA_VERSION is the last step");
@@ -600,20 +603,39 @@ rb_err store_add_message(store_t *s, const Rb__Header *h, const uint8_t *env, si
 rb_err store_due(store_t *s, const char *recipient, int64_t now_ms, due_msg_t *out, size_t max, size_t *n)
 {
     *n = 0;
+    /* Key notices first: while one to this recipient is queued (not confirmed yet), nothing else is
+     * delivered to it, so that it has learnt every revocation before it is given anything signed after one,
+     * whatever was submitted before the notice (a quarantined envelope released later). */
+    int64_t notices = 0;
+    rb_err rc =
+        sqldb_int(sqldb_prepare(s->db,
+                                "SELECT count(*) FROM (SELECT 1 FROM messages INDEXED BY messages_notices "
+                                "WHERE recipient = ? AND state = 'queued' AND kind = 5 LIMIT 1)",
+                                "t", recipient),
+                  &notices);
+    if (rc != RB_OK)
+        return rc;
     /* Within a sender's case key, only the oldest undelivered message may go: the others wait for it. */
     sqlite3_stmt *st =
-        sqldb_prepare(s->db,
-                      "SELECT m.message_id, v.envelope, m.attempts, m.received_ms FROM messages m "
-                      "INDEXED BY messages_order JOIN envelopes v ON v.message_id = m.message_id WHERE "
-                      "m.recipient = ? AND m.state = 'queued' AND m.next_attempt_ms <= ? "
-                      "AND (m.case_key IS NULL OR NOT EXISTS (SELECT 1 FROM messages e "
-                      "  WHERE e.case_key = m.case_key AND e.sender = m.sender AND e.state = 'queued' "
-                      "  AND e.submit_index < m.submit_index)) "
-                      "ORDER BY m.submit_index LIMIT ?",
-                      "tii", recipient, now_ms, (int64_t)max);
+        notices > 0
+            ? sqldb_prepare(
+                  s->db,
+                  "SELECT m.message_id, v.envelope, m.attempts, m.received_ms FROM messages m "
+                  "INDEXED BY messages_notices JOIN envelopes v ON v.message_id = m.message_id WHERE "
+                  "m.recipient = ? AND m.state = 'queued' AND m.kind = 5 AND m.next_attempt_ms <= ? "
+                  "ORDER BY m.submit_index LIMIT ?",
+                  "tii", recipient, now_ms, (int64_t)max)
+            : sqldb_prepare(s->db,
+                            "SELECT m.message_id, v.envelope, m.attempts, m.received_ms FROM messages m "
+                            "INDEXED BY messages_order JOIN envelopes v ON v.message_id = m.message_id WHERE "
+                            "m.recipient = ? AND m.state = 'queued' AND m.next_attempt_ms <= ? "
+                            "AND (m.case_key IS NULL OR NOT EXISTS (SELECT 1 FROM messages e "
+                            "  WHERE e.case_key = m.case_key AND e.sender = m.sender AND e.state = 'queued' "
+                            "  AND e.submit_index < m.submit_index)) "
+                            "ORDER BY m.submit_index LIMIT ?",
+                            "tii", recipient, now_ms, (int64_t)max);
     if (st == NULL)
         return RB_ERR_IO;
-    rb_err rc = RB_OK;
     int step;
     while (rc == RB_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
         due_msg_t *d = &out[*n];
@@ -778,9 +800,9 @@ rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, 
     sqlite3_stmt *st =
         sqldb_prepare(s->db,
                       "SELECT message_id, attempts FROM messages INDEXED BY messages_attempts "
-                      "WHERE state = 'queued' AND attempts >= ? AND next_attempt_ms <= ? UNION "
+                      "WHERE state = 'queued' AND attempts >= ? AND next_attempt_ms <= ? AND kind != 5 UNION "
                       "SELECT message_id, attempts FROM messages INDEXED BY messages_queued "
-                      "WHERE state = 'queued' AND queued_ms < ? LIMIT ?",
+                      "WHERE state = 'queued' AND queued_ms < ? AND kind != 5 LIMIT ?",
                       "iiii", limit, now_ms, now_ms - ttl_ms, (int64_t)max);
     if (st == NULL)
         return RB_ERR_IO;

@@ -20,7 +20,7 @@
 
 typedef struct store store_t;
 
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 /* The database's schema, step by step (sqldb.h): what store_open migrates with, and what tests pin. */
 extern const sqldb_schema_t store_schema;
 
@@ -150,7 +150,8 @@ rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
 rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64_t since_ms,
                         const char *reason, int64_t now_ms, int *count);
 /* Up to max queued messages whose time is up at now_ms: attempts reached limit and the last one went
- * unconfirmed, or queued (received, or requeued) before now_ms - ttl_ms. Their ids go to out, *n how many. */
+ * unconfirmed, or queued (received, or requeued) before now_ms - ttl_ms. Their ids go to out, *n how many.
+ * Never a key notice: a recipient that has not confirmed one would file what a revoked key signed. */
 rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, uint8_t (*out)[MSG_ID_BYTES],
                      int *attempts, size_t max, size_t *n);
 /* Records an ACK on the referral it answers, unless it has one already (the first stands). */

@@ -260,12 +260,89 @@ static void a_backup_restores_after_every_admin_action(void **state)
     harness_stop(&h);
 }
 
+/* A count from adapter i's own store; -1 before the adapter made it. */
+static int64_t adapter_db(harness_t *h, int i, const char *sql)
+{
+    char path[700];
+    sqlite3 *db;
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    test_path(path, sizeof path, "%s/adapter-%d-data/adapter.db", h->dir, i);
+    if (access(path, F_OK) == 0 && sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+            v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
+    return v;
+}
+
+/* A key is revoked while the sink is away for longer than the time to live; meanwhile the admin releases
+ * what the key signed after the compromise (by mistake, or to see it). The sink, back, learns the
+ * revocation before anything else, and files nothing the key signed after the revocation time. */
+static void a_revocation_reaches_a_sink_that_was_away(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start("ttl_ms = 2000\n");
+    int snk = harness_adapter(h);
+    char path[700];
+    assert_ok(card_write_file(identity_card(h->mallory),
+                              test_path(path, sizeof path, "%s/trust-sink/mallory.card", h->dir), true));
+    client_t *mallory = harness_client(h, h->mallory, 0);
+    int64_t since = harness_ms();
+    harness_sleep_ms(5);
+    size_t len;
+    msg_id_t id;
+    uint8_t *env = harness_referral(h->mallory, h->sao, NULL, NULL, &len, &id);
+    harness_submit_ok(mallory, env, len);
+    free(env);
+    client_close(&mallory);
+    char key_id[17], since_text[24], hex[33];
+    card_key_id_hex(identity_card(h->mallory)->key_id, key_id);
+    snprintf(since_text, sizeof since_text, "%lld", (long long)since);
+    const char *revoke[] = {key_id, "compromised", since_text}, *other[] = {"other-intake"};
+    free(harness_admin(h, true, "adapter disable", other, 1)); /* away too, and told when it comes back */
+    char *out = harness_admin(h, true, "key revoke", revoke, 3);
+    assert_non_null(strstr(out, "\"quarantined\": 1"));
+    free(out);
+    size_t log_len;
+    char *log = test_read_file(h->log, &log_len);
+    assert_non_null(strstr(log, "adapter=mallory-rms recipients=2")); /* cpd-rms is of its role */
+    free(log);
+    harness_sleep_ms(3000); /* past the time to live of the notice */
+    wire_id_hex(id.bytes, hex);
+    const char *release[] = {hex};
+    free(harness_admin(h, true, "quarantine release", release, 1));
+    harness_adapter_start(h, snk, "intake-sqlite");
+    int64_t deadline = harness_deadline(15000);
+    while (adapter_db(h, snk, "SELECT count(*) FROM inbox WHERE state != 'received'") < 2) {
+        if (harness_ms() > deadline)
+            fail_msg("the sink processed %lld of 2 envelopes (the notice and the released referral) in 15 s; "
+                     "its inbox: %lld filed, %lld notices (see %s)",
+                     (long long)adapter_db(h, snk, "SELECT count(*) FROM inbox WHERE state != 'received'"),
+                     (long long)adapter_db(h, snk, "SELECT count(*) FROM inbox WHERE state = 'filed'"),
+                     (long long)adapter_db(h, snk, "SELECT count(*) FROM inbox WHERE state = 'notice'"),
+                     h->adapters[snk].log);
+        harness_sleep_ms(50);
+    }
+    assert_int_equal(adapter_db(h, snk, "SELECT count(*) FROM inbox WHERE state = 'notice'"), 1);
+    assert_int_equal(adapter_db(h, snk, "SELECT count(*) FROM inbox WHERE state = 'refused'"), 1);
+    assert_int_equal(adapter_db(h, snk, "SELECT count(*) FROM inbox WHERE state = 'filed'"), 0);
+    assert_int_equal(
+        harness_db_int(test_path(path, sizeof path, "%s/intake.db", h->dir), "SELECT count(*) FROM filings"),
+        0);
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(a_disabled_recipient_loses_nothing, harness_teardown),
         cmocka_unit_test_teardown(an_older_client_is_told_to_retry, harness_teardown),
         cmocka_unit_test_teardown(a_backup_restores_after_every_admin_action, harness_teardown),
+        cmocka_unit_test_teardown(a_revocation_reaches_a_sink_that_was_away, harness_teardown),
     };
     return cmocka_run_group_tests_name("operator", tests, NULL, NULL);
 }

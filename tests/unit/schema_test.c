@@ -236,6 +236,7 @@ static void old_4_queue_delivered_by_a_real_broker(void **state)
                      "DROP TABLE envelopes; DROP INDEX messages_order; DROP INDEX messages_attempts;"
                      "DROP INDEX messages_queued; DROP INDEX messages_due; DROP INDEX messages_case;"
                      "DROP INDEX messages_awaiting_ack; DROP INDEX messages_received;"
+                     "DROP INDEX messages_notices;" /* schema 6 */
                      "CREATE INDEX messages_due ON messages(recipient, state, next_attempt_ms);"
                      "CREATE INDEX messages_case ON messages(case_key, state, submit_index);"
                      "CREATE TABLE message_leaves(message_id BLOB NOT NULL, leaf INTEGER NOT NULL,"
