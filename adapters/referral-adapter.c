@@ -80,14 +80,6 @@ static const char usage[] =
     "SEE ALSO\n"
     "    referral-broker(1), referral-admin(1), referral-keys(1)\n";
 
-static volatile sig_atomic_t stopping;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stopping = 1;
-}
-
 int main(int argc, char **argv)
 {
     tool_init(argv[0]);
@@ -147,19 +139,12 @@ int main(int argc, char **argv)
     xlog_options(log_format, log_level);
     /* Before the store is opened: a SIGTERM while it migrates or checks must stop the adapter cleanly (it
      * returns from adapter_run at once), not kill it half-way. */
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    /* Past a file size limit a write fails with EFBIG, which the store reports like a full disk, instead of
-     * the signal killing the process. */
-    signal(SIGXFSZ, SIG_IGN);
+    const volatile sig_atomic_t *stopping = xdaemon_signals();
     adapter_t *a;
     rb_err rc = adapter_open(&a, config, err, sizeof err);
     if (rc != RB_OK)
         xdie(EXIT_USAGE, "%s", err);
-    rc = adapter_run(a, &stopping);
+    rc = adapter_run(a, stopping);
     adapter_close(&a);
     return rc == RB_OK ? 0 : EXIT_USAGE;
 }
