@@ -398,8 +398,13 @@ static void handle_zap(broker_t *b)
         metrics_handshake_refused(b->metrics);
         int64_t t = now_ms();
         if (t - b->refused_logged_ms > 10000) { /* rate-limited: a scan must not flood the log */
-            log_security("handshake_refused", "count=%lld last_peer=%s", (long long)b->refused_handshakes,
-                         address);
+            /* The key as referral-keys show prints it ("sealing key"), so that the operator can tell which
+             * card is wrong. */
+            char sealing_key[2 * RB_BOX_PK_BYTES + 1] = "none";
+            if (n >= 7 && sizes[6] == 32)
+                keyfile_hex((const uint8_t *)parts[6], 32, sealing_key);
+            log_security("handshake_refused", "count=%lld last_peer=%s sealing_key=%s",
+                         (long long)b->refused_handshakes, address, sealing_key);
             b->refused_handshakes = 0;
             b->refused_logged_ms = t;
         }
