@@ -129,6 +129,8 @@ const char *settings_get(const settings_t *s, const char *section, const char *k
 }
 
 static rb_err fail_at(const settings_t *s, int line, char *err, size_t errlen, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+static rb_err fail_at(const settings_t *s, int line, char *err, size_t errlen, const char *fmt, va_list ap)
 {
     int n = line > 0 ? snprintf(err, errlen, "%s: line %d: ", s->path, line)
                      : snprintf(err, errlen, "%s: ", s->path);
