@@ -70,8 +70,10 @@ astore_t *adapter_store(adapter_t *a)
 static const char *required(const settings_t *cfg, const char *key, char *err, size_t errlen)
 {
     const char *v = settings_get(cfg, "adapter", key, NULL);
-    if (v == NULL || v[0] == '\0')
-        snprintf(err, errlen, "[adapter] %s is required", key);
+    if (v == NULL || v[0] == '\0') {
+        settings_fail(cfg, "adapter", key, err, errlen, "[adapter] %s is required", key);
+        return NULL;
+    }
     return v;
 }
 
@@ -90,13 +92,18 @@ static rb_err load_config(const char *path, settings_t **cfg, const connector_op
     rb_err rc = settings_load(cfg, path, err, errlen);
     if (rc != RB_OK)
         return rc;
+    /* A misspelt section is named before its settings are missed ("[adapter] connector is required"). */
+    const char *any[8] = {"adapter", "publish"};
+    for (size_t i = 0; connectors[i] != NULL && i + 3 < sizeof any / sizeof any[0]; i++)
+        any[i + 2] = connectors[i]->name;
+    if ((rc = settings_check_sections(*cfg, any, err, errlen)) != RB_OK)
+        return rc;
     const char *name = required(*cfg, "connector", err, errlen);
     if (name == NULL)
         return RB_ERR_USAGE;
-    if ((*ops = find_connector(name)) == NULL) {
-        snprintf(err, errlen, "[adapter] connector: no connector named '%s'", name);
-        return RB_ERR_USAGE;
-    }
+    if ((*ops = find_connector(name)) == NULL)
+        return settings_fail(*cfg, "adapter", "connector", err, errlen,
+                             "[adapter] connector: no connector named '%s'", name);
     const char *sections[] = {"adapter", (*ops)->name, "publish", NULL};
     if ((rc = settings_check_sections(*cfg, sections, err, errlen)) != RB_OK ||
         (rc = settings_check(*cfg, "adapter", adapter_keys, err, errlen)) != RB_OK ||
@@ -118,10 +125,14 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
     const char *data, *secret, *broker, *broker_card, *trust;
     char path[4096];
     rb_err rc = load_config(config_path, &a->cfg, &a->ops, &data, err, errlen);
-    if (rc == RB_OK && ((secret = required(a->cfg, "secret", err, errlen)) == NULL ||
-                        (broker = required(a->cfg, "broker", err, errlen)) == NULL ||
-                        (broker_card = required(a->cfg, "broker_card", err, errlen)) == NULL ||
-                        (trust = required(a->cfg, "trust", err, errlen)) == NULL))
+    if (rc != RB_OK) { /* without a->cfg, nothing below can be looked up */
+        adapter_close(&a);
+        return rc;
+    }
+    if (((secret = required(a->cfg, "secret", err, errlen)) == NULL ||
+         (broker = required(a->cfg, "broker", err, errlen)) == NULL ||
+         (broker_card = required(a->cfg, "broker_card", err, errlen)) == NULL ||
+         (trust = required(a->cfg, "trust", err, errlen)) == NULL))
         rc = RB_ERR_USAGE;
     if (rc == RB_OK)
         rc = settings_int(a->cfg, "adapter", "receipt_deadline_ms", 60000, 1, INT64_MAX / 2,
@@ -130,12 +141,19 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         rc = settings_int(a->cfg, "adapter", "ack_deadline_ms", 24LL * 3600 * 1000, 1, INT64_MAX / 2,
                           &a->ack_deadline_ms, err, errlen);
     a->metrics_file = settings_get(a->cfg, "adapter", "metrics_file", NULL);
+    if (rc == RB_OK && (strlen(broker) >= sizeof a->endpoint || !wire_endpoint_valid(broker, false)))
+        rc = settings_fail(a->cfg, "adapter", "broker", err, errlen, "[adapter] broker %s: %s", broker,
+                           WIRE_ENDPOINT_FORM);
     if (rc == RB_OK) {
         snprintf(a->endpoint, sizeof a->endpoint, "%s", broker);
         /* Unattended: the secret file has no passphrase, and is protected by its mode. */
-        if ((rc = identity_load(&a->me, secret, NULL, 0)) != RB_OK)
-            snprintf(err, errlen, "%s: %s (an adapter needs a secret made with --no-passphrase)", secret,
-                     rb_strerror(rc));
+        if ((rc = identity_load(&a->me, secret, NULL, 0)) == RB_ERR_BAD_PASSPHRASE)
+            snprintf(err, errlen,
+                     "%s: protected by a passphrase: an adapter needs a secret made with "
+                     "--no-passphrase (referral-keys passwd --no-passphrase)",
+                     secret);
+        else if (rc != RB_OK)
+            snprintf(err, errlen, "%s: %s", secret, rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
     }
     if (rc == RB_OK && identity_card(a->me)->role != a->ops->role) {
         snprintf(err, errlen, "%s: the card's role is %s, connector %s needs %s", secret,
@@ -177,8 +195,12 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
             rc = RB_ERR_IO;
         }
     }
+    /* A start that fails leaves no store behind that it made: the next start, with the config put right,
+     * makes it. One that was there stays (the lock is held: no one else made it meanwhile). */
+    bool fresh = false;
     if (rc == RB_OK) {
         snprintf(path, sizeof path, "%s/adapter.db", data);
+        fresh = access(path, F_OK) != 0 && errno == ENOENT;
         rc = astore_open(&a->store, path, false, err, errlen);
     }
     if (rc == RB_OK)
@@ -194,6 +216,12 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
                  a->metrics_file, rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
     if (rc != RB_OK) {
         adapter_close(&a);
+        static const char *const made[] = {"", "-wal", "-shm"};
+        for (size_t i = 0; fresh && i < sizeof made / sizeof made[0]; i++) {
+            char file[4200];
+            snprintf(file, sizeof file, "%s%s", path, made[i]);
+            unlink(file);
+        }
         return rc;
     }
     log_info("adapter_started", "connector=%s broker=%s", a->ops->name, a->endpoint);

@@ -333,6 +333,20 @@ rb_err client_connect(client_t **out, const char *endpoint, const identity_t *me
                       uint32_t credit, const char *checkpoint, int timeout_ms, char *err, size_t errlen)
 {
     *out = NULL;
+    /* The broker refuses an expired key at the handshake without a word (CURVE cannot say why), so it would
+     * look like a broker that is down: our own card says it first. */
+    const card_t *mine = identity_card(me);
+    if (card_valid_at(mine, (uint64_t)(client_clock_ms() / 1000)) != RB_OK) {
+        char key_id[2 * RB_KEY_ID_BYTES + 1], when[CARD_TIME_TEXT];
+        card_key_id_hex(mine->key_id, key_id);
+        bool early = (uint64_t)(client_clock_ms() / 1000) < mine->created;
+        card_time_text(early ? mine->created : mine->expires, when);
+        snprintf(err, errlen, "our key (%s, %s) %s %s: %s", mine->name, key_id,
+                 early ? "is valid only from" : "expired on", when,
+                 early ? "check this machine's clock"
+                       : "rotate it (referral-keys rotate) and add the new card");
+        return RB_ERR_KEY_EXPIRED;
+    }
     client_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return RB_ERR_NOMEM;

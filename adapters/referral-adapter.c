@@ -37,7 +37,8 @@ static const char usage[] =
     "\n"
     "COMMANDS\n"
     "    run (the default)\n"
-    "        Runs the adapter in the foreground until SIGTERM or SIGINT, then exits 0. Its store\n"
+    "        Runs the adapter in the foreground until SIGTERM or SIGINT, then exits 0 (SIGHUP is\n"
+    "        logged and ignored: the config is read at start). Its store\n"
     "        migrates itself to this version's schema at start. Logs go to standard error, one event a\n"
     "        line, each with adapter=NAME. Only one adapter runs on a data directory at a time.\n"
     "    status\n"
@@ -67,8 +68,9 @@ static const char usage[] =
     "    0  done (run: stopped by SIGTERM or SIGINT)\n"
     "    1  status: the store's schema is not this version's (an older one migrates when the adapter\n"
     "       runs), or it is not an adapter's store\n"
-    "    2  usage or system error (a bad option or setting, an unreadable key, the data directory in\n"
-    "       use by another adapter, a store of a newer schema)\n"
+    "    2  usage, config or system error (a bad option or setting, named with its file and line; an\n"
+    "       unreadable or expired key, the data directory in use by another adapter, a store of a\n"
+    "       newer schema)\n"
     "\n"
     "EXAMPLES\n"
     "    referral-adapter --config /etc/referral/cpd-rms.conf\n"
@@ -79,14 +81,6 @@ static const char usage[] =
     "\n"
     "SEE ALSO\n"
     "    referral-broker(1), referral-admin(1), referral-keys(1)\n";
-
-static volatile sig_atomic_t stopping;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stopping = 1;
-}
 
 int main(int argc, char **argv)
 {
@@ -147,19 +141,12 @@ int main(int argc, char **argv)
     xlog_options(log_format, log_level);
     /* Before the store is opened: a SIGTERM while it migrates or checks must stop the adapter cleanly (it
      * returns from adapter_run at once), not kill it half-way. */
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    /* Past a file size limit a write fails with EFBIG, which the store reports like a full disk, instead of
-     * the signal killing the process. */
-    signal(SIGXFSZ, SIG_IGN);
+    const volatile sig_atomic_t *stopping = xdaemon_signals();
     adapter_t *a;
     rb_err rc = adapter_open(&a, config, err, sizeof err);
     if (rc != RB_OK)
         xdie(EXIT_USAGE, "%s", err);
-    rc = adapter_run(a, &stopping);
+    rc = adapter_run(a, stopping);
     adapter_close(&a);
     return rc == RB_OK ? 0 : EXIT_USAGE;
 }

@@ -150,6 +150,7 @@ struct broker {
     void *ctx;
     store_t *store;
     trust_t *trust; /* every registered card, revoked keys marked */
+    bool started;   /* broker_started is ledgered: the stop will be too */
     void *router;
     void *zap;
     session_t sessions[MAX_SESSIONS];
@@ -398,8 +399,13 @@ static void handle_zap(broker_t *b)
         metrics_handshake_refused(b->metrics);
         int64_t t = now_ms();
         if (t - b->refused_logged_ms > 10000) { /* rate-limited: a scan must not flood the log */
-            log_security("handshake_refused", "count=%lld last_peer=%s", (long long)b->refused_handshakes,
-                         address);
+            /* The key as referral-keys show prints it ("sealing key"), so that the operator can tell which
+             * card is wrong. */
+            char sealing_key[2 * RB_BOX_PK_BYTES + 1] = "none";
+            if (n >= 7 && sizes[6] == 32)
+                keyfile_hex((const uint8_t *)parts[6], 32, sealing_key);
+            log_security("handshake_refused", "count=%lld last_peer=%s sealing_key=%s",
+                         (long long)b->refused_handshakes, address, sealing_key);
             b->refused_handshakes = 0;
             b->refused_logged_ms = t;
         }
@@ -1802,7 +1808,9 @@ void broker_close(broker_t **b_p, rb_err why)
     before_sleep(b);                  /* nothing received is left unanswered or unstored */
     before_sleep(b);                  /* and the refusals of the CONFIRMs answered in it */
     backup_close();
-    if (b->router != NULL && why != RB_ERR_HASH_MISMATCH) {
+    /* A start that did not come up (a port in use) ledgers nothing: restarted every few seconds, it would
+     * otherwise add a leaf each time. */
+    if (b->started && why != RB_ERR_HASH_MISMATCH) {
         event_now(b, NULL, "broker_stopped", NULL, "ok", NULL);
         checkpoint_now(b, true);
     }
@@ -1817,7 +1825,8 @@ void broker_close(broker_t **b_p, rb_err why)
     pthread_mutex_destroy(&b->lock);
     pthread_cond_destroy(&b->wake);
     pthread_cond_destroy(&b->finished);
-    log_info("broker_stopped", "name=%s", identity_card(b->me)->name);
+    if (b->started)
+        log_info("broker_stopped", "name=%s", identity_card(b->me)->name);
     zmq_close(b->router);
     zmq_close(b->zap);
     zmq_ctx_term(b->ctx);
@@ -1888,6 +1897,7 @@ rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t 
         char detail[300];
         snprintf(detail, sizeof detail, "listen=%s", b->endpoint);
         event_now(b, NULL, "broker_started", NULL, "ok", detail);
+        b->started = true;
         /* A ledger that does not extend its last checkpoint was altered: refuse to run on it. */
         rc = checkpoint_now(b, true);
         if (rc == RB_OK)

@@ -1,13 +1,15 @@
-/* config.c -- broker settings from an INI file (see config.h); unknown keys are errors, not ignored. */
+/* config.c -- broker settings from an INI file (see config.h); unknown sections and keys are errors, not
+ * ignored, each named with its file and line (settings.h). */
 #include "config.h"
 
 #include <errno.h>
-#include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "metrics.h"
+#include "settings.h"
+#include "wire.h"
 
 void config_defaults(broker_config_t *cfg)
 {
@@ -28,11 +30,6 @@ void config_defaults(broker_config_t *cfg)
     snprintf(cfg->metrics_listen, sizeof cfg->metrics_listen, "127.0.0.1:9464");
 }
 
-typedef struct {
-    broker_config_t *cfg;
-    char reason[200]; /* why the last value was refused */
-} loader_t;
-
 static const struct {
     const char *section, *name;
     size_t offset;
@@ -52,20 +49,22 @@ static const struct {
     {"delivery", "ack_overdue_ms", offsetof(broker_config_t, ack_overdue_ms), 1000, 366LL * 86400000},
 };
 
-static int on_value(void *user, const char *section, const char *name, const char *value)
+/* One setting into cfg; false with why for a value out of range or an unknown key. */
+static bool on_value(void *ctx, const char *section, const char *name, const char *value, char *why,
+                     size_t whylen)
 {
-    loader_t *l = user;
+    broker_config_t *cfg = ctx;
     if (strcmp(section, "broker") == 0 && strcmp(name, "listen") == 0) {
-        if (strlen(value) >= sizeof l->cfg->listen)
-            return snprintf(l->reason, sizeof l->reason, "[broker] listen is too long"), 0;
-        snprintf(l->cfg->listen, sizeof l->cfg->listen, "%s", value);
-        return 1;
+        if (strlen(value) >= sizeof cfg->listen || !wire_endpoint_valid(value, true))
+            return snprintf(why, whylen, "[broker] listen %s: %s", value, WIRE_ENDPOINT_FORM), false;
+        snprintf(cfg->listen, sizeof cfg->listen, "%s", value);
+        return true;
     }
     if (strcmp(section, "metrics") == 0 && strcmp(name, "listen") == 0) {
         if (!metrics_listen_valid(value))
-            return snprintf(l->reason, sizeof l->reason, "[metrics] listen %s", METRICS_LISTEN_FORM), 0;
-        snprintf(l->cfg->metrics_listen, sizeof l->cfg->metrics_listen, "%s", value);
-        return 1;
+            return snprintf(why, whylen, "[metrics] listen %s", METRICS_LISTEN_FORM), false;
+        snprintf(cfg->metrics_listen, sizeof cfg->metrics_listen, "%s", value);
+        return true;
     }
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
         if (strcmp(section, numbers[i].section) != 0 || strcmp(name, numbers[i].name) != 0)
@@ -74,28 +73,24 @@ static int on_value(void *user, const char *section, const char *name, const cha
         errno = 0;
         long long v = strtoll(value, &end, 10);
         if (errno != 0 || *value == '\0' || *end != '\0' || v < numbers[i].min || v > numbers[i].max) {
-            snprintf(l->reason, sizeof l->reason, "[%s] %s must be a whole number from %lld to %lld", section,
-                     name, (long long)numbers[i].min, (long long)numbers[i].max);
-            return 0;
+            snprintf(why, whylen, "[%s] %s must be a whole number from %lld to %lld", section, name,
+                     (long long)numbers[i].min, (long long)numbers[i].max);
+            return false;
         }
-        *(int64_t *)((char *)l->cfg + numbers[i].offset) = v;
-        return 1;
+        *(int64_t *)((char *)cfg + numbers[i].offset) = v;
+        return true;
     }
-    snprintf(l->reason, sizeof l->reason, "unknown setting [%s] %s", section, name);
-    return 0;
+    snprintf(why, whylen, "unknown setting [%s] %s", section, name);
+    return false;
 }
 
 rb_err config_load(broker_config_t *cfg, const char *path, char *err, size_t errlen)
 {
-    loader_t l = {.cfg = cfg};
-    int rc = ini_parse(path, on_value, &l);
-    if (rc < 0) {
-        snprintf(err, errlen, "%s: %s", path, rc == -1 ? strerror(errno) : "out of memory");
-        return RB_ERR_IO;
-    }
-    if (rc > 0) {
-        snprintf(err, errlen, "%s: line %d: %s", path, rc, l.reason[0] ? l.reason : "not a setting");
-        return RB_ERR_USAGE;
-    }
-    return RB_OK;
+    static const char *const sections[] = {"broker", "delivery", "keys", "metrics", NULL};
+    settings_t *s;
+    rb_err rc = settings_load(&s, path, err, errlen);
+    if (rc == RB_OK && (rc = settings_check_sections(s, sections, err, errlen)) == RB_OK)
+        rc = settings_each(s, on_value, cfg, err, errlen);
+    settings_free(&s);
+    return rc;
 }

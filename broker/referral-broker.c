@@ -5,7 +5,9 @@
  *                       [--log-format F] [--log-level L]
  *   referral-broker restore --from FILE --data DIR [--force]
  *
- * Exit status: 0 success (run: stopped by SIGTERM or SIGINT), 1 refused input, 2 usage or system error. */
+ * Exit status: 0 success (run: stopped by SIGTERM or SIGINT; SIGHUP is logged and ignored), 1 refused input,
+ * 2 usage, config or system error. */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "broker.h"
 #include "config.h"
@@ -23,6 +26,7 @@
 #include "restore.h"
 #include "store.h"
 #include "tool.h"
+#include "wire.h"
 
 /* --help, laid out as a manual page, which make install turns into referral-broker(1) with
  * broker/dist/help-to-man.sh. A new command is one more block under COMMANDS, with its options under
@@ -54,13 +58,15 @@ static const char usage[] =
     "    run\n"
     "        Runs the broker in the foreground. The database migrates itself to this version's schema\n"
     "        at start. On SIGTERM or SIGINT it stores and answers what it has received, signs a last\n"
-    "        checkpoint and exits 0. Logs go to standard error, one event a line.\n"
+    "        checkpoint and exits 0; SIGHUP is logged and ignored (settings are read at start). Logs\n"
+    "        go to standard error, one event a line. A start that fails ledgers nothing.\n"
     "    restore\n"
     "        Installs a backup (referral-admin backup) as DIR/broker.db after checking it: SQLite\n"
     "        integrity, schema version, the whole ledger against its signed checkpoints and the broker\n"
     "        card it names (which must be DIR/broker.card when that exists), and the stored messages\n"
     "        against the ledger. Creates DIR (0700) if missing. Replaces a database only with --force,\n"
-    "        keeping the old one as DIR/broker.db.before-restore. The broker must be stopped.\n"
+    "        keeping the old one as DIR/broker.db.before-restore. The broker must be stopped. Run\n"
+    "        as root, it gives the database to the owner of DIR.\n"
     "\n"
     "OPTIONS\n"
     "    --data DIR             the broker's data directory\n"
@@ -90,8 +96,9 @@ static const char usage[] =
     "\n"
     "EXIT STATUS\n"
     "    0  done (run: stopped by SIGTERM or SIGINT)\n"
-    "    1  refused input (init: CARD is not an admin's card, or fails verification)\n"
-    "    2  usage or system error (a bad option or setting, DIR in use, a database of a newer schema)\n"
+    "    1  refused input (init: CARD is not an admin's card, is expired, or fails verification)\n"
+    "    2  usage, config or system error (a bad option or setting, named with its file and line; DIR\n"
+    "       not initialised or in use, a port in use, a database of a newer schema)\n"
     "\n"
     "EXAMPLES\n"
     "    referral-keys generate --name ops-admin --role admin --agency ILCPD0000 --out ops-admin\n"
@@ -205,6 +212,18 @@ static int cmd_init(const options_t *o)
     if (admin.role != CARD_ROLE_ADMIN)
         xdie(EXIT_VERIFY, "%s: not an admin card (role %s)", o->admin_card,
              card_role_name((card_role)admin.role));
+    /* A broker whose only admin cannot connect could never be administered. */
+    if (card_valid_at(&admin, (uint64_t)time(NULL)) != RB_OK) {
+        char from[CARD_TIME_TEXT], to[CARD_TIME_TEXT];
+        card_time_text(admin.created, from);
+        card_time_text(admin.expires, to);
+        if (admin.created > (uint64_t)time(NULL))
+            xdie(EXIT_VERIFY, "%s: the card is valid only from %s: check this machine's clock", o->admin_card,
+                 from);
+        xdie(EXIT_VERIFY,
+             "%s: the card expired on %s: make the admin a new one (referral-keys generate --role admin)",
+             o->admin_card, to);
+    }
     long days = o->days ? strtol(o->days, NULL, 10) : 365;
     if (days < 1 || days > 3660)
         xdie(EXIT_USAGE, "--days must be from 1 to 3660");
@@ -247,14 +266,6 @@ static int cmd_init(const options_t *o)
     return 0;
 }
 
-static volatile sig_atomic_t stopping;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stopping = 1;
-}
-
 static int cmd_run(const options_t *o)
 {
     xrequire(o->data, "--data");
@@ -264,6 +275,9 @@ static int cmd_run(const options_t *o)
     config_defaults(&cfg);
     if (o->config != NULL && config_load(&cfg, o->config, err, sizeof err) != RB_OK)
         xdie(EXIT_USAGE, "%s", err);
+    if (o->listen != NULL &&
+        (strlen(o->listen) >= sizeof cfg.listen || !wire_endpoint_valid(o->listen, true)))
+        xdie(EXIT_USAGE, "--listen %s: %s", o->listen, WIRE_ENDPOINT_FORM);
     if (o->listen != NULL)
         snprintf(cfg.listen, sizeof cfg.listen, "%s", o->listen);
     if (o->metrics != NULL && !metrics_listen_valid(o->metrics))
@@ -272,23 +286,18 @@ static int cmd_run(const options_t *o)
         snprintf(cfg.metrics_listen, sizeof cfg.metrics_listen, "%s", o->metrics);
     data_path(secret, sizeof secret, o->data, BROKER_SECRET);
     data_path(db, sizeof db, o->data, BROKER_DB);
+    if (access(secret, F_OK) != 0 && errno == ENOENT)
+        xdie(EXIT_USAGE, "%s: not a broker's data directory (no %s): make one with referral-broker init",
+             o->data, BROKER_SECRET);
     identity_t *me = xload_identity(secret, NULL);
     if (fsmode_dir(o->data, 0700, 0700, NULL, err, sizeof err) != RB_OK)
         xdie(EXIT_USAGE, "%s", err);
     store_t *store;
+    const volatile sig_atomic_t *stopping = xdaemon_signals();
     rb_err rc = store_open(&store, db, false, err, sizeof err);
     if (rc != RB_OK)
         xdie(EXIT_USAGE, "cannot use the database: %s", err);
-    /* No SA_RESTART: the signal must interrupt zmq_poll so the loop sees the flag at once. */
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    /* Past a file size limit a write fails with EFBIG, which the store reports like a full disk, instead of
-     * the signal killing the process. */
-    signal(SIGXFSZ, SIG_IGN);
-    rc = broker_run(&cfg, me, store, &stopping);
+    rc = broker_run(&cfg, me, store, stopping);
     store_close(&store);
     identity_free(&me);
     if (rc == RB_ERR_HASH_MISMATCH)

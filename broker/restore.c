@@ -372,6 +372,11 @@ static rb_err install(restore_t *r, restore_summary_t *out)
         unlink(with(shm, r->db, "-shm"));
         out->replaced = true;
     }
+    /* Run as root for a service user's data directory (sudo referral-broker restore): the database is the
+     * directory owner's, or the broker, run as that user, could not open it. */
+    struct stat st;
+    if (stat(r->dir, &st) == 0 && st.st_uid != geteuid() && chown(r->tmp, st.st_uid, st.st_gid) != 0)
+        return problem(r, RB_ERR_IO, "%s: giving it to the owner of %s: %s", r->tmp, r->dir, strerror(errno));
     if (rename(r->tmp, r->db) != 0)
         return problem(r, RB_ERR_IO, "%s: %s", r->db, strerror(errno));
     r->tmp[0] = '\0';

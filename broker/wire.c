@@ -1,6 +1,7 @@
 /* wire.c -- frame I/O and CURVE setup (see wire.h). */
 #include "wire.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -81,4 +82,19 @@ rb_err wire_curve_client(void *sock, const identity_t *me, const card_t *server)
 void wire_id_hex(const uint8_t id[16], char out[33])
 {
     keyfile_hex(id, 16, out);
+}
+
+bool wire_endpoint_valid(const char *endpoint, bool listener)
+{
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return false;
+    const char *host = endpoint + 6, *colon = strrchr(host, ':');
+    if (colon == NULL || colon == host)
+        return false;
+    if (listener && strcmp(colon + 1, "*") == 0)
+        return true;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    return errno == 0 && colon[1] >= '0' && colon[1] <= '9' && *end == '\0' && port >= 1 && port <= 65535;
 }

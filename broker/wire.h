@@ -5,6 +5,7 @@
 #ifndef WIRE_H
 #define WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,11 @@ rb_err wire_curve_server(void *sock, const identity_t *me);
 rb_err wire_curve_client(void *sock, const identity_t *me, const card_t *server);
 
 /* Lowercase hex of a message id (33 bytes with the NUL). */
+/* Whether endpoint is one the broker listens on or a client connects to: tcp://HOST:PORT (PORT 1 to 65535,
+ * or * for a listener that lets the system pick). ZeroMQ itself answers other forms with "Invalid
+ * argument", or takes them (ipc://, inproc://) where no peer would ever be. */
+bool wire_endpoint_valid(const char *endpoint, bool listener);
+#define WIRE_ENDPOINT_FORM "not an endpoint: write tcp://HOST:PORT (as tcp://127.0.0.1:7450)"
 void wire_id_hex(const uint8_t id[16], char out[33]);
 
 #endif

@@ -5,6 +5,7 @@
 #include "card.h"
 
 #include <stdio.h>
+#include <time.h>
 #include <string.h>
 
 #include "keyfile.h"
@@ -408,4 +409,12 @@ void card_fingerprint(const card_t *card, char out[CARD_FINGERPRINT_MAX])
         out[o++] = hex[i];
     }
     out[o] = '\0';
+}
+
+void card_time_text(uint64_t t, char out[CARD_TIME_TEXT])
+{
+    struct tm tm;
+    time_t tt = t > (uint64_t)INT32_MAX * 64 ? (time_t)INT32_MAX * 64 : (time_t)t;
+    if (gmtime_r(&tt, &tm) == NULL || strftime(out, CARD_TIME_TEXT, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, CARD_TIME_TEXT, "%llu", (unsigned long long)t);
 }

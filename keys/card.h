@@ -62,6 +62,11 @@ rb_err card_write_file(const card_t *card, const char *path, bool force);
  * expired). */
 rb_err card_valid_at(const card_t *card, uint64_t t);
 
+/* Unix second t as UTC text, 2027-12-07T23:29:19Z (CARD_TIME_TEXT bytes with the NUL), as the tools print
+ * a card's dates. */
+#define CARD_TIME_TEXT 32
+void card_time_text(uint64_t t, char out[CARD_TIME_TEXT]);
+
 /* Whether two cards are the same card, byte for byte in packed form. */
 bool card_equal(const card_t *a, const card_t *b);
 

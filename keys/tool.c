@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +84,46 @@ void xlog_options(const char *format, const char *level)
         log_set_format(f);
     if (level != NULL)
         log_set_level(l);
+}
+
+static volatile sig_atomic_t stopping;
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    stopping = 1;
+}
+
+/* SIGHUP is blocked in every thread and taken here, where logging is safe (a signal handler may not). */
+static void *take_hangups(void *arg)
+{
+    const sigset_t *hup = arg;
+    for (;;) {
+        int sig;
+        if (sigwait(hup, &sig) == 0)
+            log_warn("hangup_ignored", "detail=\"%s\"",
+                     "SIGHUP reloads nothing: settings are read at start (systemctl restart to apply a "
+                     "changed config)");
+    }
+    return NULL;
+}
+
+const volatile sig_atomic_t *xdaemon_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_stop};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+    static sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_t t;
+    if (pthread_sigmask(SIG_BLOCK, &hup, NULL) != 0 || pthread_create(&t, NULL, take_hangups, &hup) != 0 ||
+        pthread_detach(t) != 0)
+        xdie(EXIT_USAGE, "cannot start the signal thread");
+    return &stopping;
 }
 
 /* Reads one line (without its newline) from fd into buf (cap bytes); the length, or -1. */

@@ -7,6 +7,7 @@
 #ifndef TOOL_H
 #define TOOL_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -53,6 +54,14 @@ identity_t *xload_identity(const char *path, const char *pass_file);
 /* All of stdin, at most max bytes, into memory from rbcrypto_secret_alloc (it may be plaintext). */
 uint8_t *xread_stdin(size_t max, size_t *len);
 void xwrite_stdout(const void *data, size_t len);
+
+/* The signals of a daemon (referral-broker run, referral-adapter run), before any thread is started:
+ * SIGTERM and SIGINT set the flag returned (without SA_RESTART, so that a wait in zmq_poll ends at once);
+ * SIGHUP is logged (event=hangup_ignored) and otherwise ignored: settings are read at start only, and logs
+ * go to stderr, so there is nothing to reload or reopen. SIGPIPE and SIGXFSZ are ignored: a write to a
+ * closed socket or past a file size limit fails with an error the caller handles. Dies if a thread cannot
+ * be started. */
+const volatile sig_atomic_t *xdaemon_signals(void);
 
 /* Unix time now. */
 int64_t tool_now_ms(void);

@@ -1,0 +1,217 @@
+/* settings.c -- INI settings held in memory (see settings.h).
+ *
+ * inih does not pass line numbers to the handler in Debian's build, so the file is fed to it through a
+ * reader that counts lines and notes where each [section] header is: every setting keeps its own line and
+ * its section's, for the errors. */
+#include "settings.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char *section, *key, *value;
+    int line, section_line; /* where the setting is, and its section's header */
+} entry_t;
+
+struct settings {
+    entry_t *items; /* in file order */
+    size_t n, cap;
+    char *path;       /* for errors */
+    FILE *file;       /* while loading */
+    int line;         /* while loading: the line last read */
+    int section_line; /* while loading: the line of the last [section] header */
+    bool mid_line;    /* while loading: the last chunk read did not end a line */
+};
+
+static char *read_line(char *buf, int size, void *stream)
+{
+    settings_t *s = stream;
+    if (fgets(buf, size, s->file) == NULL)
+        return NULL;
+    if (!s->mid_line) {
+        s->line++;
+        const char *p = buf + strspn(buf, " \t");
+        if (*p == '[')
+            s->section_line = s->line;
+    }
+    size_t n = strlen(buf);
+    s->mid_line = n > 0 && buf[n - 1] != '\n';
+    return buf;
+}
+
+static int on_value(void *user, const char *section, const char *key, const char *value)
+{
+    settings_t *s = user;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 16;
+        entry_t *grown = realloc(s->items, cap * sizeof *grown);
+        if (grown == NULL)
+            return 0;
+        s->items = grown;
+        s->cap = cap;
+    }
+    entry_t *e = &s->items[s->n];
+    e->section = strdup(section);
+    e->key = strdup(key);
+    e->value = strdup(value);
+    e->line = s->line;
+    e->section_line = s->section_line;
+    if (e->section == NULL || e->key == NULL || e->value == NULL) {
+        free(e->section);
+        free(e->key);
+        free(e->value);
+        return 0;
+    }
+    s->n++;
+    return 1;
+}
+
+rb_err settings_load(settings_t **out, const char *path, char *err, size_t errlen)
+{
+    *out = NULL;
+    settings_t *s = calloc(1, sizeof *s);
+    if (s == NULL || (s->path = strdup(path)) == NULL) {
+        free(s);
+        return RB_ERR_NOMEM;
+    }
+    if ((s->file = fopen(path, "r")) == NULL) {
+        snprintf(err, errlen, "%s: cannot read the config: %s", path, strerror(errno));
+        settings_free(&s);
+        return RB_ERR_IO;
+    }
+    int rc = ini_parse_stream(read_line, s, on_value, s);
+    fclose(s->file);
+    s->file = NULL;
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: line %d: not a setting (write key = value under a [section])", path, rc);
+        settings_free(&s);
+        return RB_ERR_USAGE;
+    }
+    *out = s;
+    return RB_OK;
+}
+
+void settings_free(settings_t **s_p)
+{
+    settings_t *s = s_p ? *s_p : NULL;
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->items[i].section);
+        free(s->items[i].key);
+        free(s->items[i].value);
+    }
+    free(s->items);
+    free(s->path);
+    free(s);
+    *s_p = NULL;
+}
+
+/* The entry that settings_get returns: the last one wins, as in most INI readers. */
+static const entry_t *find(const settings_t *s, const char *section, const char *key)
+{
+    const entry_t *found = NULL;
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->items[i].section, section) == 0 && strcmp(s->items[i].key, key) == 0)
+            found = &s->items[i];
+    return found;
+}
+
+const char *settings_get(const settings_t *s, const char *section, const char *key, const char *dflt)
+{
+    const entry_t *e = find(s, section, key);
+    return e != NULL ? e->value : dflt;
+}
+
+static rb_err fail_at(const settings_t *s, int line, char *err, size_t errlen, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+static rb_err fail_at(const settings_t *s, int line, char *err, size_t errlen, const char *fmt, va_list ap)
+{
+    int n = line > 0 ? snprintf(err, errlen, "%s: line %d: ", s->path, line)
+                     : snprintf(err, errlen, "%s: ", s->path);
+    if (n >= 0 && (size_t)n < errlen)
+        vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+    return RB_ERR_USAGE;
+}
+
+static rb_err fail_line(const settings_t *s, int line, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static rb_err fail_line(const settings_t *s, int line, char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    rb_err rc = fail_at(s, line, err, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+rb_err settings_fail(const settings_t *s, const char *section, const char *key, char *err, size_t errlen,
+                     const char *fmt, ...)
+{
+    const entry_t *e = find(s, section, key);
+    va_list ap;
+    va_start(ap, fmt);
+    rb_err rc = fail_at(s, e != NULL ? e->line : 0, err, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+rb_err settings_int(const settings_t *s, const char *section, const char *key, int64_t dflt, int64_t min,
+                    int64_t max, int64_t *out, char *err, size_t errlen)
+{
+    const char *v = settings_get(s, section, key, NULL);
+    if (v == NULL) {
+        *out = dflt;
+        return RB_OK;
+    }
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno != 0 || *v == '\0' || *end != '\0' || n < min || n > max)
+        return settings_fail(s, section, key, err, errlen, "[%s] %s must be a whole number from %lld to %lld",
+                             section, key, (long long)min, (long long)max);
+    *out = n;
+    return RB_OK;
+}
+
+static bool listed(const char *name, const char *const *known)
+{
+    for (; *known != NULL; known++)
+        if (strcmp(name, *known) == 0)
+            return true;
+    return false;
+}
+
+rb_err settings_check_sections(const settings_t *s, const char *const *known, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!listed(s->items[i].section, known))
+            return fail_line(s, s->items[i].section_line, err, errlen, "unknown section [%s]",
+                             s->items[i].section);
+    return RB_OK;
+}
+
+rb_err settings_check(const settings_t *s, const char *section, const char *const *known, char *err,
+                      size_t errlen)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->items[i].section, section) == 0 && !listed(s->items[i].key, known))
+            return fail_line(s, s->items[i].line, err, errlen, "unknown setting [%s] %s", section,
+                             s->items[i].key);
+    return RB_OK;
+}
+
+rb_err settings_each(const settings_t *s, settings_check_fn check, void *ctx, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        char why[300];
+        if (!check(ctx, s->items[i].section, s->items[i].key, s->items[i].value, why, sizeof why))
+            return fail_line(s, s->items[i].line, err, errlen, "%s", why);
+    }
+    return RB_OK;
+}
