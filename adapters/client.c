@@ -329,6 +329,52 @@ static bool has_delivery(const client_t *c)
     return c->head != NULL;
 }
 
+/* What the connection's monitor saw while no WELCOME came, as the reason an operator can act on: nothing
+ * listening, our key refused, a broker whose key is not the card's, or a broker that said nothing. CURVE
+ * gives the client no more than these events; the broker's log has the rest (event=handshake_refused). */
+static void why_no_welcome(void *monitor, const char *endpoint, const identity_t *me, int timeout_ms,
+                           char *err, size_t errlen)
+{
+    int seen = 0;
+    for (zmq_msg_t m; monitor != NULL;) {
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            break;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&m) >= sizeof event)
+            memcpy(&event, zmq_msg_data(&m), sizeof event);
+        seen |= event;
+        while (zmq_msg_more(&m)) /* the endpoint */
+            if (zmq_msg_recv(&m, monitor, ZMQ_DONTWAIT) < 0)
+                break;
+        zmq_msg_close(&m);
+    }
+    char key_id[2 * RB_KEY_ID_BYTES + 1];
+    card_key_id_hex(identity_card(me)->key_id, key_id);
+    if (seen & ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        snprintf(
+            err, errlen,
+            "%s: the broker refused our key (%s, %s) at the handshake: not registered, disabled, revoked "
+            "or retired there (its log says which: event=handshake_refused)",
+            endpoint, identity_card(me)->name, key_id);
+    else if (seen & ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+        snprintf(err, errlen, "%s: the broker took our key but sent no WELCOME within %d ms (overloaded?)",
+                 endpoint, timeout_ms);
+    else if (seen & ZMQ_EVENT_CONNECTED)
+        snprintf(err, errlen,
+                 "%s: connected, but the handshake did not complete within %d ms: is broker_card the card of "
+                 "the broker listening there?",
+                 endpoint, timeout_ms);
+    else
+        snprintf(
+            err, errlen,
+            "%s: nothing answered within %d ms (connection refused or unreachable): is the broker running, "
+            "and is this its endpoint?",
+            endpoint, timeout_ms);
+}
+
 rb_err client_connect(client_t **out, const char *endpoint, const identity_t *me, const card_t *broker_card,
                       uint32_t credit, const char *checkpoint, int timeout_ms, char *err, size_t errlen)
 {
@@ -371,23 +417,40 @@ rb_err client_connect(client_t **out, const char *endpoint, const identity_t *me
         context_release(); /* a socket holds its use of the context */
     int zero = 0, reconnect_max = 5000;
     rb_err rc = RB_ERR_IO;
+    /* The handshake's events, for the reason when no WELCOME comes; watched only until it does. */
+    char watch[64];
+    snprintf(watch, sizeof watch, "inproc://rb-client-%p", (void *)c);
+    void *monitor = NULL;
+    if (c->sock != NULL &&
+        zmq_socket_monitor(c->sock, watch,
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0 &&
+        (monitor = zmq_socket(ctx, ZMQ_PAIR)) != NULL &&
+        (zmq_setsockopt(monitor, ZMQ_LINGER, &zero, sizeof zero) != 0 || zmq_connect(monitor, watch) != 0)) {
+        zmq_close(monitor);
+        monitor = NULL;
+    }
     if (c->sock != NULL && zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero) == 0 &&
         zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL_MAX, &reconnect_max, sizeof reconnect_max) == 0 &&
         wire_curve_client(c->sock, me, broker_card) == RB_OK && zmq_connect(c->sock, endpoint) == 0)
         rc = RB_OK;
     if (rc != RB_OK) {
         snprintf(err, errlen, "%s: %s", endpoint, zmq_strerror(errno));
+    } else {
+        c->last_rx_ms = c->last_tx_ms = client_clock_ms();
+        send_hello(c);
+        if (pump(c, client_clock_ms() + timeout_ms, is_welcomed) != RB_OK) {
+            why_no_welcome(monitor, endpoint, me, timeout_ms, err, errlen);
+            rc = RB_ERR_IO;
+        }
+    }
+    if (c->sock != NULL)
+        zmq_socket_monitor(c->sock, NULL, 0);
+    if (monitor != NULL)
+        zmq_close(monitor);
+    if (rc != RB_OK) {
         client_close(&c);
         return rc;
-    }
-    c->last_rx_ms = c->last_tx_ms = client_clock_ms();
-    send_hello(c);
-    if (pump(c, client_clock_ms() + timeout_ms, is_welcomed) != RB_OK) {
-        snprintf(err, errlen,
-                 "%s: no WELCOME within %d ms (broker down, wrong broker card, or %s not registered)",
-                 endpoint, timeout_ms, identity_card(me)->name);
-        client_close(&c);
-        return RB_ERR_IO;
     }
     *out = c;
     return RB_OK;

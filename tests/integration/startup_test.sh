@@ -254,13 +254,30 @@ check "an expired admin key says expired" expired_admin_key
 refused_key() {
     # an admin key the broker does not know: refused at the handshake, named by its sealing key in the log
     keys --name ops-admin --role admin --agency ILCPD0000 --out "$work/other-admin" || return 1
-    fails 2 "no WELCOME" "${admin[@]}" --as "$work/other-admin.secret" --timeout-ms 3000 status || return 1
+    fails 2 "the broker refused our key \(ops-admin, [0-9a-f]{16}\) at the handshake: not registered, disabled, revoked or retired" \
+        "${admin[@]}" --as "$work/other-admin.secret" --timeout-ms 3000 status || return 1
     local key
     key=$("$BIN/referral-keys" show "$work/other-admin.card" | awk '/^sealing key/ {print $3}')
     until_true 5 grep -q "event=handshake_refused.*sealing_key=$key" "$work/b1.log" ||
         { grep handshake_refused "$work/b1.log"; return 1; }
 }
-check "a key the broker refuses: its handshake_refused line names its sealing key" refused_key
+check "a key the broker refuses: the tool says so, and handshake_refused names its sealing key" refused_key
+
+wrong_broker_card() { # another broker's card: the handshake cannot complete
+    fails 2 "connected, but the handshake did not complete within 3000 ms: is broker_card the card of the broker listening there\?" \
+        "$BIN/referral-admin" --broker "$endpoint" --broker-card "$work/sao-intake.card" \
+        --as "$work/ops-admin.secret" --timeout-ms 3000 status
+}
+check "a wrong broker card is told from a refused key and a closed port" wrong_broker_card
+
+closed_port() {
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    fails 2 "nothing answered within 2000 ms \(connection refused or unreachable\): is the broker running" \
+        "$BIN/referral-admin" --broker "tcp://127.0.0.1:$port" --broker-card "$work/b1/broker.card" \
+        --as "$work/ops-admin.secret" --timeout-ms 2000 status
+}
+check "a closed port says nothing answered" closed_port
 
 stop_b1() {
     kill -TERM "$b1_pid"

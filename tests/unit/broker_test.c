@@ -110,7 +110,7 @@ static void unknown_key_refused_at_handshake(void **state)
     assert_rb(client_connect(&c, h->endpoint, stranger, &h->broker, 0, NULL, 1500, err, sizeof err),
               RB_ERR_IO);
     assert_null(c);
-    assert_non_null(strstr(err, "no WELCOME"));
+    assert_non_null(strstr(err, "the broker refused our key (stranger-rms, "));
     identity_free(&stranger);
     harness_stop(&h);
 }
@@ -306,7 +306,7 @@ static void garbage_and_oversize_frames(void **state)
     } cases[] = {
         {"not a protobuf at all", 21, RB__ERROR_CODE__ERROR_CODE_MALFORMED},
         {"", 0, RB__ERROR_CODE__ERROR_CODE_MALFORMED},
-        {"\x08\x03\x42\x00", 4, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION}, /* version 3, heartbeat */
+        {"\x08\x63\x42\x00", 4, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION}, /* version 99, heartbeat */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_int_equal(zmq_send(raw, cases[i].bytes, cases[i].len, 0), (int)cases[i].len);
