@@ -403,6 +403,7 @@ typedef enum {
     OLDEST,
     OVERDUE,
     DEAD,
+    QUARANTINED,
     CONNECTED,
     DELIVERIES,
     RETRIES,
@@ -436,6 +437,9 @@ static void per_adapter(out_t *o, const metrics_t *m, const char *name, const ch
             break;
         case DEAD:
             out_printf(o, "%d\n", s->counts.dead);
+            break;
+        case QUARANTINED:
+            out_printf(o, "%d\n", s->counts.quarantined);
             break;
         case CONNECTED:
             out_printf(o, "%d\n", s->connected ? 1 : 0);
@@ -473,8 +477,8 @@ static void render(out_t *o, const metrics_t *m, int64_t now_ms)
     out_printf(o, "referral_build_info{protocol=\"%d\",ledger=\"%d\",schema=\"%d\"} 1\n", WIRE_VERSION,
                LEDGER_VERSION, STORE_SCHEMA_VERSION);
 
-    per_adapter(o, m, "referral_queue_depth", "gauge", "Messages queued for this recipient, never delivered.",
-                QUEUED);
+    per_adapter(o, m, "referral_queue_depth", "gauge",
+                "Messages for this recipient waiting for a delivery: never delivered, or due again.", QUEUED);
     per_adapter(o, m, "referral_in_flight", "gauge",
                 "Messages delivered to this recipient and not confirmed.", IN_FLIGHT);
     per_adapter(o, m, "referral_awaiting_ack", "gauge",
@@ -488,6 +492,8 @@ static void render(out_t *o, const metrics_t *m, int64_t now_ms)
                 OVERDUE);
     per_adapter(o, m, "referral_dead_letters", "gauge",
                 "Messages for this recipient in the dead-letter queue.", DEAD);
+    per_adapter(o, m, "referral_quarantined", "gauge",
+                "Messages from this sender held after its key was revoked as compromised.", QUARANTINED);
     per_adapter(o, m, "referral_adapter_connected", "gauge",
                 "1 while the adapter has a connection that said HELLO.", CONNECTED);
     int connected = 0;

@@ -777,14 +777,16 @@ rb_err store_reschedule(store_t *s, const char *recipient, int64_t now_ms)
 rb_err store_counts(store_t *s, const char *name, int64_t now_ms, int64_t ack_overdue_ms, party_counts_t *out)
 {
     memset(out, 0, sizeof *out);
-    rb_err rc = count(
-        s,
-        sqldb_prepare(
-            s->db, "SELECT count(*) FROM messages WHERE recipient = ? AND state = 'queued' AND attempts = 0",
-            "t", name),
-        &out->queued);
+    /* Every queued message is one or the other: in flight (delivered, its redelivery time not yet come) or
+     * waiting for a delivery, first or again (a recipient gone before it CONFIRMed is made due at once). */
+    rb_err rc =
+        count(s,
+              sqldb_prepare(s->db, "SELECT count(*) FROM messages WHERE recipient = ? AND state = 'queued'",
+                            "t", name),
+              &out->queued);
     if (rc == RB_OK)
         rc = store_in_flight(s, name, now_ms, &out->in_flight);
+    out->queued -= out->in_flight;
     if (rc == RB_OK)
         rc =
             count(s,

@@ -156,9 +156,11 @@ rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_
 /* Makes every message of recipient that was delivered but not confirmed due again now (peer gone). */
 rb_err store_reschedule(store_t *s, const char *recipient, int64_t now_ms);
 
-/* Counts for status: to the party, queued (never delivered), in flight, awaiting ack (confirmed referrals
- * without an ACK) and its oldest age, overdue (awaiting ack and confirmed at least ack_overdue_ms ago; none
- * when ack_overdue_ms is 0), dead letters; from it, quarantined and received in the last minute. */
+/* Counts for status: to the party, queued (waiting for a delivery: never delivered, or due again) and in
+ * flight (delivered, not confirmed, not yet due again), which between them are every queued message;
+ * awaiting ack (confirmed referrals without an ACK) and its oldest age, overdue (awaiting ack and confirmed
+ * at least ack_overdue_ms ago; none when ack_overdue_ms is 0), dead letters; from it, quarantined and
+ * received in the last minute. */
 typedef struct {
     int queued, in_flight, awaiting_ack, dead, quarantined, receipts_last_minute;
     int64_t oldest_awaiting_ms;

@@ -2,6 +2,7 @@
  * text checked line by line against the exposition format, its settings and startup errors, and the
  * registry's rendering (escaping, histogram buckets) in process. */
 #include <math.h>
+#include <jansson.h>
 #include <regex.h>
 
 #include "harness.h"
@@ -296,6 +297,97 @@ static void values_follow_traffic(void **state)
     harness_stop(&h);
 }
 
+/* The sum of one count over every adapter in `status` (JSON), and one adapter's. */
+static int status_count(harness_t *h, const char *adapter, const char *field)
+{
+    char *out = harness_admin(h, true, "status", NULL, 0);
+    json_t *o = json_loads(out, 0, NULL);
+    free(out);
+    assert_non_null(o);
+    json_t *from = json_object_get(o, "total"), *each;
+    size_t i;
+    json_array_foreach(json_object_get(o, "adapters"), i, each)
+    {
+        if (adapter != NULL && strcmp(json_string_value(json_object_get(each, "name")), adapter) == 0)
+            from = each;
+    }
+    json_t *v = json_object_get(from, field);
+    assert_true(json_is_integer(v));
+    int n = (int)json_integer_value(v);
+    json_decref(o);
+    return n;
+}
+
+/* A message's state and attempts as `message show` gives them. */
+static void message_state(harness_t *h, const char *hex, char state[16], int *attempts)
+{
+    const char *args[] = {hex};
+    char *out = harness_admin(h, true, "message show", args, 1);
+    json_t *o = json_loads(out, 0, NULL);
+    free(out);
+    json_t *m = json_object_get(o, "message");
+    snprintf(state, 16, "%s", json_string_value(json_object_get(m, "state")));
+    *attempts = (int)json_integer_value(json_object_get(m, "attempts"));
+    json_decref(o);
+}
+
+/* Issue #19, item 3, as the operator met it: a real intake adapter is delivered a referral and goes away
+ * before it CONFIRMs (stopped, then killed). `message show` says queued after one attempt; `status` and
+ * `referral_queue_depth` must count it too, or the "queue growing" alert cannot fire. On c00af3b both said
+ * 0: a message delivered once and due again was neither "queued" (never delivered) nor "in flight". */
+static void sink_gone_after_one_delivery_is_counted(void **state)
+{
+    (void)state;
+    /* Redelivery a minute away, so that only the sink's going makes the message due again. */
+    harness_t *h = harness_start("heartbeat_ms = 1000\nretry_base_ms = 60000\nretry_max_ms = 60000\n");
+    int port = harness_metrics_port(h);
+    int sink = harness_adapter(h);
+    harness_adapter_start(h, sink, "intake-sqlite");
+    wait_value(port, SAO("referral_adapter_connected"), 1, 10000);
+    assert_int_equal(kill(h->adapters[sink].pid, SIGSTOP), 0);
+
+    client_t *cpd = harness_client(h, h->cpd, 0);
+    size_t len;
+    msg_id_t id;
+    char hex[33], st[16];
+    uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &id);
+    harness_submit_ok(cpd, env, len);
+    free(env);
+    wire_id_hex(id.bytes, hex);
+    int attempts = 0;
+    for (int64_t deadline = harness_ms() + 10000; attempts == 0; harness_sleep_ms(50)) {
+        if (harness_ms() > deadline)
+            fail_msg("never delivered to the stopped sink");
+        message_state(h, hex, st, &attempts);
+    }
+    /* Delivered, not confirmed: in flight while the sink's session lasts. */
+    assert_int_equal(status_count(h, "sao-intake", "inFlight"), 1);
+
+    kill(h->adapters[sink].pid, SIGKILL);
+    waitpid(h->adapters[sink].pid, NULL, 0);
+    h->adapters[sink].pid = 0;
+    wait_value(port, SAO("referral_adapter_connected"), 0, 10000);
+    message_state(h, hex, st, &attempts);
+    assert_string_equal(st, "queued");
+    assert_int_equal(attempts, 1);
+    /* Waiting for a delivery again: queued, wherever the operator looks. */
+    assert_int_equal(status_count(h, "sao-intake", "queued"), 1);
+    assert_int_equal(status_count(h, "sao-intake", "inFlight"), 0);
+    assert_int_equal(status_count(h, NULL, "queued"), 1);
+    wait_value(port, SAO("referral_queue_depth"), 1, 5000);
+
+    /* The sink comes back: delivered again, taken, and the queue is empty. */
+    harness_adapter_start(h, sink, "intake-sqlite");
+    wait_value(port, SAO("referral_confirms_total"), 1, 10000);
+    wait_value(port, SAO("referral_queue_depth"), 0, 5000);
+    wait_value(port, SAO("referral_in_flight"), 0, 5000);
+    message_state(h, hex, st, &attempts);
+    assert_string_equal(st, "confirmed");
+    assert_int_equal(attempts, 2);
+    client_close(&cpd);
+    harness_stop(&h);
+}
+
 /* Runs `referral-broker run` on a second data directory with extra arguments; returns its exit status and
  * leaves its stderr in DIR/second.log. */
 static int second_broker(harness_t *h, const char *config, const char *args)
@@ -446,6 +538,7 @@ int main(void)
         cmocka_unit_test(rendering),
         cmocka_unit_test_teardown(values_follow_traffic, harness_teardown),
         cmocka_unit_test_teardown(startup_errors_and_off, harness_teardown),
+        cmocka_unit_test_teardown(sink_gone_after_one_delivery_is_counted, harness_teardown),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }

@@ -293,6 +293,19 @@ static void compromised_key_revoked_while_sending(void **state)
     out = harness_admin(h, true, "status", NULL, 0);
     assert_non_null(strstr(out, "\"quarantined\": 1"));
     free(out);
+    /* And the scrape counts the one held, under its sender (refreshed each second). */
+    for (int64_t deadline = harness_ms() + 5000;; harness_sleep_ms(100)) {
+        char *head, *body;
+        assert_int_equal(harness_http(harness_metrics_port(h), "GET /metrics HTTP/1.0\r\n\r\n", &head, &body),
+                         200);
+        bool held = strstr(body, "\nreferral_quarantined{adapter=\"cpd-rms\"} 1\n") != NULL;
+        free(head);
+        free(body);
+        if (held)
+            break;
+        if (harness_ms() > deadline)
+            fail_msg("referral_quarantined{adapter=\"cpd-rms\"} is not 1 after 5 s");
+    }
     client_close(&sao);
     export_and_verify(h);
     harness_stop(&h);
