@@ -1880,9 +1880,11 @@ rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t 
         event_now(b, NULL, "broker_started", NULL, "ok", detail);
         /* A ledger that does not extend its last checkpoint was altered: refuse to run on it. */
         rc = checkpoint_now(b, true);
-        if (rc == RB_OK)
+        if (rc == RB_OK) {
+            metrics_started(b->metrics);
             log_info("broker_started", "name=%s listen=%s ledger_size=%llu", identity_card(me)->name,
                      b->endpoint, (unsigned long long)b->checkpoint_size);
+        }
     }
     if (rc != RB_OK)
         broker_close(&b, rc);

@@ -37,6 +37,7 @@
 #define CODES      64 /* room for every Rb__ErrorCode value */
 #define BUCKETS    16 /* most histogram buckets, +Inf not included */
 #define REFRESH_MS 1000
+#define STALE_MS   5000 /* /readyz: five refreshes missed, the loop is stuck or cannot read its database */
 
 /* A scraper needs one connection at a time, and a scrape takes milliseconds. */
 #define HTTP_CONNECTIONS 64u /* open at once, from everyone */
@@ -86,6 +87,7 @@ struct metrics {
     int64_t checkpoint_ms;      /* when the last checkpoint was signed; 0 before the first */
     uint64_t checkpoint_leaves; /* the tree size it signed */
     int64_t snapshot_ms;        /* when the gauges were last refreshed; 0 before the first time */
+    bool started;               /* the broker listens and has verified its ledger (metrics_started) */
 };
 
 static int64_t wall_ms(void)
@@ -263,6 +265,15 @@ void metrics_dead_lettered(metrics_t *m, size_t n)
         return;
     pthread_mutex_lock(&m->lock);
     m->dead_lettered += n;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_started(metrics_t *m)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->started = true;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -628,6 +639,20 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
     return rc;
 }
 
+const char *metrics_readiness(metrics_t *m, int64_t now_ms)
+{
+    pthread_mutex_lock(&m->lock);
+    bool started = m->started;
+    int64_t age = now_ms - m->snapshot_ms;
+    pthread_mutex_unlock(&m->lock);
+    if (!started)
+        return "not ready: starting (binding, verifying the ledger)\n";
+    if (age > STALE_MS)
+        return "not ready: the broker's loop has not read its database for over 5 s (stuck, or the database "
+               "cannot be read: see its log)\n";
+    return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -643,10 +668,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (strcmp(url, "/metrics") != 0)
-        return reply(conn, MHD_HTTP_NOT_FOUND, "not found: the metrics are at /metrics\n");
+    bool health = strcmp(url, "/healthz") == 0, ready = strcmp(url, "/readyz") == 0;
+    if (strcmp(url, "/metrics") != 0 && !health && !ready)
+        return reply(conn, MHD_HTTP_NOT_FOUND, "not found: GET /metrics, /healthz or /readyz\n");
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-        return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: GET /metrics\n");
+        return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: GET only\n");
+    /* Live: this thread answers. Ready: started, and the loop read the store within STALE_MS. */
+    if (health)
+        return reply(conn, MHD_HTTP_OK, "ok\n");
+    if (ready) {
+        const char *why = metrics_readiness(cls, wall_ms());
+        return reply(conn, why == NULL ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, why ? why : "ready\n");
+    }
     char *text;
     size_t len;
     if (metrics_render(cls, &text, &len) != RB_OK)

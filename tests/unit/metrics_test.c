@@ -388,6 +388,66 @@ static void sink_gone_after_one_delivery_is_counted(void **state)
     harness_stop(&h);
 }
 
+static bool never_connected(void *ctx, const char *name)
+{
+    (void)ctx;
+    (void)name;
+    return false;
+}
+
+/* One GET; returns the status, *body the body (malloc'd). */
+static int get(int port, const char *path, char **body)
+{
+    char request[200], *head;
+    snprintf(request, sizeof request, "GET %s HTTP/1.0\r\n\r\n", path);
+    int status = harness_http(port, request, &head, body);
+    free(head);
+    return status;
+}
+
+/* Issue #19, "Health": a load balancer or systemd asks the metrics listener whether the broker lives and
+ * whether it is ready (started: listening, its ledger verified; and its loop reading the database). On
+ * c00af3b both paths were 404. The states a running broker cannot be put in from outside (starting, a loop
+ * that stopped reading) are taken in process, on a real store. */
+static void health_and_readiness(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int port = harness_metrics_port(h);
+    char *body;
+    assert_int_equal(get(port, "/healthz", &body), 200);
+    assert_string_equal(body, "ok\n");
+    free(body);
+    int status;
+    for (int64_t deadline = harness_ms() + 5000; (status = get(port, "/readyz", &body)) != 200; free(body))
+        if (harness_ms() > deadline)
+            fail_msg("/readyz %d: %s", status, body);
+    assert_string_equal(body, "ready\n");
+    free(body);
+    harness_stop(&h);
+
+    metrics_t *m;
+    assert_ok(metrics_start(&m, "127.0.0.1:0"));
+    char *dir = test_mkdtemp(), path[600], err[300];
+    store_t *store;
+    assert_ok(store_open(&store, test_path(path, sizeof path, "%s/broker.db", dir), true, err, sizeof err));
+    int64_t now = harness_ms();
+    const char *why = metrics_readiness(m, now);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "starting"));
+    metrics_refresh(m, store, now, 0, never_connected, NULL); /* read the store, but not started yet */
+    assert_non_null(metrics_readiness(m, now));
+    metrics_started(m);
+    assert_null(metrics_readiness(m, now));
+    assert_null(metrics_readiness(m, now + 5000));
+    why = metrics_readiness(m, now + 5001); /* no read for over 5 s: a stuck loop */
+    assert_non_null(why);
+    assert_non_null(strstr(why, "has not read its database"));
+    metrics_stop(&m);
+    store_close(&store);
+    test_rmdir(&dir);
+}
+
 /* Runs `referral-broker run` on a second data directory with extra arguments; returns its exit status and
  * leaves its stderr in DIR/second.log. */
 static int second_broker(harness_t *h, const char *config, const char *args)
@@ -539,6 +599,7 @@ int main(void)
         cmocka_unit_test_teardown(values_follow_traffic, harness_teardown),
         cmocka_unit_test_teardown(startup_errors_and_off, harness_teardown),
         cmocka_unit_test_teardown(sink_gone_after_one_delivery_is_counted, harness_teardown),
+        cmocka_unit_test_teardown(health_and_readiness, harness_teardown),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }
