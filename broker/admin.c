@@ -26,7 +26,35 @@ typedef struct {
     bool with_counts;
     party_counts_t total; /* status: the sums over every adapter */
     int connected;
+    out_t attention; /* status: what needs someone, as JSON strings separated by commas */
 } lister_t;
+
+/* One reason status needs attention, for the operator to read and act on. */
+static void attention(lister_t *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void attention(lister_t *l, const char *fmt, ...)
+{
+    char line[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    out_printf(&l->attention, "%s", l->attention.len > 0 ? ", " : "");
+    out_string(&l->attention, line);
+}
+
+/* What in an adapter's counts needs someone: each names the adapter and the command to look further. */
+static void adapter_attention(lister_t *l, const party_t *p, const party_counts_t *c, bool connected)
+{
+    const char *name = p->card.name;
+    if (c->dead > 0)
+        attention(l, "%s: %d dead letters (dead-letters list)", name, c->dead);
+    if (c->quarantined > 0)
+        attention(l, "%s: %d messages from it quarantined (quarantine list)", name, c->quarantined);
+    if (c->overdue > 0)
+        attention(l, "%s: %d referrals confirmed over ack_overdue_ms ago and not answered", name, c->overdue);
+    if (p->enabled && !connected && c->queued + c->in_flight > 0)
+        attention(l, "%s: %d messages wait for it and it is not connected", name, c->queued + c->in_flight);
+}
 
 static void counts_out(out_t *o, const party_counts_t *c)
 {
@@ -58,6 +86,7 @@ static rb_err list_one(void *ctx, const party_t *p)
         bool connected = l->env->connected && l->env->connected(l->env->ctx, p->card.name);
         out_printf(l->out, ", \"connected\": %s, ", connected ? "true" : "false");
         counts_out(l->out, &c);
+        adapter_attention(l, p, &c, connected);
         party_counts_t *t = &l->total;
         t->queued += c.queued;
         t->in_flight += c.in_flight;
@@ -85,8 +114,12 @@ static rb_err list(store_t *store, out_t *out, int64_t now_ms, bool with_counts,
     if (with_counts) {
         out_printf(out, ",\n\"total\": {\"connected\": %d, ", l.connected);
         counts_out(out, &l.total);
-        out_printf(out, "},\n\"ledgerSize\": %llu, \"atMs\": %lld}",
-                   (unsigned long long)ledger_size(store_ledger(store)), (long long)now_ms);
+        out_printf(out, "},\n\"ledgerSize\": %llu, \"atMs\": %lld,\n\"attention\": [%s]}",
+                   (unsigned long long)ledger_size(store_ledger(store)), (long long)now_ms,
+                   l.attention.buf != NULL ? l.attention.buf : "");
+        if (l.attention.failed)
+            rc = RB_ERR_NOMEM;
+        free(l.attention.buf);
     }
     return rc;
 }

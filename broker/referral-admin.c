@@ -6,7 +6,8 @@
  * list|requeue|discard, quarantine list|release|discard, export-ledger, backup (see usage below). Each command is
  * signed with the admin's key; the broker verifies it and records it in its ledger. Output is JSON, or for
  * status and lists a table unless --json. Nothing destructive happens without --yes.
- * Exit status: 0 done, 1 refused by the broker, 2 usage or system error. */
+ * Exit status: 0 done, 1 refused by the broker (or status found something that needs attention), 2 usage
+ * or system error. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +65,9 @@ static const char usage[] =
     "        are sent a signed revocation notice. The last admin key cannot be revoked.\n"
     "    status [--json]\n"
     "        Per adapter and in total: connected, queued, inFlight, awaitingAck and its oldest age,\n"
-    "        overdueAcks, deadLetters, quarantined, receiptsPerMinute; a table unless --json.\n"
+    "        overdueAcks, deadLetters, quarantined, receiptsPerMinute; a table unless --json. Then,\n"
+    "        on standard error, each thing that needs someone (dead letters, quarantined messages,\n"
+    "        overdue ACKs, messages waiting for an adapter that is not connected), and exit 1 if any.\n"
     "    message show MESSAGE_ID\n"
     "        A message's metadata and its history from the ledger; never its content.\n"
     "    dead-letters list [--json]\n"
@@ -111,7 +114,8 @@ static const char usage[] =
     "EXIT STATUS\n"
     "    0  done\n"
     "    1  refused by the broker (bad signature, not an admin, unknown party, ...), or an answer or\n"
-    "       ledger page that does not verify\n"
+    "       ledger page that does not verify; for status, something needs attention (each reason\n"
+    "       on standard error)\n"
     "    2  usage or system error (a bad option, no answer from the broker, an unreadable file)\n"
     "\n"
     "EXAMPLES\n"
@@ -299,6 +303,20 @@ static void print_age(int64_t ms)
 static long long int_of(json_t *o, const char *key)
 {
     return (long long)json_integer_value(json_object_get(o, key));
+}
+
+/* status: each reason it needs attention on stderr; EXIT_VERIFY (1) when there is any, else 0. */
+static int print_attention(const char *output)
+{
+    json_t *o = json_loads(output, 0, NULL), *v;
+    size_t i, n = 0;
+    json_array_foreach(json_object_get(o, "attention"), i, v)
+    {
+        fprintf(stderr, "referral-admin: attention: %s\n", json_string_value(v));
+        n++;
+    }
+    json_decref(o);
+    return n > 0 ? EXIT_VERIFY : 0;
 }
 
 /* status and the lists, for people: one line per adapter or message. */
@@ -539,6 +557,7 @@ int main(int argc, char **argv)
         print_table(command, output);
     else
         printf("%s\n", output);
+    int status = strcmp(command, "status") == 0 ? print_attention(output) : 0;
     free(output);
-    return 0;
+    return status;
 }

@@ -402,6 +402,15 @@ static void dead_letters_requeue_and_discard(void **state)
     assert_non_null(strstr(out, "attempt limit reached"));
     free(out);
     client_close(&sao);
+    /* Issue #19: `status` exits 1 while something needs someone, saying what (0 on c00af3b). */
+    admin_tool(h, 1, "status");
+    admin_tool(h, 1, "status --json");
+    char path[700];
+    size_t said_len;
+    char *said = test_read_file(test_path(path, sizeof path, "%s/admin.out", h->dir), &said_len);
+    assert_non_null(
+        strstr(said, "referral-admin: attention: sao-intake: 3 dead letters (dead-letters list)\n"));
+    free(said);
 
     const char *requeue[] = {hex[0]}, *discard[] = {hex[1], "duplicate of a paper referral"},
                *no_reason[] = {hex[2], ""}, *all[] = {"all"};
