@@ -25,6 +25,8 @@ void config_defaults(broker_config_t *cfg)
     cfg->ttl_ms = 14LL * 24 * 3600 * 1000;
     cfg->rotation_overlap_ms = 7LL * 24 * 3600 * 1000;
     cfg->ack_overdue_ms = 72LL * 3600 * 1000;
+    cfg->key_expiry_warn_ms = 30LL * 86400000;
+    cfg->key_expiry_final_warn_ms = 7LL * 86400000;
     snprintf(cfg->metrics_listen, sizeof cfg->metrics_listen, "127.0.0.1:9464");
 }
 
@@ -50,6 +52,9 @@ static const struct {
     {"delivery", "ttl_ms", offsetof(broker_config_t, ttl_ms), 1000, 366LL * 86400000},
     {"keys", "rotation_overlap_ms", offsetof(broker_config_t, rotation_overlap_ms), 1000, 366LL * 86400000},
     {"delivery", "ack_overdue_ms", offsetof(broker_config_t, ack_overdue_ms), 1000, 366LL * 86400000},
+    {"keys", "expiry_warn_ms", offsetof(broker_config_t, key_expiry_warn_ms), 3600000, 366LL * 86400000},
+    {"keys", "expiry_final_warn_ms", offsetof(broker_config_t, key_expiry_final_warn_ms), 3600000,
+     366LL * 86400000},
 };
 
 static int on_value(void *user, const char *section, const char *name, const char *value)
@@ -95,6 +100,11 @@ rb_err config_load(broker_config_t *cfg, const char *path, char *err, size_t err
     }
     if (rc > 0) {
         snprintf(err, errlen, "%s: line %d: %s", path, rc, l.reason[0] ? l.reason : "not a setting");
+        return RB_ERR_USAGE;
+    }
+    if (cfg->key_expiry_final_warn_ms >= cfg->key_expiry_warn_ms) {
+        snprintf(err, errlen, "%s: [keys] expiry_final_warn_ms must be below expiry_warn_ms (%lld)", path,
+                 (long long)cfg->key_expiry_warn_ms);
         return RB_ERR_USAGE;
     }
     return RB_OK;

@@ -88,6 +88,7 @@ struct metrics {
     uint64_t checkpoint_leaves; /* the tree size it signed */
     int64_t snapshot_ms;        /* when the gauges were last refreshed; 0 before the first time */
     bool started;               /* the broker listens and has verified its ledger (metrics_started) */
+    int64_t broker_key_end_ms;  /* when the broker's own key expires */
 };
 
 static int64_t wall_ms(void)
@@ -329,7 +330,7 @@ static rb_err read_party(void *ctx, const party_t *p)
 }
 
 void metrics_refresh(metrics_t *m, store_t *store, int64_t now_ms, int64_t ack_overdue_ms,
-                     admin_connected_fn connected, void *ctx)
+                     int64_t broker_key_end_ms, admin_connected_fn connected, void *ctx)
 {
     if (m == NULL || now_ms - m->refreshed_ms < REFRESH_MS)
         return;
@@ -355,6 +356,7 @@ void metrics_refresh(metrics_t *m, store_t *store, int64_t now_ms, int64_t ack_o
     }
     m->ledger_leaves = leaves;
     m->snapshot_ms = now_ms;
+    m->broker_key_end_ms = broker_key_end_ms;
     pthread_mutex_unlock(&m->lock);
     free(r.rows);
 }
@@ -415,6 +417,7 @@ typedef enum {
     OVERDUE,
     DEAD,
     QUARANTINED,
+    KEYS_END,
     CONNECTED,
     DELIVERIES,
     RETRIES,
@@ -422,7 +425,7 @@ typedef enum {
 } field_t;
 
 static void per_adapter(out_t *o, const metrics_t *m, const char *name, const char *type, const char *help,
-                        field_t f)
+                        field_t f, int64_t now_ms)
 {
     family(o, name, type, help);
     for (size_t i = 0; i < m->n_series; i++) {
@@ -451,6 +454,9 @@ static void per_adapter(out_t *o, const metrics_t *m, const char *name, const ch
             break;
         case QUARANTINED:
             out_printf(o, "%d\n", s->counts.quarantined);
+            break;
+        case KEYS_END:
+            out_printf(o, "%.3f\n", (double)(s->counts.keys_end_ms - now_ms) / 1000);
             break;
         case CONNECTED:
             out_printf(o, "%d\n", s->connected ? 1 : 0);
@@ -489,24 +495,43 @@ static void render(out_t *o, const metrics_t *m, int64_t now_ms)
                LEDGER_VERSION, STORE_SCHEMA_VERSION);
 
     per_adapter(o, m, "referral_queue_depth", "gauge",
-                "Messages for this recipient waiting for a delivery: never delivered, or due again.", QUEUED);
+                "Messages for this recipient waiting for a delivery: never delivered, or due again.", QUEUED,
+                now_ms);
     per_adapter(o, m, "referral_in_flight", "gauge",
-                "Messages delivered to this recipient and not confirmed.", IN_FLIGHT);
+                "Messages delivered to this recipient and not confirmed.", IN_FLIGHT, now_ms);
     per_adapter(o, m, "referral_awaiting_ack", "gauge",
-                "Referrals confirmed by this recipient and not answered by an ACK.", AWAITING);
+                "Referrals confirmed by this recipient and not answered by an ACK.", AWAITING, now_ms);
     per_adapter(
         o, m, "referral_oldest_awaiting_ack_age_seconds", "gauge",
         "Age since the broker received it of the oldest referral awaiting an ACK from this recipient.",
-        OLDEST);
+        OLDEST, now_ms);
     per_adapter(o, m, "referral_overdue_acks", "gauge",
                 "Referrals confirmed by this recipient longer than ack_overdue_ms ago and not ACKed.",
-                OVERDUE);
+                OVERDUE, now_ms);
     per_adapter(o, m, "referral_dead_letters", "gauge",
-                "Messages for this recipient in the dead-letter queue.", DEAD);
+                "Messages for this recipient in the dead-letter queue.", DEAD, now_ms);
     per_adapter(o, m, "referral_quarantined", "gauge",
-                "Messages from this sender held after its key was revoked as compromised.", QUARANTINED);
+                "Messages from this sender held after its key was revoked as compromised.", QUARANTINED,
+                now_ms);
+    per_adapter(o, m, "referral_key_expiry_seconds", "gauge",
+                "Seconds until the last of this party's keys stops being valid (expiry, or the end of a "
+                "rotation's overlap); 0 or less: it has none.",
+                KEYS_END, now_ms);
+    if (m->snapshot_ms > 0) {
+        double nearest = (double)(m->broker_key_end_ms - now_ms) / 1000;
+        for (size_t i = 0; i < m->n_series; i++)
+            if (m->series[i].adapter && (double)(m->series[i].counts.keys_end_ms - now_ms) / 1000 < nearest)
+                nearest = (double)(m->series[i].counts.keys_end_ms - now_ms) / 1000;
+        family(o, "referral_key_expiry_seconds_min", "gauge",
+               "Seconds until the nearest of referral_key_expiry_seconds and the broker's own key's expiry.");
+        out_printf(o, "referral_key_expiry_seconds_min %.3f\n", nearest);
+        family(o, "referral_broker_key_expiry_seconds", "gauge",
+               "Seconds until the broker's own key expires.");
+        out_printf(o, "referral_broker_key_expiry_seconds %.3f\n",
+                   (double)(m->broker_key_end_ms - now_ms) / 1000);
+    }
     per_adapter(o, m, "referral_adapter_connected", "gauge",
-                "1 while the adapter has a connection that said HELLO.", CONNECTED);
+                "1 while the adapter has a connection that said HELLO.", CONNECTED, now_ms);
     int connected = 0;
     for (size_t i = 0; i < m->n_series; i++)
         connected += m->series[i].adapter && m->series[i].connected;
@@ -543,11 +568,11 @@ static void render(out_t *o, const metrics_t *m, int64_t now_ms)
         }
     }
     per_adapter(o, m, "referral_deliveries_total", "counter", "DELIVER frames sent to this recipient.",
-                DELIVERIES);
+                DELIVERIES, now_ms);
     per_adapter(o, m, "referral_retries_total", "counter",
-                "Deliveries to this recipient after the first attempt.", RETRIES);
+                "Deliveries to this recipient after the first attempt.", RETRIES, now_ms);
     per_adapter(o, m, "referral_confirms_total", "counter", "CONFIRMs received from this recipient.",
-                CONFIRMS);
+                CONFIRMS, now_ms);
     family(o, "referral_acks_total", "counter", "ACKs stored, by the adapter that sent them and outcome.");
     for (size_t i = 0; i < m->n_series; i++) {
         const series_t *s = &m->series[i];

@@ -91,9 +91,9 @@ void metrics_started(metrics_t *m);
 /* A checkpoint of size leaves signed and committed at at_ms: the age reported is counted from it. */
 void metrics_checkpointed(metrics_t *m, int64_t at_ms, uint64_t size);
 /* Reads every adapter's counts (store_counts with ack_overdue_ms), whether it is connected, and the ledger
- * size into the registry; does nothing when the last read was under a second ago. A failed read keeps the
+ * size into the registry, with when the broker's own key expires; does nothing when the last read was under a second ago. A failed read keeps the
  * previous values (and logs). */
 void metrics_refresh(metrics_t *m, store_t *store, int64_t now_ms, int64_t ack_overdue_ms,
-                     admin_connected_fn connected, void *ctx);
+                     int64_t broker_key_end_ms, admin_connected_fn connected, void *ctx);
 
 #endif

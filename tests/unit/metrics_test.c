@@ -435,7 +435,8 @@ static void health_and_readiness(void **state)
     const char *why = metrics_readiness(m, now);
     assert_non_null(why);
     assert_non_null(strstr(why, "starting"));
-    metrics_refresh(m, store, now, 0, never_connected, NULL); /* read the store, but not started yet */
+    metrics_refresh(m, store, now, 0, now + 86400000, never_connected,
+                    NULL); /* read the store, but not started yet */
     assert_non_null(metrics_readiness(m, now));
     metrics_started(m);
     assert_null(metrics_readiness(m, now));
@@ -521,6 +522,88 @@ static void startup_errors_and_off(void **state)
     harness_stop(&h);
 }
 
+/* How many lines of the broker's log hold text. */
+static int log_lines(harness_t *h, const char *text)
+{
+    size_t len;
+    char *log = test_read_file(h->log, &len);
+    int n = 0;
+    for (char *p = log; p != NULL && (p = strstr(p, text)) != NULL; p++)
+        n++;
+    free(log);
+    return n;
+}
+
+/* Issue #19, "Key expiry": keys that end soon are seen before everything stops. The harness's adapter
+ * cards are valid one day, the broker's 365 days; the default warnings are 30 and 7 days. On c00af3b
+ * nothing said so: no log line, no field, no metric, `status` clean. */
+static void keys_nearing_expiry_are_seen(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int port = harness_metrics_port(h);
+    int64_t cpd_end = (int64_t)identity_card(h->cpd)->expires * 1000;
+    /* Logged once each, at the nearer warning, not every turn: */
+    for (int64_t deadline = harness_ms() + 5000;
+         log_lines(h, "event=key_expiring party=cpd-rms days_left=0 warning_days=7 ") != 1;
+         harness_sleep_ms(50))
+        if (harness_ms() > deadline)
+            fail_msg("no key_expiring for cpd-rms; see %s", h->log);
+    harness_sleep_ms(1500);
+    assert_int_equal(log_lines(h, "event=key_expiring party=cpd-rms "), 1);
+    assert_int_equal(log_lines(h, "event=key_expiring party=sao-intake "), 1);
+    assert_int_equal(log_lines(h, "event=key_expiring party=broker-1 "), 0);
+
+    char *out = harness_admin(h, true, "status", NULL, 0);
+    json_t *o = json_loads(out, 0, NULL), *each;
+    size_t i;
+    bool seen = false;
+    json_array_foreach(json_object_get(o, "adapters"), i, each)
+    {
+        if (strcmp(json_string_value(json_object_get(each, "name")), "cpd-rms") == 0) {
+            assert_int_equal(json_integer_value(json_object_get(each, "keysEndMs")), cpd_end);
+            seen = true;
+        }
+    }
+    assert_true(seen);
+    json_t *broker = json_object_get(o, "broker");
+    assert_string_equal(json_string_value(json_object_get(broker, "name")), "broker-1");
+    assert_true(json_integer_value(json_object_get(broker, "keyExpiresMs")) >
+                harness_ms() + 300LL * 86400000);
+    assert_true(json_integer_value(json_object_get(json_object_get(o, "total"), "keysEndMs")) <= cpd_end);
+    seen = false;
+    json_array_foreach(json_object_get(o, "attention"), i, each)
+    {
+        seen |= strcmp(json_string_value(each),
+                       "cpd-rms: its key expires in 0 days: rotate it (OPERATIONS.md, rotating a key)") == 0;
+    }
+    assert_true(seen);
+    json_decref(o);
+    free(out);
+    out = harness_admin(h, true, "adapter list", NULL, 0);
+    char want[100];
+    snprintf(want, sizeof want, "\"keyExpiresMs\": %lld, \"keysEndMs\": %lld", (long long)cpd_end,
+             (long long)cpd_end);
+    assert_non_null(strstr(out, want));
+    free(out);
+
+    wait_value(port, "referral_connected_adapters", 0, 5000); /* refreshed at least once */
+    char *text = scrape(port);
+    double left = value_in(text, CPD("referral_key_expiry_seconds"));
+    assert_true(left > 0 && left <= 86400);
+    assert_true(value_in(text, "referral_key_expiry_seconds_min") <= left);
+    assert_true(value_in(text, "referral_broker_key_expiry_seconds") > 300.0 * 86400);
+    free(text);
+
+    /* The warnings are settings, checked. */
+    assert_int_equal(
+        second_broker(h, "[keys]\nexpiry_warn_ms = 86400000\nexpiry_final_warn_ms = 86400000\n", ""), 2);
+    assert_true(second_log_has(h, "[keys] expiry_final_warn_ms must be below expiry_warn_ms (86400000)"));
+    assert_int_equal(second_broker(h, "[keys]\nexpiry_warn_ms = 60000\n", ""), 2);
+    assert_true(second_log_has(h, "[keys] expiry_warn_ms must be a whole number from 3600000"));
+    harness_stop(&h);
+}
+
 /* The settings: defaults, values read, and the listen forms accepted. */
 static void settings(void **state)
 {
@@ -557,7 +640,7 @@ static void rendering(void **state)
     assert_ok(metrics_start(&off, "off"));
     assert_null(off);
     metrics_delivered(off, "cpd-rms", 2); /* metrics off: every hook does nothing */
-    metrics_refresh(off, NULL, 0, 0, NULL, NULL);
+    metrics_refresh(off, NULL, 0, 0, 0, NULL, NULL);
     metrics_stop(&off);
 
     metrics_t *m;
@@ -600,6 +683,7 @@ int main(void)
         cmocka_unit_test_teardown(startup_errors_and_off, harness_teardown),
         cmocka_unit_test_teardown(sink_gone_after_one_delivery_is_counted, harness_teardown),
         cmocka_unit_test_teardown(health_and_readiness, harness_teardown),
+        cmocka_unit_test_teardown(keys_nearing_expiry_are_seen, harness_teardown),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }
