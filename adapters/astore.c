@@ -540,6 +540,8 @@ rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, i
                      astore_counts_t *out)
 {
     memset(out, 0, sizeof *out);
+    /* Overdue means awaited: each overdue count is of a subset of the count before it (queued, awaiting an
+     * ACK), so a referral the broker refused, never to be receipted or answered, is in neither. */
     sqlite3_stmt *st = sqldb_prepare(
         s->db,
         "SELECT"
@@ -548,7 +550,8 @@ rb_err astore_counts(astore_t *s, int64_t now_ms, int64_t receipt_deadline_ms, i
         " (SELECT count(*) FROM outbox WHERE ack_status = 1),"
         " (SELECT count(*) FROM outbox WHERE ack_status = 2),"
         " (SELECT count(*) FROM outbox WHERE receipted_ms IS NULL AND refused IS NULL AND queued_ms < ?),"
-        " (SELECT count(*) FROM outbox WHERE kind != 4 AND acked_ms IS NULL AND queued_ms < ?),"
+        " (SELECT count(*) FROM outbox WHERE kind != 4 AND receipted_ms IS NOT NULL AND acked_ms IS NULL"
+        "  AND queued_ms < ?),"
         " (SELECT count(*) FROM inbox WHERE state IN ('received', 'held')),"
         " (SELECT count(*) FROM inbox WHERE state = 'filed'),"
         " (SELECT count(*) FROM inbox WHERE state IN ('rejected', 'refused')) + "

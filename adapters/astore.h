@@ -151,7 +151,7 @@ typedef struct {
     int receipted; /* outbox referrals with a receipt and no ACK */
     int accepted, rejected;
     int overdue_receipt; /* no receipt within the receipt deadline */
-    int overdue_ack;     /* no ACK within the ACK deadline */
+    int overdue_ack;     /* receipted, and no ACK within the ACK deadline of its queueing */
     int inbox_waiting;   /* received, not yet processed, or held for a key not configured yet */
     int filed, refused;
     int ledger_alarms; /* checkpoints from the broker that did not verify or did not extend ours */

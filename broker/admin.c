@@ -14,6 +14,7 @@
 #include "backup.h"
 #include "keyfile.h"
 #include "ledger.h"
+#include "log.h"
 #include "out.h"
 #include "rbcrypto.h"
 
@@ -26,15 +27,57 @@ typedef struct {
     bool with_counts;
     party_counts_t total; /* status: the sums over every adapter */
     int connected;
+    out_t attention; /* status: what needs someone, as JSON strings separated by commas */
 } lister_t;
+
+/* One reason status needs attention, for the operator to read and act on. */
+static void attention(lister_t *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void attention(lister_t *l, const char *fmt, ...)
+{
+    char line[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    out_printf(&l->attention, "%s", l->attention.len > 0 ? ", " : "");
+    out_string(&l->attention, line);
+}
+
+/* A party's keys run out: no key left, or the last ends within the warning time. */
+static void keys_attention(lister_t *l, const char *who, int64_t end_ms)
+{
+    int64_t left = end_ms - l->now_ms;
+    if (left <= 0)
+        attention(l, "%s: no valid key (every key expired, retired or revoked): register a new one", who);
+    else if (left <= l->env->key_expiry_warn_ms)
+        attention(l, "%s: its key expires in %lld days: rotate it (OPERATIONS.md, rotating a key)", who,
+                  (long long)(left / 86400000));
+}
+
+/* What in an adapter's counts needs someone: each names the adapter and the command to look further. */
+static void adapter_attention(lister_t *l, const party_t *p, const party_counts_t *c, bool connected)
+{
+    const char *name = p->card.name;
+    if (c->dead > 0)
+        attention(l, "%s: %d dead letters (dead-letters list)", name, c->dead);
+    if (c->quarantined > 0)
+        attention(l, "%s: %d messages from it quarantined (quarantine list)", name, c->quarantined);
+    if (c->overdue > 0)
+        attention(l, "%s: %d referrals confirmed over ack_overdue_ms ago and not answered", name, c->overdue);
+    if (p->enabled && !connected && c->queued + c->in_flight > 0)
+        attention(l, "%s: %d messages wait for it and it is not connected", name, c->queued + c->in_flight);
+    if (p->enabled)
+        keys_attention(l, name, c->keys_end_ms);
+}
 
 static void counts_out(out_t *o, const party_counts_t *c)
 {
     out_printf(o,
                "\"queued\": %d, \"inFlight\": %d, \"awaitingAck\": %d, \"oldestAwaitingAckMs\": %lld, "
-               "\"overdueAcks\": %d, \"deadLetters\": %d, \"quarantined\": %d, \"receiptsPerMinute\": %d",
+               "\"overdueAcks\": %d, \"deadLetters\": %d, \"quarantined\": %d, \"receiptsPerMinute\": %d, "
+               "\"keysEndMs\": %lld",
                c->queued, c->in_flight, c->awaiting_ack, (long long)c->oldest_awaiting_ms, c->overdue,
-               c->dead, c->quarantined, c->receipts_last_minute);
+               c->dead, c->quarantined, c->receipts_last_minute, (long long)c->keys_end_ms);
 }
 
 static rb_err list_one(void *ctx, const party_t *p)
@@ -50,6 +93,14 @@ static rb_err list_one(void *ctx, const party_t *p)
                l->first ? "" : ",", p->card.name, card_role_name((card_role)p->card.role), p->card.agency,
                key_id, p->enabled ? "true" : "false");
     l->first = false;
+    if (!l->with_counts) {
+        int64_t end;
+        rb_err rc = store_keys_end(l->store, p->card.name, &end, NULL);
+        if (rc != RB_OK)
+            return rc;
+        out_printf(l->out, ", \"keyExpiresMs\": %lld, \"keysEndMs\": %lld", (long long)p->card.expires * 1000,
+                   (long long)end);
+    }
     if (l->with_counts) {
         party_counts_t c;
         rb_err rc = store_counts(l->store, p->card.name, l->now_ms, l->env->ack_overdue_ms, &c);
@@ -58,6 +109,7 @@ static rb_err list_one(void *ctx, const party_t *p)
         bool connected = l->env->connected && l->env->connected(l->env->ctx, p->card.name);
         out_printf(l->out, ", \"connected\": %s, ", connected ? "true" : "false");
         counts_out(l->out, &c);
+        adapter_attention(l, p, &c, connected);
         party_counts_t *t = &l->total;
         t->queued += c.queued;
         t->in_flight += c.in_flight;
@@ -68,6 +120,8 @@ static rb_err list_one(void *ctx, const party_t *p)
         t->receipts_last_minute += c.receipts_last_minute;
         if (c.oldest_awaiting_ms > t->oldest_awaiting_ms)
             t->oldest_awaiting_ms = c.oldest_awaiting_ms;
+        if (p->enabled && (t->keys_end_ms == 0 || c.keys_end_ms < t->keys_end_ms))
+            t->keys_end_ms = c.keys_end_ms; /* the nearest */
         l->connected += connected;
     }
     out_printf(l->out, "}");
@@ -85,10 +139,69 @@ static rb_err list(store_t *store, out_t *out, int64_t now_ms, bool with_counts,
     if (with_counts) {
         out_printf(out, ",\n\"total\": {\"connected\": %d, ", l.connected);
         counts_out(out, &l.total);
-        out_printf(out, "},\n\"ledgerSize\": %llu, \"atMs\": %lld}",
-                   (unsigned long long)ledger_size(store_ledger(store)), (long long)now_ms);
+        const card_t *me = env->broker_card;
+        char key_id[2 * RB_KEY_ID_BYTES + 1];
+        card_key_id_hex(me->key_id, key_id);
+        out_printf(out, "},\n\"broker\": {\"name\": \"%s\", \"keyId\": \"%s\", \"keyExpiresMs\": %lld}",
+                   me->name, key_id, (long long)me->expires * 1000);
+        keys_attention(&l, me->name, (int64_t)me->expires * 1000);
+        out_printf(out, ",\n\"ledgerSize\": %llu, \"atMs\": %lld,\n\"attention\": [%s]}",
+                   (unsigned long long)ledger_size(store_ledger(store)), (long long)now_ms,
+                   l.attention.buf != NULL ? l.attention.buf : "");
+        if (l.attention.failed)
+            rc = RB_ERR_NOMEM;
+        free(l.attention.buf);
     }
     return rc;
+}
+
+/* Whether a moment was crossed in (since_ms, now_ms]: a key registered after it crosses it when it is
+ * registered (known_ms). */
+static bool crossed(int64_t moment, int64_t known_ms, int64_t since_ms, int64_t now_ms)
+{
+    int64_t at = moment > known_ms ? moment : known_ms;
+    return moment <= now_ms && at > since_ms;
+}
+
+/* One party's (or the broker's) keys against the warning times: the latest of the moments end - warn_ms,
+ * end - final_ms and end crossed in (since_ms, now_ms] is logged. */
+static void warn_keys(const char *who, int64_t end_ms, int64_t known_ms, int64_t since_ms, int64_t now_ms,
+                      int64_t warn_ms, int64_t final_ms)
+{
+    if (end_ms <= now_ms) {
+        if (crossed(end_ms, known_ms, since_ms, now_ms))
+            log_error("key_expired", "party=%s detail=\"no valid key left: register a new one\"", who);
+    } else if (crossed(end_ms - final_ms, known_ms, since_ms, now_ms) ||
+               (end_ms - final_ms > now_ms && crossed(end_ms - warn_ms, known_ms, since_ms, now_ms))) {
+        log_warn("key_expiring", "party=%s days_left=%lld warning_days=%lld detail=\"rotate it\"", who,
+                 (long long)((end_ms - now_ms) / 86400000),
+                 (long long)((end_ms - final_ms <= now_ms ? final_ms : warn_ms) / 86400000));
+    }
+}
+
+typedef struct {
+    store_t *store;
+    int64_t since_ms, now_ms, warn_ms, final_ms;
+} key_warner_t;
+
+static rb_err warn_party(void *ctx, const party_t *p)
+{
+    key_warner_t *w = ctx;
+    int64_t end, added;
+    rb_err rc = p->enabled ? store_keys_end(w->store, p->card.name, &end, &added) : RB_OK;
+    if (rc == RB_OK && p->enabled)
+        warn_keys(p->card.name, end, added, w->since_ms, w->now_ms, w->warn_ms, w->final_ms);
+    return rc;
+}
+
+void admin_warn_keys(store_t *store, const card_t *broker, int64_t since_ms, int64_t now_ms, int64_t warn_ms,
+                     int64_t final_ms)
+{
+    key_warner_t w = {store, since_ms, now_ms, warn_ms, final_ms};
+    warn_keys(broker->name, (int64_t)broker->expires * 1000, 0, since_ms, now_ms, warn_ms, final_ms);
+    rb_err rc = store_each_party(store, warn_party, &w);
+    if (rc != RB_OK)
+        log_warn("key_check_failed", "error=\"%s\"", rb_strerror(rc));
 }
 
 static bool parse_message_id(const char *hex, uint8_t id[MSG_ID_BYTES], out_t *out)

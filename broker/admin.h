@@ -26,6 +26,8 @@ typedef struct {
     void *ctx;
     int64_t rotation_overlap_ms; /* how long an old key stays valid after its successor is added */
     int64_t ack_overdue_ms;      /* a referral confirmed this long ago without an ACK is overdue */
+    int64_t key_expiry_warn_ms;  /* status: a party's keys ending this soon need attention */
+    const card_t *broker_card;   /* the broker's own, for status (its expiry) */
 } admin_env_t;
 
 /* Verifies and executes req from admin. *output (malloc'd, the caller frees it) is JSON on success or one
@@ -33,6 +35,13 @@ typedef struct {
  * Returns whether the command succeeded. A command that would leave no admin able to sign is refused. */
 bool admin_execute(store_t *store, const party_t *admin, const char *peer, const Rb__AdminRequest *req,
                    int64_t now_ms, const admin_env_t *env, char **output, bool *changed);
+
+/* Logs (key_expiring, warn; key_expired, error) each enabled party's keys and the broker's own whose end
+ * comes within warn_ms, then within final_ms, or has come, at a moment in (since_ms, now_ms]: each crossing
+ * once when called with consecutive intervals; since_ms 0 (at start) logs each key already inside a window
+ * once. */
+void admin_warn_keys(store_t *store, const card_t *broker, int64_t since_ms, int64_t now_ms, int64_t warn_ms,
+                     int64_t final_ms);
 
 /* Signs a command for sending: fills req with malloc'd bytes (free with admin_request_clear). */
 rb_err admin_sign(const identity_t *admin, const Rb__AdminCommand *cmd, Rb__AdminRequest *req);

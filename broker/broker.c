@@ -33,7 +33,8 @@
 #define ADMIN_SLOTS  16  /* session slots no adapter may take: one key cannot lock the admin out */
 #define MAX_PENDING  256 /* submissions committed together at most */
 #define RID_MAX      256
-#define TIMER_MS     50 /* the timers' resolution: heartbeats, dead letters, metrics */
+#define TIMER_MS     50   /* the timers' resolution: heartbeats, dead letters, metrics */
+#define KEY_CHECK_MS 1000 /* how often keys are checked against the expiry warnings (as cheap as a refresh) */
 /* Messages that may wait in ZeroMQ for one peer beyond its credit (a group commit's receipts, errors,
  * heartbeats), and from one peer (what it sent that we have not read yet): see broker_open. */
 #define SEND_ROOM    (MAX_PENDING + 64)
@@ -188,7 +189,8 @@ struct broker {
     uint64_t checkpoint_size;      /* the latest committed checkpoint: its size, when, and the note itself, */
     int64_t checkpoint_ms;         /* kept so that receipts and WELCOMEs need not read it back */
     char checkpoint_note[NOTE_TEXT_MAX];
-    metrics_t *metrics; /* the Prometheus endpoint's registry; NULL when off */
+    metrics_t *metrics;      /* the Prometheus endpoint's registry; NULL when off */
+    int64_t keys_checked_ms; /* the end of the last interval checked for keys nearing expiry (0: none yet) */
 };
 
 static void send_notices(broker_t *b);
@@ -1420,7 +1422,9 @@ static void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t 
         admin_env_t env = {.connected = is_connected,
                            .ctx = b,
                            .rotation_overlap_ms = b->cfg->rotation_overlap_ms,
-                           .ack_overdue_ms = b->cfg->ack_overdue_ms};
+                           .ack_overdue_ms = b->cfg->ack_overdue_ms,
+                           .key_expiry_warn_ms = b->cfg->key_expiry_warn_ms,
+                           .broker_card = identity_card(b->me)};
         bool ok =
             admin_execute(b->store, &s->party, s->peer, f->admin_request, now_ms(), &env, &output, &changed);
         if (changed) {
@@ -1764,7 +1768,13 @@ static void tick(broker_t *b)
         expire(b);
         close_windows(b, t, false);
         send_notices(b);
-        metrics_refresh(b->metrics, b->store, t, b->cfg->ack_overdue_ms, is_connected, b);
+        if (t - b->keys_checked_ms >= KEY_CHECK_MS || t < b->keys_checked_ms) {
+            admin_warn_keys(b->store, identity_card(b->me), b->keys_checked_ms, t, b->cfg->key_expiry_warn_ms,
+                            b->cfg->key_expiry_final_warn_ms);
+            b->keys_checked_ms = t;
+        }
+        metrics_refresh(b->metrics, b->store, t, b->cfg->ack_overdue_ms,
+                        (int64_t)identity_card(b->me)->expires * 1000, is_connected, b);
     }
     checkpoint_now(b, false);
     backup_tick(b->store);
@@ -1900,9 +1910,11 @@ rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t 
         b->started = true;
         /* A ledger that does not extend its last checkpoint was altered: refuse to run on it. */
         rc = checkpoint_now(b, true);
-        if (rc == RB_OK)
+        if (rc == RB_OK) {
+            metrics_started(b->metrics);
             log_info("broker_started", "name=%s listen=%s ledger_size=%llu", identity_card(me)->name,
                      b->endpoint, (unsigned long long)b->checkpoint_size);
+        }
     }
     if (rc != RB_OK)
         broker_close(&b, rc);

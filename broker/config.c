@@ -27,6 +27,8 @@ void config_defaults(broker_config_t *cfg)
     cfg->ttl_ms = 14LL * 24 * 3600 * 1000;
     cfg->rotation_overlap_ms = 7LL * 24 * 3600 * 1000;
     cfg->ack_overdue_ms = 72LL * 3600 * 1000;
+    cfg->key_expiry_warn_ms = 30LL * 86400000;
+    cfg->key_expiry_final_warn_ms = 7LL * 86400000;
     snprintf(cfg->metrics_listen, sizeof cfg->metrics_listen, "127.0.0.1:9464");
 }
 
@@ -47,6 +49,9 @@ static const struct {
     {"delivery", "ttl_ms", offsetof(broker_config_t, ttl_ms), 1000, 366LL * 86400000},
     {"keys", "rotation_overlap_ms", offsetof(broker_config_t, rotation_overlap_ms), 1000, 366LL * 86400000},
     {"delivery", "ack_overdue_ms", offsetof(broker_config_t, ack_overdue_ms), 1000, 366LL * 86400000},
+    {"keys", "expiry_warn_ms", offsetof(broker_config_t, key_expiry_warn_ms), 3600000, 366LL * 86400000},
+    {"keys", "expiry_final_warn_ms", offsetof(broker_config_t, key_expiry_final_warn_ms), 3600000,
+     366LL * 86400000},
 };
 
 /* One setting into cfg; false with why for a value out of range or an unknown key. */
@@ -92,5 +97,10 @@ rb_err config_load(broker_config_t *cfg, const char *path, char *err, size_t err
     if (rc == RB_OK && (rc = settings_check_sections(s, sections, err, errlen)) == RB_OK)
         rc = settings_each(s, on_value, cfg, err, errlen);
     settings_free(&s);
+    if (rc == RB_OK && cfg->key_expiry_final_warn_ms >= cfg->key_expiry_warn_ms) {
+        snprintf(err, errlen, "%s: [keys] expiry_final_warn_ms must be below expiry_warn_ms (%lld)", path,
+                 (long long)cfg->key_expiry_warn_ms);
+        rc = RB_ERR_USAGE;
+    }
     return rc;
 }

@@ -42,6 +42,8 @@ typedef struct {
     int64_t ack_overdue_ms;         /* a referral confirmed this long ago without an ACK is overdue */
     char metrics_listen[64];        /* HOST:PORT of the Prometheus endpoint (port 0: any), or "off" */
     int64_t rotation_overlap_ms;    /* how long a party's old key stays valid once its new key is added */
+    int64_t key_expiry_warn_ms;     /* warn (log, status) when a party's or the broker's keys end this soon */
+    int64_t key_expiry_final_warn_ms; /* and once more when they end this soon (below the first) */
 } broker_config_t;
 
 void config_defaults(broker_config_t *cfg);

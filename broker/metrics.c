@@ -37,6 +37,7 @@
 #define CODES      64 /* room for every Rb__ErrorCode value */
 #define BUCKETS    16 /* most histogram buckets, +Inf not included */
 #define REFRESH_MS 1000
+#define STALE_MS   5000 /* /readyz: five refreshes missed, the loop is stuck or cannot read its database */
 
 /* A scraper needs one connection at a time, and a scrape takes milliseconds. */
 #define HTTP_CONNECTIONS 64u /* open at once, from everyone */
@@ -86,6 +87,8 @@ struct metrics {
     int64_t checkpoint_ms;      /* when the last checkpoint was signed; 0 before the first */
     uint64_t checkpoint_leaves; /* the tree size it signed */
     int64_t snapshot_ms;        /* when the gauges were last refreshed; 0 before the first time */
+    bool started;               /* the broker listens and has verified its ledger (metrics_started) */
+    int64_t broker_key_end_ms;  /* when the broker's own key expires */
 };
 
 static int64_t wall_ms(void)
@@ -266,6 +269,15 @@ void metrics_dead_lettered(metrics_t *m, size_t n)
     pthread_mutex_unlock(&m->lock);
 }
 
+void metrics_started(metrics_t *m)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->started = true;
+    pthread_mutex_unlock(&m->lock);
+}
+
 void metrics_checkpointed(metrics_t *m, int64_t at_ms, uint64_t size)
 {
     if (m == NULL)
@@ -318,7 +330,7 @@ static rb_err read_party(void *ctx, const party_t *p)
 }
 
 void metrics_refresh(metrics_t *m, store_t *store, int64_t now_ms, int64_t ack_overdue_ms,
-                     admin_connected_fn connected, void *ctx)
+                     int64_t broker_key_end_ms, admin_connected_fn connected, void *ctx)
 {
     if (m == NULL || now_ms - m->refreshed_ms < REFRESH_MS)
         return;
@@ -344,6 +356,7 @@ void metrics_refresh(metrics_t *m, store_t *store, int64_t now_ms, int64_t ack_o
     }
     m->ledger_leaves = leaves;
     m->snapshot_ms = now_ms;
+    m->broker_key_end_ms = broker_key_end_ms;
     pthread_mutex_unlock(&m->lock);
     free(r.rows);
 }
@@ -403,6 +416,8 @@ typedef enum {
     OLDEST,
     OVERDUE,
     DEAD,
+    QUARANTINED,
+    KEYS_END,
     CONNECTED,
     DELIVERIES,
     RETRIES,
@@ -410,7 +425,7 @@ typedef enum {
 } field_t;
 
 static void per_adapter(out_t *o, const metrics_t *m, const char *name, const char *type, const char *help,
-                        field_t f)
+                        field_t f, int64_t now_ms)
 {
     family(o, name, type, help);
     for (size_t i = 0; i < m->n_series; i++) {
@@ -436,6 +451,12 @@ static void per_adapter(out_t *o, const metrics_t *m, const char *name, const ch
             break;
         case DEAD:
             out_printf(o, "%d\n", s->counts.dead);
+            break;
+        case QUARANTINED:
+            out_printf(o, "%d\n", s->counts.quarantined);
+            break;
+        case KEYS_END:
+            out_printf(o, "%.3f\n", (double)(s->counts.keys_end_ms - now_ms) / 1000);
             break;
         case CONNECTED:
             out_printf(o, "%d\n", s->connected ? 1 : 0);
@@ -473,23 +494,44 @@ static void render(out_t *o, const metrics_t *m, int64_t now_ms)
     out_printf(o, "referral_build_info{protocol=\"%d\",ledger=\"%d\",schema=\"%d\"} 1\n", WIRE_VERSION,
                LEDGER_VERSION, STORE_SCHEMA_VERSION);
 
-    per_adapter(o, m, "referral_queue_depth", "gauge", "Messages queued for this recipient, never delivered.",
-                QUEUED);
+    per_adapter(o, m, "referral_queue_depth", "gauge",
+                "Messages for this recipient waiting for a delivery: never delivered, or due again.", QUEUED,
+                now_ms);
     per_adapter(o, m, "referral_in_flight", "gauge",
-                "Messages delivered to this recipient and not confirmed.", IN_FLIGHT);
+                "Messages delivered to this recipient and not confirmed.", IN_FLIGHT, now_ms);
     per_adapter(o, m, "referral_awaiting_ack", "gauge",
-                "Referrals confirmed by this recipient and not answered by an ACK.", AWAITING);
+                "Referrals confirmed by this recipient and not answered by an ACK.", AWAITING, now_ms);
     per_adapter(
         o, m, "referral_oldest_awaiting_ack_age_seconds", "gauge",
         "Age since the broker received it of the oldest referral awaiting an ACK from this recipient.",
-        OLDEST);
+        OLDEST, now_ms);
     per_adapter(o, m, "referral_overdue_acks", "gauge",
                 "Referrals confirmed by this recipient longer than ack_overdue_ms ago and not ACKed.",
-                OVERDUE);
+                OVERDUE, now_ms);
     per_adapter(o, m, "referral_dead_letters", "gauge",
-                "Messages for this recipient in the dead-letter queue.", DEAD);
+                "Messages for this recipient in the dead-letter queue.", DEAD, now_ms);
+    per_adapter(o, m, "referral_quarantined", "gauge",
+                "Messages from this sender held after its key was revoked as compromised.", QUARANTINED,
+                now_ms);
+    per_adapter(o, m, "referral_key_expiry_seconds", "gauge",
+                "Seconds until the last of this party's keys stops being valid (expiry, or the end of a "
+                "rotation's overlap); 0 or less: it has none.",
+                KEYS_END, now_ms);
+    if (m->snapshot_ms > 0) {
+        double nearest = (double)(m->broker_key_end_ms - now_ms) / 1000;
+        for (size_t i = 0; i < m->n_series; i++)
+            if (m->series[i].adapter && (double)(m->series[i].counts.keys_end_ms - now_ms) / 1000 < nearest)
+                nearest = (double)(m->series[i].counts.keys_end_ms - now_ms) / 1000;
+        family(o, "referral_key_expiry_seconds_min", "gauge",
+               "Seconds until the nearest of referral_key_expiry_seconds and the broker's own key's expiry.");
+        out_printf(o, "referral_key_expiry_seconds_min %.3f\n", nearest);
+        family(o, "referral_broker_key_expiry_seconds", "gauge",
+               "Seconds until the broker's own key expires.");
+        out_printf(o, "referral_broker_key_expiry_seconds %.3f\n",
+                   (double)(m->broker_key_end_ms - now_ms) / 1000);
+    }
     per_adapter(o, m, "referral_adapter_connected", "gauge",
-                "1 while the adapter has a connection that said HELLO.", CONNECTED);
+                "1 while the adapter has a connection that said HELLO.", CONNECTED, now_ms);
     int connected = 0;
     for (size_t i = 0; i < m->n_series; i++)
         connected += m->series[i].adapter && m->series[i].connected;
@@ -526,11 +568,11 @@ static void render(out_t *o, const metrics_t *m, int64_t now_ms)
         }
     }
     per_adapter(o, m, "referral_deliveries_total", "counter", "DELIVER frames sent to this recipient.",
-                DELIVERIES);
+                DELIVERIES, now_ms);
     per_adapter(o, m, "referral_retries_total", "counter",
-                "Deliveries to this recipient after the first attempt.", RETRIES);
+                "Deliveries to this recipient after the first attempt.", RETRIES, now_ms);
     per_adapter(o, m, "referral_confirms_total", "counter", "CONFIRMs received from this recipient.",
-                CONFIRMS);
+                CONFIRMS, now_ms);
     family(o, "referral_acks_total", "counter", "ACKs stored, by the adapter that sent them and outcome.");
     for (size_t i = 0; i < m->n_series; i++) {
         const series_t *s = &m->series[i];
@@ -622,6 +664,20 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
     return rc;
 }
 
+const char *metrics_readiness(metrics_t *m, int64_t now_ms)
+{
+    pthread_mutex_lock(&m->lock);
+    bool started = m->started;
+    int64_t age = now_ms - m->snapshot_ms;
+    pthread_mutex_unlock(&m->lock);
+    if (!started)
+        return "not ready: starting (binding, verifying the ledger)\n";
+    if (age > STALE_MS)
+        return "not ready: the broker's loop has not read its database for over 5 s (stuck, or the database "
+               "cannot be read: see its log)\n";
+    return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -637,10 +693,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (strcmp(url, "/metrics") != 0)
-        return reply(conn, MHD_HTTP_NOT_FOUND, "not found: the metrics are at /metrics\n");
+    bool health = strcmp(url, "/healthz") == 0, ready = strcmp(url, "/readyz") == 0;
+    if (strcmp(url, "/metrics") != 0 && !health && !ready)
+        return reply(conn, MHD_HTTP_NOT_FOUND, "not found: GET /metrics, /healthz or /readyz\n");
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-        return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: GET /metrics\n");
+        return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: GET only\n");
+    /* Live: this thread answers. Ready: started, and the loop read the store within STALE_MS. */
+    if (health)
+        return reply(conn, MHD_HTTP_OK, "ok\n");
+    if (ready) {
+        const char *why = metrics_readiness(cls, wall_ms());
+        return reply(conn, why == NULL ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, why ? why : "ready\n");
+    }
     char *text;
     size_t len;
     if (metrics_render(cls, &text, &len) != RB_OK)

@@ -1,5 +1,7 @@
 /* metrics.h -- the broker's Prometheus endpoint: a registry of counters, gauges and histograms, served as
- * text (exposition format 0.0.4) at GET /metrics by libmicrohttpd on a thread of its own.
+ * text (exposition format 0.0.4) at GET /metrics by libmicrohttpd on a thread of its own, with GET /healthz
+ * (200 while that thread answers) and GET /readyz (200 once the broker has started and while its loop reads
+ * the store, 503 with the reason otherwise).
  *
  * The broker's loop is the only writer: it counts events through the hooks below as they happen and, at
  * most once a second, copies the store's per-adapter counts into the registry (metrics_refresh). The HTTP
@@ -39,6 +41,9 @@ void metrics_stop(metrics_t **m_p);
 
 /* The registry as Prometheus text: *text (malloc'd, NUL-terminated) is the caller's. RB_ERR_NOMEM. */
 rb_err metrics_render(metrics_t *m, char **text, size_t *len);
+
+/* What GET /readyz answers at now_ms: NULL when ready, else why not (a constant string, one line). */
+const char *metrics_readiness(metrics_t *m, int64_t now_ms);
 
 /* A monotonic clock in seconds, for the time a SUBMIT arrives (works with metrics off too). */
 double metrics_clock(void);
@@ -80,12 +85,15 @@ typedef enum {
 void metrics_session_opened(metrics_t *m, const char *party);
 void metrics_session_closed(metrics_t *m, const char *party, metrics_close_t why);
 void metrics_dead_lettered(metrics_t *m, size_t n);
+/* The broker listens and its ledger verified (consistent with its last checkpoint): /readyz may say ready
+ * once the loop has read the store. */
+void metrics_started(metrics_t *m);
 /* A checkpoint of size leaves signed and committed at at_ms: the age reported is counted from it. */
 void metrics_checkpointed(metrics_t *m, int64_t at_ms, uint64_t size);
 /* Reads every adapter's counts (store_counts with ack_overdue_ms), whether it is connected, and the ledger
- * size into the registry; does nothing when the last read was under a second ago. A failed read keeps the
+ * size into the registry, with when the broker's own key expires; does nothing when the last read was under a second ago. A failed read keeps the
  * previous values (and logs). */
 void metrics_refresh(metrics_t *m, store_t *store, int64_t now_ms, int64_t ack_overdue_ms,
-                     admin_connected_fn connected, void *ctx);
+                     int64_t broker_key_end_ms, admin_connected_fn connected, void *ctx);
 
 #endif

@@ -6,7 +6,8 @@
  * list|requeue|discard, quarantine list|release|discard, export-ledger, backup (see usage below). Each command is
  * signed with the admin's key; the broker verifies it and records it in its ledger. Output is JSON, or for
  * status and lists a table unless --json. Nothing destructive happens without --yes.
- * Exit status: 0 done, 1 refused by the broker, 2 usage or system error. */
+ * Exit status: 0 done, 1 refused by the broker (or status found something that needs attention), 2 usage
+ * or system error. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +48,8 @@ static const char usage[] =
     "        Registers the holder of CARD: an adapter (role source or sink, from the card) or another\n"
     "        admin. Prints {\"added\": NAME, \"role\": ROLE}.\n"
     "    adapter list\n"
-    "        Every registered party: name, role, agency, keyId, enabled.\n"
+    "        Every registered party: name, role, agency, keyId (its newest key), enabled, keyExpiresMs\n"
+    "        (that key's expiry) and keysEndMs (when the last of its keys not revoked stops).\n"
     "    adapter disable NAME\n"
     "    adapter enable NAME\n"
     "        Refuses the party's connections and frames from now on, or admits them again.\n"
@@ -64,7 +66,11 @@ static const char usage[] =
     "        are sent a signed revocation notice. The last admin key cannot be revoked.\n"
     "    status [--json]\n"
     "        Per adapter and in total: connected, queued, inFlight, awaitingAck and its oldest age,\n"
-    "        overdueAcks, deadLetters, quarantined, receiptsPerMinute; a table unless --json.\n"
+    "        overdueAcks, deadLetters, quarantined, receiptsPerMinute, when its keys end (keysEndMs);\n"
+    "        the broker's own key and when it expires; a table unless --json. Then,\n"
+    "        on standard error, each thing that needs someone (dead letters, quarantined messages,\n"
+    "        overdue ACKs, messages waiting for an adapter that is not connected, keys ending within\n"
+    "        [keys] expiry_warn_ms), and exit 1 if any.\n"
     "    message show MESSAGE_ID\n"
     "        A message's metadata and its history from the ledger; never its content.\n"
     "    dead-letters list [--json]\n"
@@ -111,7 +117,8 @@ static const char usage[] =
     "EXIT STATUS\n"
     "    0  done\n"
     "    1  refused by the broker (bad signature, not an admin, unknown party, ...), or an answer or\n"
-    "       ledger page that does not verify\n"
+    "       ledger page that does not verify; for status, something needs attention (each reason\n"
+    "       on standard error)\n"
     "    2  usage or system error (a bad option, no answer from the broker, an unreadable file)\n"
     "\n"
     "EXAMPLES\n"
@@ -301,6 +308,20 @@ static long long int_of(json_t *o, const char *key)
     return (long long)json_integer_value(json_object_get(o, key));
 }
 
+/* status: each reason it needs attention on stderr; EXIT_VERIFY (1) when there is any, else 0. */
+static int print_attention(const char *output)
+{
+    json_t *o = json_loads(output, 0, NULL), *v;
+    size_t i, n = 0;
+    json_array_foreach(json_object_get(o, "attention"), i, v)
+    {
+        fprintf(stderr, "referral-admin: attention: %s\n", json_string_value(v));
+        n++;
+    }
+    json_decref(o);
+    return n > 0 ? EXIT_VERIFY : 0;
+}
+
 /* status and the lists, for people: one line per adapter or message. */
 static void print_table(const char *command, const char *output)
 {
@@ -310,8 +331,9 @@ static void print_table(const char *command, const char *output)
     if (o == NULL)
         xdie(EXIT_USAGE, "the broker's answer is not what this tool expects");
     if (strcmp(command, "status") == 0) {
-        printf("%-24s %-6s %-5s %7s %8s %8s %8s %8s %8s %8s %8s\n", "ADAPTER", "ROLE", "CONN", "QUEUED",
-               "INFLIGHT", "AWAITACK", "OLDEST", "OVERDUE", "DEAD", "QUARANT", "RCPT/MIN");
+        printf("%-24s %-6s %-5s %7s %8s %8s %8s %8s %8s %8s %8s %8s\n", "ADAPTER", "ROLE", "CONN", "QUEUED",
+               "INFLIGHT", "AWAITACK", "OLDEST", "OVERDUE", "DEAD", "QUARANT", "RCPT/MIN", "KEY LEFT");
+        long long at = int_of(o, "atMs");
         json_t *total = json_object_get(o, "total");
         json_array_foreach(json_object_get(o, "adapters"), i, v)
         {
@@ -320,14 +342,21 @@ static void print_table(const char *command, const char *output)
                    json_is_true(json_object_get(v, "connected")) ? "yes" : "no", int_of(v, "queued"),
                    int_of(v, "inFlight"), int_of(v, "awaitingAck"));
             print_age(int_of(v, "oldestAwaitingAckMs"));
-            printf(" %8lld %8lld %8lld %8lld\n", int_of(v, "overdueAcks"), int_of(v, "deadLetters"),
+            printf(" %8lld %8lld %8lld %8lld ", int_of(v, "overdueAcks"), int_of(v, "deadLetters"),
                    int_of(v, "quarantined"), int_of(v, "receiptsPerMinute"));
+            print_age(int_of(v, "keysEndMs") > at ? int_of(v, "keysEndMs") - at : 0);
+            printf("\n");
         }
         printf("%-24s %-6s %-5lld %7lld %8lld %8lld ", "TOTAL", "", int_of(total, "connected"),
                int_of(total, "queued"), int_of(total, "inFlight"), int_of(total, "awaitingAck"));
         print_age(int_of(total, "oldestAwaitingAckMs"));
-        printf(" %8lld %8lld %8lld %8lld\nledger: %lld leaves\n", int_of(total, "overdueAcks"),
-               int_of(total, "deadLetters"), int_of(total, "quarantined"), int_of(total, "receiptsPerMinute"),
+        printf(" %8lld %8lld %8lld %8lld ", int_of(total, "overdueAcks"), int_of(total, "deadLetters"),
+               int_of(total, "quarantined"), int_of(total, "receiptsPerMinute"));
+        print_age(int_of(total, "keysEndMs") > at ? int_of(total, "keysEndMs") - at : 0);
+        json_t *me = json_object_get(o, "broker");
+        printf("\nbroker %s: key %s expires in %lld days\nledger: %lld leaves\n",
+               json_string_value(json_object_get(me, "name")),
+               json_string_value(json_object_get(me, "keyId")), (int_of(me, "keyExpiresMs") - at) / 86400000,
                int_of(o, "ledgerSize"));
     } else {
         printf("%-32s %-20s %-20s %4s %-20s %s\n", "MESSAGE", "SENDER", "RECIPIENT", "TRY", "RECEIVED",
@@ -539,6 +568,7 @@ int main(int argc, char **argv)
         print_table(command, output);
     else
         printf("%s\n", output);
+    int status = strcmp(command, "status") == 0 ? print_attention(output) : 0;
     free(output);
-    return 0;
+    return status;
 }

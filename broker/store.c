@@ -837,17 +837,50 @@ rb_err store_reschedule(store_t *s, const char *recipient, int64_t now_ms)
                       "iti", now_ms, recipient, now_ms));
 }
 
+rb_err store_keys_end(store_t *s, const char *name, int64_t *end_ms, int64_t *added_ms)
+{
+    *end_ms = 0;
+    if (added_ms != NULL)
+        *added_ms = 0;
+    sqlite3_stmt *st = sqldb_prepare(s->db,
+                                     "SELECT card, retires_ms, added_ms FROM party_keys WHERE party = ? AND "
+                                     "key_id NOT IN (SELECT key_id FROM revoked_keys)",
+                                     "t", name);
+    if (st == NULL)
+        return RB_ERR_IO;
+    rb_err rc = RB_OK;
+    int step;
+    while (rc == RB_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        card_t card;
+        rc = card_unpack(&card, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+        int64_t end = (int64_t)card.expires * 1000, retires = sqlite3_column_int64(st, 1);
+        if (retires > 0 && retires < end)
+            end = retires;
+        if (rc == RB_OK && end > *end_ms) {
+            *end_ms = end;
+            if (added_ms != NULL)
+                *added_ms = sqlite3_column_int64(st, 2);
+        }
+    }
+    if (rc == RB_OK && step != SQLITE_DONE)
+        rc = RB_ERR_IO;
+    sqldb_done(st);
+    return rc;
+}
+
 rb_err store_counts(store_t *s, const char *name, int64_t now_ms, int64_t ack_overdue_ms, party_counts_t *out)
 {
     memset(out, 0, sizeof *out);
-    rb_err rc = count(
-        s,
-        sqldb_prepare(
-            s->db, "SELECT count(*) FROM messages WHERE recipient = ? AND state = 'queued' AND attempts = 0",
-            "t", name),
-        &out->queued);
+    /* Every queued message is one or the other: in flight (delivered, its redelivery time not yet come) or
+     * waiting for a delivery, first or again (a recipient gone before it CONFIRMed is made due at once). */
+    rb_err rc =
+        count(s,
+              sqldb_prepare(s->db, "SELECT count(*) FROM messages WHERE recipient = ? AND state = 'queued'",
+                            "t", name),
+              &out->queued);
     if (rc == RB_OK)
         rc = store_in_flight(s, name, now_ms, &out->in_flight);
+    out->queued -= out->in_flight;
     if (rc == RB_OK)
         rc =
             count(s,
@@ -884,7 +917,7 @@ rb_err store_counts(store_t *s, const char *name, int64_t now_ms, int64_t ack_ov
     if (out->awaiting_ack > 0)
         out->oldest_awaiting_ms = now_ms - sqlite3_column_int64(st, 1);
     sqldb_done(st);
-    return RB_OK;
+    return store_keys_end(s, name, &out->keys_end_ms, NULL);
 }
 
 rb_err store_use_nonce(store_t *s, const uint8_t *nonce, size_t len, int64_t now_ms)

@@ -160,14 +160,21 @@ rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_
 /* Makes every message of recipient that was delivered but not confirmed due again now (peer gone). */
 rb_err store_reschedule(store_t *s, const char *recipient, int64_t now_ms);
 
-/* Counts for status: to the party, queued (never delivered), in flight, awaiting ack (confirmed referrals
- * without an ACK) and its oldest age, overdue (awaiting ack and confirmed at least ack_overdue_ms ago; none
- * when ack_overdue_ms is 0), dead letters; from it, quarantined and received in the last minute. */
+/* Counts for status: to the party, queued (waiting for a delivery: never delivered, or due again) and in
+ * flight (delivered, not confirmed, not yet due again), which between them are every queued message;
+ * awaiting ack (confirmed referrals without an ACK) and its oldest age, overdue (awaiting ack and confirmed
+ * at least ack_overdue_ms ago; none when ack_overdue_ms is 0), dead letters; from it, quarantined and
+ * received in the last minute; and when its keys stop (store_keys_end). */
 typedef struct {
     int queued, in_flight, awaiting_ack, dead, quarantined, receipts_last_minute;
     int64_t oldest_awaiting_ms;
     int overdue;
+    int64_t keys_end_ms; /* 0: no key left that is not revoked */
 } party_counts_t;
+/* When the last of a party's keys stops being valid (Unix ms): the latest end among its keys not revoked,
+ * each key's end being its card's expiry or, earlier, the end of a rotation's overlap; 0 when none.
+ * *added_ms (may be NULL): when that key was registered. */
+rb_err store_keys_end(store_t *s, const char *name, int64_t *end_ms, int64_t *added_ms);
 rb_err store_counts(store_t *s, const char *name, int64_t now_ms, int64_t ack_overdue_ms,
                     party_counts_t *out);
 

@@ -117,6 +117,69 @@ static void broker_down_while_files_arrive(void **state)
     harness_stop(&h);
 }
 
+/* One number from `referral-adapter status` of adapter i. */
+static int adapter_status(harness_t *h, int i, const char *field)
+{
+    char cmd[1600], out[2048] = "";
+    test_path(cmd, sizeof cmd, "'%s/referral-adapter' status --config '%s' 2>&1", h->bin,
+              h->adapters[i].config);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    assert_int_equal(pclose(p), 0);
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\": ", field);
+    const char *at = strstr(out, key);
+    if (at == NULL)
+        fail_msg("no %s in: %s", field, out);
+    return atoi(at + strlen(key));
+}
+
+/* Issue #19, item 8, as the operator met it: a referral the broker refused for good (sealed to a card of
+ * the intake that is not its registered key) and one receipted and not yet answered, both older than
+ * ack_deadline_ms. Overdue means awaited: the refused one is not awaited (the broker never took it), so
+ * `overdueAck` counts only the other. On c00af3b `overdueAck` was 2 while `awaitingAck` was 1. */
+static void refused_referral_is_not_overdue(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    snprintf(h->adapter_settings, sizeof h->adapter_settings, "ack_deadline_ms = 1000\n");
+    int src = harness_adapter(h);
+    char card[700];
+    test_path(card, sizeof card, "%s/trust-source/sao.card", h->dir);
+    identity_t *stranger = harness_identity("sao-intake", CARD_ROLE_SINK, "ILCCSAO00");
+    assert_ok(card_write_file(identity_card(stranger), card, true));
+    identity_free(&stranger);
+    harness_adapter_start(h, src, "rms-files");
+    harness_drop(h, "adapters/samples/valid/04-supervisor-refuses-credentials.json", NULL);
+    harness_wait_count(h, "drop/sent", ".json", 1, 10000); /* sealed into the outbox */
+    char db[700];
+    test_path(db, sizeof db, "%s/adapter-%d-data/adapter.db", h->dir, src);
+    for (int64_t deadline = harness_deadline(10000);
+         harness_db_int(db, "SELECT count(*) FROM outbox WHERE refused LIKE '%UNKNOWN_RECIPIENT%'") != 1;
+         harness_sleep_ms(50))
+        if (harness_ms() > deadline)
+            fail_msg("not refused; see %s", h->adapters[src].log);
+    /* The operator puts the right card in and starts again: the next referral is taken. */
+    harness_adapter_stop(h, src, SIGTERM);
+    assert_ok(card_write_file(identity_card(h->sao), card, true));
+    harness_adapter_start(h, src, "rms-files");
+    harness_drop(h, "adapters/samples/valid/01-fatal-shooting.json", NULL);
+    for (int64_t deadline = harness_deadline(10000);
+         harness_db_int(db, "SELECT count(*) FROM outbox WHERE receipted_ms IS NOT NULL") != 1;
+         harness_sleep_ms(50))
+        if (harness_ms() > deadline)
+            fail_msg("not receipted; see %s", h->adapters[src].log);
+    harness_sleep_ms(1500); /* both past the ACK deadline */
+    assert_int_equal(adapter_status(h, src, "awaitingAck"), 1);
+    assert_int_equal(adapter_status(h, src, "overdueAck"), 1);
+    assert_int_equal(adapter_status(h, src, "overdueReceipt"), 0);
+    assert_int_equal(adapter_status(h, src, "refused"), 1);
+    harness_adapter_stop(h, src, SIGTERM);
+    harness_stop(&h);
+}
+
 /* The broker restarts on its endpoint under connected adapters: they carry on, and neither raises a ledger
  * alarm (the restarted broker may hear from one before its HELLO, and cannot prove anything to it until it
  * knows the checkpoint it holds). */
@@ -417,6 +480,7 @@ int main(void)
         cmocka_unit_test_teardown(http_source_end_to_end, harness_teardown),
         cmocka_unit_test_teardown(mistyped_metrics_file_stops_the_start, harness_teardown),
         cmocka_unit_test_teardown(kill_9_adapters_during_200_referrals, harness_teardown),
+        cmocka_unit_test_teardown(refused_referral_is_not_overdue, harness_teardown),
     };
     return cmocka_run_group_tests_name("adapter", tests, NULL, NULL);
 }

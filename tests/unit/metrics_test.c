@@ -2,6 +2,7 @@
  * text checked line by line against the exposition format, its settings and startup errors, and the
  * registry's rendering (escaping, histogram buckets) in process. */
 #include <math.h>
+#include <jansson.h>
 #include <regex.h>
 
 #include "harness.h"
@@ -296,6 +297,158 @@ static void values_follow_traffic(void **state)
     harness_stop(&h);
 }
 
+/* The sum of one count over every adapter in `status` (JSON), and one adapter's. */
+static int status_count(harness_t *h, const char *adapter, const char *field)
+{
+    char *out = harness_admin(h, true, "status", NULL, 0);
+    json_t *o = json_loads(out, 0, NULL);
+    free(out);
+    assert_non_null(o);
+    json_t *from = json_object_get(o, "total"), *each;
+    size_t i;
+    json_array_foreach(json_object_get(o, "adapters"), i, each)
+    {
+        if (adapter != NULL && strcmp(json_string_value(json_object_get(each, "name")), adapter) == 0)
+            from = each;
+    }
+    json_t *v = json_object_get(from, field);
+    assert_true(json_is_integer(v));
+    int n = (int)json_integer_value(v);
+    json_decref(o);
+    return n;
+}
+
+/* A message's state and attempts as `message show` gives them. */
+static void message_state(harness_t *h, const char *hex, char state[16], int *attempts)
+{
+    const char *args[] = {hex};
+    char *out = harness_admin(h, true, "message show", args, 1);
+    json_t *o = json_loads(out, 0, NULL);
+    free(out);
+    json_t *m = json_object_get(o, "message");
+    snprintf(state, 16, "%s", json_string_value(json_object_get(m, "state")));
+    *attempts = (int)json_integer_value(json_object_get(m, "attempts"));
+    json_decref(o);
+}
+
+/* Issue #19, item 3, as the operator met it: a real intake adapter is delivered a referral and goes away
+ * before it CONFIRMs (stopped, then killed). `message show` says queued after one attempt; `status` and
+ * `referral_queue_depth` must count it too, or the "queue growing" alert cannot fire. On c00af3b both said
+ * 0: a message delivered once and due again was neither "queued" (never delivered) nor "in flight". */
+static void sink_gone_after_one_delivery_is_counted(void **state)
+{
+    (void)state;
+    /* Redelivery a minute away, so that only the sink's going makes the message due again. */
+    harness_t *h = harness_start("heartbeat_ms = 1000\nretry_base_ms = 60000\nretry_max_ms = 60000\n");
+    int port = harness_metrics_port(h);
+    int sink = harness_adapter(h);
+    harness_adapter_start(h, sink, "intake-sqlite");
+    wait_value(port, SAO("referral_adapter_connected"), 1, 10000);
+    assert_int_equal(kill(h->adapters[sink].pid, SIGSTOP), 0);
+
+    client_t *cpd = harness_client(h, h->cpd, 0);
+    size_t len;
+    msg_id_t id;
+    char hex[33], st[16];
+    uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &id);
+    harness_submit_ok(cpd, env, len);
+    free(env);
+    wire_id_hex(id.bytes, hex);
+    int attempts = 0;
+    for (int64_t deadline = harness_ms() + 10000; attempts == 0; harness_sleep_ms(50)) {
+        if (harness_ms() > deadline)
+            fail_msg("never delivered to the stopped sink");
+        message_state(h, hex, st, &attempts);
+    }
+    /* Delivered, not confirmed: in flight while the sink's session lasts. */
+    assert_int_equal(status_count(h, "sao-intake", "inFlight"), 1);
+
+    kill(h->adapters[sink].pid, SIGKILL);
+    waitpid(h->adapters[sink].pid, NULL, 0);
+    h->adapters[sink].pid = 0;
+    wait_value(port, SAO("referral_adapter_connected"), 0, 10000);
+    message_state(h, hex, st, &attempts);
+    assert_string_equal(st, "queued");
+    assert_int_equal(attempts, 1);
+    /* Waiting for a delivery again: queued, wherever the operator looks. */
+    assert_int_equal(status_count(h, "sao-intake", "queued"), 1);
+    assert_int_equal(status_count(h, "sao-intake", "inFlight"), 0);
+    assert_int_equal(status_count(h, NULL, "queued"), 1);
+    wait_value(port, SAO("referral_queue_depth"), 1, 5000);
+
+    /* The sink comes back: delivered again, taken, and the queue is empty. */
+    harness_adapter_start(h, sink, "intake-sqlite");
+    wait_value(port, SAO("referral_confirms_total"), 1, 10000);
+    wait_value(port, SAO("referral_queue_depth"), 0, 5000);
+    wait_value(port, SAO("referral_in_flight"), 0, 5000);
+    message_state(h, hex, st, &attempts);
+    assert_string_equal(st, "confirmed");
+    assert_int_equal(attempts, 2);
+    client_close(&cpd);
+    harness_stop(&h);
+}
+
+static bool never_connected(void *ctx, const char *name)
+{
+    (void)ctx;
+    (void)name;
+    return false;
+}
+
+/* One GET; returns the status, *body the body (malloc'd). */
+static int get(int port, const char *path, char **body)
+{
+    char request[200], *head;
+    snprintf(request, sizeof request, "GET %s HTTP/1.0\r\n\r\n", path);
+    int status = harness_http(port, request, &head, body);
+    free(head);
+    return status;
+}
+
+/* Issue #19, "Health": a load balancer or systemd asks the metrics listener whether the broker lives and
+ * whether it is ready (started: listening, its ledger verified; and its loop reading the database). On
+ * c00af3b both paths were 404. The states a running broker cannot be put in from outside (starting, a loop
+ * that stopped reading) are taken in process, on a real store. */
+static void health_and_readiness(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int port = harness_metrics_port(h);
+    char *body;
+    assert_int_equal(get(port, "/healthz", &body), 200);
+    assert_string_equal(body, "ok\n");
+    free(body);
+    int status;
+    for (int64_t deadline = harness_ms() + 5000; (status = get(port, "/readyz", &body)) != 200; free(body))
+        if (harness_ms() > deadline)
+            fail_msg("/readyz %d: %s", status, body);
+    assert_string_equal(body, "ready\n");
+    free(body);
+    harness_stop(&h);
+
+    metrics_t *m;
+    assert_ok(metrics_start(&m, "127.0.0.1:0"));
+    char *dir = test_mkdtemp(), path[600], err[300];
+    store_t *store;
+    assert_ok(store_open(&store, test_path(path, sizeof path, "%s/broker.db", dir), true, err, sizeof err));
+    int64_t now = harness_ms();
+    const char *why = metrics_readiness(m, now);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "starting"));
+    metrics_refresh(m, store, now, 0, now + 86400000, never_connected,
+                    NULL); /* read the store, but not started yet */
+    assert_non_null(metrics_readiness(m, now));
+    metrics_started(m);
+    assert_null(metrics_readiness(m, now));
+    assert_null(metrics_readiness(m, now + 5000));
+    why = metrics_readiness(m, now + 5001); /* no read for over 5 s: a stuck loop */
+    assert_non_null(why);
+    assert_non_null(strstr(why, "has not read its database"));
+    metrics_stop(&m);
+    store_close(&store);
+    test_rmdir(&dir);
+}
+
 /* Runs `referral-broker run` on a second data directory with extra arguments; returns its exit status and
  * leaves its stderr in DIR/second.log. */
 static int second_broker(harness_t *h, const char *config, const char *args)
@@ -369,6 +522,88 @@ static void startup_errors_and_off(void **state)
     harness_stop(&h);
 }
 
+/* How many lines of the broker's log hold text. */
+static int log_lines(harness_t *h, const char *text)
+{
+    size_t len;
+    char *log = test_read_file(h->log, &len);
+    int n = 0;
+    for (char *p = log; p != NULL && (p = strstr(p, text)) != NULL; p++)
+        n++;
+    free(log);
+    return n;
+}
+
+/* Issue #19, "Key expiry": keys that end soon are seen before everything stops. The harness's adapter
+ * cards are valid one day, the broker's 365 days; the default warnings are 30 and 7 days. On c00af3b
+ * nothing said so: no log line, no field, no metric, `status` clean. */
+static void keys_nearing_expiry_are_seen(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int port = harness_metrics_port(h);
+    int64_t cpd_end = (int64_t)identity_card(h->cpd)->expires * 1000;
+    /* Logged once each, at the nearer warning, not every turn: */
+    for (int64_t deadline = harness_ms() + 5000;
+         log_lines(h, "event=key_expiring party=cpd-rms days_left=0 warning_days=7 ") != 1;
+         harness_sleep_ms(50))
+        if (harness_ms() > deadline)
+            fail_msg("no key_expiring for cpd-rms; see %s", h->log);
+    harness_sleep_ms(1500);
+    assert_int_equal(log_lines(h, "event=key_expiring party=cpd-rms "), 1);
+    assert_int_equal(log_lines(h, "event=key_expiring party=sao-intake "), 1);
+    assert_int_equal(log_lines(h, "event=key_expiring party=broker-1 "), 0);
+
+    char *out = harness_admin(h, true, "status", NULL, 0);
+    json_t *o = json_loads(out, 0, NULL), *each;
+    size_t i;
+    bool seen = false;
+    json_array_foreach(json_object_get(o, "adapters"), i, each)
+    {
+        if (strcmp(json_string_value(json_object_get(each, "name")), "cpd-rms") == 0) {
+            assert_int_equal(json_integer_value(json_object_get(each, "keysEndMs")), cpd_end);
+            seen = true;
+        }
+    }
+    assert_true(seen);
+    json_t *broker = json_object_get(o, "broker");
+    assert_string_equal(json_string_value(json_object_get(broker, "name")), "broker-1");
+    assert_true(json_integer_value(json_object_get(broker, "keyExpiresMs")) >
+                harness_ms() + 300LL * 86400000);
+    assert_true(json_integer_value(json_object_get(json_object_get(o, "total"), "keysEndMs")) <= cpd_end);
+    seen = false;
+    json_array_foreach(json_object_get(o, "attention"), i, each)
+    {
+        seen |= strcmp(json_string_value(each),
+                       "cpd-rms: its key expires in 0 days: rotate it (OPERATIONS.md, rotating a key)") == 0;
+    }
+    assert_true(seen);
+    json_decref(o);
+    free(out);
+    out = harness_admin(h, true, "adapter list", NULL, 0);
+    char want[100];
+    snprintf(want, sizeof want, "\"keyExpiresMs\": %lld, \"keysEndMs\": %lld", (long long)cpd_end,
+             (long long)cpd_end);
+    assert_non_null(strstr(out, want));
+    free(out);
+
+    wait_value(port, "referral_connected_adapters", 0, 5000); /* refreshed at least once */
+    char *text = scrape(port);
+    double left = value_in(text, CPD("referral_key_expiry_seconds"));
+    assert_true(left > 0 && left <= 86400);
+    assert_true(value_in(text, "referral_key_expiry_seconds_min") <= left);
+    assert_true(value_in(text, "referral_broker_key_expiry_seconds") > 300.0 * 86400);
+    free(text);
+
+    /* The warnings are settings, checked. */
+    assert_int_equal(
+        second_broker(h, "[keys]\nexpiry_warn_ms = 86400000\nexpiry_final_warn_ms = 86400000\n", ""), 2);
+    assert_true(second_log_has(h, "[keys] expiry_final_warn_ms must be below expiry_warn_ms (86400000)"));
+    assert_int_equal(second_broker(h, "[keys]\nexpiry_warn_ms = 60000\n", ""), 2);
+    assert_true(second_log_has(h, "[keys] expiry_warn_ms must be a whole number from 3600000"));
+    harness_stop(&h);
+}
+
 /* The settings: defaults, values read, and the listen forms accepted. */
 static void settings(void **state)
 {
@@ -405,7 +640,7 @@ static void rendering(void **state)
     assert_ok(metrics_start(&off, "off"));
     assert_null(off);
     metrics_delivered(off, "cpd-rms", 2); /* metrics off: every hook does nothing */
-    metrics_refresh(off, NULL, 0, 0, NULL, NULL);
+    metrics_refresh(off, NULL, 0, 0, 0, NULL, NULL);
     metrics_stop(&off);
 
     metrics_t *m;
@@ -446,6 +681,9 @@ int main(void)
         cmocka_unit_test(rendering),
         cmocka_unit_test_teardown(values_follow_traffic, harness_teardown),
         cmocka_unit_test_teardown(startup_errors_and_off, harness_teardown),
+        cmocka_unit_test_teardown(sink_gone_after_one_delivery_is_counted, harness_teardown),
+        cmocka_unit_test_teardown(health_and_readiness, harness_teardown),
+        cmocka_unit_test_teardown(keys_nearing_expiry_are_seen, harness_teardown),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }

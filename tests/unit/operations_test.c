@@ -293,6 +293,19 @@ static void compromised_key_revoked_while_sending(void **state)
     out = harness_admin(h, true, "status", NULL, 0);
     assert_non_null(strstr(out, "\"quarantined\": 1"));
     free(out);
+    /* And the scrape counts the one held, under its sender (refreshed each second). */
+    for (int64_t deadline = harness_ms() + 5000;; harness_sleep_ms(100)) {
+        char *head, *body;
+        assert_int_equal(harness_http(harness_metrics_port(h), "GET /metrics HTTP/1.0\r\n\r\n", &head, &body),
+                         200);
+        bool held = strstr(body, "\nreferral_quarantined{adapter=\"cpd-rms\"} 1\n") != NULL;
+        free(head);
+        free(body);
+        if (held)
+            break;
+        if (harness_ms() > deadline)
+            fail_msg("referral_quarantined{adapter=\"cpd-rms\"} is not 1 after 5 s");
+    }
     client_close(&sao);
     export_and_verify(h);
     harness_stop(&h);
@@ -360,7 +373,9 @@ static void last_admin_cannot_be_removed(void **state)
 static void dead_letters_requeue_and_discard(void **state)
 {
     (void)state;
-    harness_t *h = harness_start("retry_base_ms = 200\nretry_max_ms = 400\nretry_limit = 2\n");
+    /* The harness's cards are valid a day: warned of an hour before, so that `status` can come out clean. */
+    harness_t *h = harness_start("retry_base_ms = 200\nretry_max_ms = 400\nretry_limit = 2\n"
+                                 "[keys]\nexpiry_warn_ms = 7200000\nexpiry_final_warn_ms = 3600000\n");
     client_t *cpd = harness_client(h, h->cpd, 0), *sao = harness_client(h, h->sao, 16);
     msg_id_t ids[3];
     char hex[3][33];
@@ -389,6 +404,15 @@ static void dead_letters_requeue_and_discard(void **state)
     assert_non_null(strstr(out, "attempt limit reached"));
     free(out);
     client_close(&sao);
+    /* Issue #19: `status` exits 1 while something needs someone, saying what (0 on c00af3b). */
+    admin_tool(h, 1, "status");
+    admin_tool(h, 1, "status --json");
+    char path[700];
+    size_t said_len;
+    char *said = test_read_file(test_path(path, sizeof path, "%s/admin.out", h->dir), &said_len);
+    assert_non_null(
+        strstr(said, "referral-admin: attention: sao-intake: 3 dead letters (dead-letters list)\n"));
+    free(said);
 
     const char *requeue[] = {hex[0]}, *discard[] = {hex[1], "duplicate of a paper referral"},
                *no_reason[] = {hex[2], ""}, *all[] = {"all"};
