@@ -1890,13 +1890,13 @@ rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t 
         event_now(b, NULL, "broker_started", NULL, "ok", detail);
         /* A ledger that does not extend its last checkpoint was altered: refuse to run on it. */
         rc = checkpoint_now(b, true);
-        if (rc == RB_OK)
+        if (rc == RB_OK) {
             log_info("broker_started", "name=%s listen=%s ledger_size=%llu", identity_card(me)->name,
                      b->endpoint, (unsigned long long)b->checkpoint_size);
-        /* Type=notify: systemd starts the adapters ordered after this unit only now, with the store open
-         * and the port bound (without NOTIFY_SOCKET, as run by hand, this does nothing). */
-        if (rc == RB_OK)
+            /* Type=notify: systemd starts the adapters ordered after this unit only now, with the store
+             * open and the port bound (without NOTIFY_SOCKET, as run by hand, this does nothing). */
             (void)sd_notify(0, "READY=1");
+        }
     }
     if (rc != RB_OK)
         broker_close(&b, rc);
