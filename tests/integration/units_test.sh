@@ -82,10 +82,14 @@ make_user() { # make_user NAME: the system user NAME, primary group referral, on
     [ -n "$(uid_of "$1")" ] ||
         useradd --prefix "$root" --system --gid referral --home-dir /nonexistent --shell /usr/sbin/nologin "$1"
 }
-as() { # as INSTANCE-UNIT-USER COMMAND...: run as systemd runs a unit's ExecStart (uid, gid, no other groups)
+identity() { # identity USER: setpriv's options for a unit's User= (its uid, group referral, no other groups)
+    echo --reuid="$(uid_of "$1")" --regid="$(gid_of referral)" --clear-groups --inh-caps=-all
+}
+as() { # as USER COMMAND...: run as systemd runs a unit's ExecStart
     local user=$1
     shift
-    setpriv --reuid="$(uid_of "$user")" --regid="$(gid_of referral)" --clear-groups --inh-caps=-all -- "$@"
+    # shellcheck disable=SC2046
+    setpriv $(identity "$user") -- "$@"
 }
 own() { # own USER MODE DIR...: made as install -d -o USER -g referral -m MODE
     local user=$1 mode=$2
@@ -150,7 +154,9 @@ broker_started() { # the broker's ExecStart as its unit runs it: READY=1 once it
         sed -e "s|/etc/referral|$etc|g; s|/var/lib/referral|$var|g" broker/dist/broker.conf >"$etc/broker.conf" &&
         chgrp "$(gid_of referral)" "$etc/broker.conf" && chmod 0640 "$etc/broker.conf" || return 1
     notify broker || return 1
-    NOTIFY_SOCKET=$work/broker.notify as "$(broker_unit User)" "$BIN/referral-broker" run --data "$var/broker" \
+    # setpriv itself in the background (not the function), so that the pid kept is the program's
+    # shellcheck disable=SC2046
+    NOTIFY_SOCKET=$work/broker.notify setpriv $(identity "$(broker_unit User)") -- "$BIN/referral-broker" run --data "$var/broker" \
         --config "$etc/broker.conf" --listen 'tcp://127.0.0.1:*' --metrics off 2>"$work/broker.log" &
     pids+=($!)
     wait "$notify_pid" || { echo "no READY=1 from the broker"; cat "$work/broker.log"; return 1; }
@@ -173,7 +179,8 @@ adapter_started() { # an adapter's ExecStart as its unit runs it: READY=1 once i
             adapter add --card "$etc/keys/$name.card" >/dev/null || return 1
     done
     notify cpd-rms || return 1
-    NOTIFY_SOCKET=$work/cpd-rms.notify as "$(adapter_unit cpd-rms User)" "$BIN/referral-adapter" run \
+    # shellcheck disable=SC2046
+    NOTIFY_SOCKET=$work/cpd-rms.notify setpriv $(identity "$(adapter_unit cpd-rms User)") -- "$BIN/referral-adapter" run \
         --config "$etc/cpd-rms.conf" 2>"$work/cpd-rms.log" &
     pids+=($!)
     wait "$notify_pid" || { echo "no READY=1 from cpd-rms"; cat "$work/cpd-rms.log"; return 1; }
