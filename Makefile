@@ -15,9 +15,9 @@
 #
 # Generated code and objects live under build/ (build/release, or build/sanitize with SANITIZE=1).
 
-PKGS := libzmq libprotobuf-c libsodium sqlite3 jansson inih libmicrohttpd cmocka
+PKGS := libzmq libprotobuf-c libsodium sqlite3 jansson inih libmicrohttpd libsystemd cmocka
 DEBS := build-essential pkg-config libzmq3-dev protobuf-c-compiler libprotobuf-c-dev libsodium-dev \
-        libsqlite3-dev sqlite3 libjansson-dev libinih-dev libmicrohttpd-dev libcmocka-dev clang \
+        libsqlite3-dev sqlite3 libjansson-dev libinih-dev libmicrohttpd-dev libsystemd-dev libcmocka-dev clang \
         libclang-rt-14-dev clang-format clang-tidy cppcheck valgrind jq systemd groff-base man-db \
         protobuf-compiler python3-zmq python3-nacl python3-protobuf
 

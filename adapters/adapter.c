@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -225,6 +226,9 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         return rc;
     }
     log_info("adapter_started", "connector=%s broker=%s", a->ops->name, a->endpoint);
+    /* Type=notify: ready once its store is open and its connector listens, not when the broker answers,
+     * which may be down for a while (without NOTIFY_SOCKET, as run by hand, this does nothing). */
+    (void)sd_notify(0, "READY=1");
     if (getenv("RB_TEST_CLOCK_OFFSET_MS") != NULL) /* a test hook: never meant for a real deployment */
         log_warn("clock_offset", "RB_TEST_CLOCK_OFFSET_MS=%s; clock_ms=%lld",
                  getenv("RB_TEST_CLOCK_OFFSET_MS"), (long long)client_clock_ms());

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -1914,6 +1915,9 @@ rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t 
             metrics_started(b->metrics);
             log_info("broker_started", "name=%s listen=%s ledger_size=%llu", identity_card(me)->name,
                      b->endpoint, (unsigned long long)b->checkpoint_size);
+            /* Type=notify: systemd starts the adapters ordered after this unit only now, with the store
+             * open and the port bound (without NOTIFY_SOCKET, as run by hand, this does nothing). */
+            (void)sd_notify(0, "READY=1");
         }
     }
     if (rc != RB_OK)

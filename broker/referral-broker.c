@@ -7,6 +7,7 @@
  *
  * Exit status: 0 success (run: stopped by SIGTERM or SIGINT; SIGHUP is logged and ignored), 1 refused input,
  * 2 usage, config or system error. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -51,10 +52,10 @@ static const char usage[] =
     "\n"
     "COMMANDS\n"
     "    init\n"
-    "        Creates DIR (mode 0700; it must not exist yet) with the broker's identity (an unattended\n"
-    "        key, without passphrase, valid for D days, default 365), its database and the ledger's\n"
-    "        first signed checkpoint, and registers the holder of CARD (a card of role admin) as the\n"
-    "        first admin. Every adapter and admin needs a copy of DIR/broker.card.\n"
+    "        Creates DIR (mode 0700; it must not exist yet, or be empty) with the broker's identity\n"
+    "        (an unattended key, without passphrase, valid for D days, default 365), its database and\n"
+    "        the ledger's first signed checkpoint, and registers the holder of CARD (a card of role\n"
+    "        admin) as the first admin. Every adapter and admin needs a copy of DIR/broker.card.\n"
     "    run\n"
     "        Runs the broker in the foreground. The database migrates itself to this version's schema\n"
     "        at start. On SIGTERM or SIGINT it stores and answers what it has received, signs a last\n"
@@ -200,6 +201,20 @@ static void data_path(char *out, size_t cap, const char *dir, const char *file)
         xdie(EXIT_USAGE, "--data path is too long");
 }
 
+/* Whether PATH is a directory with nothing in it; if not, errno says why. */
+static bool dir_is_empty(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return false;
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL && (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0))
+        ;
+    closedir(d);
+    errno = e == NULL ? 0 : ENOTEMPTY;
+    return e == NULL;
+}
+
 static int cmd_init(const options_t *o)
 {
     xrequire(o->data, "--data");
@@ -227,15 +242,21 @@ static int cmd_init(const options_t *o)
     long days = o->days ? strtol(o->days, NULL, 10) : 365;
     if (days < 1 || days > 3660)
         xdie(EXIT_USAGE, "--days must be from 1 to 3660");
-    if (mkdir(o->data, 0700) != 0)
-        xdie(EXIT_USAGE, "%s: cannot create the data directory (it must not exist yet): %m", o->data);
+    /* An empty DIR is taken too: the one the operator made for the broker's own user (install -d -o
+     * referral-broker), who may not write its parent, as StateDirectory= makes it. */
+    char err[512];
+    if (mkdir(o->data, 0700) != 0 && (errno != EEXIST || !dir_is_empty(o->data)))
+        xdie(EXIT_USAGE, "%s: cannot create the data directory (it must not exist yet, or be empty): %m",
+             o->data);
+    if (fsmode_dir(o->data, 0700, 0700, NULL, err, sizeof err) != RB_OK)
+        xdie(EXIT_USAGE, "%s", err);
 
     identity_t *me;
     rc = identity_generate(&me, o->name, CARD_ROLE_BROKER, admin.agency, (uint64_t)time(NULL),
                            (uint64_t)days * 86400);
     if (rc != RB_OK)
         xdie(EXIT_USAGE, "--name: %s (a-z 0-9 . _ -)", rb_strerror(rc));
-    char secret[4096], card[4096], db[4096], err[512];
+    char secret[4096], card[4096], db[4096];
     data_path(secret, sizeof secret, o->data, BROKER_SECRET);
     data_path(card, sizeof card, o->data, BROKER_CARD);
     data_path(db, sizeof db, o->data, BROKER_DB);

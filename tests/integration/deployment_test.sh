@@ -132,14 +132,14 @@ http() { # http METHOD PATH TOKEN [BODY-FILE]: the status code of one HTTP/1.0 r
 }
 
 referrals_flow() {
-    local sample=adapters/samples/valid/01-fatal-shooting.json drop=$srv/cpd-rms-drop
+    local sample=adapters/samples/valid/01-fatal-shooting.json drop=$srv/cpd-rms
     cp "$sample" "$drop/01.json.part" && mv "$drop/01.json.part" "$drop/01.json"
     cp adapters/samples/invalid/bad-time.json "$drop/bad-time.json"
     [ "$(http POST /v1/referrals "$token" adapters/samples/valid/05-tear-gas-crowd.json)" = 202 ] ||
         { echo "POST was not accepted"; return 1; }
     [ "$(http GET '/v1/referrals/%22quoted%22%0Aevent=forged' wrong-token)" = 401 ] || return 1
     until_true 30 compgen -G "$drop/acks/*.json" >/dev/null || { echo "no ACK in the drop folder"; return 1; }
-    until_true 30 compgen -G "$srv/sao-files-import/*.json" >/dev/null || { echo "nothing imported"; return 1; }
+    until_true 30 compgen -G "$srv/sao-files/*.json" >/dev/null || { echo "nothing imported"; return 1; }
     until_true 30 test -f "$drop/rejected/bad-time.json" || return 1
     [ "$(sqlite3 "$srv/sao-intake/intake.db" 'SELECT count(*) FROM cases')" = 1 ] &&
         until_true 30 sh -c "'$BIN/referral-adapter' status --config '$etc/cpd-http.conf' | jq -e '.accepted == 1'"

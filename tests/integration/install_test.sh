@@ -68,7 +68,7 @@ check "the manual pages render without warnings and name their tool" pages_rende
 units_hardened() { # the unit files as the issue asks for them
     local d=$stage/usr/local/lib/systemd/system
     for u in $units; do
-        for line in User=referral StateDirectory=referral ConfigurationDirectory=referral NoNewPrivileges=yes \
+        for line in Group=referral ConfigurationDirectory=referral NoNewPrivileges=yes \
             ProtectSystem=strict ProtectHome=yes PrivateTmp=yes PrivateDevices=yes ProtectKernelTunables=yes \
             ProtectKernelModules=yes ProtectKernelLogs=yes "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" \
             MemoryDenyWriteExecute=yes SystemCallFilter=@system-service CapabilityBoundingSet= UMask=0077 \
@@ -77,7 +77,7 @@ units_hardened() { # the unit files as the issue asks for them
         done
     done
 }
-check "both units run as referral, with the hardening options" units_hardened
+check "both units run in group referral (each as its own user: units_test.sh), with the hardening options" units_hardened
 
 # systemd-analyze verify checks that ExecStart names an executable and that man: pages exist, so this
 # install is to a real prefix (no DESTDIR), its pages on MANPATH.
