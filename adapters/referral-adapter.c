@@ -4,7 +4,7 @@
  *   referral-adapter status --config FILE [--id MESSAGE_ID]
  *
  * docs/ADAPTERS.md describes the config file and each connector.
- * Exit status: 0 ok, 1 refused, 2 usage or system error. */
+ * Exit status: 0 ok, 1 refused, 2 usage, config or start-up error, 3 a run's failure that may pass. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -68,9 +68,10 @@ static const char usage[] =
     "    0  done (run: stopped by SIGTERM or SIGINT)\n"
     "    1  status: the store's schema is not this version's (an older one migrates when the adapter\n"
     "       runs), or it is not an adapter's store\n"
-    "    2  usage, config or system error (a bad option or setting, named with its file and line; an\n"
+    "    2  usage, config or start-up error (a bad option or setting, named with its file and line; an\n"
     "       unreadable or expired key, the data directory in use by another adapter, a store of a\n"
-    "       newer schema)\n"
+    "       newer schema): the unit does not restart on it (RestartPreventExitStatus=2)\n"
+    "    3  run: a failure after start that may pass: the unit restarts on it\n"
     "\n"
     "EXAMPLES\n"
     "    referral-adapter --config /etc/referral/cpd-rms.conf\n"
@@ -148,5 +149,5 @@ int main(int argc, char **argv)
         xdie(EXIT_USAGE, "%s", err);
     rc = adapter_run(a, stopping);
     adapter_close(&a);
-    return rc == RB_OK ? 0 : EXIT_USAGE;
+    return rc == RB_OK ? 0 : EXIT_RETRY;
 }

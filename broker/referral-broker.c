@@ -6,7 +6,7 @@
  *   referral-broker restore --from FILE --data DIR [--force]
  *
  * Exit status: 0 success (run: stopped by SIGTERM or SIGINT; SIGHUP is logged and ignored), 1 refused input,
- * 2 usage, config or system error. */
+ * 2 usage, config or a mistake starting again cannot mend, 3 a run's failure that may pass. */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -98,8 +98,11 @@ static const char usage[] =
     "EXIT STATUS\n"
     "    0  done (run: stopped by SIGTERM or SIGINT)\n"
     "    1  refused input (init: CARD is not an admin's card, is expired, or fails verification)\n"
-    "    2  usage, config or system error (a bad option or setting, named with its file and line; DIR\n"
-    "       not initialised or in use, a port in use, a database of a newer schema)\n"
+    "    2  a mistake starting again cannot mend (a bad option or setting, named with its file and line;\n"
+    "       DIR not initialised, a database of another schema or layout, a corrupt one, an altered\n"
+    "       ledger): the unit does not restart on it (RestartPreventExitStatus=2)\n"
+    "    3  run: a failure that may pass (a port in use, the database busy or unreadable, the disk\n"
+    "       full): the unit restarts on it\n"
     "\n"
     "EXAMPLES\n"
     "    referral-keys generate --name ops-admin --role admin --agency ILCPD0000 --out ops-admin\n"
@@ -316,8 +319,9 @@ static int cmd_run(const options_t *o)
     store_t *store;
     const volatile sig_atomic_t *stopping = xdaemon_signals();
     rb_err rc = store_open(&store, db, false, err, sizeof err);
-    if (rc != RB_OK)
-        xdie(EXIT_USAGE, "cannot use the database: %s", err);
+    if (rc !=
+        RB_OK) /* another schema or a corrupt file: 2; busy (its old process still stopping) or I/O: 3 */
+        xdie(rc == RB_ERR_IO ? EXIT_RETRY : EXIT_USAGE, "cannot use the database: %s", err);
     rc = broker_run(&cfg, me, store, stopping);
     store_close(&store);
     identity_free(&me);
@@ -326,8 +330,9 @@ static int cmd_run(const options_t *o)
              "broker stopped: the ledger in %s was altered (event=ledger_inconsistent in the log names "
              "where): restore a backup (referral-broker restore), and keep this database for the inquiry",
              db);
-    if (rc != RB_OK)
-        xdie(EXIT_USAGE, "broker stopped: %s", rb_strerror(rc));
+    if (rc != RB_OK) /* a port in use, the disk full: the log has the line naming it */
+        xdie(EXIT_RETRY, "the broker did not run on: %s (the error logged before this names the cause)",
+             rb_strerror(rc));
     return 0;
 }
 

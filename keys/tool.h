@@ -16,7 +16,10 @@
 #include "identity.h"
 #include "rb_error.h"
 
-enum { EXIT_VERIFY = 1, EXIT_USAGE = 2 };
+/* 2 is a mistake that starting again cannot mend (usage, config, a database of another schema, an altered
+ * ledger): the units do not restart on it. 3 is a daemon's failure that may pass (a port still held by the
+ * process it replaces, the disk full, the database busy): the units restart on it. */
+enum { EXIT_VERIFY = 1, EXIT_USAGE = 2, EXIT_RETRY = 3 };
 
 /* Records the program name for messages and initialises the crypto module; exits 2 if it cannot. */
 void tool_init(const char *argv0);
