@@ -309,7 +309,7 @@ static rb_err collect_id(void *ctx, const stored_msg_t *m)
 
 /* "dead-letters ..." and "quarantine ...": list, requeue (release) one or all, discard one with a reason. */
 static rb_err held_messages(store_t *store, const char *state, const char *verb, size_t argc, char **argv,
-                            int64_t now_ms, out_t *out)
+                            const card_t *by, int64_t now_ms, out_t *out)
 {
     messages_out_t mo = {.out = out, .first = true};
     if (strcmp(verb, "list") == 0 && argc == 0) {
@@ -325,7 +325,7 @@ static rb_err held_messages(store_t *store, const char *state, const char *verb,
             return RB_ERR_NOMEM;
         rb_err rc = store_each_message(store, state, collect_id, &mo);
         for (int i = 0; rc == RB_OK && i < mo.count; i++)
-            rc = store_requeue(store, mo.ids[i], state, now_ms);
+            rc = store_requeue(store, mo.ids[i], state, by, now_ms);
         free(mo.ids);
         return rc == RB_OK ? out_printf(out, "{\"%s\": %d}", done, mo.count), RB_OK : rc;
     }
@@ -337,8 +337,8 @@ static rb_err held_messages(store_t *store, const char *state, const char *verb,
         return RB_ERR_USAGE;
     if (!requeue && argv[1][0] == '\0')
         return out_printf(out, "a discard needs a reason"), RB_ERR_USAGE;
-    rb_err rc =
-        requeue ? store_requeue(store, id, state, now_ms) : store_discard(store, id, state, argv[1], now_ms);
+    rb_err rc = requeue ? store_requeue(store, id, state, by, now_ms)
+                        : store_discard(store, id, state, argv[1], by, now_ms);
     if (rc == RB_ERR_USAGE)
         return out_printf(out, "%s: not %s", argv[0],
                           strcmp(state, "dead") == 0 ? "a dead letter" : "quarantined"),
@@ -459,7 +459,7 @@ static rb_err add_key(store_t *store, char **argv, int64_t now_ms, const admin_e
 }
 
 /* "key revoke KEYID REASON SINCE_MS": refused from SINCE_MS (a compromise; 0: now) or from now. */
-static rb_err revoke_key(store_t *store, char **argv, int64_t now_ms, out_t *out)
+static rb_err revoke_key(store_t *store, char **argv, const card_t *by, int64_t now_ms, out_t *out)
 {
     uint8_t key_id[RB_KEY_ID_BYTES];
     const char *reason = argv[1];
@@ -486,7 +486,7 @@ static rb_err revoke_key(store_t *store, char **argv, int64_t now_ms, out_t *out
     char why[80];
     snprintf(why, sizeof why, "signing key %s compromised", argv[0]);
     if (rc == RB_OK && compromised)
-        rc = store_quarantine(store, key_id, since, why, now_ms, &held);
+        rc = store_quarantine(store, key_id, since, why, by, now_ms, &held);
     if (rc == RB_OK && owner.card.role != CARD_ROLE_ADMIN)
         rc = store_add_notice(store, leaf);
     if (rc != RB_OK)
@@ -499,8 +499,8 @@ static rb_err revoke_key(store_t *store, char **argv, int64_t now_ms, out_t *out
 }
 
 /* Runs one command inside the caller's transaction. */
-static rb_err execute(store_t *store, const Rb__AdminCommand *cmd, int64_t now_ms, const admin_env_t *env,
-                      out_t *out, bool *changed)
+static rb_err execute(store_t *store, const Rb__AdminCommand *cmd, const card_t *by, int64_t now_ms,
+                      const admin_env_t *env, out_t *out, bool *changed)
 {
     const char *c = cmd->command;
     size_t argc = cmd->n_args;
@@ -541,12 +541,12 @@ static rb_err execute(store_t *store, const Rb__AdminCommand *cmd, int64_t now_m
     }
     if (strcmp(c, "key revoke") == 0 && argc == 3) {
         *changed = true;
-        return revoke_key(store, argv, now_ms, out);
+        return revoke_key(store, argv, by, now_ms, out);
     }
     if (strncmp(c, "dead-letters ", 13) == 0)
-        return held_messages(store, "dead", c + 13, argc, argv, now_ms, out);
+        return held_messages(store, "dead", c + 13, argc, argv, by, now_ms, out);
     if (strncmp(c, "quarantine ", 11) == 0)
-        return held_messages(store, "quarantined", c + 11, argc, argv, now_ms, out);
+        return held_messages(store, "quarantined", c + 11, argc, argv, by, now_ms, out);
     if (strcmp(c, "message show") == 0 && argc == 1)
         return show_message(store, argv[0], out);
     if (strcmp(c, "ledger read") == 0 && argc == 3)
@@ -618,7 +618,7 @@ bool admin_execute(store_t *store, const party_t *admin, const char *peer, const
     }
     /* The command is ledgered before what it does (a registration, a revocation), in one transaction. */
     if (rc == RB_OK && (rc = record(store, admin, peer, req, cmd, now_ms, "ok", "")) == RB_OK &&
-        (rc = execute(store, cmd, now_ms, env, &out, changed)) == RB_OK) {
+        (rc = execute(store, cmd, &admin->card, now_ms, env, &out, changed)) == RB_OK) {
         int admins = 0;
         /* Checked after the change, whatever it was: a disable, a revocation, an expiry brought forward. */
         if (*changed && (rc = store_count_admin_keys(store, now_ms, &admins)) == RB_OK && admins == 0) {

@@ -720,19 +720,23 @@ rb_err store_dead(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *reason
 }
 
 /* Ledgers an admin's decision on a message: action with outcome "ok" and the reason. */
+/* An admin's decision about a message, named by the admin who made it (by). */
 static rb_err message_event(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *action,
-                            const char *reason, int64_t now_ms)
+                            const char *reason, const card_t *by, int64_t now_ms)
 {
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.at_ms = now_ms;
     e.action = (char *)action;
+    e.party = (char *)by->name;
+    e.agency = (char *)by->agency;
     e.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, (uint8_t *)id};
     e.outcome = "ok";
     e.detail = (char *)(reason ? reason : "");
     return store_event(s, &e, NULL);
 }
 
-rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, int64_t now_ms)
+rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const card_t *by,
+                     int64_t now_ms)
 {
     rb_err rc = update_one(
         s, sqldb_prepare(
@@ -740,13 +744,13 @@ rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
                "UPDATE messages SET state = 'queued', attempts = 0, next_attempt_ms = ?, queued_ms = ?, "
                "dead_reason = NULL WHERE message_id = ? AND state = ?",
                "iibt", now_ms, now_ms, id, MSG_ID_BYTES, from_state));
-    return rc == RB_OK
-               ? message_event(s, id, strcmp(from_state, "dead") == 0 ? "requeued" : "released", NULL, now_ms)
-               : rc;
+    return rc == RB_OK ? message_event(s, id, strcmp(from_state, "dead") == 0 ? "requeued" : "released", NULL,
+                                       by, now_ms)
+                       : rc;
 }
 
 rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const char *reason,
-                     int64_t now_ms)
+                     const card_t *by, int64_t now_ms)
 {
     /* The envelope goes (it will never be delivered); its hash, header and history stay in the ledger. */
     rb_err rc = update_one(
@@ -757,11 +761,11 @@ rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
     if (rc == RB_OK)
         rc = sqldb_run(sqldb_prepare(s->db, "UPDATE envelopes SET envelope = X'' WHERE message_id = ?", "b",
                                      id, MSG_ID_BYTES));
-    return rc == RB_OK ? message_event(s, id, "discarded", reason, now_ms) : rc;
+    return rc == RB_OK ? message_event(s, id, "discarded", reason, by, now_ms) : rc;
 }
 
 rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64_t since_ms,
-                        const char *reason, int64_t now_ms, int *count)
+                        const char *reason, const card_t *by, int64_t now_ms, int *count)
 {
     *count = 0;
     sqlite3_stmt *st =
@@ -783,7 +787,7 @@ rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64
                    s->db, "UPDATE messages SET state = 'quarantined', dead_reason = ? WHERE message_id = ?",
                    "tb", reason, id, MSG_ID_BYTES));
         if (rc == RB_OK)
-            rc = message_event(s, id, "quarantined", reason, now_ms);
+            rc = message_event(s, id, "quarantined", reason, by, now_ms);
         if (rc == RB_OK)
             (*count)++;
     }

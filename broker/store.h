@@ -140,15 +140,16 @@ rb_err store_confirmed(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *r
 rb_err store_dead(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *reason, int64_t now_ms);
 /* A dead letter ("dead") or a quarantined message queued again, as new (attempts from 0, a new time to
  * live), and ledgered ("requeued" or "released"); RB_ERR_USAGE when the message is not in from_state. */
-rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, int64_t now_ms);
+rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const card_t *by,
+                     int64_t now_ms);
 /* A dead letter or quarantined message given up for good: its envelope is deleted, and the decision
  * ledgered ("discarded" with the reason); RB_ERR_USAGE when the message is not in from_state. */
 rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const char *reason,
-                     int64_t now_ms);
+                     const card_t *by, int64_t now_ms);
 /* Holds every queued message signed with key_id and received from since_ms on ("quarantined"), for an
  * admin to release or discard; *count receives how many. */
 rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64_t since_ms,
-                        const char *reason, int64_t now_ms, int *count);
+                        const char *reason, const card_t *by, int64_t now_ms, int *count);
 /* Up to max queued messages whose time is up at now_ms: attempts reached limit and the last one went
  * unconfirmed, or queued (received, or requeued) before now_ms - ttl_ms. Their ids go to out, *n how many.
  * Never a key notice: a recipient that has not confirmed one would file what a revoked key signed. */

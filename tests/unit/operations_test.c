@@ -286,8 +286,8 @@ static void compromised_key_revoked_while_sending(void **state)
     const char *show[] = {hex[0]};
     out = harness_admin(h, true, "message show", show, 1);
     assert_non_null(strstr(out, "\"state\": \"discarded\""));
-    assert_non_null(strstr(out, "\"action\": \"quarantined\""));
-    assert_non_null(strstr(out, "\"action\": \"discarded\""));
+    assert_non_null(strstr(out, "\"action\": \"quarantined\", \"party\": \"ops-admin\""));
+    assert_non_null(strstr(out, "\"action\": \"discarded\", \"party\": \"ops-admin\"")); /* who did it */
     assert_non_null(strstr(out, "sent with the stolen key"));
     free(out);
     out = harness_admin(h, true, "status", NULL, 0);
@@ -439,6 +439,7 @@ static void dead_letters_requeue_and_discard(void **state)
     out = harness_admin(h, true, "message show", show, 1);
     assert_non_null(strstr(out, "\"state\": \"discarded\""));
     assert_non_null(strstr(out, "duplicate of a paper referral"));
+    assert_non_null(strstr(out, "\"action\": \"discarded\", \"party\": \"ops-admin\""));
     assert_non_null(strstr(out, "\"envelopeBytes\": 0"));
     free(out);
     /* The tool asks for --yes before anything it cannot undo. */
