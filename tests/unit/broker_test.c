@@ -578,7 +578,8 @@ static void second_broker_refused(void **state)
               "'%s/referral-broker' run --data '%s' --listen tcp://127.0.0.1:* 2>'%s/second.log'", h->bin,
               h->data, h->dir);
     int status = system(cmd);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    /* 3: it may pass (under systemd, the process being replaced still holds it), and the unit restarts. */
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 3);
     test_path(cmd, sizeof cmd, "grep -q 'another broker' '%s/second.log'", h->dir);
     assert_int_equal(system(cmd), 0);
     harness_stop(&h);
