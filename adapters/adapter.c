@@ -907,10 +907,40 @@ static rb_err reapply_notice(void *ctx, const uint8_t *bytes, size_t len)
     return RB_OK;
 }
 
+/* The broker says an admin discarded a message we sent: it is shown refused, with who and why, and no
+ * longer awaits its ACK. Nothing to keep for a restart: the outbox row says it. */
+static void handle_discard(adapter_t *a, const msg_id_t *id, const Rb__KeyNotice *n, const char *hex)
+{
+    char reason[300], sent[33] = "?";
+    msg_id_t discarded;
+    bool named = n->message_id.len == MSG_ID_BYTES;
+    if (named) {
+        memcpy(discarded.bytes, n->message_id.data, MSG_ID_BYTES);
+        wire_id_hex(discarded.bytes, sent);
+    }
+    snprintf(reason, sizeof reason, "discarded at the broker by %.64s: %.150s (ledger index %llu)", n->admin,
+             n->reason, (unsigned long long)n->ledger_index);
+    if (astore_begin(a->store) != RB_OK)
+        return;
+    if ((named && astore_outbox_refused(a->store, &discarded, reason, client_clock_ms()) != RB_OK) ||
+        astore_inbox_done(a->store, id, "notice", NULL, NULL, NULL, client_clock_ms()) != RB_OK ||
+        astore_commit(a->store) != RB_OK) {
+        astore_rollback(a->store);
+        return;
+    }
+    /* The admin's reason stays out of the log (it may name a case); status --id shows it. */
+    log_warn("discarded_at_broker", "msg=%s notice=%s by=%s ledger_index=%llu", sent, hex, n->admin,
+             (unsigned long long)n->ledger_index);
+}
+
 static void handle_notice(adapter_t *a, const msg_id_t *id, const envelope_opened_t *o, const char *hex)
 {
     char why[200] = "";
     const Rb__KeyNotice *n = (const Rb__KeyNotice *)o->message;
+    if (n->change == RB__KEY_NOTICE__CHANGE__CHANGE_DISCARDED) {
+        handle_discard(a, id, n, hex);
+        return;
+    }
     rb_err rc = apply_notice(a->trust, n, why, sizeof why);
     if (rc == RB_OK) {
         /* Kept in the same store as the inbox state, to be applied again at every start. */

@@ -1634,8 +1634,9 @@ static void expire(broker_t *b)
 
 /* --- key notices ------------------------------------------------------------------------------------------- */
 
-/* A notice of the key change recorded at leaf `index`, packed into *out (malloc'd); *owner is the party
- * whose key changed, *owner_role its role. */
+/* A notice of the change recorded at leaf `index`, packed into *out (malloc'd); *owner is the party whose
+ * key changed, *owner_role its role; or, for a discarded message, its sender, who alone is told
+ * (*owner_role -1). */
 static rb_err notice_body(broker_t *b, uint64_t index, uint8_t **out, size_t *len,
                           char owner[CARD_NAME_MAX + 1], int *owner_role)
 {
@@ -1664,13 +1665,26 @@ static rb_err notice_body(broker_t *b, uint64_t index, uint8_t **out, size_t *le
         n.card = (ProtobufCBinaryData){card_pack(&revoked.card, packed), packed};
         n.reason = e->detail;
         n.revoked_since_ms = e->since_ms;
-    } else {
+    } else if (strcmp(e->action, "discarded") != 0 || e->message_id.len != MSG_ID_BYTES) {
         rc = RB_ERR_MALFORMED;
     }
     snprintf(owner, CARD_NAME_MAX + 1, "%s", e->party);
     card_t changed;
-    if (rc == RB_OK && (rc = card_unpack(&changed, n.card.data, n.card.len)) == RB_OK)
+    bool found = false;
+    stored_msg_t m;
+    if (rc == RB_OK && strcmp(e->action, "discarded") == 0) {
+        n.change = RB__KEY_NOTICE__CHANGE__CHANGE_DISCARDED;
+        n.message_id = e->message_id;
+        n.reason = e->detail;
+        n.admin = e->party;
+        if ((rc = store_find_message(b->store, e->message_id.data, &found, &m)) == RB_OK && !found)
+            rc = RB_ERR_MALFORMED; /* a leaf about a message never stored */
+        if (found)
+            snprintf(owner, CARD_NAME_MAX + 1, "%s", m.sender);
+        *owner_role = -1;
+    } else if (rc == RB_OK && (rc = card_unpack(&changed, n.card.data, n.card.len)) == RB_OK) {
         *owner_role = changed.role;
+    }
     *len = rb__key_notice__get_packed_size(&n);
     if (rc == RB_OK && (*out = malloc(*len ? *len : 1)) == NULL)
         rc = RB_ERR_NOMEM;
@@ -1694,8 +1708,10 @@ static rb_err notice_to(void *ctx, const party_t *p)
 {
     notice_run_t *r = ctx;
     /* Sources need the sinks' keys and sinks the sources'; a party of the owner's role has no use for it. A
-     * disabled party gets it too, delivered once it is enabled again and before anything else (store_due). */
-    if (p->card.role == CARD_ROLE_ADMIN || p->card.role == r->owner_role)
+     * disabled party gets it too, delivered once it is enabled again and before anything else (store_due).
+     * A discard is told to the message's sender alone. */
+    if (p->card.role == CARD_ROLE_ADMIN ||
+        (r->owner_role < 0 ? strcmp(p->card.name, r->owner) != 0 : p->card.role == r->owner_role))
         return RB_OK;
     envelope_params_t params = {.kind = RB__KIND__KIND_NOTICE, .created_ms = now_ms()};
     msg_id_t id;

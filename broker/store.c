@@ -722,7 +722,7 @@ rb_err store_dead(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *reason
 /* Ledgers an admin's decision on a message: action with outcome "ok" and the reason. */
 /* An admin's decision about a message, named by the admin who made it (by). */
 static rb_err message_event(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *action,
-                            const char *reason, const card_t *by, int64_t now_ms)
+                            const char *reason, const card_t *by, int64_t now_ms, uint64_t *index)
 {
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.at_ms = now_ms;
@@ -732,7 +732,7 @@ static rb_err message_event(store_t *s, const uint8_t id[MSG_ID_BYTES], const ch
     e.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, (uint8_t *)id};
     e.outcome = "ok";
     e.detail = (char *)(reason ? reason : "");
-    return store_event(s, &e, NULL);
+    return store_event(s, &e, index);
 }
 
 rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const card_t *by,
@@ -745,7 +745,7 @@ rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
                "dead_reason = NULL WHERE message_id = ? AND state = ?",
                "iibt", now_ms, now_ms, id, MSG_ID_BYTES, from_state));
     return rc == RB_OK ? message_event(s, id, strcmp(from_state, "dead") == 0 ? "requeued" : "released", NULL,
-                                       by, now_ms)
+                                       by, now_ms, NULL)
                        : rc;
 }
 
@@ -753,6 +753,7 @@ rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
                      const card_t *by, int64_t now_ms)
 {
     /* The envelope goes (it will never be delivered); its hash, header and history stay in the ledger. */
+    uint64_t index = 0;
     rb_err rc = update_one(
         s, sqldb_prepare(
                s->db,
@@ -761,7 +762,16 @@ rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
     if (rc == RB_OK)
         rc = sqldb_run(sqldb_prepare(s->db, "UPDATE envelopes SET envelope = X'' WHERE message_id = ?", "b",
                                      id, MSG_ID_BYTES));
-    return rc == RB_OK ? message_event(s, id, "discarded", reason, by, now_ms) : rc;
+    if (rc == RB_OK)
+        rc = message_event(s, id, "discarded", reason, by, now_ms, &index);
+    /* Its sender is told (a key notice of its own: the broker's own notices excepted), so that it shows it
+     * refused instead of awaiting an ACK for ever. */
+    int64_t kind = 0;
+    if (rc == RB_OK)
+        rc = sqldb_int(
+            sqldb_prepare(s->db, "SELECT kind FROM messages WHERE message_id = ?", "b", id, MSG_ID_BYTES),
+            &kind);
+    return rc == RB_OK && kind != RB__KIND__KIND_NOTICE ? store_add_notice(s, index) : rc;
 }
 
 rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64_t since_ms,
@@ -787,7 +797,7 @@ rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64
                    s->db, "UPDATE messages SET state = 'quarantined', dead_reason = ? WHERE message_id = ?",
                    "tb", reason, id, MSG_ID_BYTES));
         if (rc == RB_OK)
-            rc = message_event(s, id, "quarantined", reason, by, now_ms);
+            rc = message_event(s, id, "quarantined", reason, by, now_ms, NULL);
         if (rc == RB_OK)
             (*count)++;
     }

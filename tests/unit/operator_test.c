@@ -336,6 +336,52 @@ static void a_revocation_reaches_a_sink_that_was_away(void **state)
     harness_stop(&h);
 }
 
+/* A referral the sink never confirmed is dead-lettered, and the admin discards it with a reason: the police
+ * adapter is told, by a notice from the broker, and shows it refused with who discarded it and why, instead
+ * of awaiting its ACK (and counting it overdue) for ever. */
+static void a_discarded_referral_is_shown_to_its_source(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start("retry_base_ms = 100\nretry_max_ms = 200\nretry_limit = 1\n");
+    snprintf(h->adapter_settings, sizeof h->adapter_settings, "ack_deadline_ms = 1\n");
+    int src = harness_adapter(h);
+    harness_adapter_start(h, src, "rms-files");
+    client_t *sao = harness_client(h, h->sao, 16);
+    harness_drop(h, "adapters/samples/valid/01-fatal-shooting.json", NULL);
+    uint8_t id[MSG_ID_BYTES];
+    harness_receive(sao, 10000, id, NULL); /* and never confirmed: a dead letter after one attempt */
+    client_close(&sao);
+    char hex[33], *out = NULL;
+    wire_id_hex(id, hex);
+    for (int64_t deadline = harness_deadline(10000); out == NULL || strstr(out, hex) == NULL;) {
+        free(out);
+        if (harness_ms() > deadline)
+            fail_msg("not a dead letter after 10 s");
+        harness_sleep_ms(100);
+        out = harness_admin(h, true, "dead-letters list", NULL, 0);
+    }
+    free(out);
+    wait_status(h, src, "awaitingAck", 1, 10000);
+    const char *discard[] = {hex, "sent again on paper"};
+    free(harness_admin(h, true, "dead-letters discard", discard, 2));
+    wait_status(h, src, "refused", 1, 10000);
+    json_t *o = adapter_status(h, src);
+    assert_int_equal(status_int(o, "awaitingAck"), 0);
+    assert_int_equal(status_int(o, "overdueAck"), 0);
+    json_decref(o);
+    char cmd[1600], text[4096];
+    snprintf(cmd, sizeof cmd, "'%s/referral-adapter' status --config '%s' --id %s 2>&1", h->bin,
+             h->adapters[src].config, hex);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    text[fread(text, 1, sizeof text - 1, p)] = '\0';
+    pclose(p);
+    if (strstr(text, "discarded at the broker by ops-admin: sent again on paper") == NULL)
+        fail_msg("status --id does not say who discarded it and why: %s", text);
+    harness_adapter_stop(h, src, SIGTERM);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -343,6 +389,7 @@ int main(void)
         cmocka_unit_test_teardown(an_older_client_is_told_to_retry, harness_teardown),
         cmocka_unit_test_teardown(a_backup_restores_after_every_admin_action, harness_teardown),
         cmocka_unit_test_teardown(a_revocation_reaches_a_sink_that_was_away, harness_teardown),
+        cmocka_unit_test_teardown(a_discarded_referral_is_shown_to_its_source, harness_teardown),
     };
     return cmocka_run_group_tests_name("operator", tests, NULL, NULL);
 }
