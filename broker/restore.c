@@ -379,7 +379,7 @@ static rb_err install(restore_t *r, restore_summary_t *out)
         return problem(r, RB_ERR_IO, "%s: giving it to the owner of %s: %s", r->tmp, r->dir, strerror(errno));
     if (rename(r->tmp, r->db) != 0)
         return problem(r, RB_ERR_IO, "%s: %s", r->db, strerror(errno));
-    r->tmp[0] = '\0';
+    /* r->tmp stays named: remove_tmp takes the files SQLite left beside it (its -shm) */
     int fd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         fsync(fd);

@@ -187,6 +187,8 @@ static void backup_and_restore(harness_t *h, int n)
             standby) != 0)
         fail_msg("restore of backup %d: %s", n, out);
     assert_non_null(strstr(out, "leaves verified"));
+    /* Nothing of the restore's own is left beside the database (a broker.db.restore-XXXXXX-shm was). */
+    assert_int_equal(run(out, sizeof out, "ls -A '%s' | grep -c restore-", standby), 1);
 }
 
 /* Every admin action there is, each followed by a backup that must restore: a backup is only worth what
