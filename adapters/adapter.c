@@ -193,7 +193,7 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         a->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (a->lock_fd < 0 || flock(a->lock_fd, LOCK_EX | LOCK_NB) != 0) {
             snprintf(err, errlen, "%s: another adapter is running on this data directory", data);
-            rc = RB_ERR_IO;
+            rc = RB_ERR_BUSY; /* or the one being replaced is still stopping */
         }
     }
     /* A start that fails leaves no store behind that it made: the next start, with the config put right,

@@ -7,10 +7,12 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "admin.h"
@@ -418,8 +420,11 @@ rb_err client_connect(client_t **out, const char *endpoint, const identity_t *me
     int zero = 0, reconnect_max = 5000;
     rb_err rc = RB_ERR_IO;
     /* The handshake's events, for the reason when no WELCOME comes; watched only until it does. */
+    /* Named afresh each time: ZeroMQ unbinds a closed monitor's endpoint later, in its own thread. */
+    static atomic_uint monitors;
     char watch[64];
-    snprintf(watch, sizeof watch, "inproc://rb-client-%p", (void *)c);
+    snprintf(watch, sizeof watch, "inproc://rb-client-monitor-%ld-%u", (long)getpid(),
+             atomic_fetch_add(&monitors, 1));
     void *monitor = NULL;
     if (c->sock != NULL &&
         zmq_socket_monitor(c->sock, watch,

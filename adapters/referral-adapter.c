@@ -145,8 +145,8 @@ int main(int argc, char **argv)
     const volatile sig_atomic_t *stopping = xdaemon_signals();
     adapter_t *a;
     rb_err rc = adapter_open(&a, config, err, sizeof err);
-    if (rc != RB_OK)
-        xdie(EXIT_USAGE, "%s", err);
+    if (rc != RB_OK) /* busy (its data directory, or the intake's database, held for now): may pass */
+        xdie(rc == RB_ERR_BUSY ? EXIT_RETRY : EXIT_USAGE, "%s", err);
     rc = adapter_run(a, stopping);
     adapter_close(&a);
     return rc == RB_OK ? 0 : EXIT_RETRY;

@@ -65,6 +65,7 @@ typedef struct {
     char name[CARD_NAME_MAX + 1];
     bool adapter;          /* an adapter at the last refresh: it has gauges (admins only count refusals) */
     bool connected;        /* said HELLO on an open connection, at the last refresh */
+    bool enabled;          /* not disabled by an admin, at the last refresh */
     party_counts_t counts; /* as a recipient, at the last refresh */
     uint64_t submissions[KINDS];
     uint64_t deliveries, retries, confirms;
@@ -295,7 +296,7 @@ void metrics_checkpointed(metrics_t *m, int64_t at_ms, uint64_t size)
 typedef struct {
     char name[CARD_NAME_MAX + 1];
     party_counts_t counts;
-    bool connected;
+    bool connected, enabled;
 } snapshot_t;
 
 typedef struct {
@@ -323,6 +324,7 @@ static rb_err read_party(void *ctx, const party_t *p)
     snapshot_t *row = &r->rows[r->n];
     snprintf(row->name, sizeof row->name, "%s", p->card.name);
     row->connected = r->connected(r->ctx, p->card.name);
+    row->enabled = p->enabled;
     rb_err rc = store_counts(r->store, p->card.name, r->now_ms, r->ack_overdue_ms, &row->counts);
     if (rc == RB_OK)
         r->n++;
@@ -351,6 +353,7 @@ void metrics_refresh(metrics_t *m, store_t *store, int64_t now_ms, int64_t ack_o
         if (s != NULL) {
             s->adapter = true;
             s->connected = r.rows[i].connected;
+            s->enabled = r.rows[i].enabled;
             s->counts = r.rows[i].counts;
         }
     }
@@ -519,9 +522,13 @@ static void render(out_t *o, const metrics_t *m, int64_t now_ms)
                 KEYS_END, now_ms);
     if (m->snapshot_ms > 0) {
         double nearest = (double)(m->broker_key_end_ms - now_ms) / 1000;
-        for (size_t i = 0; i < m->n_series; i++)
-            if (m->series[i].adapter && (double)(m->series[i].counts.keys_end_ms - now_ms) / 1000 < nearest)
-                nearest = (double)(m->series[i].counts.keys_end_ms - now_ms) / 1000;
+        /* A party disabled for good, or with no key left, is not one to alert on for ever. */
+        for (size_t i = 0; i < m->n_series; i++) {
+            const series_t *s = &m->series[i];
+            if (s->adapter && s->enabled && s->counts.keys_end_ms > 0 &&
+                (double)(s->counts.keys_end_ms - now_ms) / 1000 < nearest)
+                nearest = (double)(s->counts.keys_end_ms - now_ms) / 1000;
+        }
         family(o, "referral_key_expiry_seconds_min", "gauge",
                "Seconds until the nearest of referral_key_expiry_seconds and the broker's own key's expiry.");
         out_printf(o, "referral_key_expiry_seconds_min %.3f\n", nearest);

@@ -321,7 +321,8 @@ static int cmd_run(const options_t *o)
     rb_err rc = store_open(&store, db, false, err, sizeof err);
     if (rc !=
         RB_OK) /* another schema or a corrupt file: 2; busy (its old process still stopping) or I/O: 3 */
-        xdie(rc == RB_ERR_IO ? EXIT_RETRY : EXIT_USAGE, "cannot use the database: %s", err);
+        xdie(rc == RB_ERR_IO || rc == RB_ERR_BUSY ? EXIT_RETRY : EXIT_USAGE, "cannot use the database: %s",
+             err);
     rc = broker_run(&cfg, me, store, stopping);
     store_close(&store);
     identity_free(&me);

@@ -87,7 +87,12 @@ rb_err settings_load(settings_t **out, const char *path, char *err, size_t errle
     int rc = ini_parse_stream(read_line, s, on_value, s);
     fclose(s->file);
     s->file = NULL;
-    if (rc != 0) {
+    if (rc < 0) { /* inih: -2 out of memory */
+        snprintf(err, errlen, "%s: out of memory reading the config", path);
+        settings_free(&s);
+        return RB_ERR_NOMEM;
+    }
+    if (rc > 0) {
         snprintf(err, errlen, "%s: line %d: not a setting (write key = value under a [section])", path, rc);
         settings_free(&s);
         return RB_ERR_USAGE;

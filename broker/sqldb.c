@@ -95,6 +95,12 @@ static int user_version(sqlite3 *db)
     return v;
 }
 
+/* The last failure was another connection holding the database: it may pass. */
+static bool busy(sqlite3 *db)
+{
+    return sqlite3_errcode(db) == SQLITE_BUSY || sqlite3_errcode(db) == SQLITE_LOCKED;
+}
+
 static rb_err fail(sqlite3 **db, rb_err rc, char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 static rb_err fail(sqlite3 **db, rb_err rc, char *err, size_t errlen, const char *fmt, ...)
@@ -287,8 +293,8 @@ rb_err sqldb_open(sqlite3 **out, const char *path, int flags, const sqldb_schema
               "PRAGMA temp_store=MEMORY; BEGIN IMMEDIATE; COMMIT;"
             : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA temp_store=MEMORY;";
     if (!readonly && sqldb_exec(db, setup) != RB_OK)
-        return fail(&db, RB_ERR_IO, err, errlen, "%s: %s (is another %s using it?)", path, sqlite3_errmsg(db),
-                    what);
+        return fail(&db, busy(db) ? RB_ERR_BUSY : RB_ERR_IO, err, errlen, "%s: %s (is another %s using it?)",
+                    path, sqlite3_errmsg(db), what);
     if (sqldb_exec(db, "PRAGMA quick_check") != RB_OK)
         return fail(&db, RB_ERR_MALFORMED, err, errlen, "%s: database is corrupt: %s", path,
                     sqlite3_errmsg(db));
@@ -302,10 +308,16 @@ rb_err sqldb_open(sqlite3 **out, const char *path, int flags, const sqldb_schema
         return fail(&db, RB_ERR_BAD_VERSION, err, errlen, "%s: schema version %d, this %s needs %d", path,
                     version, what, n);
     int failed = 0;
+    /* A step that fails for want of room or of the lock may pass; one whose SQL fails on this database
+     * will fail again (a layout no release made). */
     if (version < n &&
         (sqldb_exec(db, "BEGIN") != RB_OK || run_steps(db, schema, version, n, &failed) != RB_OK))
-        return fail(&db, RB_ERR_IO, err, errlen, "%s: migration to version %d failed: %s", path, failed,
-                    sqlite3_errmsg(db));
+        return fail(&db,
+                    busy(db) ? RB_ERR_BUSY
+                    : sqlite3_errcode(db) == SQLITE_FULL || sqlite3_errcode(db) == SQLITE_IOERR
+                        ? RB_ERR_IO
+                        : RB_ERR_BAD_VERSION,
+                    err, errlen, "%s: migration to version %d failed: %s", path, failed, sqlite3_errmsg(db));
     /* The layout is compared whatever the version said: a release that changed a version in place left
      * databases that claim it and are not it (issue #19: queued referrals never delivered). */
     sqlite3 *want = NULL;

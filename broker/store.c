@@ -866,7 +866,9 @@ rb_err store_keys_end(store_t *s, const char *name, int64_t *end_ms, int64_t *ad
     int step;
     while (rc == RB_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
         card_t card;
-        rc = card_unpack(&card, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+        if ((rc = card_unpack(&card, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0))) !=
+            RB_OK)
+            break;
         int64_t end = (int64_t)card.expires * 1000, retires = sqlite3_column_int64(st, 1);
         if (retires > 0 && retires < end)
             end = retires;

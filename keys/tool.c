@@ -54,8 +54,10 @@ noreturn void xdie(int code, const char *fmt, ...)
 
 int tool_exit_code(rb_err rc)
 {
-    return rc == RB_ERR_IO || rc == RB_ERR_USAGE || rc == RB_ERR_NOMEM || rc == RB_ERR_EXISTS ? EXIT_USAGE
-                                                                                              : EXIT_VERIFY;
+    return rc == RB_ERR_IO || rc == RB_ERR_USAGE || rc == RB_ERR_NOMEM || rc == RB_ERR_EXISTS ||
+                   rc == RB_ERR_BUSY
+               ? EXIT_USAGE
+               : EXIT_VERIFY;
 }
 
 noreturn void xfail(rb_err rc, const char *context)

@@ -30,6 +30,7 @@ static const char *const messages[RB_ERR__COUNT] = {
     [RB_ERR_INSECURE_FILE] = "secret file is readable by group or others (chmod 600 it)",
     [RB_ERR_EXISTS] = "file exists (use --force to replace it)",
     [RB_ERR_CONFLICT] = "conflicting duplicate",
+    [RB_ERR_BUSY] = "in use by another process for now",
 };
 
 const char *rb_strerror(rb_err err)

@@ -34,6 +34,7 @@ typedef enum {
     RB_ERR_INSECURE_FILE,   /* a secret file that group or others may read */
     RB_ERR_EXISTS,          /* refusing to overwrite an existing file */
     RB_ERR_CONFLICT,        /* two different things under one identity (key id, message id) */
+    RB_ERR_BUSY,            /* held by another process for now (a lock, a database being written) */
     RB_ERR__COUNT
 } rb_err;
 
