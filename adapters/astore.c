@@ -208,8 +208,10 @@ rb_err astore_outbox_find_content(astore_t *s, const content_id_t *content, bool
 rb_err astore_outbox_refused(astore_t *s, const msg_id_t *id, const char *reason, int64_t now_ms)
 {
     (void)now_ms;
-    return sqldb_run(sqldb_prepare(s->db, "UPDATE outbox SET refused = ? WHERE message_id = ?", "tb", reason,
-                                   id->bytes, MSG_ID_BYTES));
+    /* Never over an answer on record: what the sink filed stays filed, whatever is said after. */
+    return sqldb_run(sqldb_prepare(s->db,
+                                   "UPDATE outbox SET refused = ? WHERE message_id = ? AND acked_ms IS NULL",
+                                   "tb", reason, id->bytes, MSG_ID_BYTES));
 }
 
 rb_err astore_outbox_last_revision(astore_t *s, const char *agency, const char *rd_number, uint32_t *revision)

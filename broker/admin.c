@@ -343,6 +343,12 @@ static rb_err held_messages(store_t *store, const char *state, const char *verb,
         return out_printf(out, "%s: not %s", argv[0],
                           strcmp(state, "dead") == 0 ? "a dead letter" : "quarantined"),
                rc;
+    if (rc == RB_ERR_NOT_ALLOWED)
+        return out_printf(out,
+                          "%s: an ACK or a key notice is never discarded (its recipient needs it): "
+                          "requeue it",
+                          argv[0]),
+               rc;
     if (rc != RB_OK)
         return rc;
     return out_printf(out, "{\"%s\": \"%s\"}", requeue ? done : "discarded", argv[0]), RB_OK;

@@ -752,26 +752,36 @@ rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
 rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const char *reason,
                      const card_t *by, int64_t now_ms)
 {
+    /* An ACK or a key notice is requeued, never given up: its recipient needs it (the answer to a referral,
+     * the news of a key), and nothing else would tell it. */
+    int64_t kind = 0, answered = 0;
+    rb_err rc =
+        sqldb_int(sqldb_prepare(s->db, "SELECT coalesce((SELECT kind FROM messages WHERE message_id = ?), 0)",
+                                "b", id, MSG_ID_BYTES),
+                  &kind);
+    if (rc == RB_OK && (kind == RB__KIND__KIND_ACK || kind == RB__KIND__KIND_NOTICE))
+        return RB_ERR_NOT_ALLOWED;
+    if (rc == RB_OK)
+        rc = sqldb_int(sqldb_prepare(s->db,
+                                     "SELECT coalesce((SELECT ack_status IS NOT NULL FROM messages WHERE "
+                                     "message_id = ?), 0)",
+                                     "b", id, MSG_ID_BYTES),
+                       &answered);
     /* The envelope goes (it will never be delivered); its hash, header and history stay in the ledger. */
     uint64_t index = 0;
-    rb_err rc = update_one(
-        s, sqldb_prepare(
-               s->db,
-               "UPDATE messages SET state = 'discarded', dead_reason = ? WHERE message_id = ? AND state = ?",
-               "tbt", reason, id, MSG_ID_BYTES, from_state));
+    if (rc == RB_OK)
+        rc = update_one(s, sqldb_prepare(s->db,
+                                         "UPDATE messages SET state = 'discarded', dead_reason = ? WHERE "
+                                         "message_id = ? AND state = ?",
+                                         "tbt", reason, id, MSG_ID_BYTES, from_state));
     if (rc == RB_OK)
         rc = sqldb_run(sqldb_prepare(s->db, "UPDATE envelopes SET envelope = X'' WHERE message_id = ?", "b",
                                      id, MSG_ID_BYTES));
     if (rc == RB_OK)
         rc = message_event(s, id, "discarded", reason, by, now_ms, &index);
-    /* Its sender is told (a key notice of its own: the broker's own notices excepted), so that it shows it
-     * refused instead of awaiting an ACK for ever. */
-    int64_t kind = 0;
-    if (rc == RB_OK)
-        rc = sqldb_int(
-            sqldb_prepare(s->db, "SELECT kind FROM messages WHERE message_id = ?", "b", id, MSG_ID_BYTES),
-            &kind);
-    return rc == RB_OK && kind != RB__KIND__KIND_NOTICE ? store_add_notice(s, index) : rc;
+    /* Its sender is told, so that it shows it refused instead of awaiting an ACK for ever; unless it was
+     * answered already (filed, its CONFIRM lost): the sender has the answer, and it stands. */
+    return rc == RB_OK && !answered ? store_add_notice(s, index) : rc;
 }
 
 rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64_t since_ms,

@@ -448,6 +448,20 @@ static void dead_letters_requeue_and_discard(void **state)
     admin_tool(h, 2, args);
     admin_tool(h, 2, "dead-letters requeue --all");
     admin_tool(h, 0, "dead-letters list");
+    /* The source is told of the discard (a notice of its own): until it takes it, status says it waits. */
+    admin_tool(h, 1, "status");
+    client_t *told = harness_client(h, h->cpd, 16);
+    uint8_t notice[MSG_ID_BYTES];
+    harness_receive(told, 5000, notice, NULL);
+    assert_ok(client_confirm(told, notice));
+    client_close(&told);
+    for (int64_t until = harness_deadline(5000); harness_ms() < until; harness_sleep_ms(50)) {
+        char *o = harness_admin(h, true, "status", NULL, 0);
+        bool calm = strstr(o, "\"attention\": []") != NULL;
+        free(o);
+        if (calm)
+            break;
+    }
     admin_tool(h, 0, "status");
     client_close(&cpd);
     client_close(&sao);

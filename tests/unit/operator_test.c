@@ -384,6 +384,77 @@ static void a_discarded_referral_is_shown_to_its_source(void **state)
     harness_stop(&h);
 }
 
+/* Waits until the message is a dead letter. */
+static void wait_dead(harness_t *h, const char *hex)
+{
+    char *out = NULL;
+    for (int64_t deadline = harness_deadline(10000); out == NULL || strstr(out, hex) == NULL;) {
+        free(out);
+        if (harness_ms() > deadline)
+            fail_msg("%s is not a dead letter after 10 s", hex);
+        harness_sleep_ms(100);
+        out = harness_admin(h, true, "dead-letters list", NULL, 0);
+    }
+    free(out);
+}
+
+/* The sink filed and ACKed a referral but its CONFIRM was lost: a dead letter all the same. The admin who
+ * discards it must not make its source show it refused (it was filed); and an ACK is never discarded (its
+ * source needs the answer): it is requeued. */
+static void an_answered_referral_and_an_ack_are_not_given_up(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start("retry_base_ms = 100\nretry_max_ms = 200\nretry_limit = 1\n");
+    client_t *cpd = harness_client(h, h->cpd, 16), *sao = harness_client(h, h->sao, 16);
+    size_t len;
+    msg_id_t referral;
+    uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &referral);
+    harness_submit_ok(cpd, env, len);
+    free(env);
+    uint32_t attempt;
+    assert_ok(client_receive(sao, 10000, &env, &len, &attempt));
+    uint8_t received[RB_HASH_BYTES];
+    rbcrypto_sha256(env, len, received);
+    free(env);
+    Rb__AckBody ack = RB__ACK_BODY__INIT;
+    ack.status = RB__ACK_STATUS__ACK_STATUS_ACCEPTED;
+    ack.intake_reference = "SAO-2026-000001";
+    ack.received_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, received};
+    ack.decided_ms = harness_ms();
+    size_t body_len = rb__ack_body__get_packed_size(&ack);
+    uint8_t *body = malloc(body_len);
+    assert_non_null(body);
+    rb__ack_body__pack(&ack, body);
+    envelope_params_t p = {.kind = RB__KIND__KIND_ACK,
+                           .ref = &referral,
+                           .ack_status = RB__ACK_STATUS__ACK_STATUS_ACCEPTED,
+                           .created_ms = harness_ms()};
+    msg_id_t ack_id;
+    assert_ok(envelope_seal(h->sao, identity_card(h->cpd), &p, body, body_len, &ack_id, &env, &len));
+    free(body);
+    harness_submit_ok(sao, env, len); /* filed and answered; the CONFIRM never comes */
+    free(env);
+    assert_ok(client_receive(cpd, 10000, &env, &len, &attempt)); /* the ACK, never confirmed either */
+    free(env);
+    char hex[33], ack_hex[33];
+    wire_id_hex(referral.bytes, hex);
+    wire_id_hex(ack_id.bytes, ack_hex);
+    wait_dead(h, hex);
+    wait_dead(h, ack_hex);
+    const char *discard[] = {hex, "sent again on paper"}, *discard_ack[] = {ack_hex, "no one needs it"};
+    free(harness_admin(h, true, "dead-letters discard", discard, 2));
+    /* No notice of it to the source: its answer stands. */
+    uint8_t *got;
+    assert_rb(client_receive(cpd, 1500, &got, &len, &attempt), RB_ERR_IO);
+    char *out = harness_admin(h, false, "dead-letters discard", discard_ack, 2);
+    assert_non_null(
+        strstr(out, "an ACK or a key notice is never discarded (its recipient needs it): requeue it"));
+    free(out);
+    client_close(&cpd);
+    client_close(&sao);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -392,6 +463,7 @@ int main(void)
         cmocka_unit_test_teardown(a_backup_restores_after_every_admin_action, harness_teardown),
         cmocka_unit_test_teardown(a_revocation_reaches_a_sink_that_was_away, harness_teardown),
         cmocka_unit_test_teardown(a_discarded_referral_is_shown_to_its_source, harness_teardown),
+        cmocka_unit_test_teardown(an_answered_referral_and_an_ack_are_not_given_up, harness_teardown),
     };
     return cmocka_run_group_tests_name("operator", tests, NULL, NULL);
 }
