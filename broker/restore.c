@@ -365,6 +365,12 @@ static rb_err install(restore_t *r, restore_summary_t *out)
     char wal[PATH_MAX + 32], before_wal[PATH_MAX + 32];
     with(wal, r->db, "-wal");
     with(before_wal, r->before, "-wal");
+    /* Run as root for a service user's data directory (sudo referral-broker restore): the database is the
+     * directory owner's, or the broker, run as that user, could not open it. Before anything is moved: a
+     * refusal here leaves the directory as it was. */
+    struct stat st;
+    if (stat(r->dir, &st) == 0 && st.st_uid != geteuid() && chown(r->tmp, st.st_uid, st.st_gid) != 0)
+        return problem(r, RB_ERR_IO, "%s: giving it to the owner of %s: %s", r->tmp, r->dir, strerror(errno));
     if (exists(r->db) || exists(wal)) {
         char shm[PATH_MAX + 32];
         if ((exists(r->db) && rename(r->db, r->before) != 0) || (exists(wal) && rename(wal, before_wal) != 0))
@@ -372,11 +378,6 @@ static rb_err install(restore_t *r, restore_summary_t *out)
         unlink(with(shm, r->db, "-shm"));
         out->replaced = true;
     }
-    /* Run as root for a service user's data directory (sudo referral-broker restore): the database is the
-     * directory owner's, or the broker, run as that user, could not open it. */
-    struct stat st;
-    if (stat(r->dir, &st) == 0 && st.st_uid != geteuid() && chown(r->tmp, st.st_uid, st.st_gid) != 0)
-        return problem(r, RB_ERR_IO, "%s: giving it to the owner of %s: %s", r->tmp, r->dir, strerror(errno));
     if (rename(r->tmp, r->db) != 0)
         return problem(r, RB_ERR_IO, "%s: %s", r->db, strerror(errno));
     /* r->tmp stays named: remove_tmp takes the files SQLite left beside it (its -shm) */
