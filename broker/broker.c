@@ -251,6 +251,27 @@ static void event_now(broker_t *b, const session_t *s, const char *action, const
     }
 }
 
+/* At start, after broker_started: what an earlier release let expire must reach its adapter, or it would
+ * not refuse what a revoked key signed (issue #19). */
+static void requeue_dead_notices(broker_t *b)
+{
+    int n = 0;
+    for (int batch = 256; batch == 256;) {
+        if (store_begin(b->store) != RB_OK)
+            return;
+        if (store_requeue_dead_notices(b->store, identity_card(b->me), now_ms(), &batch) != RB_OK ||
+            store_commit(b->store) != RB_OK) {
+            store_rollback(b->store);
+            log_error("dead_notices_not_requeued", "requeued=%d", n);
+            return;
+        }
+        n += batch;
+    }
+    if (n > 0)
+        log_warn("dead_notices_requeued", "count=%d detail=\"key notices an earlier release dead-lettered\"",
+                 n);
+}
+
 /* Signs a checkpoint of the ledger as it is, in the current transaction (nothing when the latest one
  * already covers every event). note receives the latest checkpoint. */
 static rb_err checkpoint(broker_t *b, char note[NOTE_TEXT_MAX], size_t *len)
@@ -1924,6 +1945,7 @@ rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t 
         char detail[300];
         snprintf(detail, sizeof detail, "listen=%s", b->endpoint);
         event_now(b, NULL, "broker_started", NULL, "ok", detail);
+        requeue_dead_notices(b);
         b->started = true;
         /* A ledger that does not extend its last checkpoint was altered: refuse to run on it. */
         rc = checkpoint_now(b, true);

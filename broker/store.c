@@ -784,6 +784,32 @@ rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
     return rc == RB_OK && !answered ? store_add_notice(s, index) : rc;
 }
 
+rb_err store_requeue_dead_notices(store_t *s, const card_t *by, int64_t now_ms, int *count)
+{
+    /* Ids first, changes after: the statement listing them is finished before any update. */
+    enum { MAX = 256 };
+    uint8_t ids[MAX][MSG_ID_BYTES];
+    int n = 0;
+    *count = 0;
+    sqlite3_stmt *st = sqldb_prepare(s->db,
+                                     "SELECT message_id FROM messages INDEXED BY messages_state "
+                                     "WHERE state = 'dead' AND kind = 5 LIMIT 256",
+                                     "");
+    if (st == NULL)
+        return RB_ERR_IO;
+    int step;
+    while (n < MAX && (step = sqlite3_step(st)) == SQLITE_ROW)
+        if (sqlite3_column_bytes(st, 0) == MSG_ID_BYTES)
+            memcpy(ids[n++], sqlite3_column_blob(st, 0), MSG_ID_BYTES);
+    sqldb_done(st);
+    rb_err rc = RB_OK;
+    for (int i = 0; rc == RB_OK && i < n; i++)
+        rc = store_requeue(s, ids[i], "dead", by, now_ms);
+    if (rc == RB_OK)
+        *count = n;
+    return rc;
+}
+
 rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64_t since_ms,
                         const char *reason, const card_t *by, int64_t now_ms, int *count)
 {

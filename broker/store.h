@@ -146,6 +146,9 @@ rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
  * ledgered ("discarded" with the reason); RB_ERR_USAGE when the message is not in from_state. */
 rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const char *reason,
                      const card_t *by, int64_t now_ms);
+/* Key notices an earlier release dead-lettered (before protocol 3 a notice could expire), queued again and
+ * ledgered ("requeued", by the broker's own card), at most 256 a call: *count says how many. */
+rb_err store_requeue_dead_notices(store_t *s, const card_t *by, int64_t now_ms, int *count);
 /* Holds every queued message signed with key_id and received from since_ms on ("quarantined"), for an
  * admin to release or discard; *count receives how many. */
 rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64_t since_ms,

@@ -6,6 +6,7 @@
 
 #include "harness.h"
 #include "raw_peer.h"
+#include "store.h"
 
 /* `referral-adapter status` of adapter i, as JSON (the caller json_decref()s it). */
 static json_t *adapter_status(harness_t *h, int i)
@@ -455,6 +456,59 @@ static void an_answered_referral_and_an_ack_are_not_given_up(void **state)
     harness_stop(&h);
 }
 
+/* A broker of an earlier release let a revocation notice expire (dead-lettered, as its ledger says): the
+ * upgraded broker queues it again at start, and the sink gets it. */
+static void a_notice_an_earlier_release_let_expire_is_sent(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    char key_id[17], path[700], err[512];
+    card_key_id_hex(identity_card(h->mallory)->key_id, key_id);
+    const char *revoke[] = {key_id, "superseded", "0"};
+    free(harness_admin(h, true, "key revoke", revoke, 3));
+    assert_int_equal(harness_signal(h, SIGTERM), 0);
+    /* What the earlier release did, through the broker's own store: dead_lettered, as its ledger says. */
+    test_path(path, sizeof path, "%s/broker.db", h->data);
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    uint8_t notice[MSG_ID_BYTES];
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT message_id FROM messages WHERE kind = 5 AND recipient = "
+                                        "'sao-intake'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    memcpy(notice, sqlite3_column_blob(st, 0), MSG_ID_BYTES);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    store_t *store;
+    assert_ok(store_open(&store, path, false, err, sizeof err));
+    assert_ok(store_begin(store));
+    assert_ok(store_dead(store, notice, "time to live expired", harness_ms()));
+    Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+    e.at_ms = harness_ms();
+    e.action = "dead_lettered";
+    e.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, notice};
+    e.outcome = "dead";
+    e.detail = "time to live expired";
+    assert_ok(store_event(store, &e, NULL));
+    assert_ok(store_commit(store));
+    store_close(&store);
+    harness_spawn(h);
+    client_t *sao = harness_client(h, h->sao, 16);
+    uint8_t got[MSG_ID_BYTES];
+    harness_receive(sao, 5000, got, NULL);
+    assert_memory_equal(got, notice, MSG_ID_BYTES);
+    assert_ok(client_confirm(sao, got));
+    client_close(&sao);
+    size_t log_len;
+    char *log = test_read_file(h->log, &log_len);
+    assert_non_null(strstr(log, "event=dead_notices_requeued count=1"));
+    free(log);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +518,7 @@ int main(void)
         cmocka_unit_test_teardown(a_revocation_reaches_a_sink_that_was_away, harness_teardown),
         cmocka_unit_test_teardown(a_discarded_referral_is_shown_to_its_source, harness_teardown),
         cmocka_unit_test_teardown(an_answered_referral_and_an_ack_are_not_given_up, harness_teardown),
+        cmocka_unit_test_teardown(a_notice_an_earlier_release_let_expire_is_sent, harness_teardown),
     };
     return cmocka_run_group_tests_name("operator", tests, NULL, NULL);
 }
