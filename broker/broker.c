@@ -1625,6 +1625,8 @@ static void expire(broker_t *b)
     uint8_t ids[64][MSG_ID_BYTES];
     int attempts[64];
     size_t n;
+    if (store_park_notices(b->store, t, b->cfg->retry_limit) != RB_OK)
+        log_error("notices_not_parked", "detail=\"the store could not be written\"");
     if (store_expired(b->store, t, b->cfg->retry_limit, b->cfg->ttl_ms, ids, attempts, 64, &n) != RB_OK ||
         n == 0)
         return;

@@ -121,9 +121,15 @@ static const sqldb_step_t steps[] = {
          "CREATE INDEX messages_received ON messages(sender, received_ms);"},
     /* version 5: the layout of version 4 whichever one a database has (repair_schema_4) */
     {.repair = repair_schema_4},
-    /* version 6: the key notices queued for each recipient, which go before anything else (store_due) */
+    /* version 6: the key notices queued for each recipient, which go before anything else (store_due); and
+     * the indexes of what may expire without them (a notice never expires), so that notices queued for a
+     * party disabled for good are never walked by the dead-letter scan */
     {.sql = "CREATE INDEX messages_notices ON messages(recipient, submit_index) "
-            "WHERE state = 'queued' AND kind = 5;"},
+            "WHERE state = 'queued' AND kind = 5;"
+            "DROP INDEX messages_attempts;"
+            "DROP INDEX messages_queued;"
+            "CREATE INDEX messages_attempts ON messages(attempts) WHERE state = 'queued' AND kind != 5;"
+            "CREATE INDEX messages_queued ON messages(queued_ms) WHERE state = 'queued' AND kind != 5;"},
 };
 _Static_assert(sizeof steps / sizeof steps[0] == STORE_SCHEMA_VERSION,
                "STORE_SCHEMA_VERSION is the last step");
@@ -864,6 +870,15 @@ rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, 
         }
     sqldb_done(st);
     return step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
+}
+
+rb_err store_park_notices(store_t *s, int64_t now_ms, int64_t limit)
+{
+    return sqldb_run(
+        sqldb_prepare(s->db,
+                      "UPDATE messages INDEXED BY messages_notices SET next_attempt_ms = ? "
+                      "WHERE state = 'queued' AND kind = 5 AND attempts >= ? AND next_attempt_ms <= ?",
+                      "iii", INT64_MAX / 2, limit, now_ms));
 }
 
 rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_status,

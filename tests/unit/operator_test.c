@@ -509,6 +509,38 @@ static void a_notice_an_earlier_release_let_expire_is_sent(void **state)
     harness_stop(&h);
 }
 
+/* A party that never confirms a key notice (a broken adapter, or one holding a stolen key) is not sent it
+ * for ever, a ledger leaf each time: after the attempt limit it waits for that party's next HELLO. */
+static void an_unconfirmed_notice_waits_for_the_next_hello(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start("retry_base_ms = 100\nretry_max_ms = 200\nretry_limit = 2\n");
+    client_t *sao = harness_client(h, h->sao, 16);
+    char key_id[17];
+    card_key_id_hex(identity_card(h->mallory)->key_id, key_id);
+    const char *revoke[] = {key_id, "superseded", "0"};
+    free(harness_admin(h, true, "key revoke", revoke, 3));
+    uint8_t got[MSG_ID_BYTES], first[MSG_ID_BYTES];
+    uint32_t attempt;
+    harness_receive(sao, 5000, first, &attempt);
+    assert_int_equal(attempt, 1);
+    harness_receive(sao, 5000, got, &attempt);
+    assert_int_equal(attempt, 2);
+    uint8_t *env;
+    size_t len;
+    rb_err rc = client_receive(sao, 1500, &env, &len, &attempt);
+    if (rc == RB_OK)
+        fail_msg("delivered again (attempt %u) past the attempt limit", attempt);
+    client_close(&sao);
+    sao = harness_client(h, h->sao, 16); /* a new HELLO: it comes again, and is confirmed */
+    harness_receive(sao, 5000, got, &attempt);
+    assert_memory_equal(got, first, MSG_ID_BYTES);
+    assert_int_equal(attempt, 3);
+    assert_ok(client_confirm(sao, got));
+    client_close(&sao);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +551,7 @@ int main(void)
         cmocka_unit_test_teardown(a_discarded_referral_is_shown_to_its_source, harness_teardown),
         cmocka_unit_test_teardown(an_answered_referral_and_an_ack_are_not_given_up, harness_teardown),
         cmocka_unit_test_teardown(a_notice_an_earlier_release_let_expire_is_sent, harness_teardown),
+        cmocka_unit_test_teardown(an_unconfirmed_notice_waits_for_the_next_hello, harness_teardown),
     };
     return cmocka_run_group_tests_name("operator", tests, NULL, NULL);
 }
