@@ -977,15 +977,16 @@ static void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, veri
                recipient.card.role != (h->kind == RB__KIND__KIND_ACK ? CARD_ROLE_SOURCE : CARD_ROLE_SINK)) {
         code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
         snprintf(why, sizeof why, "recipient is not a registered adapter of the right role");
+    } else if (!sealed_to_recipient(b, h, why, sizeof why)) {
+        code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
     } else if (!recipient.enabled) {
-        /* For now: an admin enables it again (docs/OPERATIONS.md), and the sender keeps what it sent until
-         * then. A peer of version 1 or 2 knows no RECIPIENT_DISABLED, and retries STORAGE. */
+        /* Said only of an envelope sealed for it (a made-up one learns nothing of who is disabled). For now:
+         * an admin enables it again (docs/OPERATIONS.md), and the sender keeps what it sent until then. A
+         * peer of version 1 or 2 knows no RECIPIENT_DISABLED, and retries STORAGE. */
         code = s->protocol >= 3 ? RB__ERROR_CODE__ERROR_CODE_RECIPIENT_DISABLED
                                 : RB__ERROR_CODE__ERROR_CODE_STORAGE;
         snprintf(why, sizeof why, "recipient %.64s is disabled: keep it and submit it again later",
                  h->recipient);
-    } else if (!sealed_to_recipient(b, h, why, sizeof why)) {
-        code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
     } else if (h->kind == RB__KIND__KIND_ACK && !ack_allowed(b, s, h, &answered)) {
         code = RB__ERROR_CODE__ERROR_CODE_NOT_ALLOWED;
         snprintf(why, sizeof why, "ACK for a message not delivered to this party by its recipient");
