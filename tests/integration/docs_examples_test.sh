@@ -8,16 +8,25 @@
 # temporary root, `tcp://127.0.0.1:7450` the test's broker and `$ADMIN` as the section defines it. Both
 # sides are compared line by line after ids (16, 32 or 64 hex digits), fingerprints, times and ports are
 # made placeholders; `...` in the document stands for anything, `N` in the tables for a count. Anything else
-# must be exact, so that the examples cannot drift from what the tools print. Besides: the number of tools
-# and the broker's schema version the document states.
+# must be exact, so that the examples cannot drift from what the tools print. The examples of "Keys and
+# queues" and after run on a broker with the police adapter cpd-rms and the intake adapter sao-intake, each
+# run with `referral-adapter run --config` as "Adding an agency" lays them out; what the document says
+# happened between two commands of a block (a referral exported, an adapter stopped) the test does before
+# the command (the *_hook functions). Besides: the number of tools and the broker's schema version the
+# document states.
 set -u
 cd "$(dirname "$0")/../.."
+repo=$PWD
 doc=$PWD/docs/OPERATIONS.md
 BIN=$(realpath "${BIN:-bin}")
 work=$(mktemp -d)
 broker_pid=
+declare -A adapter_pid=()
 cleanup() {
-    [ -n "$broker_pid" ] && kill -9 "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+    local pid
+    for pid in "$broker_pid" "${adapter_pid[@]}"; do
+        [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,21 +45,73 @@ until_true() { # until_true SECONDS COMMAND...: polls the command until it succe
     done
 }
 
-fresh_broker() { # fresh_broker DIR: keys as the document names them in DIR, a new broker, ADMIN and endpoint
-    [ -n "$broker_pid" ] && kill "$broker_pid" && wait "$broker_pid"
+stop_all() { # every adapter and the broker stopped, as systemctl stop does
+    local name
+    for name in "${!adapter_pid[@]}"; do stop_adapter "$name"; done
+    [ -z "$broker_pid" ] || { kill "$broker_pid" && wait "$broker_pid"; }
+    broker_pid=
+}
+
+fresh_broker() { # fresh_broker DIR [BROKER.CONF]: keys as the document names them in DIR, a new broker (run
+    # with that config, if given), ADMIN and endpoint
+    stop_all
     rm -rf "$root" && mkdir -p "$1" "$root/etc/referral" "$root/var/lib/referral" && cd "$1" || return 1
     referral-keys generate --name ops-admin --role admin --agency ILCPD0000 --out ops-admin --no-passphrase &&
         referral-keys generate --name cpd-rms --role source --agency ILCPD0000 --out cpd-rms --no-passphrase &&
         referral-broker init --data "$root/var/lib/referral/broker" --name broker-1 --admin-card ops-admin.card &&
         cp "$root/var/lib/referral/broker/broker.card" . &&
         cp broker.card "$root/etc/referral/broker.card" || return 1
-    referral-broker run --data "$root/var/lib/referral/broker" --listen 'tcp://127.0.0.1:*' --metrics off \
-        2>"$work/broker.log" &
+    printf '%s\n' "${2:-}" >"$root/etc/referral/broker.conf"
+    referral-broker run --data "$root/var/lib/referral/broker" --config "$root/etc/referral/broker.conf" \
+        --listen 'tcp://127.0.0.1:*' --metrics "${metrics:-off}" 2>"$work/broker.log" &
     broker_pid=$!
     until_true 20 grep -q 'event=broker_started' "$work/broker.log" || return 1
     endpoint=$(sed -n 's/.*event=broker_started .*listen=\([^ ]*\) .*/\1/p' "$work/broker.log")
     export ADMIN="referral-admin --broker $endpoint --broker-card $root/etc/referral/broker.card --as ops-admin.secret"
 } >/dev/null
+
+# The adapters of "Keys and queues": as "Adding an agency" lays them out under $root (keys/ in the working
+# directory is /etc/referral/keys), each run with `referral-adapter run --config`, its log in $work/NAME.log.
+start_adapter() { # start_adapter NAME: runs it, and waits until it has connected
+    : >"$work/$1.log"
+    referral-adapter run --config "$root/etc/referral/$1.conf" 2>>"$work/$1.log" &
+    adapter_pid[$1]=$!
+    until_true 20 grep -q 'event=connected' "$work/$1.log" || { echo "$1 did not connect"; return 1; }
+}
+
+stop_adapter() { # stop_adapter NAME: SIGTERM, as systemctl stop sends it
+    kill "${adapter_pid[$1]}" && wait "${adapter_pid[$1]}"
+    unset "adapter_pid[$1]"
+}
+
+world() { # world DIR [BROKER.CONF]: a new broker, the police adapter cpd-rms (rms-files) and the intake
+    # adapter sao-intake (intake-sqlite) registered and running
+    fresh_broker "$@" || return 1
+    local etc=$root/etc/referral name role agency
+    mkdir -p "$etc/keys" "$root/srv/referral/sao-intake" && ln -s "$etc/keys" keys || return 1
+    while read -r name role agency; do
+        referral-keys generate --name "$name" --role "$role" --agency "$agency" --out "$etc/keys/$name" \
+            --no-passphrase >/dev/null && $ADMIN adapter add --card "$etc/keys/$name.card" >/dev/null || return 1
+        sed -e "s#/etc/referral#$etc#g; s#/var/lib/referral#$root/var/lib/referral#g" \
+            -e "s#/srv/referral#$root/srv/referral#g; s#tcp://broker.example.org:7450#$endpoint#" \
+            "$repo/adapters/dist/$name.conf" >"$etc/$name.conf" || return 1
+    done <<EOF
+cpd-rms source ILCPD0000
+sao-intake sink ILCCSAO00
+EOF
+    mkdir -p "$etc/trust/cpd-rms" "$etc/trust/sao-intake" && cp "$etc/keys/sao-intake.card" "$etc/trust/cpd-rms/" &&
+        cp "$etc/keys/cpd-rms.card" "$etc/trust/sao-intake/" && start_adapter cpd-rms && start_adapter sao-intake
+} >/dev/null
+
+drop() { # drop RD NAME: a referral (the sample 06 with that RD number) exported into cpd-rms's drop folder as NAME
+    jq --arg rd "$1" '.rdNumber = $rd' "$repo/adapters/samples/valid/06-vehicle-stop-citizen.json" \
+        >"$root/srv/referral/cpd-rms/$2.part" && mv "$root/srv/referral/cpd-rms/$2.part" "$root/srv/referral/cpd-rms/$2"
+}
+
+adapter_status() { # adapter_status NAME JQ-TEST: until its status passes the test (10 s)
+    until_true 10 sh -c "referral-adapter status --config '$root/etc/referral/$1.conf' | jq -e '$2' >/dev/null" ||
+        { echo "$1: not $2:"; referral-adapter status --config "$root/etc/referral/$1.conf"; return 1; }
+}
 
 # What a command prints, as the document shows it: the test's root and port taken out.
 run_as_doc() { # run_as_doc COMMAND [DOC-ID=REAL-ID...]: the document's ids of this test's parties replaced
@@ -85,15 +146,23 @@ sys.exit(0 if ok else 1)
 PY
 }
 
-transcript() { # transcript ID [DOC-ID=REAL-ID...]: the marked block's commands, run in order, print what it shows
-    awk -v id="$1" '$0 == "<!-- example: " id " -->" { on = 1; next }
-        on == 1 && /^```/ { on = 2; next } on == 2 && /^```/ { exit } on == 2' "$doc" >"$work/block"
+# transcript ID [DOC-ID=REAL-ID...]: the marked block's commands, run in order, print what it shows. With
+# $before set, the function it names is called with each command (as the document has it) before it runs,
+# to bring about what the document says happened meanwhile; it fails the example if it fails.
+before=
+transcript() {
+    awk -v id="$1" '$0 ~ "^ *<!-- example: " id " -->$" { on = 1; next }
+        on == 1 && /^ *```/ { on = 2; indent = index($0, "`"); next } on == 2 && /^ *```/ { exit }
+        on == 2 { print substr($0, indent) }' "$doc" >"$work/block"
     [ -s "$work/block" ] || { echo "no block marked example: $1"; return 1; }
     local line
     : >"$work/actual"
     while IFS= read -r line; do
         case "$line" in
-        '$ '*) run_as_doc "${line#\$ }" "${@:2}" >>"$work/actual" ;;
+        '$ '*)
+            [ -z "$before" ] || "$before" "${line#\$ }" </dev/null || { echo "(before: ${line#\$ })"; return 1; }
+            run_as_doc "${line#\$ }" "${@:2}" </dev/null >>"$work/actual"
+            ;;
         esac
     done <"$work/block"
     grep -v '^\$ ' "$work/block" >"$work/expected"
@@ -135,6 +204,26 @@ every_command() {
 }
 check "Every command: each example with an arrow prints what the table shows" every_command
 
+# "Keys and queues", on a broker with the police adapter and the intake adapter running.
+check "Keys and queues: a broker with a police adapter and an intake adapter" world "$work/keys" \
+    "$(printf '[delivery]\nheartbeat_ms = 500\n[keys]\nrotation_overlap_ms = 600000')"
+
+first_referral() { # one referral through, as in "Adding an agency"
+    drop JH900001 r1.json && adapter_status cpd-rms '.accepted == 1'
+}
+check "the police adapter's first referral is accepted" first_referral
+
+disable_hook() { # a referral exported while sao-intake is disabled, and tried once
+    case "$1" in
+    referral-adapter\ status*) drop JH900002 r2.json && adapter_status cpd-rms '.waiting == 1' ;;
+    esac
+}
+disabled() {
+    before=disable_hook transcript disable || return 1
+    adapter_status cpd-rms '.waiting == 0 and .accepted == 2'
+}
+check "Disabling an adapter: the referral waits at the source while the sink is disabled, as shown" disabled
+
 tool_count() { # "make install writes the seven tools"
     local words=(zero one two three four five six seven eight nine ten) said n_tools
     said=$(grep -oP '`make install` writes the \K[a-z]+(?= tools)' "$doc")
@@ -146,8 +235,7 @@ check "Install: the number of tools the document gives is the number there are" 
 schema_version() { # the broker's schema version the Upgrading section shows, on a broker this build ran
     local said got
     said=$(awk '/PRAGMA user_version.*# the schema version now/ { on = 1; next } on && /^[0-9]+$/ { print; exit }' "$doc")
-    kill "$broker_pid" && wait "$broker_pid"
-    broker_pid=
+    stop_all
     got=$(sqlite3 "$root/var/lib/referral/broker/broker.db" 'PRAGMA user_version')
     [ -n "$said" ] && [ "$said" = "$got" ] || { echo "the document shows schema $said, the broker has $got"; return 1; }
 }
