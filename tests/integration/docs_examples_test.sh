@@ -130,6 +130,7 @@ def norm(line):
     line = re.sub(r'\b[0-9a-f]{16}\b', '<keyid>', line)
     line = re.sub(r'\b(?:[0-9a-f]{4} ){15}[0-9a-f]{4}\b', '<fingerprint>', line)
     line = re.sub(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z', '<time>', line)
+    line = re.sub(r'\b1[6-9]\d{11}\b', '<ms>', line)  # Unix milliseconds
     return line
 want = [norm(l) for l in open(sys.argv[1]).read().splitlines()]
 got = [norm(l) for l in open(sys.argv[2]).read().splitlines()]
@@ -223,6 +224,26 @@ disabled() {
     adapter_status cpd-rms '.waiting == 0 and .accepted == 2'
 }
 check "Disabling an adapter: the referral waits at the source while the sink is disabled, as shown" disabled
+
+rotation() { # the intake adapter's key rotated, as "Rotating an adapter's key" does it step by step
+    local etc=$root/etc/referral
+    transcript rotate || return 1
+    stop_adapter sao-intake && transcript rotate-add
+}
+rotate_start_hook() {
+    local etc=$root/etc/referral
+    case "$1" in
+    *'while the adapter was stopped'*) # two referrals exported meanwhile, receipted by the broker
+        drop JH900003 r3.json && drop JH900004 r4.json && adapter_status cpd-rms '.queued == 0 and .awaitingAck == 2' ;;
+    *'after the start'*) # its config switched to the new key, the old one kept as previous_secret
+        sed -i -e "s#^secret = .*#secret = $etc/keys/sao-intake-2.secret\nprevious_secret = $etc/keys/sao-intake.secret#" \
+            "$etc/sao-intake.conf" && start_adapter sao-intake >/dev/null &&
+            adapter_status cpd-rms '.awaitingAck == 0 and .accepted == 4' ;;
+    esac
+}
+check "Rotating an adapter's key: rotate, key add, the restart on the new key, as shown" rotation
+check "Rotating an adapter's key: what waited for the adapter goes once it runs on its new key" \
+    eval 'before=rotate_start_hook transcript rotate-start'
 
 tool_count() { # "make install writes the seven tools"
     local words=(zero one two three four five six seven eight nine ten) said n_tools
