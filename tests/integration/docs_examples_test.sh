@@ -27,7 +27,7 @@ cleanup() {
     for pid in "$broker_pid" "${adapter_pid[@]}"; do
         [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
-    rm -rf "$work"
+    [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -61,7 +61,7 @@ fresh_broker() { # fresh_broker DIR [BROKER.CONF]: keys as the document names th
         referral-broker init --data "$root/var/lib/referral/broker" --name broker-1 --admin-card ops-admin.card &&
         cp "$root/var/lib/referral/broker/broker.card" . &&
         cp broker.card "$root/etc/referral/broker.card" || return 1
-    printf '%s\n' "${2:-}" >"$root/etc/referral/broker.conf"
+    printf '%s\n' "${2:-}" >"$root/etc/referral/broker.conf" && : >"$work/broker.log" # not the last broker's
     referral-broker run --data "$root/var/lib/referral/broker" --config "$root/etc/referral/broker.conf" \
         --listen 'tcp://127.0.0.1:*' --metrics "${metrics:-off}" 2>"$work/broker.log" &
     broker_pid=$!
@@ -79,10 +79,16 @@ start_adapter() { # start_adapter NAME: runs it, and waits until it has connecte
     until_true 20 grep -q 'event=connected' "$work/$1.log" || { echo "$1 did not connect"; return 1; }
 }
 
-stop_adapter() { # stop_adapter NAME: SIGTERM, as systemctl stop sends it
+stop_adapter() { # stop_adapter NAME: SIGTERM, as systemctl stop sends it; then until the broker has seen it go
+    # (its session ends when it is silent for 3 heartbeats), so that nothing is delivered into its closed socket
+    local gone
+    gone=$(peers_gone "$1")
     kill "${adapter_pid[$1]}" && wait "${adapter_pid[$1]}"
     unset "adapter_pid[$1]"
+    [ -z "$broker_pid" ] || until_true 10 more_gone "$1" "$gone"
 }
+peers_gone() { grep -c "event=peer_gone adapter=$1 " "$work/broker.log"; }
+more_gone() { [ "$(peers_gone "$1")" -gt "$2" ]; }
 
 world() { # world DIR [BROKER.CONF]: a new broker, the police adapter cpd-rms (rms-files) and the intake
     # adapter sao-intake (intake-sqlite) registered and running
@@ -131,6 +137,8 @@ def norm(line):
     line = re.sub(r'\b(?:[0-9a-f]{4} ){15}[0-9a-f]{4}\b', '<fingerprint>', line)
     line = re.sub(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z', '<time>', line)
     line = re.sub(r'\b1[6-9]\d{11}\b', '<ms>', line)  # Unix milliseconds
+    line = re.sub(r'("index"|"ledgerIndex"|ledger index): \d+', r'\1: <index>', line)  # ledger leaves
+    line = re.sub(r'ledger index \d+', 'ledger index <index>', line)
     return line
 want = [norm(l) for l in open(sys.argv[1]).read().splitlines()]
 got = [norm(l) for l in open(sys.argv[2]).read().splitlines()]
@@ -244,6 +252,38 @@ rotate_start_hook() {
 check "Rotating an adapter's key: rotate, key add, the restart on the new key, as shown" rotation
 check "Rotating an adapter's key: what waited for the adapter goes once it runs on its new key" \
     eval 'before=rotate_start_hook transcript rotate-start'
+
+# "A compromised key": the police key stolen; three referrals it signed wait at the broker (the intake
+# adapter is stopped), the police say since a time before the first of them.
+compromised() {
+    local etc=$root/etc/referral old_key since ids i=0
+    old_key=$(referral-keys show "$etc/keys/cpd-rms.card" | sed -n 's/^key id *//p')
+    stop_adapter sao-intake || return 1
+    since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    for i in 12 13 14; do
+        drop "JH9000$i" "r$i.json" && adapter_status cpd-rms '.queued == 0' || return 1
+    done
+    stop_adapter cpd-rms || return 1
+    transcript compromised-rotate "0cc5127dd3addda5=$old_key" || return 1
+    transcript compromised-revoke "0cc5127dd3addda5=$old_key" "2026-11-25T10:47:53Z=$since" || return 1
+    mapfile -t ids < <($ADMIN quarantine list | awk 'NR > 1 && NF > 3 { print $1 }')
+    [ "${#ids[@]}" = 3 ] || { echo "quarantined: ${ids[*]}"; return 1; }
+    quarantined=("01a21251b835714db65a7a981e5c064b=${ids[0]}" "01a21251b836758b82886dd49867d73e=${ids[1]}"
+        "01a21251b8377826ab953d1e0ce41a95=${ids[2]}" "0cc5127dd3addda5=$old_key")
+    transcript quarantine-list "${quarantined[@]}"
+}
+check "A compromised key: rotate, revoke --since, what it signed since quarantined, as shown" compromised
+
+decided() { # released and discarded; then the adapters start again, the police on its new key
+    local etc=$root/etc/referral
+    transcript quarantine-decide "${quarantined[@]}" || return 1
+    sed -i -e "s#^secret = .*#secret = $etc/keys/cpd-rms-2.secret\nprevious_secret = $etc/keys/cpd-rms.secret#" \
+        "$etc/cpd-rms.conf" && start_adapter cpd-rms && start_adapter sao-intake || return 1
+    # The released one, signed after --since, is refused by the intake adapter and waits for its ACK.
+    until_true 10 grep -q "event=envelope_refused .*msg=${quarantined[0]#*=} " "$work/sao-intake.log" ||
+        { cat "$work/sao-intake.log"; return 1; }
+}
+check "A compromised key: one discarded, one released (and refused by the intake adapter), as shown" decided
 
 tool_count() { # "make install writes the seven tools"
     local words=(zero one two three four five six seven eight nine ten) said n_tools
