@@ -215,7 +215,7 @@ check "Every command: each example with an arrow prints what the table shows" ev
 
 # "Keys and queues", on a broker with the police adapter and the intake adapter running.
 check "Keys and queues: a broker with a police adapter and an intake adapter" world "$work/keys" \
-    "$(printf '[delivery]\nheartbeat_ms = 500\n[keys]\nrotation_overlap_ms = 600000')"
+    "$(printf '[delivery]\nheartbeat_ms = 500\nack_overdue_ms = 1000\n[keys]\nrotation_overlap_ms = 600000')"
 
 first_referral() { # one referral through, as in "Adding an agency"
     drop JH900001 r1.json && adapter_status cpd-rms '.accepted == 1'
@@ -284,6 +284,16 @@ decided() { # released and discarded; then the adapters start again, the police 
         { cat "$work/sao-intake.log"; return 1; }
 }
 check "A compromised key: one discarded, one released (and refused by the intake adapter), as shown" decided
+
+# "Status, and what to alert on", after all that: a message from the stolen key still quarantined, the one
+# released waiting for an ACK.
+overdue() { # the released referral confirmed over ack_overdue_ms (1 s here) ago
+    until_true 10 eval '$ADMIN status --json 2>/dev/null | jq -e ".total.overdueAcks == 1" >/dev/null'
+}
+check "Status: the released referral is overdue" overdue
+check "Status: the table, as shown" transcript status
+check "Status: --json, as shown" transcript status-json
+check "Status: what needs attention, on stderr, and exit 1, as shown" transcript status-attention
 
 tool_count() { # "make install writes the seven tools"
     local words=(zero one two three four five six seven eight nine ten) said n_tools
