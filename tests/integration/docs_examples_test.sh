@@ -6,14 +6,15 @@
 # command, the lines under it what it prints (standard output and error). In "Every command, with an
 # example", each `COMMAND` → `OUTPUT` of the tables. Commands run with the document's paths moved under a
 # temporary root, `tcp://127.0.0.1:7450` the test's broker and `$ADMIN` as the section defines it. Both
-# sides are compared line by line after ids (16, 32 or 64 hex digits), fingerprints, times and ports are
-# made placeholders; `...` in the document stands for anything, `N` in the tables for a count. Anything else
+# sides are compared line by line after ids (16, 32 or 64 hex digits), fingerprints, times (also as Unix
+# milliseconds), ledger indices and ports are made placeholders; `...` in the document stands for anything,
+# `N` for a count (in the tables, and where a transcript says so). Anything else
 # must be exact, so that the examples cannot drift from what the tools print. The examples of "Keys and
 # queues" and after run on a broker with the police adapter cpd-rms and the intake adapter sao-intake, each
 # run with `referral-adapter run --config` as "Adding an agency" lays them out; what the document says
 # happened between two commands of a block (a referral exported, an adapter stopped) the test does before
 # the command (the *_hook functions). Besides: the number of tools and the broker's schema version the
-# document states.
+# document states. KEEP=1 keeps the temporary directory (logs) for a look.
 set -u
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -178,6 +179,11 @@ transcript() {
     same "$work/expected" "$work/actual"
 }
 
+with_hook() { # with_hook HOOK ID [DOC-ID=REAL-ID...]: transcript ID with $before the function HOOK
+    local before=$1
+    transcript "${@:2}"
+}
+
 check "a new broker starts for the examples" fresh_broker "$work/first"
 check "First start: status of a new broker, as shown" transcript first-start
 check "Adding an agency: the fingerprint read out, the card registered, as shown" transcript register
@@ -228,7 +234,7 @@ disable_hook() { # a referral exported while sao-intake is disabled, and tried o
     esac
 }
 disabled() {
-    before=disable_hook transcript disable || return 1
+    with_hook disable_hook disable || return 1
     adapter_status cpd-rms '.waiting == 0 and .accepted == 2'
 }
 check "Disabling an adapter: the referral waits at the source while the sink is disabled, as shown" disabled
@@ -251,7 +257,7 @@ rotate_start_hook() {
 }
 check "Rotating an adapter's key: rotate, key add, the restart on the new key, as shown" rotation
 check "Rotating an adapter's key: what waited for the adapter goes once it runs on its new key" \
-    eval 'before=rotate_start_hook transcript rotate-start'
+    with_hook rotate_start_hook rotate-start
 
 # "A compromised key": the police key stolen; three referrals it signed wait at the broker (the intake
 # adapter is stopped), the police say since a time before the first of them.
@@ -288,12 +294,42 @@ check "A compromised key: one discarded, one released (and refused by the intake
 # "Status, and what to alert on", after all that: a message from the stolen key still quarantined, the one
 # released waiting for an ACK.
 overdue() { # the released referral confirmed over ack_overdue_ms (1 s here) ago
-    until_true 10 eval '$ADMIN status --json 2>/dev/null | jq -e ".total.overdueAcks == 1" >/dev/null'
+    until_true 10 overdue_now || { $ADMIN status; return 1; }
 }
+overdue_now() { $ADMIN status --json 2>/dev/null | jq -e '.total.overdueAcks == 1' >/dev/null; }
 check "Status: the released referral is overdue" overdue
 check "Status: the table, as shown" transcript status
 check "Status: --json, as shown" transcript status-json
 check "Status: what needs attention, on stderr, and exit 1, as shown" transcript status-attention
+
+# "Dead letters" (and "A message's history"), on a broker whose time to live is 2 s: three referrals to
+# the intake adapter while it is down.
+dead_letters() {
+    world "$work/dead" "$(printf '[delivery]\nheartbeat_ms = 500\nttl_ms = 2000')" && stop_adapter sao-intake || return 1
+    local i
+    for i in 21 22 23; do
+        drop "JH9000$i" "r$i.json" && adapter_status cpd-rms '.queued == 0' || return 1
+    done
+    until_true 10 dead_lettered 3 || { cat "$work/broker.log"; return 1; }
+    mapfile -t ids < <($ADMIN dead-letters list | awk 'NR > 1 && NF > 3 { print $1 }')
+    [ "${#ids[@]}" = 3 ] || { echo "dead letters: ${ids[*]}"; return 1; }
+    dead=("01a2125286917b0398858ae7d833c8b1=${ids[0]}" "01a21252869273b3a3b3da44a0bf09bd=${ids[1]}"
+        "01a21252869878338a06d46618a15eec=${ids[2]}")
+    transcript dead-list "${dead[@]}"
+}
+dead_lettered() { [ "$(grep -c event=dead_lettered "$work/broker.log")" = "$1" ]; }
+check "Dead letters: three referrals past their time to live, listed as shown" dead_letters
+check "Dead letters: one discarded, its history kept, as shown" transcript dead-discard "${dead[@]}"
+refused_hook() { adapter_status cpd-rms '.refused == 1'; } # the broker's notice of the discard
+check "Dead letters: the police adapter shows the discarded referral refused, as shown" \
+    with_hook refused_hook dead-refused "${dead[@]}"
+requeue_hook() { # the cause mended first: the intake adapter started
+    case "$1" in *'requeue 01a2125286917b0398858ae7d833c8b1') start_adapter sao-intake >/dev/null ;; esac
+}
+check "Dead letters: requeued, one and then all, as shown" with_hook requeue_hook dead-requeue "${dead[@]}"
+history_hook() { adapter_status cpd-rms '.accepted == 2'; } # the two requeued delivered and answered
+check "A message's history: message show of a requeued dead letter, as shown" \
+    with_hook history_hook message-show "${dead[@]}"
 
 tool_count() { # "make install writes the seven tools"
     local words=(zero one two three four five six seven eight nine ten) said n_tools
