@@ -623,11 +623,12 @@ rb_err astore_history(astore_t *s, const msg_id_t *id, char *out, size_t cap, bo
             if (sqlite3_column_type(st, 12) != SQLITE_NULL)
                 append(out, cap, &n, "waiting    %s (%d tries)\n", text_or(st, 12, ""),
                        sqlite3_column_int(st, 13));
-            if (sqlite3_column_type(st, 11) != SQLITE_NULL)
-                append(out, cap, &n, "refused    %s\n", text_or(st, 11, ""));
             if (sqlite3_column_type(st, 4) != SQLITE_NULL)
                 append(out, cap, &n, "receipted  %lld, ledger index %lld\n",
                        (long long)sqlite3_column_int64(st, 4), (long long)sqlite3_column_int64(st, 3));
+            /* After the receipt, if any: a discard at the broker comes after it */
+            if (sqlite3_column_type(st, 11) != SQLITE_NULL)
+                append(out, cap, &n, "refused    %s\n", text_or(st, 11, ""));
             if (sqlite3_column_type(st, 8) != SQLITE_NULL)
                 append(out, cap, &n, "%-10s %lld %s\n%s\n",
                        sqlite3_column_int(st, 5) == 1 ? "ACCEPTED" : "REJECTED",

@@ -313,6 +313,7 @@ static int print_attention(const char *output)
 {
     json_t *o = json_loads(output, 0, NULL), *v;
     size_t i, n = 0;
+    fflush(stdout); /* the table first, then why, when both go to one file (status >log 2>&1, cron mail) */
     json_array_foreach(json_object_get(o, "attention"), i, v)
     {
         fprintf(stderr, "referral-admin: attention: %s\n", json_string_value(v));
