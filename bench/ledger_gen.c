@@ -235,7 +235,7 @@ static void delivered(writer_t *w, const Rb__Header *h, const card_t *to, const 
     e.outcome = "sent";
     e.detail = "attempt=1";
     e.attempt = 1;
-    check(store_attempted(w->store, h->message_id.data, t + 30000), "store_attempted");
+    check(store_attempted(w->store, h->message_id.data, t + 30000, 12), "store_attempted");
     event(w, &e, t, to, peer, NULL);
 }
 

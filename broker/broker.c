@@ -1274,7 +1274,8 @@ static void deliver_to(broker_t *b, session_t *s)
         e.outcome = "sent";
         e.detail = detail;
         e.attempt = (uint32_t)attempts[recorded];
-        if (store_attempted(b->store, d->message_id, t + backoff_ms(b->cfg, attempts[recorded])) != RB_OK ||
+        if (store_attempted(b->store, d->message_id, t + backoff_ms(b->cfg, attempts[recorded]),
+                            b->cfg->retry_limit) != RB_OK ||
             record(b, s, &e, NULL) != RB_OK) {
             store_step_undo(b->store);
             break;
@@ -1626,8 +1627,6 @@ static void expire(broker_t *b)
     uint8_t ids[64][MSG_ID_BYTES];
     int attempts[64];
     size_t n;
-    if (store_park_notices(b->store, t, b->cfg->retry_limit) != RB_OK)
-        log_error("notices_not_parked", "detail=\"the store could not be written\"");
     if (store_expired(b->store, t, b->cfg->retry_limit, b->cfg->ttl_ms, ids, attempts, 64, &n) != RB_OK ||
         n == 0)
         return;

@@ -700,12 +700,15 @@ static rb_err update_one(store_t *s, sqlite3_stmt *st)
     return rc;
 }
 
-rb_err store_attempted(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t next_ms)
+rb_err store_attempted(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t next_ms, int64_t limit)
 {
+    /* A key notice is never dead-lettered: past the limit it waits for its party's next HELLO
+     * (store_reschedule), not a delivery leaf every retry for ever. */
     return update_one(
-        s, sqldb_prepare(
-               s->db, "UPDATE messages SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?",
-               "ib", next_ms, id, MSG_ID_BYTES));
+        s, sqldb_prepare(s->db,
+                         "UPDATE messages SET attempts = attempts + 1, next_attempt_ms = CASE WHEN "
+                         "kind = 5 AND attempts + 1 >= ? THEN ? ELSE ? END WHERE message_id = ?",
+                         "iiib", limit, INT64_MAX / 2, next_ms, id, MSG_ID_BYTES));
 }
 
 rb_err store_confirmed(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *recipient, int64_t now_ms)
@@ -870,15 +873,6 @@ rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, 
         }
     sqldb_done(st);
     return step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
-}
-
-rb_err store_park_notices(store_t *s, int64_t now_ms, int64_t limit)
-{
-    return sqldb_run(
-        sqldb_prepare(s->db,
-                      "UPDATE messages INDEXED BY messages_notices SET next_attempt_ms = ? "
-                      "WHERE state = 'queued' AND kind = 5 AND attempts >= ? AND next_attempt_ms <= ?",
-                      "iii", INT64_MAX / 2, limit, now_ms));
 }
 
 rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_status,

@@ -133,8 +133,9 @@ typedef struct {
 rb_err store_due(store_t *s, const char *recipient, int64_t now_ms, due_msg_t *out, size_t max, size_t *n);
 /* Messages delivered to recipient and not yet confirmed nor due again. */
 rb_err store_in_flight(store_t *s, const char *recipient, int64_t now_ms, int *n);
-/* Records an attempt: attempts + 1, next try at next_ms. */
-rb_err store_attempted(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t next_ms);
+/* Records an attempt: attempts + 1, next try at next_ms; a key notice at its limit-th attempt or later waits
+ * instead for its party's next HELLO (store_reschedule). */
+rb_err store_attempted(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t next_ms, int64_t limit);
 /* Marks confirmed; RB_ERR_USAGE when the message is not one queued for recipient. */
 rb_err store_confirmed(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *recipient, int64_t now_ms);
 rb_err store_dead(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *reason, int64_t now_ms);
@@ -156,9 +157,6 @@ rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64
 /* Up to max queued messages whose time is up at now_ms: attempts reached limit and the last one went
  * unconfirmed, or queued (received, or requeued) before now_ms - ttl_ms. Their ids go to out, *n how many.
  * Never a key notice: a recipient that has not confirmed one would file what a revoked key signed. */
-/* A key notice delivered limit times and never confirmed is not delivered again until its recipient says
- * HELLO again (store_reschedule): kept, never dead-lettered, and no delivery leaf every retry for ever. */
-rb_err store_park_notices(store_t *s, int64_t now_ms, int64_t limit);
 rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, uint8_t (*out)[MSG_ID_BYTES],
                      int *attempts, size_t max, size_t *n);
 /* Records an ACK on the referral it answers, unless it has one already (the first stands). */
