@@ -24,15 +24,6 @@ trap cleanup EXIT
 
 . tests/integration/tap.sh
 
-until_true() { # until_true SECONDS COMMAND...: polls the command until it succeeds or time is up
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.05
-    done
-}
-
 events() { # events LOG FILTER: the log's lines as JSON, through a jq filter (lines that do not parse: none)
     jq -R -c "fromjson? | $2" "$1"
 }

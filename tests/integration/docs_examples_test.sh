@@ -37,15 +37,6 @@ trap cleanup EXIT
 root=$work/root
 export PATH=$BIN:$PATH
 
-until_true() { # until_true SECONDS COMMAND...: polls the command until it succeeds or time is up
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.05
-    done
-}
-
 stop_all() { # every adapter and the broker stopped, as systemctl stop does
     local name
     for name in "${!adapter_pid[@]}"; do stop_adapter "$name"; done

@@ -25,15 +25,6 @@ trap cleanup EXIT
 
 . tests/integration/tap.sh
 
-until_true() { # until_true SECONDS COMMAND...: polls the command until it succeeds or time is up
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.05
-    done
-}
-
 private() { # private PATH...: nothing under the paths that group or others may use (cards are public)
     local open
     open=$(find "$@" ! -name '*.card' -perm /077 -printf '%m %p\n' 2>&1)

@@ -29,15 +29,6 @@ fails() { # fails CODE PATTERN COMMAND...: exits CODE, saying one line on stderr
     grep -Eq -- "$pattern" "$work/err" || { echo "no /$pattern/ in: $(cat "$work/err")"; return 1; }
 }
 
-until_true() { # until_true SECONDS COMMAND...: polls the command until it succeeds or time is up
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.05
-    done
-}
-
 keys() { "$BIN/referral-keys" generate --no-passphrase "$@" >/dev/null; }
 keys --name ops-admin --role admin --agency ILCPD0000 --out "$work/ops-admin"
 keys --name cpd-rms --role source --agency ILCPD0000 --out "$work/cpd-rms"

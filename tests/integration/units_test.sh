@@ -37,15 +37,6 @@ root_check() { # root_check NAME COMMAND...: check, or skipped when the test can
     fi
 }
 
-until_true() { # until_true SECONDS COMMAND...: polls the command until it succeeds or time is up
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.05
-    done
-}
-
 make --no-print-directory -s -o all BIN="$BIN" install DESTDIR="$work/stage" PREFIX=/usr/local >/dev/null ||
     exit 1
 units=$work/stage/usr/local/lib/systemd/system
