@@ -257,8 +257,9 @@ compromised() {
     old_key=$(referral-keys show "$etc/keys/cpd-rms.card" | sed -n 's/^key id *//p')
     stop_adapter sao-intake || return 1
     since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-    for i in 12 13 14; do
-        drop "JH9000$i" "r$i.json" && adapter_status cpd-rms '.queued == 0' || return 1
+    for i in 12 13 14; do # each receipted before the next: queued 0 alone is true before the file is taken
+        drop "JH9000$i" "r$i.json" && adapter_status cpd-rms ".queued == 0 and .awaitingAck == $((i - 11))" ||
+            return 1
     done
     stop_adapter cpd-rms || return 1
     transcript compromised-rotate "0cc5127dd3addda5=$old_key" || return 1
@@ -299,7 +300,8 @@ dead_letters() {
     world "$work/dead" "$(printf '[delivery]\nheartbeat_ms = 500\nttl_ms = 2000')" && stop_adapter sao-intake || return 1
     local i
     for i in 21 22 23; do
-        drop "JH9000$i" "r$i.json" && adapter_status cpd-rms '.queued == 0' || return 1
+        drop "JH9000$i" "r$i.json" && adapter_status cpd-rms ".queued == 0 and .awaitingAck == $((i - 20))" ||
+            return 1
     done
     until_true 10 dead_lettered 3 || { cat "$work/broker.log"; return 1; }
     mapfile -t ids < <($ADMIN dead-letters list | awk 'NR > 1 && NF > 3 { print $1 }')
