@@ -48,9 +48,10 @@ static const char usage[] =
     "COMMANDS\n"
     "    generate\n"
     "        Creates PREFIX.secret (mode 0600, encrypted with a passphrase by Argon2id and\n"
-    "        XChaCha20-Poly1305 unless --no-passphrase) and PREFIX.card (valid for D days, default\n"
-    "        365), and prints the key id and the fingerprint. Adapters and brokers run unattended:\n"
-    "        their secrets are made with --no-passphrase and protected by their mode.\n"
+    "        XChaCha20-Poly1305 unless --no-passphrase) and PREFIX.card (valid from 5 minutes ago,\n"
+    "        for clocks a little behind, for D days, default 365), and prints the key id and the\n"
+    "        fingerprint. Adapters and brokers run unattended: their secrets are made with\n"
+    "        --no-passphrase and protected by their mode.\n"
     "    show\n"
     "        Prints every field of a card after checking it (for a broker, also its checkpoint key in\n"
     "        signed-note form).\n"
@@ -200,6 +201,12 @@ static void save_secret(const identity_t *id, const char *path, const char *pass
         xfail(rc, path);
 }
 
+/* A new card is valid from a few minutes before it is made: a host whose clock is a little behind the one
+ * that made the key (an adapter's, the broker's) would otherwise refuse what the key signs there at once,
+ * and every referral the adapter signed in that gap would be refused for good as signed by a key not yet
+ * valid (a fault run found it: an adapter whose clock was 30 s behind, then rotated). */
+#define CREATED_BEFORE_NOW_S 300
+
 static uint64_t lifetime_days(const options_t *o)
 {
     long days = 365;
@@ -264,8 +271,8 @@ static int cmd_generate(const options_t *o)
     if (!card_agency_ok(o->agency))
         xdie(EXIT_USAGE, "--agency must be an ORI: two capital letters then seven capitals or digits");
     identity_t *id;
-    rb_err rc =
-        identity_generate(&id, o->name, role, o->agency, (uint64_t)time(NULL), lifetime_days(o) * 86400);
+    rb_err rc = identity_generate(&id, o->name, role, o->agency, (uint64_t)time(NULL) - CREATED_BEFORE_NOW_S,
+                                  lifetime_days(o) * 86400);
     if (rc != RB_OK)
         xfail(rc, "generate");
     write_identity(id, o->out, o->pass_file, o->no_pass != NULL, o->force != NULL, NULL);
@@ -290,7 +297,10 @@ static int cmd_rotate(const options_t *o)
              "%s: the old key is no longer valid; a rotation must be certified by a valid key "
              "(register a new card with `referral-admin adapter add` instead)",
              o->old);
-    if ((rc = identity_generate(&next, was->name, (card_role)was->role, was->agency, now,
+    /* Created after the old card all the same: senders seal to the newest card of a name. */
+    uint64_t created =
+        now - CREATED_BEFORE_NOW_S > was->created ? now - CREATED_BEFORE_NOW_S : was->created + 1;
+    if ((rc = identity_generate(&next, was->name, (card_role)was->role, was->agency, created,
                                 lifetime_days(o) * 86400)) != RB_OK)
         xfail(rc, "rotate");
     card_cert_t cert;
