@@ -471,6 +471,51 @@ static void disconnect(adapter_t *a, const char *why)
     client_close(&a->client);
 }
 
+/* The broker refused an ACK as sealed to a key its source no longer holds (rotated out, or revoked since the
+ * referral was signed): sealed again to the source's current key, as a new envelope; or, when we know of no
+ * other key yet, it waits for the key notice. false when it is not an ACK, or its body was not kept. */
+static bool seal_ack_again(adapter_t *a, const msg_id_t *id, const uint8_t *env, size_t len,
+                           const char *reason)
+{
+    Rb__Header *h = NULL;
+    if (envelope_peek_header(env, len, &h) != RB_OK)
+        return false;
+    int64_t now = client_clock_ms();
+    const card_t *to = trust_find_name(a->trust, h->recipient, (uint64_t)(now / 1000));
+    uint8_t *body = NULL, *sealed = NULL;
+    size_t body_len, sealed_len;
+    bool done = false, same = to != NULL && h->recipient_key_id.len == RB_KEY_ID_BYTES &&
+                              memcmp(to->key_id, h->recipient_key_id.data, RB_KEY_ID_BYTES) == 0;
+    if (h->kind == RB__KIND__KIND_ACK && h->ref_message_id.len == MSG_ID_BYTES &&
+        astore_outbox_body(a->store, id, &body, &body_len) == RB_OK) {
+        char hex[33], fresh_hex[33], key_id[2 * RB_KEY_ID_BYTES + 1] = "";
+        wire_id_hex(id->bytes, hex);
+        msg_id_t ref, fresh;
+        memcpy(ref.bytes, h->ref_message_id.data, MSG_ID_BYTES);
+        envelope_params_t p = {
+            .kind = RB__KIND__KIND_ACK, .ref = &ref, .ack_status = h->ack_status, .created_ms = now};
+        if (to == NULL || same) {
+            done = astore_outbox_waiting(a->store, id, reason, now) == RB_OK;
+            log_warn("ack_waits_for_key", "msg=%s recipient=%s", hex, h->recipient);
+        } else if (envelope_seal(a->me, to, &p, body, body_len, &fresh, &sealed, &sealed_len) == RB_OK &&
+                   astore_outbox_add(a->store, &fresh, RB__KIND__KIND_ACK, sealed, sealed_len, NULL, NULL,
+                                     "ack", NULL, now) == RB_OK &&
+                   astore_outbox_keep_body(a->store, &fresh, body, body_len) == RB_OK) {
+            char why[300];
+            wire_id_hex(fresh.bytes, fresh_hex);
+            card_key_id_hex(to->key_id, key_id);
+            snprintf(why, sizeof why, "sealed again to key %s as %s: %s", key_id, fresh_hex, reason);
+            done = astore_outbox_refused(a->store, id, why, now) == RB_OK;
+            log_warn("ack_sealed_again", "msg=%s as=%s recipient=%s key_id=%s", hex, fresh_hex, h->recipient,
+                     key_id);
+        }
+    }
+    free(sealed);
+    free(body);
+    rb__header__free_unpacked(h, NULL);
+    return done;
+}
+
 /* Submits what has no receipt yet, up to CLIENT_BATCH_MAX envelopes at once (client_submit_all: one round
  * trip, and one group commit at the broker, for all of them). Their receipts and checkpoints are stored in
  * one transaction: one fsync, not two a message. A crash before it commits loses only receipts, and the
@@ -496,7 +541,6 @@ static int submit_outbox(adapter_t *a)
         client_result_t *r = &results[i];
         char hex[33];
         wire_id_hex(ids[i].bytes, hex);
-        free(envs[i]);
         if (errors[i] == RB_ERR_IO) {
             lost = "no answer to a submission"; /* submitted again after reconnecting */
         } else if (errors[i] != RB_OK) {
@@ -510,6 +554,9 @@ static int submit_outbox(adapter_t *a)
             /* For now, and for this envelope only: the others in the batch go on. */
             astore_outbox_waiting(a->store, &ids[i], r->reason, client_clock_ms());
             log_warn("submit_waiting", "msg=%s code=%s reason=%s", hex, wire_error_name(r->code), r->reason);
+        } else if (r->code == RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT &&
+                   seal_ack_again(a, &ids[i], envs[i], lens[i], r->reason)) {
+            /* an ACK, sealed again to its source's current key, or waiting to learn it */
         } else if (r->code == RB__ERROR_CODE__ERROR_CODE_SESSION_CLOSED) {
             lost = SESSION_CLOSED_WHY;
         } else if (r->code == RB__ERROR_CODE__ERROR_CODE_STORAGE ||
@@ -524,6 +571,7 @@ static int submit_outbox(adapter_t *a)
             astore_outbox_refused(a->store, &ids[i], reason, client_clock_ms());
             log_error("submit_refused", "msg=%s code=%s reason=%s", hex, wire_error_name(r->code), r->reason);
         }
+        free(envs[i]);
     }
     if (batch && astore_commit(a->store) != RB_OK) {
         astore_rollback(a->store);
@@ -611,10 +659,15 @@ static rb_err queue_ack(adapter_t *a, const envelope_opened_t *o, bool accepted,
     envelope_params_t p = {
         .kind = RB__KIND__KIND_ACK, .ref = &ref, .ack_status = ack.status, .created_ms = ack.decided_ms};
     size_t env_len;
-    rb_err rc = envelope_seal(a->me, &o->sender, &p, body, body_len, &id, &env, &env_len);
+    /* To the source's current key, which may not be the one that signed the referral any more (rotated out,
+     * revoked): the broker takes an envelope only if its recipient holds the key it is sealed to. */
+    const card_t *to = trust_find_name(a->trust, o->sender.name, (uint64_t)(ack.decided_ms / 1000));
+    rb_err rc = envelope_seal(a->me, to != NULL ? to : &o->sender, &p, body, body_len, &id, &env, &env_len);
     if (rc == RB_OK)
         rc = astore_outbox_add(a->store, &id, RB__KIND__KIND_ACK, env, env_len, NULL, NULL, "ack", NULL,
                                ack.decided_ms);
+    if (rc == RB_OK)
+        rc = astore_outbox_keep_body(a->store, &id, body, body_len);
     free(body);
     free(env);
     return rc;

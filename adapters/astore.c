@@ -56,11 +56,13 @@ static const sqldb_step_t steps[] = {
      * version 5 without it, where the runtime could not keep what it keeps there; issue #19) */
     {.sql = "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"},
     /* version 7: an envelope the broker cannot take for now (its recipient is disabled) waits, and is tried
-     * again with a growing pause; and the referrals that brokers before protocol 3 refused for good when
-     * their recipient was disabled are queued again (a recipient that is not registered refuses them
-     * again) */
+     * again with a growing pause; an ACK keeps its body, to be sealed again to its source's current key if
+     * the one it was sealed to is revoked or retired before the broker takes it; and the referrals that
+     * brokers before protocol 3 refused for good when their recipient was disabled are queued again (a
+     * recipient that is not registered refuses them again) */
     {.sql =
          "ALTER TABLE outbox ADD COLUMN waiting TEXT;"
+         "ALTER TABLE outbox ADD COLUMN ack_body BLOB;"
          "ALTER TABLE outbox ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;"
          "ALTER TABLE outbox ADD COLUMN next_try_ms INTEGER NOT NULL DEFAULT 0;"
          "UPDATE outbox SET refused = NULL, waiting = refused WHERE receipted_ms IS NULL AND refused = "
@@ -303,6 +305,27 @@ rb_err astore_outbox_receipted(astore_t *s, const msg_id_t *id, uint64_t ledger_
                                        "receipted_ms = ?, waiting = NULL WHERE message_id = ?",
                                        "iitib", (int64_t)ledger_index, broker_ms, proof, now_ms, id->bytes,
                                        MSG_ID_BYTES));
+}
+
+rb_err astore_outbox_keep_body(astore_t *s, const msg_id_t *id, const uint8_t *body, size_t len)
+{
+    return sqldb_run(sqldb_prepare(s->db, "UPDATE outbox SET ack_body = ? WHERE message_id = ?", "bb", body,
+                                   (int)len, id->bytes, MSG_ID_BYTES));
+}
+
+rb_err astore_outbox_body(astore_t *s, const msg_id_t *id, uint8_t **body, size_t *len)
+{
+    *body = NULL;
+    sqlite3_stmt *st = sqldb_prepare(s->db, "SELECT ack_body FROM outbox WHERE message_id = ?", "b",
+                                     id->bytes, MSG_ID_BYTES);
+    if (st == NULL)
+        return RB_ERR_IO;
+    rb_err rc =
+        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB ? RB_OK : RB_ERR_USAGE;
+    if (rc == RB_OK && (*body = take_blob(st, 0, len)) == NULL)
+        rc = RB_ERR_NOMEM;
+    sqlite3_finalize(st);
+    return rc;
 }
 
 rb_err astore_outbox_waiting(astore_t *s, const msg_id_t *id, const char *reason, int64_t now_ms)

@@ -71,6 +71,10 @@ rb_err astore_outbox_refused(astore_t *s, const msg_id_t *id, const char *reason
 rb_err astore_outbox_last_revision(astore_t *s, const char *agency, const char *rd_number,
                                    uint32_t *revision);
 
+/* An ACK's body as signed, kept beside it (astore_outbox_body: RB_ERR_USAGE when none is kept; *body is
+ * the caller's), to seal it again to its source's current key. */
+rb_err astore_outbox_keep_body(astore_t *s, const msg_id_t *id, const uint8_t *body, size_t len);
+rb_err astore_outbox_body(astore_t *s, const msg_id_t *id, uint8_t **body, size_t *len);
 /* The broker cannot take it for now (its recipient is disabled): it waits, and is submitted again after a
  * pause that grows with each try, up to a minute. */
 rb_err astore_outbox_waiting(astore_t *s, const msg_id_t *id, const char *reason, int64_t now_ms);

@@ -550,6 +550,48 @@ static void an_unconfirmed_notice_waits_for_the_next_hello(void **state)
     harness_stop(&h);
 }
 
+/* A police key is rotated while a referral it signed waits for the intake, away past the rotation's overlap:
+ * the intake answers it sealed to the police adapter's new key (the old one retired; the broker would refuse
+ * an ACK sealed to it, and the police adapter would wait for its answer for ever). */
+static void an_answer_goes_to_the_sources_current_key(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start("[keys]\nrotation_overlap_ms = 1000\n");
+    int snk = harness_adapter(h);
+    client_t *cpd = harness_client(h, h->cpd, 0);
+    size_t len;
+    msg_id_t referral;
+    uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &referral);
+    harness_submit_ok(cpd, env, len);
+    free(env);
+    client_close(&cpd);
+    char out[4096], secret[700], path[700];
+    test_path(secret, sizeof secret, "%s/admin.secret", h->dir);
+    assert_ok(identity_save(h->admin, secret, NULL, 0, 0, 0, false));
+    if (run(out, sizeof out,
+            "'%s/referral-keys' rotate --old '%s/cpd.secret' --out '%s/cpd-2' --no-passphrase 2>&1 && "
+            "'%s/referral-admin' --broker '%s' --broker-card '%s/broker.card' --as '%s' key add --card "
+            "'%s/cpd-2.card' 2>&1",
+            h->bin, h->dir, h->dir, h->bin, h->endpoint, h->data, secret, h->dir) != 0)
+        fail_msg("rotate and key add: %s", out);
+    harness_sleep_ms(1500); /* the old key retires */
+    harness_adapter_start(h, snk, "intake-sqlite");
+    identity_t *next;
+    assert_ok(identity_load(&next, test_path(path, sizeof path, "%s/cpd-2.secret", h->dir), NULL, 0));
+    client_t *cpd2 = harness_client(h, next, 16);
+    uint8_t got[MSG_ID_BYTES];
+    harness_receive(cpd2, 15000, got, NULL); /* the ACK, which the broker took */
+    assert_ok(client_confirm(cpd2, got));
+    client_close(&cpd2);
+    assert_int_equal(adapter_db(h, snk,
+                                "SELECT count(*) FROM outbox WHERE kind = 4 AND refused IS NULL AND "
+                                "receipted_ms IS NOT NULL"),
+                     1);
+    identity_free(&next);
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -561,6 +603,7 @@ int main(void)
         cmocka_unit_test_teardown(an_answered_referral_and_an_ack_are_not_given_up, harness_teardown),
         cmocka_unit_test_teardown(a_notice_an_earlier_release_let_expire_is_sent, harness_teardown),
         cmocka_unit_test_teardown(an_unconfirmed_notice_waits_for_the_next_hello, harness_teardown),
+        cmocka_unit_test_teardown(an_answer_goes_to_the_sources_current_key, harness_teardown),
     };
     return cmocka_run_group_tests_name("operator", tests, NULL, NULL);
 }
