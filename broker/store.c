@@ -917,7 +917,7 @@ rb_err store_keys_end(store_t *s, const char *name, int64_t *end_ms, int64_t *ad
         int64_t end = (int64_t)card.expires * 1000, retires = sqlite3_column_int64(st, 1);
         if (retires > 0 && retires < end)
             end = retires;
-        if (rc == RB_OK && end > *end_ms) {
+        if (end > *end_ms) {
             *end_ms = end;
             if (added_ms != NULL)
                 *added_ms = sqlite3_column_int64(st, 2);
