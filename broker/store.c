@@ -806,12 +806,12 @@ rb_err store_requeue_dead_notices(store_t *s, const card_t *by, int64_t now_ms, 
                                      "");
     if (st == NULL)
         return RB_ERR_IO;
-    int step;
+    int step = SQLITE_DONE;
     while (n < MAX && (step = sqlite3_step(st)) == SQLITE_ROW)
         if (sqlite3_column_bytes(st, 0) == MSG_ID_BYTES)
             memcpy(ids[n++], sqlite3_column_blob(st, 0), MSG_ID_BYTES);
     sqldb_done(st);
-    rb_err rc = RB_OK;
+    rb_err rc = step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
     for (int i = 0; rc == RB_OK && i < n; i++)
         rc = store_requeue(s, ids[i], "dead", by, now_ms);
     if (rc == RB_OK)
