@@ -287,7 +287,7 @@ static int64_t adapter_db(harness_t *h, int i, const char *sql)
 static void a_revocation_reaches_a_sink_that_was_away(void **state)
 {
     (void)state;
-    harness_t *h = harness_start("ttl_ms = 2000\n");
+    harness_t *h = harness_start("ttl_ms = 4000\n");
     int snk = harness_adapter(h);
     char path[700];
     assert_ok(card_write_file(identity_card(h->mallory),
@@ -313,7 +313,7 @@ static void a_revocation_reaches_a_sink_that_was_away(void **state)
     char *log = test_read_file(h->log, &log_len);
     assert_non_null(strstr(log, "adapter=mallory-rms recipients=2")); /* cpd-rms is of its role */
     free(log);
-    harness_sleep_ms(3000); /* past the time to live of the notice */
+    harness_sleep_ms(5000); /* past the time to live of the notice */
     wire_id_hex(id.bytes, hex);
     const char *release[] = {hex};
     free(harness_admin(h, true, "quarantine release", release, 1));
