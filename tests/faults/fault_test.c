@@ -151,26 +151,6 @@ static off_t file_size(const char *path)
     return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
-/* Runs a shell command built from fmt; its exit status, and its output (both streams if the command says
- * so) in out. */
-static int sh(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int sh(char *out, size_t cap, const char *fmt, ...)
-{
-    char cmd[6000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t len = 0, n;
-    while (len + 1 < cap && (n = fread(out + len, 1, cap - 1 - len, p)) > 0)
-        len += n;
-    out[len] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
 /* `referral-admin ARGS` as the operator types it; fails the test unless the broker did it. */
 static void admin(run_t *r, char *out, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -182,8 +162,9 @@ static void admin(run_t *r, char *out, size_t cap, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    if (sh(out, cap, "'%s/referral-admin' --broker '%s' --broker-card '%s/broker.card' --as '%s' %s 2>&1",
-           h->bin, h->endpoint, h->data, r->admin_secret, args) != 0)
+    if (harness_sh(out, cap,
+                   "'%s/referral-admin' --broker '%s' --broker-card '%s/broker.card' --as '%s' %s 2>&1",
+                   h->bin, h->endpoint, h->data, r->admin_secret, args) != 0)
         fail_msg("referral-admin %s: %s", args, out);
 }
 
@@ -293,9 +274,9 @@ static void rotate(run_t *r, int which, int64_t since_ms)
     harness_t *h = r->h;
     char out[4096], old_id[17];
     int n = ++r->rotations;
-    if (sh(out, sizeof out,
-           "'%s/referral-keys' rotate --old '%s/%s.secret' --out '%s/%s-%d' --no-passphrase 2>&1", h->bin,
-           h->dir, key_file[which], h->dir, key_file[which], n) != 0)
+    if (harness_sh(out, sizeof out,
+                   "'%s/referral-keys' rotate --old '%s/%s.secret' --out '%s/%s-%d' --no-passphrase 2>&1",
+                   h->bin, h->dir, key_file[which], h->dir, key_file[which], n) != 0)
         fail_msg("referral-keys rotate: %s", out);
     const char *k = strstr(out, "key id ");
     assert_non_null(k);
@@ -310,10 +291,10 @@ static void rotate(run_t *r, int which, int64_t since_ms)
         admin(r, out, sizeof out, "key revoke %s --reason compromised --since %s", old_id, since);
         print_message("#   revoked: %s", out);
     }
-    if (sh(out, sizeof out,
-           "cp -p '%s/%s.secret' '%s/%s-previous.secret' && mv '%s/%s-%d.secret' '%s/%s.secret'", h->dir,
-           key_file[which], h->dir, key_file[which], h->dir, key_file[which], n, h->dir,
-           key_file[which]) != 0)
+    if (harness_sh(out, sizeof out,
+                   "cp -p '%s/%s.secret' '%s/%s-previous.secret' && mv '%s/%s-%d.secret' '%s/%s.secret'",
+                   h->dir, key_file[which], h->dir, key_file[which], h->dir, key_file[which], n, h->dir,
+                   key_file[which]) != 0)
         fail_msg("switching the key files: %s", out);
     snprintf(r->previous[which], sizeof r->previous[which], "previous_secret = %s/%s-previous.secret\n",
              h->dir, key_file[which]);
@@ -355,8 +336,8 @@ static void revoke_source_key(run_t *r)
     {
         const char *id = json_string_value(json_object_get(m, "id"));
         char shown[4096];
-        if (sh(shown, sizeof shown, "'%s/referral-adapter' status --config '%s' --id %s 2>&1", h->bin,
-               h->adapters[r->adapter[SOURCE]].config, id) != 0)
+        if (harness_sh(shown, sizeof shown, "'%s/referral-adapter' status --config '%s' --id %s 2>&1", h->bin,
+                       h->adapters[r->adapter[SOURCE]].config, id) != 0)
             fail_msg("referral-adapter status --id %s: %s", id, shown);
         const char *queued = strstr(shown, "queued ");
         assert_non_null(queued);
@@ -466,11 +447,11 @@ static void backup_and_restore(run_t *r)
     json_decref(o);
     assert_true(leaves > 0);
     assert_int_equal(mkdir(standby, 0700), 0);
-    if (sh(out, sizeof out, "cp -p '%s/broker.secret' '%s/broker.card' '%s/'", h->data, h->data, standby) !=
-        0)
+    if (harness_sh(out, sizeof out, "cp -p '%s/broker.secret' '%s/broker.card' '%s/'", h->data, h->data,
+                   standby) != 0)
         fail_msg("copying the broker's key files: %s", out);
-    if (sh(out, sizeof out, "'%s/referral-broker' restore --from '%s' --data '%s' 2>&1", h->bin, file,
-           standby) != 0) {
+    if (harness_sh(out, sizeof out, "'%s/referral-broker' restore --from '%s' --data '%s' 2>&1", h->bin, file,
+                   standby) != 0) {
         print_message("#   VIOLATION: backup %d does not restore: %s", n, out);
         r->out.backups_refused++;
         return; /* the primary carries on */
@@ -757,11 +738,12 @@ static int check_invariants(run_t *r)
     size_t nv = sizeof v / sizeof v[0];
     char export[700], replay[65536];
     test_path(export, sizeof export, "%s/ledger.sqlite", h->dir);
-    int status = sh(replay, sizeof replay,
-                    "'%s/referral-audit' export --data '%s' --out '%s' >/dev/null && "
-                    "'%s/referral-audit' verify --ledger '%s' --broker-card '%s/broker.card' >/dev/null && "
-                    "'%s/referral-audit' replay --ledger '%s' --data '%s' 2>&1",
-                    h->bin, h->data, export, h->bin, export, h->data, h->bin, export, h->data);
+    int status =
+        harness_sh(replay, sizeof replay,
+                   "'%s/referral-audit' export --data '%s' --out '%s' >/dev/null && "
+                   "'%s/referral-audit' verify --ledger '%s' --broker-card '%s/broker.card' >/dev/null && "
+                   "'%s/referral-audit' replay --ledger '%s' --data '%s' 2>&1",
+                   h->bin, h->data, export, h->bin, export, h->data, h->bin, export, h->data);
     int64_t ledger_accepted = -1;
     char *summary = strstr(replay, "messages "), *a = strstr(replay, "; accepted ");
     if (a != NULL)
@@ -785,10 +767,10 @@ static int check_invariants(run_t *r)
                                         "WHERE how LIKE '%backup%')");
     if (refused > 0) { /* the reasons the source's operator is shown */
         char reasons[4096];
-        sh(reasons, sizeof reasons,
-           "sqlite3 '%s' \"SELECT count(*), refused FROM outbox WHERE kind = 1 AND refused "
-           "IS NOT NULL GROUP BY refused\" 2>&1",
-           r->outbox);
+        harness_sh(reasons, sizeof reasons,
+                   "sqlite3 '%s' \"SELECT count(*), refused FROM outbox WHERE kind = 1 AND refused "
+                   "IS NOT NULL GROUP BY refused\" 2>&1",
+                   r->outbox);
         print_message("#   refused at the source: %s", reasons);
     }
     print_message("#   referrals %d, receipted %" PRId64 ", filed %" PRId64 ", acked %" PRId64
@@ -880,8 +862,9 @@ static void fault_run(void **state)
             snprintf(figures + strlen(figures), sizeof figures - strlen(figures), "%s%s x%d",
                      figures[0] ? ", " : "", event_names[k], kinds[k]);
     /* Counted where the refusals arrive: the broker's own log is a file its disk limit also stops. */
-    sh(out, sizeof out,
-       "cat '%s/'adapter-*.log | grep 'event=submit_deferred' | grep -c 'could not store' || true", h->dir);
+    harness_sh(out, sizeof out,
+               "cat '%s/'adapter-*.log | grep 'event=submit_deferred' | grep -c 'could not store' || true",
+               h->dir);
     int64_t full = strtoll(out, NULL, 10);
     total.refused_full += (int)full;
     print_message("#   events: %s; submissions refused by the full disk: %" PRId64

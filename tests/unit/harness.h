@@ -112,6 +112,27 @@ static inline int64_t harness_db_int(const char *path, const char *sql)
     return v;
 }
 
+/* Runs a shell command built from fmt; its exit status (128 when a signal ended it), and what it printed on
+ * standard output (and standard error, if the command says 2>&1) in out, cap bytes at most. */
+static inline int harness_sh(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int harness_sh(char *out, size_t cap, const char *fmt, ...)
+{
+    char cmd[6000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = 0, n;
+    while (len + 1 < cap && (n = fread(out + len, 1, cap - 1 - len, p)) > 0)
+        len += n;
+    out[len] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
 /* --- a process the harness started, from outside ------------------------------------------------------- */
 
 /* For tests that bound a process's memory: with SANITIZE=1, AddressSanitizer would otherwise keep up to 256

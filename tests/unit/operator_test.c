@@ -137,32 +137,32 @@ static void an_older_client_is_told_to_retry(void **state)
     harness_stop(&h);
 }
 
-/* Runs a shell command built from fmt; its exit status, and its output (both streams) in out. */
-static int run(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int run(char *out, size_t cap, const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
-/* Submits a referral from who to the sink sao-intake; its id in hex. */
-static void submit_one(harness_t *h, client_t *c, const identity_t *who, char hex[33])
+/* Submits a referral from who to the sink sao-intake, receipted; its id. */
+static msg_id_t submit_one(harness_t *h, client_t *c, const identity_t *who)
 {
     size_t len;
     msg_id_t id;
     uint8_t *env = harness_referral(who, h->sao, NULL, NULL, &len, &id);
     harness_submit_ok(c, env, len);
     free(env);
-    wire_id_hex(id.bytes, hex);
+    return id;
+}
+
+/* The police key rotated with the tool and the new card registered (`key add`), as OPERATIONS.md says:
+ * DIR/cpd-2.secret and .card. */
+static void rotate_police_key(harness_t *h)
+{
+    char out[4096], secret[700];
+    test_path(secret, sizeof secret, "%s/admin.secret", h->dir);
+    if (access(secret, F_OK) != 0)
+        assert_ok(identity_save(h->admin, secret, NULL, 0, 0, 0, false));
+    if (harness_sh(
+            out, sizeof out,
+            "'%s/referral-keys' rotate --old '%s/cpd.secret' --out '%s/cpd-2' --no-passphrase 2>&1 && "
+            "'%s/referral-admin' --broker '%s' --broker-card '%s/broker.card' --as '%s' key add --card "
+            "'%s/cpd-2.card' 2>&1",
+            h->bin, h->dir, h->dir, h->bin, h->endpoint, h->data, secret, h->dir) != 0)
+        fail_msg("rotate and key add: %s", out);
 }
 
 /* Takes a backup with the admin tool and restores it into a new data directory with the broker's key
@@ -175,21 +175,23 @@ static void backup_and_restore(harness_t *h, int n)
         assert_ok(identity_save(h->admin, secret, NULL, 0, 0, 0, false));
     test_path(file, sizeof file, "%s/backup-%d.db", h->dir, n);
     test_path(standby, sizeof standby, "%s/standby-%d", h->dir, n);
-    if (run(out, sizeof out,
+    if (harness_sh(
+            out, sizeof out,
             "'%s/referral-admin' --broker '%s' --broker-card '%s/broker.card' --as '%s' backup --out '%s' "
             "2>&1",
             h->bin, h->endpoint, h->data, secret, file) != 0)
         fail_msg("backup %d: %s", n, out);
     assert_int_equal(mkdir(standby, 0700), 0);
-    assert_int_equal(
-        run(out, sizeof out, "cp -p '%s/broker.secret' '%s/broker.card' '%s/'", h->data, h->data, standby),
-        0);
-    if (run(out, sizeof out, "'%s/referral-broker' restore --from '%s' --data '%s' 2>&1", h->bin, file,
-            standby) != 0)
+    assert_int_equal(harness_sh(out, sizeof out, "cp -p '%s/broker.secret' '%s/broker.card' '%s/'", h->data,
+                                h->data, standby),
+                     0);
+    if (harness_sh(out, sizeof out, "'%s/referral-broker' restore --from '%s' --data '%s' 2>&1", h->bin, file,
+                   standby) != 0)
         fail_msg("restore of backup %d: %s", n, out);
     assert_non_null(strstr(out, "leaves verified"));
-    /* Nothing of the restore's own is left beside the database (a broker.db.restore-XXXXXX-shm was). */
-    assert_int_equal(run(out, sizeof out, "ls -A '%s' | grep -c restore-", standby), 1);
+    /* Nothing of the restore's own is left beside the database: no broker.db.restore-XXXXXX copy nor the
+     * files SQLite keeps beside one. */
+    assert_int_equal(harness_sh(out, sizeof out, "ls -A '%s' | grep -c restore-", standby), 1);
 }
 
 /* Every admin action there is, each followed by a backup that must restore: a backup is only worth what
@@ -202,7 +204,7 @@ static void a_backup_restores_after_every_admin_action(void **state)
     client_t *cpd = harness_client(h, h->cpd, 0), *mallory = harness_client(h, h->mallory, 0);
     char dead[3][33], held[2][33];
     for (int i = 0; i < 3; i++)
-        submit_one(h, cpd, h->cpd, dead[i]);
+        wire_id_hex(submit_one(h, cpd, h->cpd).bytes, dead[i]);
     /* Delivered and never confirmed: dead letters after one attempt. */
     client_t *sao = harness_client(h, h->sao, 16);
     for (int64_t deadline = harness_deadline(15000);;) {
@@ -235,7 +237,7 @@ static void a_backup_restores_after_every_admin_action(void **state)
     int64_t since = harness_ms();
     harness_sleep_ms(5);
     for (int i = 0; i < 2; i++)
-        submit_one(h, mallory, h->mallory, held[i]);
+        wire_id_hex(submit_one(h, mallory, h->mallory).bytes, held[i]);
     char key_id[17], since_text[24];
     card_key_id_hex(identity_card(h->mallory)->key_id, key_id);
     snprintf(since_text, sizeof since_text, "%lld", (long long)since);
@@ -249,14 +251,7 @@ static void a_backup_restores_after_every_admin_action(void **state)
     backup_and_restore(h, n++);
     /* A rotation: the new key certified by the old one, registered with the tool. */
     harness_adapter_files(h);
-    char out[4096], secret[700];
-    test_path(secret, sizeof secret, "%s/admin.secret", h->dir);
-    if (run(out, sizeof out,
-            "'%s/referral-keys' rotate --old '%s/cpd.secret' --out '%s/cpd-2' --no-passphrase 2>&1 && "
-            "'%s/referral-admin' --broker '%s' --broker-card '%s/broker.card' --as '%s' key add --card "
-            "'%s/cpd-2.card' 2>&1",
-            h->bin, h->dir, h->dir, h->bin, h->endpoint, h->data, secret, h->dir) != 0)
-        fail_msg("rotate and key add: %s", out);
+    rotate_police_key(h);
     backup_and_restore(h, n++);
     client_close(&cpd);
     client_close(&mallory);
@@ -295,11 +290,7 @@ static void a_revocation_reaches_a_sink_that_was_away(void **state)
     client_t *mallory = harness_client(h, h->mallory, 0);
     int64_t since = harness_ms();
     harness_sleep_ms(5);
-    size_t len;
-    msg_id_t id;
-    uint8_t *env = harness_referral(h->mallory, h->sao, NULL, NULL, &len, &id);
-    harness_submit_ok(mallory, env, len);
-    free(env);
+    msg_id_t id = submit_one(h, mallory, h->mallory);
     client_close(&mallory);
     char key_id[17], since_text[24], hex[33];
     card_key_id_hex(identity_card(h->mallory)->key_id, key_id);
@@ -407,11 +398,9 @@ static void an_answered_referral_and_an_ack_are_not_given_up(void **state)
     (void)state;
     harness_t *h = harness_start("retry_base_ms = 100\nretry_max_ms = 200\nretry_limit = 1\n");
     client_t *cpd = harness_client(h, h->cpd, 16), *sao = harness_client(h, h->sao, 16);
+    msg_id_t referral = submit_one(h, cpd, h->cpd);
+    uint8_t *env;
     size_t len;
-    msg_id_t referral;
-    uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &referral);
-    harness_submit_ok(cpd, env, len);
-    free(env);
     uint32_t attempt;
     assert_ok(client_receive(sao, 10000, &env, &len, &attempt));
     uint8_t received[RB_HASH_BYTES];
@@ -559,21 +548,10 @@ static void an_answer_goes_to_the_sources_current_key(void **state)
     harness_t *h = harness_start("[keys]\nrotation_overlap_ms = 1000\n");
     int snk = harness_adapter(h);
     client_t *cpd = harness_client(h, h->cpd, 0);
-    size_t len;
-    msg_id_t referral;
-    uint8_t *env = harness_referral(h->cpd, h->sao, NULL, NULL, &len, &referral);
-    harness_submit_ok(cpd, env, len);
-    free(env);
+    submit_one(h, cpd, h->cpd);
     client_close(&cpd);
-    char out[4096], secret[700], path[700];
-    test_path(secret, sizeof secret, "%s/admin.secret", h->dir);
-    assert_ok(identity_save(h->admin, secret, NULL, 0, 0, 0, false));
-    if (run(out, sizeof out,
-            "'%s/referral-keys' rotate --old '%s/cpd.secret' --out '%s/cpd-2' --no-passphrase 2>&1 && "
-            "'%s/referral-admin' --broker '%s' --broker-card '%s/broker.card' --as '%s' key add --card "
-            "'%s/cpd-2.card' 2>&1",
-            h->bin, h->dir, h->dir, h->bin, h->endpoint, h->data, secret, h->dir) != 0)
-        fail_msg("rotate and key add: %s", out);
+    char path[700];
+    rotate_police_key(h);
     harness_sleep_ms(1500); /* the old key retires */
     harness_adapter_start(h, snk, "intake-sqlite");
     identity_t *next;
