@@ -33,7 +33,13 @@ run_tap() { # a cmocka program: count its ok / not ok lines
     passed=$((passed + ok))
     failed=$((failed + bad))
     grep '^not ok ' "$log" | sed "s|^|$name: |"
-    [ "$bad" -gt 0 ] && failures+=("$name: $bad failed (log: $log)")
+    # CI shows only the end of what this prints: the summary carries each failure with the "# " lines
+    # cmocka wrote around it (the assertion and its message), at most 8 of them before and 8 after.
+    [ "$bad" -gt 0 ] && failures+=("$name: $bad failed (log: $log)
+$(awk '/^# / { if (after > 0) { print "      " $0; after-- } else ctx[n++ % 8] = $0; next }
+       /^not ok / { for (i = (n > 8 ? n - 8 : 0); i < n; i++) print "      " ctx[i % 8]; n = 0
+                    print "    " $0; after = 8; next }
+       { n = 0; after = 0 }' "$log")")
     if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then
         record "$name exited $rc without reporting a failure" 1 "$log"
         echo "$name: exited $rc"
