@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,12 +30,18 @@
 #include "wire.h"
 #include "witness.h"
 
+/* Keys an adapter still opens with after rotations: each rotation adds one until the operator drops the
+ * oldest, once nothing sealed to it can come (docs/ADAPTERS.md, previous_secret). */
+#define ADAPTER_PREVIOUS_MAX 8
+
 struct adapter {
     settings_t *cfg;
     const connector_ops_t *ops;
     connector_t *conn;
     identity_t *me;
-    identity_t *previous;              /* the key before a rotation, to open what was sealed to it; or NULL */
+    identity_t *previous[ADAPTER_PREVIOUS_MAX]; /* keys before rotations, newest first, to open what was
+                                                   sealed to them; n_previous of them */
+    size_t n_previous;
     card_t broker;                     /* the broker's card */
     trust_t *trust;                    /* peer cards: whom we seal to and whose envelopes we open */
     char recipient[CARD_NAME_MAX + 1]; /* source: the sink referrals go to */
@@ -76,6 +83,32 @@ static const char *required(const settings_t *cfg, const char *key, char *err, s
         return NULL;
     }
     return v;
+}
+
+/* previous_secret: one or more key files, separated by spaces, newest first. */
+static rb_err load_previous(adapter_t *a, char *err, size_t errlen)
+{
+    const char *list = settings_get(a->cfg, "adapter", "previous_secret", "");
+    for (const char *p = list + strspn(list, " \t"); *p != '\0'; p += strspn(p, " \t")) {
+        size_t n = strcspn(p, " \t");
+        char path[PATH_MAX];
+        if (n >= sizeof path)
+            return settings_fail(a->cfg, "adapter", "previous_secret", err, errlen, "a path is too long");
+        if (a->n_previous == ADAPTER_PREVIOUS_MAX)
+            return settings_fail(a->cfg, "adapter", "previous_secret", err, errlen,
+                                 "more than %d keys: drop the oldest, which nothing can still be sealed to",
+                                 ADAPTER_PREVIOUS_MAX);
+        memcpy(path, p, n);
+        path[n] = '\0';
+        rb_err rc = identity_load(&a->previous[a->n_previous], path, NULL, 0);
+        if (rc != RB_OK) {
+            snprintf(err, errlen, "%s: %s", path, rb_strerror(rc));
+            return rc;
+        }
+        a->n_previous++;
+        p += n;
+    }
+    return RB_OK;
 }
 
 static const connector_ops_t *find_connector(const char *name)
@@ -169,9 +202,8 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
     /* The broker signs key notices. */
     if (rc == RB_OK && (rc = trust_add(a->trust, &a->broker)) != RB_OK)
         snprintf(err, errlen, "%s: the broker's card conflicts with a card in %s", broker_card, trust);
-    const char *previous = settings_get(a->cfg, "adapter", "previous_secret", NULL);
-    if (rc == RB_OK && previous != NULL && (rc = identity_load(&a->previous, previous, NULL, 0)) != RB_OK)
-        snprintf(err, errlen, "%s: %s", previous, rb_strerror(rc));
+    if (rc == RB_OK)
+        rc = load_previous(a, err, errlen);
     if (rc == RB_OK && a->ops->role == CARD_ROLE_SOURCE) {
         const char *recipient = required(a->cfg, "recipient", err, errlen);
         if (recipient == NULL) {
@@ -247,7 +279,8 @@ void adapter_close(adapter_t **a_p)
     astore_close(&a->store);
     trust_free(&a->trust);
     identity_free(&a->me);
-    identity_free(&a->previous);
+    for (size_t i = 0; i < a->n_previous; i++)
+        identity_free(&a->previous[i]);
     settings_free(&a->cfg);
     if (a->lock_fd >= 0)
         close(a->lock_fd);
@@ -1035,16 +1068,16 @@ static int process_inbox(adapter_t *a)
         wire_id_hex(id.bytes, hex);
         envelope_opened_t o;
         rb_err rc = envelope_open(a->me, a->trust, env, len, &o);
-        /* Sealed to our key before a rotation, and delivered after it. */
-        if (rc == RB_ERR_WRONG_RECIPIENT && a->previous != NULL)
-            rc = envelope_open(a->previous, a->trust, env, len, &o);
+        /* Sealed to one of our keys before a rotation, and delivered after it. */
+        for (size_t k = 0; rc == RB_ERR_WRONG_RECIPIENT && k < a->n_previous; k++)
+            rc = envelope_open(a->previous[k], a->trust, env, len, &o);
         free(env);
         if (rc == RB_ERR_WRONG_RECIPIENT) {
             /* Most likely sealed to this adapter's new key while it still runs the old one (a rotation
              * done out of order): kept, and tried again at the next start, with the keys then configured. */
             log_security("envelope_held",
-                         "msg=%s reason=\"sealed to a key this adapter does not hold: "
-                         "configure its new secret, the old one as previous_secret, and restart\"",
+                         "msg=%s reason=\"sealed to a key this adapter does not hold: configure its new "
+                         "secret, and its older keys, newest first, as previous_secret, and restart\"",
                          hex);
             astore_inbox_done(a->store, &id, "held", NULL, NULL, rb_strerror(rc), client_clock_ms());
             continue;

@@ -89,7 +89,7 @@ typedef struct {
     harness_t *h;
     int adapter[2];
     int64_t clock_offset_ms[2];
-    char previous[2][700];  /* this adapter's previous_secret line, once its key was rotated */
+    char previous[2][1024]; /* this adapter's older keys, newest first, once its key was rotated */
     char reconfig[2][700];  /* its [adapter] lines of the last config change */
     char connector[2][200]; /* its connector's lines of the last config change */
     char metrics[2][700];   /* the metrics_file the last config change named, which the adapter must write */
@@ -113,7 +113,9 @@ static void start_adapter(run_t *r, int which)
     char offset[32];
     snprintf(offset, sizeof offset, "%" PRId64, r->clock_offset_ms[which]);
     setenv("RB_TEST_CLOCK_OFFSET_MS", offset, 1);
-    snprintf(h->adapter_settings, sizeof h->adapter_settings, "%s%s", r->previous[which], r->reconfig[which]);
+    snprintf(h->adapter_settings, sizeof h->adapter_settings, "%s%s%s%s",
+             r->previous[which][0] ? "previous_secret =" : "", r->previous[which],
+             r->previous[which][0] ? "\n" : "", r->reconfig[which]);
     snprintf(h->connector_settings, sizeof h->connector_settings, "%s", r->connector[which]);
     harness_adapter_start(h, r->adapter[which], connector[which]);
     unsetenv("RB_TEST_CLOCK_OFFSET_MS");
@@ -291,13 +293,17 @@ static void rotate(run_t *r, int which, int64_t since_ms)
         admin(r, out, sizeof out, "key revoke %s --reason compromised --since %s", old_id, since);
         print_message("#   revoked: %s", out);
     }
+    /* Every older key stays: what waited while the adapter was away may be sealed to any of them. */
     if (harness_sh(out, sizeof out,
-                   "cp -p '%s/%s.secret' '%s/%s-previous.secret' && mv '%s/%s-%d.secret' '%s/%s.secret'",
-                   h->dir, key_file[which], h->dir, key_file[which], h->dir, key_file[which], n, h->dir,
+                   "cp -p '%s/%s.secret' '%s/%s-previous-%d.secret' && mv '%s/%s-%d.secret' '%s/%s.secret'",
+                   h->dir, key_file[which], h->dir, key_file[which], n, h->dir, key_file[which], n, h->dir,
                    key_file[which]) != 0)
         fail_msg("switching the key files: %s", out);
-    snprintf(r->previous[which], sizeof r->previous[which], "previous_secret = %s/%s-previous.secret\n",
-             h->dir, key_file[which]);
+    char older[sizeof r->previous[which]];
+    snprintf(older, sizeof older, "%s", r->previous[which]);
+    if (snprintf(r->previous[which], sizeof r->previous[which], " %s/%s-previous-%d.secret%s", h->dir,
+                 key_file[which], n, older) >= (int)sizeof r->previous[which])
+        fail_msg("more rotations than the previous_secret line holds");
     start_adapter(r, which);
 }
 

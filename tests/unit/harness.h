@@ -45,7 +45,7 @@ typedef struct {
     card_t broker;
     harness_adapter_t adapters[HARNESS_MAX_ADAPTERS];
     int n_adapters;
-    char adapter_settings[700];   /* more [adapter] lines for the configs written from now on */
+    char adapter_settings[2048];  /* more [adapter] lines for the configs written from now on */
     char connector_settings[700]; /* more lines for the connector's section of the configs written from now
                                      on, after the harness's own (the last of a key wins) */
 } harness_t;

@@ -148,9 +148,9 @@ static msg_id_t submit_one(harness_t *h, client_t *c, const identity_t *who)
     return id;
 }
 
-/* The police key rotated with the tool and the new card registered (`key add`), as OPERATIONS.md says:
- * DIR/cpd-2.secret and .card. */
-static void rotate_police_key(harness_t *h)
+/* A key rotated with the tool and the new card registered (`key add`), as OPERATIONS.md says: the key in
+ * DIR/OLD.secret succeeded by DIR/NEW.secret and .card. */
+static void rotate_key(harness_t *h, const char *old, const char *new)
 {
     char out[4096], secret[700];
     test_path(secret, sizeof secret, "%s/admin.secret", h->dir);
@@ -158,11 +158,16 @@ static void rotate_police_key(harness_t *h)
         assert_ok(identity_save(h->admin, secret, NULL, 0, 0, 0, false));
     if (harness_sh(
             out, sizeof out,
-            "'%s/referral-keys' rotate --old '%s/cpd.secret' --out '%s/cpd-2' --no-passphrase 2>&1 && "
+            "'%s/referral-keys' rotate --old '%s/%s.secret' --out '%s/%s' --no-passphrase 2>&1 && "
             "'%s/referral-admin' --broker '%s' --broker-card '%s/broker.card' --as '%s' key add --card "
-            "'%s/cpd-2.card' 2>&1",
-            h->bin, h->dir, h->dir, h->bin, h->endpoint, h->data, secret, h->dir) != 0)
-        fail_msg("rotate and key add: %s", out);
+            "'%s/%s.card' 2>&1",
+            h->bin, h->dir, old, h->dir, new, h->bin, h->endpoint, h->data, secret, h->dir, new) != 0)
+        fail_msg("rotate %s and key add: %s", old, out);
+}
+
+static void rotate_police_key(harness_t *h)
+{
+    rotate_key(h, "cpd", "cpd-2");
 }
 
 /* Takes a backup with the admin tool and restores it into a new data directory with the broker's key
@@ -576,6 +581,42 @@ static void an_answer_goes_to_the_sources_current_key(void **state)
     harness_stop(&h);
 }
 
+/* The intake's key is rotated twice while a referral sealed to its first key waits at the broker (the
+ * intake away): started on its third key with both older ones as previous_secret, newest first, it opens
+ * and answers the referral (rejected: the harness's referral has none of the order's fields). With one
+ * previous key, as the manual said was enough, no configuration could open both what was sealed to the
+ * first key and what was sealed to the second: the referral was held for ever. */
+static void a_sink_rotated_twice_opens_what_waited(void **state)
+{
+    (void)state;
+    harness_t *h = harness_start(NULL);
+    int snk = harness_adapter(h);
+    client_t *cpd = harness_client(h, h->cpd, 0);
+    submit_one(h, cpd, h->cpd);
+    client_close(&cpd);
+    rotate_key(h, "sao", "sao-2");
+    rotate_key(h, "sao-2", "sao-3");
+    char out[4096];
+    if (harness_sh(out, sizeof out,
+                   "cd '%s' && mv sao.secret sao-1.secret && cp sao-3.secret sao.secret 2>&1", h->dir) != 0)
+        fail_msg("switching the key files: %s", out);
+    snprintf(h->adapter_settings, sizeof h->adapter_settings,
+             "previous_secret = %s/sao-2.secret %s/sao-1.secret\n", h->dir, h->dir);
+    harness_adapter_start(h, snk, "intake-sqlite");
+    static const char answered[] = "SELECT count(*) FROM inbox WHERE state = 'rejected'";
+    for (int64_t deadline = harness_deadline(15000); adapter_db(h, snk, answered) < 1;) {
+        if (harness_ms() > deadline)
+            fail_msg(
+                "the referral sealed to the intake's first key was not answered in 15 s; held: %lld (see %s)",
+                (long long)adapter_db(h, snk, "SELECT count(*) FROM inbox WHERE state = 'held'"),
+                h->adapters[snk].log);
+        harness_sleep_ms(100);
+    }
+    assert_int_equal(adapter_db(h, snk, "SELECT count(*) FROM inbox WHERE state = 'held'"), 0);
+    harness_adapter_stop(h, snk, SIGTERM);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -588,6 +629,7 @@ int main(void)
         cmocka_unit_test_teardown(a_notice_an_earlier_release_let_expire_is_sent, harness_teardown),
         cmocka_unit_test_teardown(an_unconfirmed_notice_waits_for_the_next_hello, harness_teardown),
         cmocka_unit_test_teardown(an_answer_goes_to_the_sources_current_key, harness_teardown),
+        cmocka_unit_test_teardown(a_sink_rotated_twice_opens_what_waited, harness_teardown),
     };
     return cmocka_run_group_tests_name("operator", tests, NULL, NULL);
 }
