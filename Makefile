@@ -31,20 +31,44 @@ GEN     := $(BUILD)/gen
 PROTOS  := $(wildcard proto/*.proto)
 GEN_C   := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
 GEN_H   := $(GEN_C:.c=.h)
-LIBDIRS := proto keys broker adapters
-# Every */referral-NAME.c is the main of the tool bin/referral-NAME; every other .c is in the library.
+# The layers, from the bottom: each is a folder and a static library, and its code sees only its own
+# headers and those of the layers below it, so that an include that points up fails to build, and a call
+# that points up fails to link (the libraries are linked top first). broker and adapters are the programs'
+# own code, side by side above the client library.
+LAYERS  := common keys proto ledger client broker adapters
+dir_common := common
+dir_keys   := keys
+dir_proto  := proto
+dir_ledger := ledger
+dir_client := adapters/client
+dir_broker := broker
+dir_adapters := adapters
+INC_common := -Icommon
+INC_keys   := $(INC_common) -Ikeys
+INC_proto  := $(INC_keys) -Iproto -I$(GEN)
+INC_ledger := $(INC_proto) -Iledger
+INC_client := $(INC_ledger) -Iadapters/client
+INC_broker := $(INC_client) -Ibroker
+INC_adapters := $(INC_client) -Iadapters
+INC_all    := $(INC_client) -Ibroker -Iadapters
+LIBDIRS := $(foreach l,$(LAYERS),$(dir_$(l)))
+# Every */referral-NAME.c is the main of the tool bin/referral-NAME; every other .c is in its layer's library.
 TOOL_SRC := $(foreach d,$(LIBDIRS),$(wildcard $(d)/referral-*.c))
 TOOLS   := $(notdir $(basename $(TOOL_SRC)))
-LIB_SRC := $(filter-out $(TOOL_SRC),$(foreach d,$(LIBDIRS),$(wildcard $(d)/*.c)))
-LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(patsubst $(GEN)/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
-LIB     := $(BUILD)/libreferral.a
+layer_src = $(filter-out $(TOOL_SRC),$(wildcard $(dir_$(1))/*.c))
+layer_obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(call layer_src,$(1))) \
+            $(if $(filter proto,$(1)),$(patsubst $(GEN)/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C)))
+LIB_SRC := $(foreach l,$(LAYERS),$(call layer_src,$(l)))
+LIB_OBJ := $(foreach l,$(LAYERS),$(call layer_obj,$(l)))
+# Linked top first: a library may use only those after it.
+LIBS    := $(foreach l,adapters broker client ledger proto keys common,$(BUILD)/lib/lib$(l).a)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*_test.c))
 FAULTS  := $(BUILD)/tests/fault_test
 # The benchmark's programs (make bench); make test builds them so that they keep compiling.
 BENCH   := $(patsubst bench/%.c,$(BUILD)/bench/%,$(filter-out bench/rabbitmq_load.c,$(wildcard bench/*.c)))
 FUZZ    := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/*_fuzz.c))
 FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC)) $(patsubst $(GEN)/%.c,build/fuzz/obj/gen/%.o,$(GEN_C))
-SOURCES := $(shell find proto keys broker adapters tests bench -name '*.[ch]' 2>/dev/null)
+SOURCES := $(shell find common keys proto ledger broker adapters tests bench -name '*.[ch]' 2>/dev/null)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wvla
 CFLAGS  ?= -O2 -g
@@ -52,8 +76,8 @@ ifdef SANITIZE
 CFLAGS  := -O1 -g -fno-omit-frame-pointer
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
 endif
-CPPFLAGS += -std=c11 -D_DEFAULT_SOURCE $(addprefix -I,$(LIBDIRS)) -I$(GEN) -MMD -MP
-ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN) $(WARN) $(PKG_CFLAGS)
+CPPFLAGS += -std=c11 -D_DEFAULT_SOURCE -MMD -MP
+ALL_CFLAGS = $(CPPFLAGS) $(INC) $(CFLAGS) $(SAN) $(WARN) $(PKG_CFLAGS)
 LDLIBS   = $(PKG_LIBS) -lpthread -lm
 
 .PHONY: all deps test test-faults demo bench clean install uninstall fuzz format lint test-valgrind
@@ -102,32 +126,42 @@ build/fuzz/json_fuzz: build/fuzz/obj/gen/pbjson_types.pb-c.o
 
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c | $(GEN_H)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN) -Wall -Wextra -Werror $(PKG_CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(INC) $(CFLAGS) $(SAN) -Wall -Wextra -Werror $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c | $(GEN_H)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(LIB): $(LIB_OBJ)
-	@rm -f $@
-	$(AR) rcs $@ $^
+# Each object sees the headers of its layer and those below it; tools, tests and benchmarks see them all.
+$(foreach l,$(LAYERS),$(eval $(BUILD)/obj/$(dir_$(l))/%.o: INC = $(INC_$(l))))
+$(foreach t,$(TOOL_SRC),$(eval $(BUILD)/obj/$(basename $(t)).o: INC = $(INC_all)))
+$(BUILD)/obj/tests/%.o $(BUILD)/obj/bench/%.o: INC = $(INC_all)
+$(BUILD)/obj/gen/%.o: INC = -I$(GEN)
+
+define layer_rule
+$(BUILD)/lib/lib$(1).a: $(call layer_obj,$(1))
+	@mkdir -p $$(@D)
+	@rm -f $$@
+	$$(AR) rcs $$@ $$^
+endef
+$(foreach l,$(LAYERS),$(eval $(call layer_rule,$(l))))
 
 define tool_rule
-$(BIN)/$(notdir $(basename $(1))): $(BUILD)/obj/$(basename $(1)).o $(LIB)
+$(BIN)/$(notdir $(basename $(1))): $(BUILD)/obj/$(basename $(1)).o $(LIBS)
 	@mkdir -p $$(@D)
 	$$(CC) $$(CFLAGS) $$(SAN) -o $$@ $$^ $$(LDLIBS)
 endef
 $(foreach t,$(TOOL_SRC),$(eval $(call tool_rule,$(t))))
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
-$(FAULTS): $(BUILD)/obj/tests/faults/fault_test.o $(LIB)
+$(FAULTS): $(BUILD)/obj/tests/faults/fault_test.o $(LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
 # Benchmark programs (bench/*.c, run by make bench): linked like the tools.
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 # The RabbitMQ reference (make bench RABBITMQ=1) alone needs librabbitmq, which bench/rabbitmq.sh installs
@@ -136,7 +170,7 @@ $(BUILD)/obj/bench/rabbitmq_load.o: private CPPFLAGS += $(shell pkg-config --cfl
 $(BUILD)/bench/rabbitmq_load: private LDLIBS += $(shell pkg-config --libs librabbitmq)
 
 # Fuzz targets: clang, libFuzzer, ASan and UBSan, whatever the flavor.
-FUZZ_FLAGS = $(CPPFLAGS) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror $(PKG_CFLAGS)
+FUZZ_FLAGS = $(CPPFLAGS) $(INC_all) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror $(PKG_CFLAGS)
 build/fuzz/obj/gen/%.o: $(GEN)/%.c | $(GEN_H)
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -c $< -o $@
@@ -160,12 +194,12 @@ test-faults: all $(FAULTS)
 # Static analysis: both tools must print nothing. Generated protobuf-c code is read, never checked.
 # bench/rabbitmq_load.c needs librabbitmq's headers, installed only by make bench RABBITMQ=1.
 LINT_SRC := $(filter-out $(if $(wildcard /usr/include/amqp.h),,bench/rabbitmq_load.c),$(filter %.c,$(SOURCES)))
-LINT_FLAGS = $(filter-out -MMD -MP,$(CPPFLAGS)) $(PKG_CFLAGS)
+LINT_FLAGS = $(filter-out -MMD -MP,$(CPPFLAGS)) $(INC_all) $(PKG_CFLAGS)
 lint: $(GEN_H) $(GEN)/pbjson_types.pb-c.h
 	cppcheck --quiet --error-exitcode=1 --inline-suppr --suppressions-list=.ci/cppcheck.supp -j$$(nproc) \
 	    --enable=warning,style,performance,portability --std=c11 -D_DEFAULT_SOURCE \
 	    -DPROTOBUF_C_VERSION_NUMBER=1004001 -DPROTOBUF_C_MIN_COMPILER_VERSION=1000000 \
-	    $(addprefix -I,$(LIBDIRS)) -I$(GEN) --template='{file}:{line}: {severity} {id}: {message}' $(LINT_SRC)
+	    $(INC_all) --template='{file}:{line}: {severity} {id}: {message}' $(LINT_SRC)
 	@echo "clang-tidy: $(words $(LINT_SRC)) files"
 	@printf '%s\n' $(LINT_SRC) | xargs -P$$(nproc) -n1 bash -c 'set -o pipefail; \
 	    clang-tidy --quiet "$$0" -- $(LINT_FLAGS) 2>&1 | { grep -v "^[0-9]* warnings\? generated\.$$" || true; }' \

@@ -22,6 +22,7 @@
 
 #include "admin.h"
 #include "broker.h"
+#include "client.h"
 #include "envelope.h"
 #include "identity.h"
 #include "rbcrypto.h"

@@ -658,29 +658,3 @@ bool admin_execute(store_t *store, const party_t *admin, const char *peer, const
     *output = out.buf;
     return rc == RB_OK;
 }
-
-rb_err admin_sign(const identity_t *admin, const Rb__AdminCommand *cmd, Rb__AdminRequest *req)
-{
-    rb__admin_request__init(req);
-    size_t len = rb__admin_command__get_packed_size(cmd);
-    uint8_t *bytes = malloc(len ? len : 1), *sig = malloc(RB_SIG_BYTES);
-    if (bytes == NULL || sig == NULL) {
-        free(bytes);
-        free(sig);
-        return RB_ERR_NOMEM;
-    }
-    rb__admin_command__pack(cmd, bytes);
-    req->signed_ = (ProtobufCBinaryData){len, bytes};
-    req->signature = (ProtobufCBinaryData){RB_SIG_BYTES, sig};
-    rb_err rc = rbcrypto_sign(RB_DOMAIN_ADMIN, bytes, len, identity_sign_sk(admin), sig);
-    if (rc != RB_OK)
-        admin_request_clear(req);
-    return rc;
-}
-
-void admin_request_clear(Rb__AdminRequest *req)
-{
-    free(req->signed_.data);
-    free(req->signature.data);
-    rb__admin_request__init(req);
-}

@@ -43,8 +43,4 @@ bool admin_execute(store_t *store, const party_t *admin, const char *peer, const
 void admin_warn_keys(store_t *store, const card_t *broker, int64_t since_ms, int64_t now_ms, int64_t warn_ms,
                      int64_t final_ms);
 
-/* Signs a command for sending: fills req with malloc'd bytes (free with admin_request_clear). */
-rb_err admin_sign(const identity_t *admin, const Rb__AdminCommand *cmd, Rb__AdminRequest *req);
-void admin_request_clear(Rb__AdminRequest *req);
-
 #endif

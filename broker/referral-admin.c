@@ -19,7 +19,7 @@
 #include <sqlite3.h>
 
 #include "audit.h"
-#include "backup.h"
+#include "backup_fetch.h"
 #include "client.h"
 #include "keyfile.h"
 #include "pbjson.h"

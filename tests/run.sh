@@ -64,7 +64,7 @@ run_fuzz() { # a libFuzzer target: a few seconds from the seed corpus must find 
 
 run_format() { # every C source as clang-format would write it
     local log="$out_dir/format.log" files
-    files=$(find proto keys broker adapters tests bench -name '*.[ch]' 2>/dev/null)
+    files=$(find common keys proto ledger broker adapters tests bench -name '*.[ch]' 2>/dev/null)
     # shellcheck disable=SC2086
     clang-format --style=file --dry-run --Werror $files >"$log" 2>&1
     local rc=$?

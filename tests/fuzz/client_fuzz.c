@@ -1,4 +1,4 @@
-/* client_fuzz.c -- libFuzzer target for the frames a client takes from the broker (adapters/client.c):
+/* client_fuzz.c -- libFuzzer target for the frames a client takes from the broker (adapters/client/client.c):
  * WELCOME with its ledger update, RECEIPT with its leaf, tlog-proof and update, DELIVER and ERROR, checked
  * by the same calls client.c makes (witness_check_update, witness_check_proof, ledger_parse_leaf).
  *

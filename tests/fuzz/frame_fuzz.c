@@ -20,6 +20,7 @@
 
 #include "admin.h"
 #include "broker.h"
+#include "client.h"
 #include "envelope.h"
 #include "ledger.h"
 #include "log.h"

@@ -1,4 +1,4 @@
-/* leaf_fuzz.c -- libFuzzer target for ledger leaves and exported ledgers (broker/ledger.c, broker/audit.c).
+/* leaf_fuzz.c -- libFuzzer target for ledger leaves and exported ledgers (ledger/ledger.c, ledger/audit.c).
  *
  * The first byte picks the mode:
  *   even: the rest is a leaf. ledger_parse_leaf accepts only canonical bytes, so a leaf that parses packs

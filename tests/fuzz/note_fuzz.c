@@ -1,5 +1,5 @@
 /* note_fuzz.c -- libFuzzer target for checkpoints (signed notes), tlog-proofs and Merkle proofs
- * (broker/note.c, broker/merkle.c).
+ * (ledger/note.c, ledger/merkle.c).
  *
  * Two fixed-seed keys: the "true" key signs only checkpoints of one reference tree (N_LEAVES leaves), in
  * this target and in the checked-in seeds; the "scratch" key signs whatever checkpoint an input asks for.

@@ -1,4 +1,4 @@
-/* note_test.c -- signed notes, checkpoints and tlog-proofs (broker/note.c): the published examples of
+/* note_test.c -- signed notes, checkpoints and tlog-proofs (ledger/note.c): the published examples of
  * other implementations verified, sign and open round trips, tampering and foreign signatures, and every
  * malformation the specifications rule out refused. */
 #include <sodium.h>

@@ -2,7 +2,7 @@
  * many connections as it likes and sends any frame, or any bytes, under any registered key; and what a test
  * reads of the broker process from outside (its memory, its descriptors, its /metrics).
  *
- * The client library (adapters/client.c) always behaves; these do not have to. */
+ * The client library (adapters/client/client.c) always behaves; these do not have to. */
 #ifndef RAW_PEER_H
 #define RAW_PEER_H
 

@@ -1,9 +1,10 @@
-/* backup_fetch.c -- the admin's side of the online backup (see backup.h): asks the broker for a snapshot,
- * waits for it, reads it chunk by chunk into a temporary file, checks it, and puts it in place.
+/* backup_fetch.c -- the admin's side of the online backup (see backup_fetch.h; the broker's is backup.c):
+ * asks the broker for a snapshot, waits for it, reads it chunk by chunk into a temporary file, checks it,
+ * and puts it in place.
  *
  * Every request is a signed admin command, ledgered by the broker: who copied the database, and when, is
  * in the audit trail. The status is polled with a growing pause so that a long copy costs few of them. */
-#include "backup.h"
+#include "backup_fetch.h"
 
 #include <errno.h>
 #include <fcntl.h>

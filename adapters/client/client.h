@@ -68,6 +68,11 @@ rb_err client_receive(client_t *c, int timeout_ms, uint8_t **env, size_t *len, u
 /* Tells the broker a delivered envelope is safely stored. */
 rb_err client_confirm(client_t *c, const uint8_t message_id[16]);
 
+/* Signs an admin command for sending (the broker checks it in admin.c): fills req with malloc'd bytes,
+ * freed by admin_request_clear. client_admin does both; tools that write requests of their own use these. */
+rb_err admin_sign(const identity_t *admin, const Rb__AdminCommand *cmd, Rb__AdminRequest *req);
+void admin_request_clear(Rb__AdminRequest *req);
+
 /* Sends a signed admin command and waits for the reply. *output is malloc'd (the caller frees it). */
 rb_err client_admin(client_t *c, const identity_t *admin, const char *command, const char *const *args,
                     size_t n_args, int timeout_ms, bool *ok, char **output);

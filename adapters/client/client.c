@@ -15,7 +15,6 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "admin.h"
 #include "envelope.h"
 #include "ledger.h"
 #include "rbcrypto.h"
@@ -661,6 +660,32 @@ static rb_err request(client_t *c, Rb__Frame *f, Rb__Frame__BodyCase answer, int
         *out = c->answer;
         c->answer = NULL;
     }
+    return rc;
+}
+
+void admin_request_clear(Rb__AdminRequest *req)
+{
+    free(req->signed_.data);
+    free(req->signature.data);
+    rb__admin_request__init(req);
+}
+
+rb_err admin_sign(const identity_t *admin, const Rb__AdminCommand *cmd, Rb__AdminRequest *req)
+{
+    rb__admin_request__init(req);
+    size_t len = rb__admin_command__get_packed_size(cmd);
+    uint8_t *bytes = malloc(len ? len : 1), *sig = malloc(RB_SIG_BYTES);
+    if (bytes == NULL || sig == NULL) {
+        free(bytes);
+        free(sig);
+        return RB_ERR_NOMEM;
+    }
+    rb__admin_command__pack(cmd, bytes);
+    req->signed_ = (ProtobufCBinaryData){len, bytes};
+    req->signature = (ProtobufCBinaryData){RB_SIG_BYTES, sig};
+    rb_err rc = rbcrypto_sign(RB_DOMAIN_ADMIN, bytes, len, identity_sign_sk(admin), sig);
+    if (rc != RB_OK)
+        admin_request_clear(req);
     return rc;
 }
 
