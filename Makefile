@@ -62,7 +62,9 @@ LIB_SRC := $(foreach l,$(LAYERS),$(call layer_src,$(l)))
 LIB_OBJ := $(foreach l,$(LAYERS),$(call layer_obj,$(l)))
 # Linked top first: a library may use only those after it.
 LIBS    := $(foreach l,adapters broker client ledger proto keys common,$(BUILD)/lib/lib$(l).a)
+# tests/unit: code in one process; tests/system: tests that start real brokers, adapters and tools.
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*_test.c))
+SYSTEM  := $(patsubst tests/system/%.c,$(BUILD)/tests/%,$(wildcard tests/system/*_test.c))
 FAULTS  := $(BUILD)/tests/fault_test
 # The benchmark's programs (make bench); make test builds them so that they keep compiling.
 BENCH   := $(patsubst bench/%.c,$(BUILD)/bench/%,$(filter-out bench/rabbitmq_load.c,$(wildcard bench/*.c)))
@@ -135,7 +137,7 @@ $(BUILD)/obj/%.o: %.c | $(GEN_H)
 # Each object sees the headers of its layer and those below it; tools, tests and benchmarks see them all.
 $(foreach l,$(LAYERS),$(eval $(BUILD)/obj/$(dir_$(l))/%.o: INC = $(INC_$(l))))
 $(foreach t,$(TOOL_SRC),$(eval $(BUILD)/obj/$(basename $(t)).o: INC = $(INC_all)))
-$(BUILD)/obj/tests/%.o $(BUILD)/obj/bench/%.o: INC = $(INC_all)
+$(BUILD)/obj/tests/%.o $(BUILD)/obj/bench/%.o: INC = $(INC_all) -Itests/unit
 $(BUILD)/obj/gen/%.o: INC = -I$(GEN)
 
 define layer_rule
@@ -154,6 +156,9 @@ endef
 $(foreach t,$(TOOL_SRC),$(eval $(call tool_rule,$(t))))
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/system/%.o $(LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 $(FAULTS): $(BUILD)/obj/tests/faults/fault_test.o $(LIBS)
@@ -180,9 +185,9 @@ build/fuzz/obj/%.o: %.c | $(GEN_H)
 build/fuzz/%: build/fuzz/obj/tests/fuzz/%.o $(FUZZ_OBJ)
 	clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $^ $(LDLIBS)
 
-test: all $(UNIT) $(FAULTS) $(FUZZ) $(BENCH)
+test: all $(UNIT) $(SYSTEM) $(FAULTS) $(FUZZ) $(BENCH)
 	@BIN=$(BIN) BUILD=$(BUILD) FUZZ_SECONDS=$(if $(FUZZ_SECONDS),$(FUZZ_SECONDS),4) TEST_TIMEOUT=900 \
-	    tests/run.sh $(UNIT) $(FAULTS) $(wildcard tests/integration/*_test.sh) $(addprefix fuzz:,$(FUZZ)) format:
+	    tests/run.sh $(UNIT) $(SYSTEM) $(FAULTS) $(wildcard tests/integration/*_test.sh) $(addprefix fuzz:,$(FUZZ)) format:
 
 # The long fault run: FAULT_RUNS seeded runs (FAULT_SEED replays one), figures in its log.
 FAULT_RUNS ?= 50
@@ -194,12 +199,12 @@ test-faults: all $(FAULTS)
 # Static analysis: both tools must print nothing. Generated protobuf-c code is read, never checked.
 # bench/rabbitmq_load.c needs librabbitmq's headers, installed only by make bench RABBITMQ=1.
 LINT_SRC := $(filter-out $(if $(wildcard /usr/include/amqp.h),,bench/rabbitmq_load.c),$(filter %.c,$(SOURCES)))
-LINT_FLAGS = $(filter-out -MMD -MP,$(CPPFLAGS)) $(INC_all) $(PKG_CFLAGS)
+LINT_FLAGS = $(filter-out -MMD -MP,$(CPPFLAGS)) $(INC_all) -Itests/unit $(PKG_CFLAGS)
 lint: $(GEN_H) $(GEN)/pbjson_types.pb-c.h
 	cppcheck --quiet --error-exitcode=1 --inline-suppr --suppressions-list=.ci/cppcheck.supp -j$$(nproc) \
 	    --enable=warning,style,performance,portability --std=c11 -D_DEFAULT_SOURCE \
 	    -DPROTOBUF_C_VERSION_NUMBER=1004001 -DPROTOBUF_C_MIN_COMPILER_VERSION=1000000 \
-	    $(INC_all) --template='{file}:{line}: {severity} {id}: {message}' $(LINT_SRC)
+	    $(INC_all) -Itests/unit --template='{file}:{line}: {severity} {id}: {message}' $(LINT_SRC)
 	@echo "clang-tidy: $(words $(LINT_SRC)) files"
 	@printf '%s\n' $(LINT_SRC) | xargs -P$$(nproc) -n1 bash -c 'set -o pipefail; \
 	    clang-tidy --quiet "$$0" -- $(LINT_FLAGS) 2>&1 | { grep -v "^[0-9]* warnings\? generated\.$$" || true; }' \
@@ -252,4 +257,4 @@ clean:
 	rm -rf build bin
 
 -include $(LIB_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) $(patsubst %.c,build/fuzz/obj/%.d,$(wildcard tests/fuzz/*.c)) \
-    $(patsubst %.c,$(BUILD)/obj/%.d,$(TOOL_SRC) $(wildcard tests/unit/*.c tests/faults/*.c bench/*.c))
+    $(patsubst %.c,$(BUILD)/obj/%.d,$(TOOL_SRC) $(wildcard tests/unit/*.c tests/system/*.c tests/faults/*.c bench/*.c))

@@ -19,7 +19,7 @@ enum {
 
 /* One step of a schema, from version v to v + 1: its SQL, then, for what plain SQL cannot say (whether a
  * column a release left is there), a repair in C; either may be NULL. A released step is never edited:
- * a change is a new step (tests/unit/schema_test.c holds each released layout). */
+ * a change is a new step (tests/system/schema_test.c holds each released layout). */
 typedef struct {
     const char *sql;
     rb_err (*repair)(sqlite3 *db); /* RB_OK, or an error that undoes the whole migration */

@@ -16,7 +16,7 @@
 
 #include <jansson.h>
 
-#include "../unit/harness.h"
+#include "../system/harness.h"
 
 #define REFERRALS 24
 

@@ -504,7 +504,7 @@ static void planted_values_never_published(void **state)
      * case has a row. */
     test_path(cmd, sizeof cmd,
               "mkdir -p '%s/drop' && for f in adapters/samples/valid/*.json; do b=$(basename $f); "
-              "jq -f tests/unit/publish_plant.jq $f >'%s/'$b && cp '%s/'$b '%s/drop/'$b.part && "
+              "jq -f tests/system/publish_plant.jq $f >'%s/'$b && cp '%s/'$b '%s/drop/'$b.part && "
               "mv '%s/drop/'$b.part '%s/drop/'$b && jq '.rdNumber |= sub(\"^JH5\"; \"JH9\") | "
               "if .references then .references.rdNumber |= sub(\"^JH5\"; \"JH9\") else . end' '%s/'$b "
               ">'%s/drop/twin-'$b.part && mv '%s/drop/twin-'$b.part '%s/drop/twin-'$b || exit 1; done",
