@@ -316,6 +316,25 @@ static void forked_ledger_caught_by_peer(void **state)
     harness_stop(&h);
 }
 
+/* A broker's store as init leaves it (its own card, then an admin's), in an open transaction; card_text
+ * receives the broker card's text form. */
+static store_t *initialised_store(const char *dir, identity_t **broker, identity_t **admin,
+                                  char card_text[CARD_TEXT_MAX + 1])
+{
+    char path[600], why[600];
+    assert_ok(
+        identity_generate(broker, "broker-1", CARD_ROLE_BROKER, "IL0000000", (uint64_t)time(NULL), 86400));
+    assert_ok(
+        identity_generate(admin, "ops-admin", CARD_ROLE_ADMIN, "IL0000000", (uint64_t)time(NULL), 86400));
+    store_t *s;
+    assert_ok(store_open(&s, test_path(path, sizeof path, "%s/broker.db", dir), true, why, sizeof why));
+    card_text[card_to_text(identity_card(*broker), card_text)] = '\0';
+    assert_ok(store_begin(s));
+    assert_ok(store_record_card(s, identity_card(*broker), "the broker's own card", 1));
+    assert_ok(store_add_party(s, identity_card(*admin), 1));
+    return s;
+}
+
 /* 100,000 events, a checkpoint every 1,000, exported and verified; then one node of the stored tree
  * altered, and the broker's signer refuses to sign a checkpoint over it. */
 static void hundred_thousand_events(void **state)
@@ -323,19 +342,10 @@ static void hundred_thousand_events(void **state)
     (void)state;
     char *dir = test_mkdtemp(), path[600], out[600], why[600];
     identity_t *broker, *admin;
-    assert_ok(
-        identity_generate(&broker, "broker-1", CARD_ROLE_BROKER, "IL0000000", (uint64_t)time(NULL), 86400));
-    assert_ok(
-        identity_generate(&admin, "ops-admin", CARD_ROLE_ADMIN, "IL0000000", (uint64_t)time(NULL), 86400));
-    store_t *s;
-    assert_ok(store_open(&s, test_path(path, sizeof path, "%s/broker.db", dir), true, why, sizeof why));
-    ledger_t *l = store_ledger(s);
     char note[NOTE_TEXT_MAX], card_text[CARD_TEXT_MAX + 1];
     size_t note_len;
-    card_text[card_to_text(identity_card(broker), card_text)] = '\0';
-    assert_ok(store_begin(s));
-    assert_ok(store_record_card(s, identity_card(broker), "the broker's own card", 1));
-    assert_ok(store_add_party(s, identity_card(admin), 1));
+    store_t *s = initialised_store(dir, &broker, &admin, card_text);
+    ledger_t *l = store_ledger(s);
     for (int i = 0; i < 100000; i++) {
         uint8_t id[16] = {(uint8_t)i, (uint8_t)(i >> 8), (uint8_t)(i >> 16)};
         Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
@@ -367,6 +377,7 @@ static void hundred_thousand_events(void **state)
     }
     /* An altered node: the signer refuses, since the tree no longer extends its last checkpoint. */
     store_close(&s);
+    test_path(path, sizeof path, "%s/broker.db", dir);
     sql(path, "UPDATE ledger_nodes SET hash = zeroblob(32) WHERE id = 16 << 48"); /* leaves 0 to 65,535 */
     assert_ok(store_open(&s, path, false, why, sizeof why));
     assert_ok(store_begin(s));
@@ -391,20 +402,11 @@ static void hundred_thousand_events(void **state)
 static void misspelt_action_refused(void **state)
 {
     (void)state;
-    char *dir = test_mkdtemp(), path[600], out[600], why[600];
+    char *dir = test_mkdtemp(), out[600], why[600];
     identity_t *broker, *admin;
-    assert_ok(
-        identity_generate(&broker, "broker-1", CARD_ROLE_BROKER, "IL0000000", (uint64_t)time(NULL), 86400));
-    assert_ok(
-        identity_generate(&admin, "ops-admin", CARD_ROLE_ADMIN, "IL0000000", (uint64_t)time(NULL), 86400));
-    store_t *s;
-    assert_ok(store_open(&s, test_path(path, sizeof path, "%s/broker.db", dir), true, why, sizeof why));
     char note[NOTE_TEXT_MAX], card_text[CARD_TEXT_MAX + 1];
     size_t note_len;
-    card_text[card_to_text(identity_card(broker), card_text)] = '\0';
-    assert_ok(store_begin(s));
-    assert_ok(store_record_card(s, identity_card(broker), "the broker's own card", 1));
-    assert_ok(store_add_party(s, identity_card(admin), 1));
+    store_t *s = initialised_store(dir, &broker, &admin, card_text);
     uint8_t id[16] = {1};
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.at_ms = 2;
