@@ -206,7 +206,7 @@ static void submitted(writer_t *w, const sealed_t *s, const card_t *who, const c
     char detail[160];
     snprintf(detail, sizeof detail, "kind=%d recipient=%s bytes=%zu", (int)h->kind, h->recipient, s->len);
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
-    e.action = "submitted";
+    e.action = ACTION_NAME(SUBMITTED);
     e.message_id = h->message_id;
     e.outcome = "ok";
     e.detail = detail;
@@ -216,7 +216,7 @@ static void submitted(writer_t *w, const sealed_t *s, const card_t *who, const c
     uint64_t index;
     event(w, &e, t, who, peer, &index);
     if (h->kind == RB__KIND__KIND_ACK) {
-        e.action = "acked";
+        e.action = ACTION_NAME(ACKED);
         e.message_id = h->ref_message_id;
         e.outcome = "accepted";
         e.envelope_sha256 = (ProtobufCBinaryData){0, NULL};
@@ -231,7 +231,7 @@ static void submitted(writer_t *w, const sealed_t *s, const card_t *who, const c
 static void delivered(writer_t *w, const Rb__Header *h, const card_t *to, const char *peer, int64_t t)
 {
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
-    e.action = "delivered";
+    e.action = ACTION_NAME(DELIVERED);
     e.message_id = h->message_id;
     e.outcome = "sent";
     e.detail = "attempt=1";
@@ -243,7 +243,7 @@ static void delivered(writer_t *w, const Rb__Header *h, const card_t *to, const 
 static void confirmed(writer_t *w, const Rb__Header *h, const card_t *by, const char *peer, int64_t t)
 {
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
-    e.action = "confirmed";
+    e.action = ACTION_NAME(CONFIRMED);
     e.message_id = h->message_id;
     e.outcome = "ok";
     e.detail = "";
@@ -335,7 +335,7 @@ int main(int argc, char **argv)
     const card_t *src = identity_card(source), *snk = identity_card(sink);
     check(store_begin(store), "begin");
     Rb__LedgerEvent start = RB__LEDGER_EVENT__INIT;
-    start.action = "broker_started";
+    start.action = ACTION_NAME(BROKER_STARTED);
     start.outcome = "ok";
     start.detail = "listen=tcp://127.0.0.1:41000";
     start.at_ms = t0;
@@ -397,13 +397,13 @@ int main(int argc, char **argv)
     check(store_begin(store), "begin");
     while (ledger_size(l) < w.target) {
         Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
-        e.action = "disconnected";
+        e.action = ACTION_NAME(DISCONNECTED);
         e.outcome = "ok";
         e.detail = "closed";
         event(&w, &e, ++t + 7, src, PEER_SOURCE, NULL);
     }
     Rb__LedgerEvent stop = RB__LEDGER_EVENT__INIT;
-    stop.action = "broker_stopped";
+    stop.action = ACTION_NAME(BROKER_STOPPED);
     stop.outcome = "ok";
     stop.at_ms = t + 8;
     check(store_event(store, &stop, NULL), "broker_stopped");

@@ -319,7 +319,7 @@ static rb_err held_messages(store_t *store, const char *state, const char *verb,
         return rc;
     }
     bool requeue = strcmp(verb, "requeue") == 0 || strcmp(verb, "release") == 0;
-    const char *done = strcmp(state, "dead") == 0 ? "requeued" : "released";
+    const char *done = ledger_actions[ledger_transition(message_state_of(state), STATE_QUEUED)].name;
     if (requeue && argc == 1 && strcmp(argv[0], "all") == 0) {
         if ((mo.ids = malloc(REQUEUE_ALL_MAX * sizeof *mo.ids)) == NULL)
             return RB_ERR_NOMEM;
@@ -341,7 +341,7 @@ static rb_err held_messages(store_t *store, const char *state, const char *verb,
                         : store_discard(store, id, state, argv[1], by, now_ms);
     if (rc == RB_ERR_USAGE)
         return out_printf(out, "%s: not %s", argv[0],
-                          strcmp(state, "dead") == 0 ? "a dead letter" : "quarantined"),
+                          strcmp(state, STATE_NAME(DEAD)) == 0 ? "a dead letter" : "quarantined"),
                rc;
     if (rc == RB_ERR_NOT_ALLOWED)
         return out_printf(out,
@@ -351,7 +351,7 @@ static rb_err held_messages(store_t *store, const char *state, const char *verb,
                rc;
     if (rc != RB_OK)
         return rc;
-    return out_printf(out, "{\"%s\": \"%s\"}", requeue ? done : "discarded", argv[0]), RB_OK;
+    return out_printf(out, "{\"%s\": \"%s\"}", requeue ? done : ACTION_NAME(DISCARDED), argv[0]), RB_OK;
 }
 
 typedef struct {
@@ -550,9 +550,9 @@ static rb_err execute(store_t *store, const Rb__AdminCommand *cmd, const card_t 
         return revoke_key(store, argv, by, now_ms, out);
     }
     if (strncmp(c, "dead-letters ", 13) == 0)
-        return held_messages(store, "dead", c + 13, argc, argv, by, now_ms, out);
+        return held_messages(store, STATE_NAME(DEAD), c + 13, argc, argv, by, now_ms, out);
     if (strncmp(c, "quarantine ", 11) == 0)
-        return held_messages(store, "quarantined", c + 11, argc, argv, by, now_ms, out);
+        return held_messages(store, STATE_NAME(QUARANTINED), c + 11, argc, argv, by, now_ms, out);
     if (strcmp(c, "message show") == 0 && argc == 1)
         return show_message(store, argv[0], out);
     if (strcmp(c, "ledger read") == 0 && argc == 3)
@@ -577,7 +577,7 @@ static rb_err record(store_t *store, const party_t *admin, const char *peer, con
              cmd ? cmd->command : "?", arg, reason);
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.at_ms = now_ms;
-    e.action = "admin";
+    e.action = ACTION_NAME(ADMIN);
     e.party = (char *)admin->card.name;
     e.agency = (char *)admin->card.agency;
     e.peer = (char *)peer;

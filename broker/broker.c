@@ -619,7 +619,7 @@ static void close_session(broker_t *b, session_t *s, const char *why, metrics_cl
     bool receiver = s->hello && s->credit > 0;
     if ((receiver || leaf) && store_begin(b->store) == RB_OK) {
         if ((receiver && store_reschedule(b->store, s->party.card.name, t) != RB_OK) ||
-            (leaf && event(b, s, "disconnected", NULL, "ok", why) != RB_OK) ||
+            (leaf && event(b, s, ACTION_NAME(DISCONNECTED), NULL, "ok", why) != RB_OK) ||
             store_commit(b->store) != RB_OK)
             store_rollback(b->store);
     }
@@ -1044,7 +1044,7 @@ static rb_err record_submission(broker_t *b, const session_t *s, const Rb__Heade
     char detail[160];
     snprintf(detail, sizeof detail, "kind=%d recipient=%s bytes=%zu", (int)h->kind, h->recipient, len);
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
-    e.action = "submitted";
+    e.action = ACTION_NAME(SUBMITTED);
     e.party = h->sender;
     e.agency = h->sender_agency;
     e.message_id = h->message_id;
@@ -1055,7 +1055,7 @@ static rb_err record_submission(broker_t *b, const session_t *s, const Rb__Heade
     e.envelope_sha256 = (ProtobufCBinaryData){RB_HASH_BYTES, (uint8_t *)sha256};
     rb_err rc = record(b, s, &e, index);
     if (rc == RB_OK && h->kind == RB__KIND__KIND_ACK) {
-        e.action = "acked";
+        e.action = ACTION_NAME(ACKED);
         e.message_id = h->ref_message_id;
         e.outcome = h->ack_status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "accepted" : "rejected";
         e.envelope_sha256 = (ProtobufCBinaryData){0, NULL};
@@ -1071,7 +1071,7 @@ static rb_err record_refusals(broker_t *b)
     for (size_t i = 0; i < b->n_refusals; i++) {
         refusal_t *r = &b->refusals[i];
         Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
-        e.action = "refused";
+        e.action = ACTION_NAME(REFUSED);
         e.party = r->party;
         e.agency = r->agency;
         e.peer = r->peer;
@@ -1120,7 +1120,7 @@ static rb_err apply_confirms(broker_t *b, int64_t t)
             return rc;
         q->rc = store_confirmed(b->store, q->id, q->session->party.card.name, t);
         if (q->rc == RB_OK)
-            q->rc = event(b, q->session, "confirmed", q->id, "ok", NULL);
+            q->rc = event(b, q->session, ACTION_NAME(CONFIRMED), q->id, "ok", NULL);
         if (q->rc == RB_OK)
             rc = store_step_end(b->store);
         else
@@ -1269,7 +1269,7 @@ static void deliver_to(broker_t *b, session_t *s)
             break;
         snprintf(detail, sizeof detail, "attempt=%d", attempts[recorded]);
         Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
-        e.action = "delivered";
+        e.action = ACTION_NAME(DELIVERED);
         e.message_id = (ProtobufCBinaryData){MSG_ID_BYTES, d->message_id};
         e.outcome = "sent";
         e.detail = detail;
@@ -1638,7 +1638,7 @@ static void expire(broker_t *b)
         char hex[33];
         wire_id_hex(ids[i], hex);
         if (store_dead(b->store, ids[i], why, t) != RB_OK ||
-            event(b, NULL, "dead_lettered", ids[i], "dead", why) != RB_OK) {
+            event(b, NULL, ACTION_NAME(DEAD_LETTERED), ids[i], "dead", why) != RB_OK) {
             store_rollback(b->store);
             return;
         }
@@ -1677,25 +1677,25 @@ static rb_err notice_body(broker_t *b, uint64_t index, uint8_t **out, size_t *le
     n.ledger_index = index;
     uint8_t packed[CARD_PACKED_MAX];
     party_t revoked;
-    if (strcmp(e->action, "key_added") == 0) {
+    if (strcmp(e->action, ACTION_NAME(KEY_ADDED)) == 0) {
         n.change = RB__KEY_NOTICE__CHANGE__CHANGE_ADDED;
         n.card = e->card;
         n.certification = e->certification;
         n.old_key_retires_ms = e->retires_ms;
-    } else if (strcmp(e->action, "key_revoked") == 0 && e->key_id.len == RB_KEY_ID_BYTES &&
+    } else if (strcmp(e->action, ACTION_NAME(KEY_REVOKED)) == 0 && e->key_id.len == RB_KEY_ID_BYTES &&
                store_find_key(b->store, e->key_id.data, &revoked) == RB_OK) {
         n.change = RB__KEY_NOTICE__CHANGE__CHANGE_REVOKED;
         n.card = (ProtobufCBinaryData){card_pack(&revoked.card, packed), packed};
         n.reason = e->detail;
         n.revoked_since_ms = e->since_ms;
-    } else if (strcmp(e->action, "discarded") != 0 || e->message_id.len != MSG_ID_BYTES) {
+    } else if (strcmp(e->action, ACTION_NAME(DISCARDED)) != 0 || e->message_id.len != MSG_ID_BYTES) {
         rc = RB_ERR_MALFORMED;
     }
     snprintf(owner, CARD_NAME_MAX + 1, "%s", e->party);
     card_t changed;
     bool found = false;
     stored_msg_t m;
-    if (rc == RB_OK && strcmp(e->action, "discarded") == 0) {
+    if (rc == RB_OK && strcmp(e->action, ACTION_NAME(DISCARDED)) == 0) {
         n.change = RB__KEY_NOTICE__CHANGE__CHANGE_DISCARDED;
         n.message_id = e->message_id;
         n.reason = e->detail;
@@ -1861,7 +1861,7 @@ void broker_close(broker_t **b_p, rb_err why)
     /* A start that did not come up (a port in use) ledgers nothing: restarted every few seconds, it would
      * otherwise add a leaf each time. */
     if (b->started && why != RB_ERR_HASH_MISMATCH) {
-        event_now(b, NULL, "broker_stopped", NULL, "ok", NULL);
+        event_now(b, NULL, ACTION_NAME(BROKER_STOPPED), NULL, "ok", NULL);
         checkpoint_now(b, true);
     }
     metrics_stop(&b->metrics);
@@ -1946,7 +1946,7 @@ rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t 
     if (rc == RB_OK) {
         char detail[300];
         snprintf(detail, sizeof detail, "listen=%s", b->endpoint);
-        event_now(b, NULL, "broker_started", NULL, "ok", detail);
+        event_now(b, NULL, ACTION_NAME(BROKER_STARTED), NULL, "ok", detail);
         requeue_dead_notices(b);
         b->started = true;
         /* A ledger that does not extend its last checkpoint was altered: refuse to run on it. */

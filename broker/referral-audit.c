@@ -233,7 +233,7 @@ static int cmd_export(const options_t *o)
     snprintf(detail, sizeof detail, "export format=%s to=%.200s", format, o->out);
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.at_ms = tool_now_ms();
-    e.action = "ledger_read";
+    e.action = ACTION_NAME(LEDGER_READ);
     e.party = who;
     e.outcome = "ok";
     e.detail = detail;

@@ -251,7 +251,7 @@ static rb_err check_envelopes(restore_t *r, audit_export_t *x, int schema_versio
             wire_id_hex(id, hex);
         const unsigned char *state = sqlite3_column_text(st, 3);
         if (sqlite3_column_bytes(st, 1) == 0 && state != NULL &&
-            strcmp((const char *)state, "discarded") == 0)
+            message_state_of((const char *)state) == STATE_DISCARDED)
             continue;
         uint8_t sha256[RB_HASH_BYTES], *leaf = NULL;
         size_t leaf_len;
@@ -259,8 +259,9 @@ static rb_err check_envelopes(restore_t *r, audit_export_t *x, int schema_versio
         uint64_t index = (uint64_t)sqlite3_column_int64(st, 2);
         Rb__LedgerEvent *e = NULL;
         bool same = id_ok && ledger_leaf(x->ledger, index, &leaf, &leaf_len) == RB_OK &&
-                    ledger_parse_leaf(leaf, leaf_len, &e) == RB_OK && strcmp(e->action, "submitted") == 0 &&
-                    e->message_id.len == MSG_ID_BYTES && memcmp(e->message_id.data, id, MSG_ID_BYTES) == 0 &&
+                    ledger_parse_leaf(leaf, leaf_len, &e) == RB_OK &&
+                    ledger_action_of(e->action) == ACTION_SUBMITTED && e->message_id.len == MSG_ID_BYTES &&
+                    memcmp(e->message_id.data, id, MSG_ID_BYTES) == 0 &&
                     e->envelope_sha256.len == RB_HASH_BYTES &&
                     memcmp(e->envelope_sha256.data, sha256, RB_HASH_BYTES) == 0;
         if (!same)

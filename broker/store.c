@@ -249,7 +249,7 @@ rb_err store_record_card(store_t *s, const card_t *card, const char *detail, int
     uint8_t packed[CARD_PACKED_MAX];
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.at_ms = now_ms;
-    e.action = "party_registered";
+    e.action = ACTION_NAME(PARTY_REGISTERED);
     e.party = (char *)card->name;
     e.agency = (char *)card->agency;
     e.outcome = "ok";
@@ -285,7 +285,7 @@ rb_err store_add_key(store_t *s, const card_t *card, const card_cert_t *cert, in
     card_cert_pack(cert, cert_packed);
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.at_ms = now_ms;
-    e.action = "key_added";
+    e.action = ACTION_NAME(KEY_ADDED);
     e.party = (char *)card->name;
     e.agency = (char *)card->agency;
     e.outcome = "ok";
@@ -399,7 +399,7 @@ rb_err store_revoke_key(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], const
         return rc;
     Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
     e.at_ms = now_ms;
-    e.action = "key_revoked";
+    e.action = ACTION_NAME(KEY_REVOKED);
     e.party = owner.card.name;
     e.agency = owner.card.agency;
     e.outcome = "ok";
@@ -691,6 +691,18 @@ rb_err store_in_flight(store_t *s, const char *recipient, int64_t now_ms, int *n
         n);
 }
 
+/* The state action a moves a message to, and the one it moves it from (the first, for an action that may
+ * happen in several): what a transition's UPDATE binds, so that it makes the move ledger_events.h lists. */
+static const char *state_after(ledger_action_t a)
+{
+    return message_states[ledger_actions[a].to];
+}
+
+static const char *state_before(ledger_action_t a)
+{
+    return message_states[ledger_from(a)];
+}
+
 /* An UPDATE that must change exactly one row; RB_ERR_USAGE when it changed none. */
 static rb_err update_one(store_t *s, sqlite3_stmt *st)
 {
@@ -713,19 +725,20 @@ rb_err store_attempted(store_t *s, const uint8_t id[MSG_ID_BYTES], int64_t next_
 
 rb_err store_confirmed(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *recipient, int64_t now_ms)
 {
-    return update_one(
-        s, sqldb_prepare(s->db,
-                         "UPDATE messages SET state = 'confirmed', confirmed_ms = ? "
-                         "WHERE message_id = ? AND recipient = ? AND state = 'queued' AND attempts > 0",
-                         "ibt", now_ms, id, MSG_ID_BYTES, recipient));
+    return update_one(s,
+                      sqldb_prepare(s->db,
+                                    "UPDATE messages SET state = ?, confirmed_ms = ? "
+                                    "WHERE message_id = ? AND recipient = ? AND state = ? AND attempts > 0",
+                                    "tibtt", state_after(ACTION_CONFIRMED), now_ms, id, MSG_ID_BYTES,
+                                    recipient, state_before(ACTION_CONFIRMED)));
 }
 
 rb_err store_dead(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *reason, int64_t now_ms)
 {
     (void)now_ms;
-    return update_one(
-        s, sqldb_prepare(s->db, "UPDATE messages SET state = 'dead', dead_reason = ? WHERE message_id = ?",
-                         "tb", reason, id, MSG_ID_BYTES));
+    return update_one(s, sqldb_prepare(s->db,
+                                       "UPDATE messages SET state = ?, dead_reason = ? WHERE message_id = ?",
+                                       "ttb", state_after(ACTION_DEAD_LETTERED), reason, id, MSG_ID_BYTES));
 }
 
 /* Ledgers an admin's decision on a message: action with outcome "ok" and the reason. */
@@ -747,15 +760,16 @@ static rb_err message_event(store_t *s, const uint8_t id[MSG_ID_BYTES], const ch
 rb_err store_requeue(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const card_t *by,
                      int64_t now_ms)
 {
+    ledger_action_t a =
+        ledger_transition(message_state_of(from_state), STATE_QUEUED); /* requeued, released */
+    if (a == ACTION_COUNT)
+        return RB_ERR_USAGE;
     rb_err rc = update_one(
-        s, sqldb_prepare(
-               s->db,
-               "UPDATE messages SET state = 'queued', attempts = 0, next_attempt_ms = ?, queued_ms = ?, "
-               "dead_reason = NULL WHERE message_id = ? AND state = ?",
-               "iibt", now_ms, now_ms, id, MSG_ID_BYTES, from_state));
-    return rc == RB_OK ? message_event(s, id, strcmp(from_state, "dead") == 0 ? "requeued" : "released", NULL,
-                                       by, now_ms, NULL)
-                       : rc;
+        s, sqldb_prepare(s->db,
+                         "UPDATE messages SET state = ?, attempts = 0, next_attempt_ms = ?, queued_ms = ?, "
+                         "dead_reason = NULL WHERE message_id = ? AND state = ?",
+                         "tiibt", state_after(a), now_ms, now_ms, id, MSG_ID_BYTES, from_state));
+    return rc == RB_OK ? message_event(s, id, ledger_actions[a].name, NULL, by, now_ms, NULL) : rc;
 }
 
 rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *from_state, const char *reason,
@@ -778,16 +792,19 @@ rb_err store_discard(store_t *s, const uint8_t id[MSG_ID_BYTES], const char *fro
                        &answered);
     /* The envelope goes (it will never be delivered); its hash, header and history stay in the ledger. */
     uint64_t index = 0;
+    if (rc == RB_OK && !ledger_moves(ACTION_DISCARDED, message_state_of(from_state)))
+        rc = RB_ERR_USAGE;
     if (rc == RB_OK)
         rc = update_one(s, sqldb_prepare(s->db,
-                                         "UPDATE messages SET state = 'discarded', dead_reason = ? WHERE "
+                                         "UPDATE messages SET state = ?, dead_reason = ? WHERE "
                                          "message_id = ? AND state = ?",
-                                         "tbt", reason, id, MSG_ID_BYTES, from_state));
+                                         "ttbt", state_after(ACTION_DISCARDED), reason, id, MSG_ID_BYTES,
+                                         from_state));
     if (rc == RB_OK)
         rc = sqldb_run(sqldb_prepare(s->db, "UPDATE envelopes SET envelope = X'' WHERE message_id = ?", "b",
                                      id, MSG_ID_BYTES));
     if (rc == RB_OK)
-        rc = message_event(s, id, "discarded", reason, by, now_ms, &index);
+        rc = message_event(s, id, ACTION_NAME(DISCARDED), reason, by, now_ms, &index);
     /* Its sender is told, so that it shows it refused instead of awaiting an ACK for ever; unless it was
      * answered already (filed, its CONFIRM lost): the sender has the answer, and it stands. */
     return rc == RB_OK && !answered ? store_add_notice(s, index) : rc;
@@ -813,7 +830,7 @@ rb_err store_requeue_dead_notices(store_t *s, const card_t *by, int64_t now_ms, 
     sqldb_done(st);
     rb_err rc = step == SQLITE_ROW || step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
     for (int i = 0; rc == RB_OK && i < n; i++)
-        rc = store_requeue(s, ids[i], "dead", by, now_ms);
+        rc = store_requeue(s, ids[i], state_before(ACTION_REQUEUED), by, now_ms);
     if (rc == RB_OK)
         *count = n;
     return rc;
@@ -825,9 +842,9 @@ rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64
     *count = 0;
     sqlite3_stmt *st =
         sqldb_prepare(s->db,
-                      "SELECT message_id FROM messages WHERE sender_key_id = ? AND state = 'queued' "
+                      "SELECT message_id FROM messages WHERE sender_key_id = ? AND state = ? "
                       "AND received_ms >= ? ORDER BY submit_index",
-                      "bi", key_id, RB_KEY_ID_BYTES, since_ms);
+                      "bti", key_id, RB_KEY_ID_BYTES, state_before(ACTION_QUARANTINED), since_ms);
     if (st == NULL)
         return RB_ERR_IO;
     rb_err rc = RB_OK;
@@ -838,11 +855,10 @@ rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64
             continue;
         memcpy(id, sqlite3_column_blob(st, 0), MSG_ID_BYTES);
         rc = update_one(
-            s, sqldb_prepare(
-                   s->db, "UPDATE messages SET state = 'quarantined', dead_reason = ? WHERE message_id = ?",
-                   "tb", reason, id, MSG_ID_BYTES));
+            s, sqldb_prepare(s->db, "UPDATE messages SET state = ?, dead_reason = ? WHERE message_id = ?",
+                             "ttb", state_after(ACTION_QUARANTINED), reason, id, MSG_ID_BYTES));
         if (rc == RB_OK)
-            rc = message_event(s, id, "quarantined", reason, by, now_ms, NULL);
+            rc = message_event(s, id, ACTION_NAME(QUARANTINED), reason, by, now_ms, NULL);
         if (rc == RB_OK)
             (*count)++;
     }

@@ -404,7 +404,7 @@ static rb_err check_header(const trust_t *trust, uint64_t i, const Rb__LedgerEve
         return PROBLEM_IN(why, whylen,
                           "leaf %" PRIu64 " (%s): the sender's signed header does not verify: %s", i,
                           e->action, rb_strerror(rc));
-    bool acked = strcmp(e->action, "acked") == 0;
+    bool acked = ledger_action_of(e->action) == ACTION_ACKED;
     const char *want_outcome = h->ack_status == RB__ACK_STATUS__ACK_STATUS_ACCEPTED ? "accepted" : "rejected";
     if (!same_bytes(acked ? h->ref_message_id : h->message_id, e->message_id))
         rc = PROBLEM_IN(why, whylen, "leaf %" PRIu64 " (%s): message id is not the one in the signed header",
@@ -433,9 +433,6 @@ static rb_err check_key_added(verifier_t *v, uint64_t i, const Rb__LedgerEvent *
     if (card_unpack(&card, e->card.data, e->card.len) != RB_OK ||
         card_cert_unpack(&cert, e->certification.data, e->certification.len) != RB_OK)
         return PROBLEM(v, "leaf %" PRIu64 " (key_added): the card or its certification does not parse", i);
-    if (!v->after_admin_ok)
-        return PROBLEM(v, "leaf %" PRIu64 " (key_added): %s: a key added without an admin command before it",
-                       i, card.name);
     if ((old = trust_find_key(v->trust, cert.old_key_id)) == NULL ||
         card_cert_check(&cert, old, &card) != RB_OK ||
         trust_check(v->trust, old, (uint64_t)(e->at_ms / 1000)) != RB_OK)
@@ -455,18 +452,23 @@ static rb_err flush_headers(verifier_t *v);
 
 static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
 {
-    bool registration = strcmp(e->action, "party_registered") == 0;
+    ledger_action_t a = ledger_action_of(e->action);
+    if (a == ACTION_COUNT)
+        return PROBLEM(v, "leaf %" PRIu64 " (%s): unknown action", i, e->action);
+    const ledger_action_row_t *row = &ledger_actions[a];
+    bool registration = row->signature == SIGNED_CARD;
     /* The headers waiting for their check are checked against the cards as they are before this change. */
-    if (registration || strcmp(e->action, "key_added") == 0 || strcmp(e->action, "key_revoked") == 0) {
+    if (registration || row->signature == SIGNED_CERT || a == ACTION_KEY_REVOKED) {
         rb_err rc = flush_headers(v);
         if (rc != RB_OK)
             return rc;
     }
-    if (strcmp(e->action, "key_added") == 0) {
-        rb_err rc = check_key_added(v, i, e);
-        v->after_admin_ok = false;
-        return rc;
-    }
+    bool after_admin = v->after_admin_ok;
+    v->after_admin_ok = a == ACTION_ADMIN && strcmp(e->outcome, "ok") == 0;
+    if ((row->rules & AFTER_ADMIN) && !after_admin && !(registration && v->initialising))
+        return PROBLEM(v, "leaf %" PRIu64 " (%s): without an admin command right before it", i, e->action);
+    if (row->signature == SIGNED_CERT)
+        return check_key_added(v, i, e);
     if (registration) {
         card_t card;
         if (card_unpack(&card, e->card.data, e->card.len) != RB_OK)
@@ -475,10 +477,6 @@ static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
         if (i == 0 && !card_equal(&card, &v->x->broker))
             return PROBLEM(v, "leaf 0: expected the broker's own card (%s), found the card of %s",
                            v->x->broker.name, card.name);
-        if (!v->initialising && !v->after_admin_ok)
-            return PROBLEM(
-                v, "leaf %" PRIu64 " (party_registered): %s registered without an admin command before it", i,
-                card.name);
         if (trust_add(v->trust, &card) != RB_OK)
             return PROBLEM(v, "leaf %" PRIu64 " (party_registered): %s: name or key registered twice", i,
                            card.name);
@@ -487,15 +485,13 @@ static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
         return PROBLEM(v, "leaf 0: expected the broker's own card, found a %s event", e->action);
     }
     v->initialising = v->initialising && registration;
-    bool after_admin = v->after_admin_ok;
-    v->after_admin_ok = strcmp(e->action, "admin") == 0 && strcmp(e->outcome, "ok") == 0;
     if (!v->signatures)
         return RB_OK;
-    if (strcmp(e->action, "submitted") == 0 || strcmp(e->action, "acked") == 0) {
+    if (row->signature == SIGNED_SENDER) {
         v->jobs[v->n_jobs++] = v->current; /* checked in parallel: flush_headers */
         return RB_OK;
     }
-    if (strcmp(e->action, "admin") == 0 && strcmp(e->outcome, "ok") == 0) {
+    if (row->signature == SIGNED_ADMIN && v->after_admin_ok) {
         const card_t *admin = trust_find_name(v->trust, e->party, (uint64_t)(e->at_ms / 1000));
         if (admin == NULL || admin->role != CARD_ROLE_ADMIN)
             return PROBLEM(v, "leaf %" PRIu64 " (admin): %s is not a registered admin", i, e->party);
@@ -508,10 +504,7 @@ static rb_err check_event(verifier_t *v, uint64_t i, const Rb__LedgerEvent *e)
                            i, e->party);
         v->stats->signatures++;
     }
-    if (strcmp(e->action, "key_revoked") == 0 && !after_admin)
-        return PROBLEM(v, "leaf %" PRIu64 " (key_revoked): a key revoked without an admin command before it",
-                       i);
-    if (strcmp(e->action, "key_revoked") == 0 &&
+    if (a == ACTION_KEY_REVOKED &&
         (e->key_id.len != RB_KEY_ID_BYTES ||
          trust_revoke(v->trust, e->key_id.data, (uint64_t)(e->since_ms / 1000)) != RB_OK))
         return PROBLEM(v, "leaf %" PRIu64 " (key_revoked): not a registered key", i);
@@ -766,6 +759,49 @@ static bool replay_state(replayer_t *r, const uint8_t *id, char state[16], int *
     return found;
 }
 
+/* Moves the leaf's message as the action's row of ledger_events.h says, and flags a move it does not allow. */
+static rb_err replay_move(replayer_t *r, uint64_t index, const Rb__LedgerEvent *e, ledger_action_t a)
+{
+    const ledger_action_row_t *row = &ledger_actions[a];
+    const uint8_t *id = e->message_id.len == 16 ? e->message_id.data : NULL;
+    char state[16] = "", what[96];
+    int attempts = 0;
+    bool known = id != NULL && replay_state(r, id, state, &attempts);
+    if (!known && !(row->from & FROM_NEW)) {
+        flag(r, index, "an event about a message never submitted", id);
+    } else if (known && !ledger_moves(a, message_state_of(state))) {
+        snprintf(what, sizeof what, "%s while the message is %s", e->action, state);
+        flag(r, index, what, id);
+    } else if (row->rules & AFTER_DELIVERY && attempts == 0) {
+        snprintf(what, sizeof what, "%s before any delivery", e->action);
+        flag(r, index, what, id);
+    }
+    rb_err rc = RB_OK;
+    if (!known && id != NULL && row->from & FROM_NEW) {
+        Rb__Header *h = rb__header__unpack(NULL, e->header.len, e->header.data);
+        if (h == NULL)
+            flag(r, index, "submitted without a readable header", id);
+        else
+            rc = sqldb_run(sqldb_prepare(
+                r->db,
+                "INSERT INTO msgs(id, kind, sender, recipient, submitted_ms, first_leaf, state) "
+                "VALUES(?, ?, ?, ?, ?, ?, ?)",
+                "bittiit", id, 16, (int64_t)h->kind, h->sender, h->recipient, e->at_ms, (int64_t)index,
+                message_states[row->to]));
+        if (h != NULL)
+            rb__header__free_unpacked(h, NULL);
+    } else if (known && !(row->from & FROM_NEW)) {
+        int64_t n = row->rules & NEW_ATTEMPTS ? 0 : attempts + (row->rules & COUNTS_ATTEMPT ? 1 : 0);
+        rc = sqldb_run(sqldb_prepare(r->db, "UPDATE msgs SET state = ?, attempts = ? WHERE id = ?", "tib",
+                                     row->to == STATE_SAME ? state : message_states[row->to], n, id, 16));
+        if (rc == RB_OK && a == ACTION_ACKED) /* on the referral it answers */
+            rc = sqldb_run(sqldb_prepare(r->db, "UPDATE msgs SET ack_status = ?, acked_ms = ? WHERE id = ?",
+                                         "iib", (int64_t)(strcmp(e->outcome, "accepted") == 0 ? 1 : 2),
+                                         e->at_ms, id, 16));
+    }
+    return rc;
+}
+
 static rb_err replay_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t len)
 {
     replayer_t *r = ctx;
@@ -773,70 +809,13 @@ static rb_err replay_leaf(void *ctx, uint64_t index, const uint8_t *leaf, size_t
     rb_err rc = ledger_parse_leaf(leaf, len, &e);
     if (rc != RB_OK)
         return rc;
-    const uint8_t *id = e->message_id.len == 16 ? e->message_id.data : NULL;
-    char state[16] = "";
-    int attempts = 0;
-    bool known = id != NULL && replay_state(r, id, state, &attempts);
-    const char *a = e->action;
-    if (strcmp(a, "submitted") == 0 && id != NULL) {
-        Rb__Header *h = rb__header__unpack(NULL, e->header.len, e->header.data);
-        if (known)
-            flag(r, index, "submitted twice", id);
-        else if (h == NULL)
-            flag(r, index, "submitted without a readable header", id);
-        else
-            rc = sqldb_run(sqldb_prepare(
-                r->db,
-                "INSERT INTO msgs(id, kind, sender, recipient, submitted_ms, first_leaf) "
-                "VALUES(?, ?, ?, ?, ?, ?)",
-                "bittii", id, 16, (int64_t)h->kind, h->sender, h->recipient, e->at_ms, (int64_t)index));
-        if (h != NULL)
-            rb__header__free_unpacked(h, NULL);
-    } else if (strcmp(a, "quarantined") == 0 || strcmp(a, "released") == 0 || strcmp(a, "discarded") == 0) {
-        bool held = strcmp(state, "quarantined") == 0;
-        const char *to = strcmp(a, "quarantined") == 0 ? "quarantined"
-                         : strcmp(a, "released") == 0  ? "queued"
-                                                       : "discarded";
-        if (!known)
-            flag(r, index, "an event about a message never submitted", id);
-        else if (strcmp(a, "quarantined") == 0 && strcmp(state, "queued") != 0)
-            flag(r, index, "quarantine of a message not queued", id);
-        else if (strcmp(a, "released") == 0 && !held)
-            flag(r, index, "release of a message not quarantined", id);
-        else if (strcmp(a, "discarded") == 0 && !held && strcmp(state, "dead") != 0)
-            flag(r, index, "discard of a message neither dead nor quarantined", id);
-        if (known)
-            rc = sqldb_run(sqldb_prepare(r->db, "UPDATE msgs SET state = ?, attempts = ? WHERE id = ?", "tib",
-                                         to, (int64_t)(strcmp(a, "released") == 0 ? 0 : attempts), id, 16));
-    } else if (strcmp(a, "delivered") == 0 || strcmp(a, "confirmed") == 0 || strcmp(a, "acked") == 0 ||
-               strcmp(a, "dead_lettered") == 0 || strcmp(a, "requeued") == 0) {
-        bool delivered = strcmp(a, "delivered") == 0, confirmed = strcmp(a, "confirmed") == 0;
-        bool acked = strcmp(a, "acked") == 0, dead = strcmp(a, "dead_lettered") == 0;
-        bool is_dead = strcmp(state, "dead") == 0, is_confirmed = strcmp(state, "confirmed") == 0;
-        if (!known)
-            flag(r, index, "an event about a message never submitted", id);
-        else if (delivered && is_dead)
-            flag(r, index, "delivery after a dead letter", id);
-        else if (delivered && is_confirmed)
-            flag(r, index, "delivery after confirmation", id);
-        else if (confirmed && (attempts == 0 || !strcmp(state, "dead")))
-            flag(r, index, "confirmation without a delivery", id);
-        else if (acked && attempts == 0)
-            flag(r, index, "ACK before delivery", id);
-        else if (dead && is_confirmed)
-            flag(r, index, "dead letter after confirmation", id);
-        else if (strcmp(a, "requeued") == 0 && !is_dead)
-            flag(r, index, "requeue of a message that was not dead", id);
-        const char *sql = delivered   ? "UPDATE msgs SET attempts = attempts + 1 WHERE id = ?"
-                          : confirmed ? "UPDATE msgs SET state = 'confirmed' WHERE id = ?"
-                          : dead      ? "UPDATE msgs SET state = 'dead' WHERE id = ?"
-                          : acked     ? "UPDATE msgs SET ack_status = ?, acked_ms = ? WHERE id = ?"
-                                      : "UPDATE msgs SET state = 'queued', attempts = 0 WHERE id = ?";
-        if (known && acked)
-            rc = sqldb_run(sqldb_prepare(
-                r->db, sql, "iib", (int64_t)(strcmp(e->outcome, "accepted") == 0 ? 1 : 2), e->at_ms, id, 16));
-        else if (known)
-            rc = sqldb_run(sqldb_prepare(r->db, sql, "b", id, 16));
+    ledger_action_t a = ledger_action_of(e->action);
+    if (a == ACTION_COUNT) {
+        char what[96];
+        snprintf(what, sizeof what, "unknown action %.60s", e->action);
+        flag(r, index, what, e->message_id.len == 16 ? e->message_id.data : NULL);
+    } else if (ledger_actions[a].from != 0) {
+        rc = replay_move(r, index, e, a);
     }
     rb__ledger_event__free_unpacked(e, NULL);
     return rc;

@@ -17,6 +17,7 @@
 
 #include "card.h"
 #include "ledger.pb-c.h"
+#include "ledger_events.h" /* the actions a leaf may name */
 #include "merkle.h"
 #include "note.h"
 #include "rb_error.h"

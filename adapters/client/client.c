@@ -509,7 +509,7 @@ static rb_err check_receipt(client_t *c, const Rb__Receipt *r, const uint8_t *id
     }
     if (rc == RB_OK && (rc = ledger_parse_leaf(r->leaf.data, r->leaf.len, &e)) != RB_OK)
         snprintf(result->reason, sizeof result->reason, "receipt: the leaf does not parse");
-    if (rc == RB_OK && (strcmp(e->action, "submitted") != 0 || !same_id(e->message_id, id) ||
+    if (rc == RB_OK && (ledger_action_of(e->action) != ACTION_SUBMITTED || !same_id(e->message_id, id) ||
                         e->envelope_sha256.len != RB_HASH_BYTES ||
                         memcmp(e->envelope_sha256.data, sha, RB_HASH_BYTES) != 0 || e->index != index)) {
         snprintf(result->reason, sizeof result->reason,

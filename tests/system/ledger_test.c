@@ -1,7 +1,8 @@
 /* ledger_test.c -- the audit ledger end to end: a real broker's run (receipts, ACK, retries, a dead letter
  * and its requeue) exported both ways, verified and replayed against the broker's tables; each kind of
  * tampering with an export detected and pinpointed; a forked ledger caught by a peer's checkpoint; a
- * ledger of 100,000 events verified; and the stored tree refusing to sign over an altered node. */
+ * ledger of 100,000 events verified; the stored tree refusing to sign over an altered node; and a leaf of an
+ * action no broker writes refused by verify and flagged by replay. */
 #include <sqlite3.h>
 
 #include "audit.h"
@@ -315,6 +316,25 @@ static void forked_ledger_caught_by_peer(void **state)
     harness_stop(&h);
 }
 
+/* A broker's store as init leaves it (its own card, then an admin's), in an open transaction; card_text
+ * receives the broker card's text form. */
+static store_t *initialised_store(const char *dir, identity_t **broker, identity_t **admin,
+                                  char card_text[CARD_TEXT_MAX + 1])
+{
+    char path[600], why[600];
+    assert_ok(
+        identity_generate(broker, "broker-1", CARD_ROLE_BROKER, "IL0000000", (uint64_t)time(NULL), 86400));
+    assert_ok(
+        identity_generate(admin, "ops-admin", CARD_ROLE_ADMIN, "IL0000000", (uint64_t)time(NULL), 86400));
+    store_t *s;
+    assert_ok(store_open(&s, test_path(path, sizeof path, "%s/broker.db", dir), true, why, sizeof why));
+    card_text[card_to_text(identity_card(*broker), card_text)] = '\0';
+    assert_ok(store_begin(s));
+    assert_ok(store_record_card(s, identity_card(*broker), "the broker's own card", 1));
+    assert_ok(store_add_party(s, identity_card(*admin), 1));
+    return s;
+}
+
 /* 100,000 events, a checkpoint every 1,000, exported and verified; then one node of the stored tree
  * altered, and the broker's signer refuses to sign a checkpoint over it. */
 static void hundred_thousand_events(void **state)
@@ -322,19 +342,10 @@ static void hundred_thousand_events(void **state)
     (void)state;
     char *dir = test_mkdtemp(), path[600], out[600], why[600];
     identity_t *broker, *admin;
-    assert_ok(
-        identity_generate(&broker, "broker-1", CARD_ROLE_BROKER, "IL0000000", (uint64_t)time(NULL), 86400));
-    assert_ok(
-        identity_generate(&admin, "ops-admin", CARD_ROLE_ADMIN, "IL0000000", (uint64_t)time(NULL), 86400));
-    store_t *s;
-    assert_ok(store_open(&s, test_path(path, sizeof path, "%s/broker.db", dir), true, why, sizeof why));
-    ledger_t *l = store_ledger(s);
     char note[NOTE_TEXT_MAX], card_text[CARD_TEXT_MAX + 1];
     size_t note_len;
-    card_text[card_to_text(identity_card(broker), card_text)] = '\0';
-    assert_ok(store_begin(s));
-    assert_ok(store_record_card(s, identity_card(broker), "the broker's own card", 1));
-    assert_ok(store_add_party(s, identity_card(admin), 1));
+    store_t *s = initialised_store(dir, &broker, &admin, card_text);
+    ledger_t *l = store_ledger(s);
     for (int i = 0; i < 100000; i++) {
         uint8_t id[16] = {(uint8_t)i, (uint8_t)(i >> 8), (uint8_t)(i >> 16)};
         Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
@@ -366,6 +377,7 @@ static void hundred_thousand_events(void **state)
     }
     /* An altered node: the signer refuses, since the tree no longer extends its last checkpoint. */
     store_close(&s);
+    test_path(path, sizeof path, "%s/broker.db", dir);
     sql(path, "UPDATE ledger_nodes SET hash = zeroblob(32) WHERE id = 16 << 48"); /* leaves 0 to 65,535 */
     assert_ok(store_open(&s, path, false, why, sizeof why));
     assert_ok(store_begin(s));
@@ -383,6 +395,69 @@ static void hundred_thousand_events(void **state)
     test_rmdir(&dir);
 }
 
+/* A leaf whose action no broker writes ("delivred", a misspelt "delivered"), signed under a checkpoint as
+ * a broker with a typo would sign it: `referral-audit verify` must refuse it, naming the leaf and the
+ * action, and `replay` must flag it, instead of both passing it by as an event they need not check. After
+ * it, a delivery of a dead letter, which the replay flags from the same table the store moves messages by. */
+static void misspelt_action_refused(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp(), out[600], why[600];
+    identity_t *broker, *admin;
+    char note[NOTE_TEXT_MAX], card_text[CARD_TEXT_MAX + 1];
+    size_t note_len;
+    store_t *s = initialised_store(dir, &broker, &admin, card_text);
+    uint8_t id[16] = {1};
+    Rb__LedgerEvent e = RB__LEDGER_EVENT__INIT;
+    e.at_ms = 2;
+    e.action = "delivred";
+    e.message_id = (ProtobufCBinaryData){sizeof id, id};
+    e.outcome = "sent";
+    e.attempt = 1;
+    assert_ok(store_event(s, &e, NULL));
+    Rb__Header h = RB__HEADER__INIT;
+    uint8_t header[128];
+    h.version = 1;
+    h.message_id = e.message_id;
+    h.kind = RB__KIND__KIND_REFERRAL;
+    h.sender = "cpd-rms";
+    h.recipient = "sao-intake";
+    e.header = (ProtobufCBinaryData){rb__header__pack(&h, header), header};
+    e.action = "submitted";
+    e.outcome = "ok";
+    e.attempt = 0;
+    assert_ok(store_event(s, &e, NULL));
+    e.header = (ProtobufCBinaryData){0, NULL};
+    e.action = "dead_lettered";
+    e.outcome = "dead";
+    assert_ok(store_event(s, &e, NULL));
+    e.action = "delivered";
+    e.outcome = "sent";
+    e.attempt = 1;
+    assert_ok(store_event(s, &e, NULL));
+    assert_ok(ledger_checkpoint_now(store_ledger(s), identity_card(broker), identity_sign_sk(broker), 3, note,
+                                    &note_len));
+    assert_ok(store_commit(s));
+    test_path(out, sizeof out, "%s/export.jsonl", dir);
+    assert_ok(audit_write(store_ledger(s), 6, card_text, AUDIT_JSONL, out, why, sizeof why));
+    store_close(&s);
+    expect_problem(out, "leaf 2 (delivred): unknown action");
+
+    const char *bin = getenv("BIN") ? getenv("BIN") : "bin";
+    run("'%s/referral-audit' verify --ledger '%s' 2>&1 | tee '%s/verify.txt' | grep -q "
+        "'leaf 2 (delivred): unknown action'; test \"$(wc -l <'%s/verify.txt')\" = 1",
+        bin, out, dir, dir);
+    run("'%s/referral-audit' verify --ledger '%s' --no-signatures >/dev/null 2>&1; test $? = 1", bin, out);
+    run("'%s/referral-audit' replay --ledger '%s' >'%s/replay.txt'; test $? = 1", bin, out, dir);
+    run("grep -q '^impossible: leaf 2: unknown action delivred (message 01000' '%s/replay.txt'", dir);
+    run("grep -q '^impossible: leaf 5: delivered while the message is dead (message 01000' '%s/replay.txt'",
+        dir);
+    run("grep -q '^2 problems$' '%s/replay.txt'", dir);
+    identity_free(&broker);
+    identity_free(&admin);
+    test_rmdir(&dir);
+}
+
 int main(void)
 {
     assert_ok(rbcrypto_init());
@@ -390,6 +465,7 @@ int main(void)
         cmocka_unit_test_teardown(run_exported_verified_and_replayed, harness_teardown),
         cmocka_unit_test_teardown(forked_ledger_caught_by_peer, harness_teardown),
         cmocka_unit_test(hundred_thousand_events),
+        cmocka_unit_test(misspelt_action_refused),
     };
     return cmocka_run_group_tests_name("ledger", tests, NULL, NULL);
 }
