@@ -34,38 +34,77 @@
  * oldest, once nothing sealed to it can come (docs/ADAPTERS.md, previous_secret). */
 #define ADAPTER_PREVIOUS_MAX 8
 
+/* An adapter's config: its [adapter] and [publish] sections (the rows below); the connector's own section
+ * fills a struct of the connector's. */
+typedef struct {
+    char connector[64], secret[4096], previous_secret[4096], broker[256], broker_card[4096], trust[4096],
+        recipient[CARD_NAME_MAX + 1], data[2048], metrics_file[4096], areas[4096];
+    int64_t receipt_deadline_ms, ack_deadline_ms, threshold;
+} adapter_conf_t;
+
+/* A config read: what run, status and publish start from. */
+typedef struct {
+    settings_t *cfg;            /* the file, for errors naming its lines */
+    adapter_conf_t conf;        /* its [adapter] and [publish] sections */
+    const connector_ops_t *ops; /* the connector it names */
+    void *conn_conf;            /* the connector's section, as its struct */
+} setup_t;
+
 struct adapter {
-    settings_t *cfg;
-    const connector_ops_t *ops;
+    setup_t *setup;
+    const connector_ops_t *ops; /* setup's */
     connector_t *conn;
     identity_t *me;
     identity_t *previous[ADAPTER_PREVIOUS_MAX]; /* keys before rotations, newest first, to open what was
                                                    sealed to them; n_previous of them */
     size_t n_previous;
-    card_t broker;                     /* the broker's card */
-    trust_t *trust;                    /* peer cards: whom we seal to and whose envelopes we open */
-    char recipient[CARD_NAME_MAX + 1]; /* source: the sink referrals go to */
-    char endpoint[256];
+    card_t broker;  /* the broker's card */
+    trust_t *trust; /* peer cards: whom we seal to and whose envelopes we open */
     astore_t *store;
-    client_t *client; /* NULL while not connected */
-    int lock_fd;      /* flock on DATA/adapter.lock: one process per data directory */
-    int64_t receipt_deadline_ms, ack_deadline_ms;
+    client_t *client;     /* NULL while not connected */
+    int lock_fd;          /* flock on DATA/adapter.lock: one process per data directory */
     unsigned alarms_seen; /* ledger alarms of the current client already kept */
     int64_t next_connect_ms, next_report_ms, next_metrics_ms;
-    const char *metrics_file; /* where the counts go for Prometheus's textfile collector, or NULL */
-    bool unwitnessed_logged;  /* that the broker cannot prove (version 1) was said once */
-    int unproved;             /* PROVEs in a row the connected broker did not answer with a proof */
+    bool unwitnessed_logged; /* that the broker cannot prove (version 1) was said once */
+    int unproved;            /* PROVEs in a row the connected broker did not answer with a proof */
 };
 
 /* Why the adapter reconnects when the broker closed its session: newer connections under its key. */
 #define SESSION_CLOSED_WHY "the broker closed this connection's session (newer connections under our key)"
 
-static const char *const adapter_keys[] = {
-    "connector", "secret", "previous_secret",     "broker",          "broker_card",  "trust",
-    "recipient", "data",   "receipt_deadline_ms", "ack_deadline_ms", "metrics_file", NULL};
+static bool valid_endpoint(const char *value, char *why, size_t whylen)
+{
+    if (wire_endpoint_valid(value, false))
+        return true;
+    snprintf(why, whylen, "%s: %s", value, WIRE_ENDPOINT_FORM);
+    return false;
+}
 
-/* referral-publish's settings (docs/PUBLISHING.md). */
-static const char *const publish_keys[] = {"threshold", "areas", NULL};
+#define TEXT_ROW(section, name, min, dflt, valid, help)                                                      \
+    SETTING_TEXT_ROW(section, #name, adapter_conf_t, name, min, dflt, valid, help)
+#define INT_ROW(section, name, min, max, dflt, help)                                                         \
+    SETTING_INT_ROW(section, #name, adapter_conf_t, name, min, max, dflt, help)
+
+const setting_t adapter_settings[] = {
+    TEXT_ROW("adapter", connector, 1, NULL, NULL,
+             "rms-files, rms-http (sources), intake-files, intake-sqlite (sinks)"),
+    TEXT_ROW("adapter", secret, 1, NULL, NULL, "the adapter's secret key, made with --no-passphrase"),
+    TEXT_ROW("adapter", previous_secret, 1, "", NULL, "the key before the last rotation"),
+    TEXT_ROW("adapter", broker, 1, NULL, valid_endpoint, "the broker's endpoint, tcp://HOST:PORT"),
+    TEXT_ROW("adapter", broker_card, 1, NULL, NULL, "the broker's card"),
+    TEXT_ROW("adapter", trust, 1, NULL, NULL, "a folder of the cards of the other side"),
+    TEXT_ROW("adapter", recipient, 0, "", NULL, "sources only: the sink referrals are sealed to"),
+    TEXT_ROW("adapter", data, 1, NULL, NULL, "the adapter's own folder, for its store"),
+    INT_ROW("adapter", receipt_deadline_ms, 1, INT64_MAX / 2, "60000",
+            "a referral without the broker's receipt this long is overdue"),
+    INT_ROW("adapter", ack_deadline_ms, 1, INT64_MAX / 2, "86400000",
+            "a referral without an ACK this long is overdue"),
+    TEXT_ROW("adapter", metrics_file, 1, "", NULL, "where the counts go for Prometheus's textfile collector"),
+    /* referral-publish's (docs/PUBLISHING.md) */
+    INT_ROW("publish", threshold, 2, 1000000, "5", "counts under it are suppressed"),
+    TEXT_ROW("publish", areas, 0, "", NULL, "the area each district widens to"),
+    {0},
+};
 
 static rb_err reapply_notice(void *ctx, const uint8_t *bytes, size_t len);
 static rb_err write_metrics(adapter_t *a);
@@ -75,27 +114,17 @@ astore_t *adapter_store(adapter_t *a)
     return a->store;
 }
 
-static const char *required(const settings_t *cfg, const char *key, char *err, size_t errlen)
-{
-    const char *v = settings_get(cfg, "adapter", key, NULL);
-    if (v == NULL || v[0] == '\0') {
-        settings_fail(cfg, "adapter", key, err, errlen, "[adapter] %s is required", key);
-        return NULL;
-    }
-    return v;
-}
-
 /* previous_secret: one or more key files, separated by spaces, newest first. */
-static rb_err load_previous(adapter_t *a, char *err, size_t errlen)
+static rb_err load_previous(adapter_t *a, const char *list, char *err, size_t errlen)
 {
-    const char *list = settings_get(a->cfg, "adapter", "previous_secret", "");
     for (const char *p = list + strspn(list, " \t"); *p != '\0'; p += strspn(p, " \t")) {
         size_t n = strcspn(p, " \t");
         char path[PATH_MAX];
         if (n >= sizeof path)
-            return settings_fail(a->cfg, "adapter", "previous_secret", err, errlen, "a path is too long");
+            return settings_fail(a->setup->cfg, "adapter", "previous_secret", err, errlen,
+                                 "a path is too long");
         if (a->n_previous == ADAPTER_PREVIOUS_MAX)
-            return settings_fail(a->cfg, "adapter", "previous_secret", err, errlen,
+            return settings_fail(a->setup->cfg, "adapter", "previous_secret", err, errlen,
                                  "more than %d keys: drop the oldest, which nothing can still be sealed to",
                                  ADAPTER_PREVIOUS_MAX);
         memcpy(path, p, n);
@@ -119,34 +148,54 @@ static const connector_ops_t *find_connector(const char *name)
     return NULL;
 }
 
-/* Settings common to open and status: the config, its connector, the data directory. */
-static rb_err load_config(const char *path, settings_t **cfg, const connector_ops_t **ops, const char **data,
-                          char *err, size_t errlen)
+static void setup_free(setup_t **s_p)
 {
-    rb_err rc = settings_load(cfg, path, err, errlen);
+    setup_t *s = *s_p;
+    if (s == NULL)
+        return;
+    settings_free(&s->cfg);
+    free(s->conn_conf);
+    free(s);
+    *s_p = NULL;
+}
+
+/* Reads the config, its connector's section included: whatever is wrong in it is said here, for run, status
+ * and publish alike. */
+static rb_err setup_read(setup_t *s, const char *path, char *err, size_t errlen)
+{
+    rb_err rc = settings_load(&s->cfg, path, err, errlen);
     if (rc != RB_OK)
         return rc;
     /* A misspelt section is named before its settings are missed ("[adapter] connector is required"). */
-    const char *any[8] = {"adapter", "publish"};
-    for (size_t i = 0; connectors[i] != NULL && i + 3 < sizeof any / sizeof any[0]; i++)
-        any[i + 2] = connectors[i]->name;
-    if ((rc = settings_check_sections(*cfg, any, err, errlen)) != RB_OK)
+    const setting_t *any[8] = {adapter_settings};
+    for (size_t i = 0; connectors[i] != NULL && i + 2 < sizeof any / sizeof any[0]; i++)
+        any[i + 1] = connectors[i]->settings;
+    if ((rc = settings_check_sections(s->cfg, any, err, errlen)) != RB_OK ||
+        (rc = settings_apply(s->cfg, adapter_settings, &s->conf, err, errlen)) != RB_OK)
         return rc;
-    const char *name = required(*cfg, "connector", err, errlen);
-    if (name == NULL)
-        return RB_ERR_USAGE;
-    if ((*ops = find_connector(name)) == NULL)
-        return settings_fail(*cfg, "adapter", "connector", err, errlen,
-                             "[adapter] connector: no connector named '%s'", name);
-    const char *sections[] = {"adapter", (*ops)->name, "publish", NULL};
-    if ((rc = settings_check_sections(*cfg, sections, err, errlen)) != RB_OK ||
-        (rc = settings_check(*cfg, "adapter", adapter_keys, err, errlen)) != RB_OK ||
-        (rc = settings_check(*cfg, "publish", publish_keys, err, errlen)) != RB_OK ||
-        (rc = settings_check(*cfg, (*ops)->name, (*ops)->settings, err, errlen)) != RB_OK)
+    if ((s->ops = find_connector(s->conf.connector)) == NULL)
+        return settings_fail(s->cfg, "adapter", "connector", err, errlen,
+                             "[adapter] connector: no connector named '%s'", s->conf.connector);
+    const setting_t *mine[] = {adapter_settings, s->ops->settings, NULL};
+    if ((rc = settings_check_sections(s->cfg, mine, err, errlen)) != RB_OK)
         return rc;
-    if ((*data = required(*cfg, "data", err, errlen)) == NULL)
-        return RB_ERR_USAGE;
-    return RB_OK;
+    if ((s->conn_conf = calloc(1, s->ops->settings_size)) == NULL)
+        return RB_ERR_NOMEM;
+    if ((rc = settings_apply(s->cfg, s->ops->settings, s->conn_conf, err, errlen)) == RB_OK &&
+        s->ops->check != NULL)
+        rc = s->ops->check(s->conn_conf, s->cfg, err, errlen);
+    return rc;
+}
+
+/* setup_read into a new setup; on failure *out is NULL. */
+static rb_err setup_load(setup_t **out, const char *path, char *err, size_t errlen)
+{
+    setup_t *s = calloc(1, sizeof *s);
+    rb_err rc = s == NULL ? RB_ERR_NOMEM : setup_read(s, path, err, errlen);
+    if (rc != RB_OK)
+        setup_free(&s);
+    *out = s;
+    return rc;
 }
 
 rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t errlen)
@@ -156,39 +205,24 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
     if (a == NULL)
         return RB_ERR_NOMEM;
     a->lock_fd = -1;
-    const char *data, *secret, *broker, *broker_card, *trust;
     char path[4096];
-    rb_err rc = load_config(config_path, &a->cfg, &a->ops, &data, err, errlen);
-    if (rc != RB_OK) { /* without a->cfg, nothing below can be looked up */
+    rb_err rc = setup_load(&a->setup, config_path, err, errlen);
+    if (rc != RB_OK) {
         adapter_close(&a);
         return rc;
     }
-    if (((secret = required(a->cfg, "secret", err, errlen)) == NULL ||
-         (broker = required(a->cfg, "broker", err, errlen)) == NULL ||
-         (broker_card = required(a->cfg, "broker_card", err, errlen)) == NULL ||
-         (trust = required(a->cfg, "trust", err, errlen)) == NULL))
-        rc = RB_ERR_USAGE;
-    if (rc == RB_OK)
-        rc = settings_int(a->cfg, "adapter", "receipt_deadline_ms", 60000, 1, INT64_MAX / 2,
-                          &a->receipt_deadline_ms, err, errlen);
-    if (rc == RB_OK)
-        rc = settings_int(a->cfg, "adapter", "ack_deadline_ms", 24LL * 3600 * 1000, 1, INT64_MAX / 2,
-                          &a->ack_deadline_ms, err, errlen);
-    a->metrics_file = settings_get(a->cfg, "adapter", "metrics_file", NULL);
-    if (rc == RB_OK && (strlen(broker) >= sizeof a->endpoint || !wire_endpoint_valid(broker, false)))
-        rc = settings_fail(a->cfg, "adapter", "broker", err, errlen, "[adapter] broker %s: %s", broker,
-                           WIRE_ENDPOINT_FORM);
-    if (rc == RB_OK) {
-        snprintf(a->endpoint, sizeof a->endpoint, "%s", broker);
-        /* Unattended: the secret file has no passphrase, and is protected by its mode. */
-        if ((rc = identity_load(&a->me, secret, NULL, 0)) == RB_ERR_BAD_PASSPHRASE)
-            snprintf(err, errlen,
-                     "%s: protected by a passphrase: an adapter needs a secret made with "
-                     "--no-passphrase (referral-keys passwd --no-passphrase)",
-                     secret);
-        else if (rc != RB_OK)
-            snprintf(err, errlen, "%s: %s", secret, rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
-    }
+    a->ops = a->setup->ops;
+    const adapter_conf_t *conf = &a->setup->conf;
+    const char *secret = conf->secret, *broker_card = conf->broker_card, *trust = conf->trust,
+               *data = conf->data;
+    /* Unattended: the secret file has no passphrase, and is protected by its mode. */
+    if ((rc = identity_load(&a->me, secret, NULL, 0)) == RB_ERR_BAD_PASSPHRASE)
+        snprintf(err, errlen,
+                 "%s: protected by a passphrase: an adapter needs a secret made with "
+                 "--no-passphrase (referral-keys passwd --no-passphrase)",
+                 secret);
+    else if (rc != RB_OK)
+        snprintf(err, errlen, "%s: %s", secret, rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
     if (rc == RB_OK && identity_card(a->me)->role != a->ops->role) {
         snprintf(err, errlen, "%s: the card's role is %s, connector %s needs %s", secret,
                  card_role_name((card_role)identity_card(a->me)->role), a->ops->name,
@@ -203,16 +237,15 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
     if (rc == RB_OK && (rc = trust_add(a->trust, &a->broker)) != RB_OK)
         snprintf(err, errlen, "%s: the broker's card conflicts with a card in %s", broker_card, trust);
     if (rc == RB_OK)
-        rc = load_previous(a, err, errlen);
+        rc = load_previous(a, conf->previous_secret, err, errlen);
     if (rc == RB_OK && a->ops->role == CARD_ROLE_SOURCE) {
-        const char *recipient = required(a->cfg, "recipient", err, errlen);
-        if (recipient == NULL) {
-            rc = RB_ERR_USAGE;
+        const char *recipient = conf->recipient;
+        if (recipient[0] == '\0') {
+            rc = settings_fail(a->setup->cfg, "adapter", "recipient", err, errlen,
+                               "[adapter] recipient is required");
         } else if (trust_find_name(a->trust, recipient, (uint64_t)(client_clock_ms() / 1000)) == NULL) {
             snprintf(err, errlen, "[adapter] recipient: no valid card named '%s' in %s", recipient, trust);
             rc = RB_ERR_USAGE;
-        } else {
-            snprintf(a->recipient, sizeof a->recipient, "%s", recipient);
         }
     }
     /* Every line this process writes is about it, from the first (a data directory tightened) on. */
@@ -242,11 +275,11 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
     if (rc == RB_OK && (rc = astore_inbox_retry_held(a->store, &held)) == RB_OK && held > 0)
         log_info("held_envelopes_retried", "count=%d", held);
     if (rc == RB_OK)
-        rc = a->ops->open(&a->conn, a, a->cfg, err, errlen);
+        rc = a->ops->open(&a->conn, a, a->setup->conn_conf, err, errlen);
     /* A mistyped metrics_file is said at start, not every ten seconds in the log. */
     if (rc == RB_OK && (rc = write_metrics(a)) != RB_OK)
         snprintf(err, errlen, "[adapter] metrics_file: %s: %s (a folder the adapter may write to)",
-                 a->metrics_file, rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
+                 a->setup->conf.metrics_file, rc == RB_ERR_IO ? strerror(errno) : rb_strerror(rc));
     if (rc != RB_OK) {
         adapter_close(&a);
         static const char *const made[] = {"", "-wal", "-shm"};
@@ -257,7 +290,7 @@ rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t 
         }
         return rc;
     }
-    log_info("adapter_started", "connector=%s broker=%s", a->ops->name, a->endpoint);
+    log_info("adapter_started", "connector=%s broker=%s", a->ops->name, a->setup->conf.broker);
     /* Type=notify: ready once its store is open and its connector listens, not when the broker answers,
      * which may be down for a while (without NOTIFY_SOCKET, as run by hand, this does nothing). */
     (void)sd_notify(0, "READY=1");
@@ -281,7 +314,7 @@ void adapter_close(adapter_t **a_p)
     identity_free(&a->me);
     for (size_t i = 0; i < a->n_previous; i++)
         identity_free(&a->previous[i]);
-    settings_free(&a->cfg);
+    setup_free(&a->setup);
     if (a->lock_fd >= 0)
         close(a->lock_fd);
     free(a);
@@ -388,9 +421,9 @@ rb_err adapter_accept_referral(adapter_t *a, const char *json, size_t len, const
         }
         goto done; /* the same referral again: the id it already has */
     }
-    const card_t *to = trust_find_name(a->trust, a->recipient, (uint64_t)(t / 1000));
+    const card_t *to = trust_find_name(a->trust, a->setup->conf.recipient, (uint64_t)(t / 1000));
     if (to == NULL) {
-        snprintf(problems, cap, "no valid card for the recipient %s\n", a->recipient);
+        snprintf(problems, cap, "no valid card for the recipient %s\n", a->setup->conf.recipient);
         rc = RB_ERR_UNKNOWN_SENDER;
         goto done;
     }
@@ -433,7 +466,7 @@ done:
 /* A ledger alarm: kept (status shows it), logged, and counted in the metrics file at once. */
 static void raise_alarm(adapter_t *a, const char *reason)
 {
-    log_security("ledger_alarm", "broker=%s reason=\"%s\"", a->endpoint, reason);
+    log_security("ledger_alarm", "broker=%s reason=\"%s\"", a->setup->conf.broker, reason);
     if (astore_add_alarm(a->store, reason, client_clock_ms()) != RB_OK)
         log_error("alarm_not_stored", "reason=\"%s\"", reason);
     write_metrics(a);
@@ -474,9 +507,9 @@ static void ensure_connected(adapter_t *a)
     bool held = false;
     if (astore_latest_checkpoint(a->store, &held, note) != RB_OK)
         held = false;
-    if (client_connect(&a->client, a->endpoint, a->me, &a->broker, 16, held ? note : NULL, 1000, err,
-                       sizeof err) == RB_OK) {
-        log_info("connected", "broker=%s", a->endpoint);
+    if (client_connect(&a->client, a->setup->conf.broker, a->me, &a->broker, 16, held ? note : NULL, 1000,
+                       err, sizeof err) == RB_OK) {
+        log_info("connected", "broker=%s", a->setup->conf.broker);
         a->alarms_seen = 0;
         keep_ledger(a);
         /* A broker that once could prove its checkpoints (protocol 2) and now says it cannot would switch
@@ -493,14 +526,14 @@ static void ensure_connected(adapter_t *a)
             raise_alarm(a, reason);
         }
     } else {
-        log_warn("broker_unreachable", "broker=%s error=%s", a->endpoint, err);
+        log_warn("broker_unreachable", "broker=%s error=%s", a->setup->conf.broker, err);
         a->next_connect_ms = t + 2000;
     }
 }
 
 static void disconnect(adapter_t *a, const char *why)
 {
-    log_warn("disconnected", "broker=%s reason=%s", a->endpoint, why);
+    log_warn("disconnected", "broker=%s reason=%s", a->setup->conf.broker, why);
     client_close(&a->client);
 }
 
@@ -1121,9 +1154,10 @@ static int process_inbox(adapter_t *a)
 static rb_err write_metrics(adapter_t *a)
 {
     astore_counts_t c;
-    if (a->metrics_file == NULL)
+    if (a->setup->conf.metrics_file[0] == '\0')
         return RB_OK;
-    rb_err rc = astore_counts(a->store, client_clock_ms(), a->receipt_deadline_ms, a->ack_deadline_ms, &c);
+    rb_err rc = astore_counts(a->store, client_clock_ms(), a->setup->conf.receipt_deadline_ms,
+                              a->setup->conf.ack_deadline_ms, &c);
     if (rc != RB_OK)
         return rc;
     const char *name = identity_card(a->me)->name;
@@ -1152,8 +1186,9 @@ static rb_err write_metrics(adapter_t *a)
         name, c.overdue_ack, name, c.inbox_waiting, name, c.refused);
     if (n <= 0 || (size_t)n >= sizeof text)
         return RB_ERR_NOMEM;
-    if ((rc = keyfile_write(a->metrics_file, text, (size_t)n, 0644, true)) != RB_OK)
-        log_error("metrics_not_written", "file=%s error=\"%s\"", a->metrics_file, strerror(errno));
+    if ((rc = keyfile_write(a->setup->conf.metrics_file, text, (size_t)n, 0644, true)) != RB_OK)
+        log_error("metrics_not_written", "file=%s error=\"%s\"", a->setup->conf.metrics_file,
+                  strerror(errno));
     return rc;
 }
 
@@ -1169,7 +1204,8 @@ static void report_overdue(adapter_t *a)
         return;
     a->next_report_ms = t + 30000;
     astore_counts_t c;
-    if (astore_counts(a->store, t, a->receipt_deadline_ms, a->ack_deadline_ms, &c) == RB_OK &&
+    if (astore_counts(a->store, t, a->setup->conf.receipt_deadline_ms, a->setup->conf.ack_deadline_ms, &c) ==
+            RB_OK &&
         (c.overdue_receipt > 0 || c.overdue_ack > 0))
         log_warn("overdue", "no_receipt=%d no_ack=%d", c.overdue_receipt, c.overdue_ack);
 }
@@ -1203,21 +1239,12 @@ rb_err adapter_run(adapter_t *a, const volatile sig_atomic_t *stop)
 
 rb_err adapter_status(const char *config_path, const char *message_id_hex, char *err, size_t errlen)
 {
-    settings_t *cfg = NULL;
-    const connector_ops_t *ops;
-    const char *data;
+    setup_t *r = NULL;
     astore_t *store = NULL;
-    rb_err rc = load_config(config_path, &cfg, &ops, &data, err, errlen);
-    int64_t receipt_deadline = 0, ack_deadline = 0;
-    if (rc == RB_OK)
-        rc = settings_int(cfg, "adapter", "receipt_deadline_ms", 60000, 1, INT64_MAX / 2, &receipt_deadline,
-                          err, errlen);
-    if (rc == RB_OK)
-        rc = settings_int(cfg, "adapter", "ack_deadline_ms", 24LL * 3600 * 1000, 1, INT64_MAX / 2,
-                          &ack_deadline, err, errlen);
+    rb_err rc = setup_load(&r, config_path, err, errlen);
     if (rc == RB_OK) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/adapter.db", data);
+        snprintf(path, sizeof path, "%s/adapter.db", r->conf.data);
         rc = astore_open(&store, path, true, err, errlen);
     }
     if (rc == RB_OK && message_id_hex != NULL) {
@@ -1235,7 +1262,8 @@ rb_err adapter_status(const char *config_path, const char *message_id_hex, char 
         }
     } else if (rc == RB_OK) {
         astore_counts_t c;
-        if ((rc = astore_counts(store, client_clock_ms(), receipt_deadline, ack_deadline, &c)) == RB_OK)
+        if ((rc = astore_counts(store, client_clock_ms(), r->conf.receipt_deadline_ms,
+                                r->conf.ack_deadline_ms, &c)) == RB_OK)
             printf("{\"queued\": %d, \"waiting\": %d, \"waitingFor\": \"%s\", \"awaitingAck\": %d, "
                    "\"accepted\": %d, \"rejected\": %d, "
                    "\"overdueReceipt\": %d, "
@@ -1246,44 +1274,35 @@ rb_err adapter_status(const char *config_path, const char *message_id_hex, char 
                    c.last_alarm);
     }
     astore_close(&store);
-    settings_free(&cfg);
+    setup_free(&r);
     return rc;
 }
 
 rb_err adapter_publish(const char *config_path, const char *dir, const char *as_of, publish_report_t *report,
                        char *err, size_t errlen)
 {
-    settings_t *cfg = NULL;
-    const connector_ops_t *ops;
-    const char *data, *secret = NULL;
+    setup_t *r = NULL;
     identity_t *me = NULL;
     astore_t *store = NULL;
-    int64_t threshold = 0;
-    rb_err rc = load_config(config_path, &cfg, &ops, &data, err, errlen);
-    if (rc == RB_OK && (secret = required(cfg, "secret", err, errlen)) == NULL)
-        rc = RB_ERR_USAGE;
-    if (rc == RB_OK)
-        rc = settings_int(cfg, "publish", "threshold", 5, 2, 1000000, &threshold, err, errlen);
-    if (rc == RB_OK && ops->role != CARD_ROLE_SOURCE) {
+    rb_err rc = setup_load(&r, config_path, err, errlen);
+    if (rc == RB_OK && r->ops->role != CARD_ROLE_SOURCE) {
         snprintf(err, errlen, "connector %s receives referrals: only a source (the police side) publishes",
-                 ops->name);
+                 r->ops->name);
         rc = RB_ERR_USAGE;
     }
-    if (rc == RB_OK && (rc = identity_load(&me, secret, NULL, 0)) != RB_OK)
-        snprintf(err, errlen, "%s: %s", secret, rb_strerror(rc));
+    if (rc == RB_OK && (rc = identity_load(&me, r->conf.secret, NULL, 0)) != RB_OK)
+        snprintf(err, errlen, "%s: %s", r->conf.secret, rb_strerror(rc));
     if (rc == RB_OK) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/adapter.db", data);
+        snprintf(path, sizeof path, "%s/adapter.db", r->conf.data);
         rc = astore_open(&store, path, true, err, errlen);
     }
     if (rc == RB_OK) {
-        publish_options_t o = {.threshold = (int)threshold,
-                               .as_of = as_of,
-                               .areas = settings_get(cfg, "publish", "areas", NULL)};
+        publish_options_t o = {.threshold = (int)r->conf.threshold, .as_of = as_of, .areas = r->conf.areas};
         rc = publish_write(store, me, &o, dir, report, err, errlen);
     }
     astore_close(&store);
     identity_free(&me);
-    settings_free(&cfg);
+    setup_free(&r);
     return rc;
 }

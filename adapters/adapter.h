@@ -18,6 +18,10 @@
 #include "rb_error.h"
 #include "settings.h"
 
+/* The settings of an adapter's [adapter] and [publish] sections, one row each (settings.h), ending with a
+ * row without a name; each connector has its own (connector.h). */
+extern const setting_t adapter_settings[];
+
 /* Sets up from a config file (see docs/ADAPTERS.md). On failure *out is NULL and err says why. */
 rb_err adapter_open(adapter_t **out, const char *config_path, char *err, size_t errlen);
 void adapter_close(adapter_t **a_p);

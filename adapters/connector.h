@@ -2,8 +2,9 @@
  *
  * A connector is a table of functions. A source connector (a police records system) finds new referrals
  * in its poll() and hands each to adapter_accept_referral(), and hears of ACKs in on_ack(). A sink
- * connector (the State's Attorney's intake) files each opened, valid referral in file(). Writing a new
- * connector is one new file with one such table, and one line in connectors.c. docs/ADAPTERS.md. */
+ * connector (the State's Attorney's intake) files each opened, valid referral in file(). Its settings are
+ * rows of the same kind as the broker's. Writing a new connector is one new file with one such table, and
+ * one line in connectors.c. docs/ADAPTERS.md. */
 #ifndef CONNECTOR_H
 #define CONNECTOR_H
 
@@ -20,11 +21,17 @@ typedef struct adapter adapter_t;     /* the runtime (adapter.h) */
 typedef struct connector connector_t; /* a connector's own state */
 
 typedef struct {
-    const char *name;            /* as in the config: connector = rms-files */
-    card_role role;              /* CARD_ROLE_SOURCE or CARD_ROLE_SINK: the adapter's card must match */
-    const char *const *settings; /* keys its [name] section may hold, NULL-terminated */
-    /* Sets up from the [name] section. On failure err says why. */
-    rb_err (*open)(connector_t **out, adapter_t *adapter, const settings_t *cfg, char *err, size_t errlen);
+    const char *name; /* as in the config: connector = rms-files */
+    card_role role;   /* CARD_ROLE_SOURCE or CARD_ROLE_SINK: the adapter's card must match */
+    /* Its [name] section's settings, one row each (settings.h), ending with a row without a name; the
+     * runtime refuses any other key and fills a struct of settings_size bytes from them. */
+    const setting_t *settings;
+    size_t settings_size;
+    /* Optional: checks across its settings, each already within its own bounds (cfg names the lines),
+     * wherever the config is read; may set a default that depends on another setting. */
+    rb_err (*check)(void *settings, const settings_t *cfg, char *err, size_t errlen);
+    /* Sets up from its settings (borrowed for the call). On failure err says why. */
+    rb_err (*open)(connector_t **out, adapter_t *adapter, const void *settings, char *err, size_t errlen);
     /* Source: look for new referrals; called on every turn of the loop. */
     void (*poll)(connector_t *c);
     /* Source: the ACK for one of our referrals arrived (ack_json is the AckBody as JSON). May be told twice

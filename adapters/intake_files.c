@@ -17,21 +17,26 @@
 #include "pbjson.h"
 #include "wire.h"
 
+/* Its [intake-files] section (the row below). */
+typedef struct {
+    char out[2048];
+} intake_files_conf_t;
+
 struct connector {
     char out[2048];
     mode_t file_mode; /* of each referral written: the adapter's own, or shared with OUT's group */
 };
 
-static const char *const settings[] = {"out", NULL};
+static const setting_t settings[] = {
+    SETTING_TEXT_ROW("intake-files", "out", intake_files_conf_t, out, 1, NULL, NULL,
+                     "the folder a case-management system imports from"),
+    {0},
+};
 
-static rb_err files_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
+static rb_err files_open(connector_t **out, adapter_t *a, const void *conf, char *err, size_t errlen)
 {
     (void)a;
-    const char *dir = settings_get(cfg, "intake-files", "out", NULL);
-    if (dir == NULL) {
-        snprintf(err, errlen, "[intake-files] out is required");
-        return RB_ERR_USAGE;
-    }
+    const char *dir = ((const intake_files_conf_t *)conf)->out;
     mode_t mode;
     /* Owner and group (set by the operator, who may share OUT with the importer), never others. */
     rb_err rc = fsmode_dir(dir, 0700, 02770, &mode, err, errlen);
@@ -87,6 +92,7 @@ const connector_ops_t intake_files_connector = {
     .name = "intake-files",
     .role = CARD_ROLE_SINK,
     .settings = settings,
+    .settings_size = sizeof(intake_files_conf_t),
     .open = files_open,
     .file = files_file,
     .close = files_close,

@@ -21,13 +21,25 @@
 #include "sqldb.h"
 #include "wire.h"
 
+/* Its [intake-sqlite] section (the rows below). */
+typedef struct {
+    char database[4096];
+    char prefix[9];
+} intake_sqlite_conf_t;
+
 struct connector {
     sqlite3 *db;
     char prefix[16];
     bool in_batch; /* a transaction is open over the filings since the last flush */
 };
 
-static const char *const settings[] = {"database", "prefix", NULL};
+static const setting_t settings[] = {
+    SETTING_TEXT_ROW("intake-sqlite", "database", intake_sqlite_conf_t, database, 1, NULL, NULL,
+                     "the intake database, created when missing"),
+    SETTING_TEXT_ROW("intake-sqlite", "prefix", intake_sqlite_conf_t, prefix, 1, "SAO", NULL,
+                     "intake numbers PREFIX-YEAR-NNNNNN"),
+    {0},
+};
 
 static const sqldb_step_t steps[] = {
     {.sql =
@@ -69,24 +81,16 @@ static const sqldb_step_t steps[] = {
 };
 const sqldb_schema_t intake_sqlite_schema = {"intake", steps, (int)(sizeof steps / sizeof steps[0])};
 
-static rb_err sqlite_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
+static rb_err sqlite_open(connector_t **out, adapter_t *a, const void *conf, char *err, size_t errlen)
 {
     (void)a;
-    const char *path = settings_get(cfg, "intake-sqlite", "database", NULL);
-    const char *prefix = settings_get(cfg, "intake-sqlite", "prefix", "SAO");
-    if (path == NULL) {
-        snprintf(err, errlen, "[intake-sqlite] database is required");
-        return RB_ERR_USAGE;
-    }
-    if (strlen(prefix) == 0 || strlen(prefix) > 8) {
-        snprintf(err, errlen, "[intake-sqlite] prefix must be 1 to 8 characters");
-        return RB_ERR_USAGE;
-    }
+    const intake_sqlite_conf_t *set = conf;
     connector_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return RB_ERR_NOMEM;
-    snprintf(c->prefix, sizeof c->prefix, "%s", prefix);
-    rb_err rc = sqldb_open(&c->db, path, SQLDB_CREATE | SQLDB_SHARED, &intake_sqlite_schema, err, errlen);
+    snprintf(c->prefix, sizeof c->prefix, "%s", set->prefix);
+    rb_err rc =
+        sqldb_open(&c->db, set->database, SQLDB_CREATE | SQLDB_SHARED, &intake_sqlite_schema, err, errlen);
     if (rc != RB_OK) {
         free(c);
         return rc;
@@ -298,6 +302,7 @@ const connector_ops_t intake_sqlite_connector = {
     .name = "intake-sqlite",
     .role = CARD_ROLE_SINK,
     .settings = settings,
+    .settings_size = sizeof(intake_sqlite_conf_t),
     .open = sqlite_open,
     .file = sqlite_file,
     .flush = sqlite_flush,

@@ -35,12 +35,18 @@
 
 #define MAX_EXPORT_BYTES (1024 * 1024)
 
+/* Its [rms-files] section (the rows below). */
+typedef struct {
+    char drop[2048];
+    int64_t stable_ms, scan_ms;
+} rms_files_conf_t;
+
 struct connector {
     adapter_t *adapter;
-    char drop[2048];
+    rms_files_conf_t conf;
     mode_t folder_mode; /* of a folder the adapter makes in DROP: 0700, or shared as DROP is with its group */
     mode_t file_mode;   /* of a file it writes there (ACKs, problems, exports taken): 0600, or 0640 */
-    int64_t stable_ms, scan_ms, next_scan_ms;
+    int64_t next_scan_ms;
     int inotify_fd; /* tells of files closed or moved into DROP at once; -1 when unavailable */
     /* Exports inotify saw renamed into DROP, and not written since: complete, so taken without waiting
      * stable_ms. Kept until a scan takes them or finds them gone. */
@@ -50,7 +56,15 @@ struct connector {
 
 #define RENAMED_MAX 100000 /* beyond it, an export waits stable_ms like any other */
 
-static const char *const settings[] = {"drop", "stable_ms", "scan_ms", NULL};
+static const setting_t settings[] = {
+    SETTING_TEXT_ROW("rms-files", "drop", rms_files_conf_t, drop, 1, NULL, NULL,
+                     "the folder the records system writes into"),
+    SETTING_INT_ROW("rms-files", "stable_ms", rms_files_conf_t, stable_ms, 0, 3600000, "1000",
+                    "a file written in place is read only once unchanged this long"),
+    SETTING_INT_ROW("rms-files", "scan_ms", rms_files_conf_t, scan_ms, 10, 3600000, "500",
+                    "how often the folder is scanned"),
+    {0},
+};
 
 static int64_t now_ms(void)
 {
@@ -66,9 +80,9 @@ static int open_folder(connector_t *c, int drop, const char *sub, char *err, siz
     struct stat st;
     if (fd < 0 && fstatat(drop, sub, &st, AT_SYMLINK_NOFOLLOW) == 0)
         snprintf(err, errlen, "%s/%s: %s, not a folder: remove it (rms-files makes the folder at start)",
-                 c->drop, sub, S_ISLNK(st.st_mode) ? "a symbolic link" : "something else");
+                 c->conf.drop, sub, S_ISLNK(st.st_mode) ? "a symbolic link" : "something else");
     else if (fd < 0)
-        snprintf(err, errlen, "%s/%s: %s", c->drop, sub, strerror(errno));
+        snprintf(err, errlen, "%s/%s: %s", c->conf.drop, sub, strerror(errno));
     return fd;
 }
 
@@ -78,20 +92,20 @@ static rb_err make_folders(connector_t *c, char *err, size_t errlen)
 {
     mode_t drop_mode;
     /* Owner and group (set by the operator, who may share DROP with the records system), never others. */
-    rb_err rc = fsmode_dir(c->drop, 0700, 02770, &drop_mode, err, errlen);
+    rb_err rc = fsmode_dir(c->conf.drop, 0700, 02770, &drop_mode, err, errlen);
     if (rc != RB_OK)
         return rc;
     c->folder_mode = 0700 | (drop_mode & 02070);
     c->file_mode = 0600 | (drop_mode & 0040);
-    int drop = open(c->drop, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int drop = open(c->conf.drop, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (drop < 0) {
-        snprintf(err, errlen, "%s: %s", c->drop, strerror(errno));
+        snprintf(err, errlen, "%s: %s", c->conf.drop, strerror(errno));
         return RB_ERR_IO;
     }
     static const char *const subs[] = {"sent", "rejected", "acks"};
     for (size_t i = 0; rc == RB_OK && i < sizeof subs / sizeof subs[0]; i++) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", c->drop, subs[i]);
+        snprintf(path, sizeof path, "%s/%s", c->conf.drop, subs[i]);
         bool made = mkdirat(drop, subs[i], 0700) == 0;
         int fd = open_folder(c, drop, subs[i], err, errlen);
         if (fd < 0) {
@@ -109,26 +123,14 @@ static rb_err make_folders(connector_t *c, char *err, size_t errlen)
     return rc;
 }
 
-static rb_err rms_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
+static rb_err rms_open(connector_t **out, adapter_t *a, const void *conf, char *err, size_t errlen)
 {
     connector_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return RB_ERR_NOMEM;
     c->adapter = a;
-    const char *drop = settings_get(cfg, "rms-files", "drop", NULL);
-    rb_err rc = RB_OK;
-    if (drop == NULL) {
-        snprintf(err, errlen, "[rms-files] drop is required");
-        rc = RB_ERR_USAGE;
-    } else {
-        snprintf(c->drop, sizeof c->drop, "%s", drop);
-    }
-    if (rc == RB_OK)
-        rc = settings_int(cfg, "rms-files", "stable_ms", 1000, 0, 3600000, &c->stable_ms, err, errlen);
-    if (rc == RB_OK)
-        rc = settings_int(cfg, "rms-files", "scan_ms", 500, 10, 3600000, &c->scan_ms, err, errlen);
-    if (rc == RB_OK)
-        rc = make_folders(c, err, errlen);
+    c->conf = *(const rms_files_conf_t *)conf;
+    rb_err rc = make_folders(c, err, errlen);
     if (rc != RB_OK) {
         free(c);
         return rc;
@@ -136,12 +138,14 @@ static rb_err rms_open(connector_t **out, adapter_t *a, const settings_t *cfg, c
     /* Without inotify (a network file system, a full watch table) the periodic scan still finds
      * everything, only later. */
     c->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (c->inotify_fd >= 0 && inotify_add_watch(c->inotify_fd, c->drop, IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
+    if (c->inotify_fd >= 0 &&
+        inotify_add_watch(c->inotify_fd, c->conf.drop, IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
         close(c->inotify_fd);
         c->inotify_fd = -1;
     }
     if (c->inotify_fd < 0)
-        log_warn("inotify_unavailable", "drop=%s fallback=scan scan_ms=%lld", c->drop, (long long)c->scan_ms);
+        log_warn("inotify_unavailable", "drop=%s fallback=scan scan_ms=%lld", c->conf.drop,
+                 (long long)c->conf.scan_ms);
     *out = c;
     return RB_OK;
 }
@@ -396,13 +400,13 @@ static void rms_poll(connector_t *c)
     bool changed = drop_changed(c);
     if (t < c->next_scan_ms && !changed)
         return;
-    c->next_scan_ms = t + c->scan_ms;
-    int drop = open(c->drop, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    c->next_scan_ms = t + c->conf.scan_ms;
+    int drop = open(c->conf.drop, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (drop < 0)
         return; /* gone for now: looked at again next scan */
     /* In name order: records systems number their exports, and a supplement should follow its referral. */
     struct dirent **names;
-    int n = scandir(c->drop, &names, is_export, by_name), taken = 0;
+    int n = scandir(c->conf.drop, &names, is_export, by_name), taken = 0;
     taken_t *batch = n > 0 ? malloc(BATCH * sizeof *batch) : NULL;
     bool *keep = calloc(c->n_renamed + 1, sizeof *keep);
     if (c->n_renamed > 0)
@@ -420,7 +424,7 @@ static void rms_poll(connector_t *c)
             c->n_renamed ? bsearch(&name, c->renamed, c->n_renamed, sizeof name, by_string) : NULL;
         /* A regular file not renamed in waits until stable (perhaps still being written); anything else
          * under an export's name is refused at once. */
-        if (storing && taken < BATCH && seen && (!regular || renamed != NULL || age >= c->stable_ms) &&
+        if (storing && taken < BATCH && seen && (!regular || renamed != NULL || age >= c->conf.stable_ms) &&
             strlen(name) < sizeof batch->name) {
             taken_t *e = &batch[taken++];
             snprintf(e->name, sizeof e->name, "%s", name);
@@ -457,9 +461,9 @@ static rb_err rms_on_ack(connector_t *c, const msg_id_t *referral, const char *a
     char hex[33], name[40], err[4200];
     wire_id_hex(referral->bytes, hex);
     snprintf(name, sizeof name, "%s.json", hex);
-    int drop = open(c->drop, O_RDONLY | O_DIRECTORY | O_CLOEXEC), acks = -1;
+    int drop = open(c->conf.drop, O_RDONLY | O_DIRECTORY | O_CLOEXEC), acks = -1;
     if (drop < 0)
-        snprintf(err, sizeof err, "%s: %s", c->drop, strerror(errno));
+        snprintf(err, sizeof err, "%s: %s", c->conf.drop, strerror(errno));
     else
         acks = open_folder(c, drop, "acks", err, sizeof err);
     rb_err rc = RB_ERR_IO;
@@ -479,6 +483,7 @@ const connector_ops_t rms_files_connector = {
     .name = "rms-files",
     .role = CARD_ROLE_SOURCE,
     .settings = settings,
+    .settings_size = sizeof(rms_files_conf_t),
     .open = rms_open,
     .poll = rms_poll,
     .on_ack = rms_on_ack,

@@ -66,9 +66,70 @@ typedef struct {
     bool too_big;
 } upload_t;
 
-static const char *const settings[] = {
-    "listen",         "token_file", "max_body_bytes", "max_connections", "max_connections_per_address",
-    "idle_timeout_s", NULL};
+/* Its [rms-http] section (the rows below). */
+typedef struct {
+    char listen[128], token_file[4096];
+    int64_t max_body_bytes, max_connections, max_connections_per_address, idle_timeout_s;
+} rms_http_conf_t;
+
+/* listen as ADDRESS:PORT (IPv4) into addr and host; false when it is not. */
+static bool parse_listen(const char *listen, struct sockaddr_in *addr, char host[64])
+{
+    char *end = NULL;
+    const char *colon = strchr(listen, ':');
+    unsigned long port = 0;
+    memset(addr, 0, sizeof *addr);
+    addr->sin_family = AF_INET;
+    if (colon != NULL && colon - listen < 64 && colon[1] >= '0' && colon[1] <= '9') {
+        port = strtoul(colon + 1, &end, 10);
+        snprintf(host, 64, "%.*s", (int)(colon - listen), listen);
+    }
+    if (end == NULL || *end != '\0' || port > 65535 || inet_pton(AF_INET, host, &addr->sin_addr) != 1)
+        return false;
+    addr->sin_port = htons((uint16_t)port);
+    return true;
+}
+
+static bool valid_listen(const char *value, char *why, size_t whylen)
+{
+    struct sockaddr_in addr;
+    char host[64];
+    if (parse_listen(value, &addr, host))
+        return true;
+    snprintf(why, whylen, "must be ADDRESS:PORT, e.g. 127.0.0.1:8080");
+    return false;
+}
+
+#define INT_ROW(name, min, max, dflt, help)                                                                  \
+    SETTING_INT_ROW("rms-http", #name, rms_http_conf_t, name, min, max, dflt, help)
+static const setting_t settings[] = {
+    SETTING_TEXT_ROW("rms-http", "listen", rms_http_conf_t, listen, 1, "127.0.0.1:8080", valid_listen,
+                     "ADDRESS:PORT to listen on (port 0: any free port)"),
+    SETTING_TEXT_ROW("rms-http", "token_file", rms_http_conf_t, token_file, 1, NULL, NULL,
+                     "the bearer token, at least 16 characters, on its first line"),
+    INT_ROW(max_body_bytes, 1024, 16 * 1024 * 1024, "1048576", "larger bodies are refused with 413"),
+    INT_ROW(max_connections, 1, 65536, "256", "connections open at once, from everyone"),
+    INT_ROW(
+        max_connections_per_address, 1, 65536, "16",
+        "connections open at once from one client address (at most max_connections, the default if lower)"),
+    INT_ROW(idle_timeout_s, 1, 3600, "10", "a connection that sends or takes nothing this long is closed"),
+    {0},
+};
+
+static rb_err http_check(void *conf, const settings_t *cfg, char *err, size_t errlen)
+{
+    rms_http_conf_t *set = conf;
+    if (set->max_connections_per_address <= set->max_connections)
+        return RB_OK;
+    /* The default, 16, gives way to a lower overall limit; a value set over it is a mistake. */
+    if (!settings_has(cfg, "rms-http", "max_connections_per_address")) {
+        set->max_connections_per_address = set->max_connections;
+        return RB_OK;
+    }
+    return settings_fail(cfg, "rms-http", "max_connections_per_address", err, errlen,
+                         "[rms-http] max_connections_per_address must be a whole number from 1 to %lld",
+                         (long long)set->max_connections);
+}
 
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, json_t *body)
 {
@@ -296,28 +357,22 @@ static void on_http_message(void *cls, const char *fmt, va_list ap)
     log_warn("http_error", "detail=%s", text);
 }
 
-static rb_err http_open(connector_t **out, adapter_t *a, const settings_t *cfg, char *err, size_t errlen)
+static rb_err http_open(connector_t **out, adapter_t *a, const void *conf, char *err, size_t errlen)
 {
     pbjson_init(); /* jansson's memory comes from the wiping allocator */
+    const rms_http_conf_t *set = conf;
     connector_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return RB_ERR_NOMEM;
     c->adapter = a;
-    const char *listen = settings_get(cfg, "rms-http", "listen", "127.0.0.1:8080");
-    const char *token = settings_get(cfg, "rms-http", "token_file", NULL);
-    int64_t connections = 0, per_address = 0, timeout = 0;
-    rb_err rc = settings_int(cfg, "rms-http", "max_body_bytes", 1024 * 1024, 1024, 16 * 1024 * 1024,
-                             &c->max_body, err, errlen);
-    if (rc == RB_OK)
-        rc = settings_int(cfg, "rms-http", "max_connections", 256, 1, 65536, &connections, err, errlen);
-    if (rc == RB_OK)
-        rc = settings_int(cfg, "rms-http", "max_connections_per_address", connections < 16 ? connections : 16,
-                          1, connections, &per_address, err, errlen);
-    if (rc == RB_OK)
-        rc = settings_int(cfg, "rms-http", "idle_timeout_s", 10, 1, 3600, &timeout, err, errlen);
+    c->max_body = set->max_body_bytes;
+    int64_t connections = set->max_connections, per_address = set->max_connections_per_address,
+            timeout = set->idle_timeout_s;
+    const char *listen = set->listen;
+    rb_err rc = RB_OK;
     struct rlimit files;
     int64_t files_needed = connections + OTHER_FILES;
-    if (rc == RB_OK && getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY &&
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY &&
         (rlim_t)files_needed > files.rlim_cur) {
         snprintf(
             err, errlen,
@@ -326,28 +381,13 @@ static rb_err http_open(connector_t **out, adapter_t *a, const settings_t *cfg, 
             (long long)connections, (long long)files_needed, (unsigned long long)files.rlim_cur);
         rc = RB_ERR_USAGE;
     }
-    if (rc == RB_OK && token == NULL) {
-        snprintf(err, errlen, "[rms-http] token_file is required");
-        rc = RB_ERR_USAGE;
-    }
     if (rc == RB_OK)
-        rc = read_token(c, token, err, errlen);
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    char host[64], *end = NULL;
-    const char *colon = strchr(listen, ':');
-    unsigned long port = 0;
-    if (rc == RB_OK && colon != NULL && (size_t)(colon - listen) < sizeof host && colon[1] >= '0' &&
-        colon[1] <= '9') {
-        port = strtoul(colon + 1, &end, 10);
-        snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
-    }
-    if (rc == RB_OK &&
-        (end == NULL || *end != '\0' || port > 65535 || inet_pton(AF_INET, host, &addr.sin_addr) != 1)) {
-        snprintf(err, errlen, "[rms-http] listen must be ADDRESS:PORT, e.g. 127.0.0.1:8080");
-        rc = RB_ERR_USAGE;
-    }
+        rc = read_token(c, set->token_file, err, errlen);
+    struct sockaddr_in addr;
+    char host[64];
+    parse_listen(listen, &addr, host); /* checked with the settings */
+    unsigned port = ntohs(addr.sin_port);
     if (rc == RB_OK) {
-        addr.sin_port = htons((uint16_t)port);
         /* epoll, not select: one descriptor that says when there is work (http_poll), and no FD_SETSIZE
          * ceiling on the connections. */
         c->daemon = MHD_start_daemon(
@@ -411,6 +451,8 @@ const connector_ops_t rms_http_connector = {
     .name = "rms-http",
     .role = CARD_ROLE_SOURCE,
     .settings = settings,
+    .settings_size = sizeof(rms_http_conf_t),
+    .check = http_check,
     .open = http_open,
     .poll = http_poll,
     .close = http_close,

@@ -1,24 +1,6 @@
-/* config.h -- the broker's settings: defaults, then an INI file (inih), then command-line overrides.
- *
- *   [broker]
- *   listen = tcp://127.0.0.1:7450
- *   max_message_bytes = 1114112
- *   credit = 16
- *   sessions_per_key = 8
- *   checkpoint_interval_ms = 10000
- *   checkpoint_events = 1000
- *   [delivery]
- *   heartbeat_ms = 5000
- *   retry_base_ms = 2000
- *   retry_max_ms = 300000
- *   retry_limit = 12
- *   ttl_ms = 1209600000
- *   ack_overdue_ms = 259200000
- *   [metrics]
- *   listen = 127.0.0.1:9464
- *   [keys]
- *   rotation_overlap_ms = 604800000
- */
+/* config.h -- the broker's settings: defaults, then an INI file (inih), then command-line overrides. Each
+ * setting is one row of config_settings (config.c): section, name, bounds, default, help and its field
+ * below; broker/dist/broker.conf and docs/PROTOCOL.md ("Broker settings") list them for operators. */
 #ifndef CONFIG_H
 #define CONFIG_H
 
@@ -26,6 +8,7 @@
 #include <stdint.h>
 
 #include "rb_error.h"
+#include "settings.h"
 
 typedef struct {
     char listen[256];               /* ZeroMQ endpoint the ROUTER binds */
@@ -47,7 +30,10 @@ typedef struct {
 } broker_config_t;
 
 void config_defaults(broker_config_t *cfg);
-/* Reads an INI file over the current values. RB_ERR_USAGE with err naming the line for an unknown key or
+/* The settings, one row each (settings.h), ending with a row without a name. */
+extern const setting_t config_settings[];
+
+/* Reads an INI file: the defaults, then its values. RB_ERR_USAGE with err naming the line for an unknown key or
  * bad value; RB_ERR_IO when the file cannot be read. */
 rb_err config_load(broker_config_t *cfg, const char *path, char *err, size_t errlen);
 

@@ -117,7 +117,7 @@ void settings_free(settings_t **s_p)
     *s_p = NULL;
 }
 
-/* The entry that settings_get returns: the last one wins, as in most INI readers. */
+/* The entry of section and key that counts: the last one, as in most INI readers. */
 static const entry_t *find(const settings_t *s, const char *section, const char *key)
 {
     const entry_t *found = NULL;
@@ -127,10 +127,9 @@ static const entry_t *find(const settings_t *s, const char *section, const char 
     return found;
 }
 
-const char *settings_get(const settings_t *s, const char *section, const char *key, const char *dflt)
+bool settings_has(const settings_t *s, const char *section, const char *key)
 {
-    const entry_t *e = find(s, section, key);
-    return e != NULL ? e->value : dflt;
+    return find(s, section, key) != NULL;
 }
 
 static rb_err fail_at(const settings_t *s, int line, char *err, size_t errlen, const char *fmt, va_list ap)
@@ -166,57 +165,88 @@ rb_err settings_fail(const settings_t *s, const char *section, const char *key, 
     return rc;
 }
 
-rb_err settings_int(const settings_t *s, const char *section, const char *key, int64_t dflt, int64_t min,
-                    int64_t max, int64_t *out, char *err, size_t errlen)
+/* The row of tables that names section (and key, unless NULL), or NULL. */
+static const setting_t *row_of(const setting_t *rows, const char *section, const char *key)
 {
-    const char *v = settings_get(s, section, key, NULL);
-    if (v == NULL) {
-        *out = dflt;
-        return RB_OK;
+    for (; rows->name != NULL; rows++)
+        if (strcmp(rows->section, section) == 0 && (key == NULL || strcmp(rows->name, key) == 0))
+            return rows;
+    return NULL;
+}
+
+/* A value into its place in into; false with why when the row refuses it. */
+static bool put(const setting_t *r, const char *value, void *into, char *why, size_t whylen)
+{
+    char *at = (char *)into + r->offset;
+    if (r->type == SETTING_INT) {
+        char *end;
+        errno = 0;
+        long long n = strtoll(value, &end, 10);
+        if (errno != 0 || *value == '\0' || *end != '\0' || n < r->min || n > r->max)
+            return snprintf(why, whylen, "[%s] %s must be a whole number from %lld to %lld", r->section,
+                            r->name, (long long)r->min, (long long)r->max),
+                   false;
+        int64_t v = n;
+        memcpy(at, &v, sizeof v);
+        return true;
     }
-    char *end;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (errno != 0 || *v == '\0' || *end != '\0' || n < min || n > max)
-        return settings_fail(s, section, key, err, errlen, "[%s] %s must be a whole number from %lld to %lld",
-                             section, key, (long long)min, (long long)max);
-    *out = n;
+    size_t len = strlen(value);
+    char reason[256];
+    if (len == 0 && r->dflt == NULL)
+        return snprintf(why, whylen, "[%s] %s is required", r->section, r->name), false;
+    if ((int64_t)len < r->min || (int64_t)len > r->max)
+        return snprintf(why, whylen, "[%s] %s must be %lld to %lld characters", r->section, r->name,
+                        (long long)r->min, (long long)r->max),
+               false;
+    if (r->valid != NULL && !r->valid(value, reason, sizeof reason))
+        return snprintf(why, whylen, "[%s] %s %s", r->section, r->name, reason), false;
+    memcpy(at, value, len + 1);
+    return true;
+}
+
+/* Defaults are the program's own, checked by the tests: stored without the checks of a value. */
+void settings_defaults(const setting_t *rows, void *into)
+{
+    for (const setting_t *r = rows; r->name != NULL; r++) {
+        const char *dflt = r->dflt != NULL ? r->dflt : "";
+        if (r->type == SETTING_INT) {
+            int64_t v = strtoll(dflt, NULL, 10);
+            memcpy((char *)into + r->offset, &v, sizeof v);
+        } else {
+            memcpy((char *)into + r->offset, dflt, strlen(dflt) + 1);
+        }
+    }
+}
+
+rb_err settings_apply(const settings_t *s, const setting_t *rows, void *into, char *err, size_t errlen)
+{
+    settings_defaults(rows, into);
+    for (size_t i = 0; i < s->n; i++) {
+        const entry_t *e = &s->items[i];
+        if (row_of(rows, e->section, NULL) == NULL)
+            continue;
+        const setting_t *r = row_of(rows, e->section, e->key);
+        char why[512];
+        if (r == NULL)
+            return fail_line(s, e->line, err, errlen, "unknown setting [%s] %s", e->section, e->key);
+        if (!put(r, e->value, into, why, sizeof why))
+            return fail_line(s, e->line, err, errlen, "%s", why);
+    }
+    for (const setting_t *r = rows; r->name != NULL; r++)
+        if (r->dflt == NULL && find(s, r->section, r->name) == NULL)
+            return fail_line(s, 0, err, errlen, "[%s] %s is required", r->section, r->name);
     return RB_OK;
 }
 
-static bool listed(const char *name, const char *const *known)
-{
-    for (; *known != NULL; known++)
-        if (strcmp(name, *known) == 0)
-            return true;
-    return false;
-}
-
-rb_err settings_check_sections(const settings_t *s, const char *const *known, char *err, size_t errlen)
-{
-    for (size_t i = 0; i < s->n; i++)
-        if (!listed(s->items[i].section, known))
-            return fail_line(s, s->items[i].section_line, err, errlen, "unknown section [%s]",
-                             s->items[i].section);
-    return RB_OK;
-}
-
-rb_err settings_check(const settings_t *s, const char *section, const char *const *known, char *err,
-                      size_t errlen)
-{
-    for (size_t i = 0; i < s->n; i++)
-        if (strcmp(s->items[i].section, section) == 0 && !listed(s->items[i].key, known))
-            return fail_line(s, s->items[i].line, err, errlen, "unknown setting [%s] %s", section,
-                             s->items[i].key);
-    return RB_OK;
-}
-
-rb_err settings_each(const settings_t *s, settings_check_fn check, void *ctx, char *err, size_t errlen)
+rb_err settings_check_sections(const settings_t *s, const setting_t *const *tables, char *err, size_t errlen)
 {
     for (size_t i = 0; i < s->n; i++) {
-        char why[300];
-        if (!check(ctx, s->items[i].section, s->items[i].key, s->items[i].value, why, sizeof why))
-            return fail_line(s, s->items[i].line, err, errlen, "%s", why);
+        bool known = false;
+        for (const setting_t *const *t = tables; *t != NULL && !known; t++)
+            known = row_of(*t, s->items[i].section, NULL) != NULL;
+        if (!known)
+            return fail_line(s, s->items[i].section_line, err, errlen, "unknown section [%s]",
+                             s->items[i].section);
     }
     return RB_OK;
 }

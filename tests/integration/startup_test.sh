@@ -218,6 +218,22 @@ adapter_hangup() {
 }
 check "SIGHUP: an adapter logs hangup_ignored and carries on; SIGTERM stops it" adapter_hangup
 
+# Every setting is checked whenever a config is read, against its one row (bounds, type): a connector's
+# value out of range was missed by `status` (only the adapter's start read it), and a [publish] value by
+# `run` (only referral-publish read it, perhaps months later).
+status_checks_connector() {
+    write_conf "$work/a.conf" 's|^drop = .*|&\nstable_ms = -1|'
+    fails 2 "^referral-adapter: $work/a.conf: line 12: \[rms-files\] stable_ms must be a whole number from 0 to 3600000$" \
+        "$adapter" status --config "$work/a.conf"
+}
+check "status refuses a connector setting out of range, naming its line" status_checks_connector
+run_checks_publish() {
+    write_conf "$work/a.conf" 's|^drop = .*|&\n\n[publish]\nthreshold = 1|'
+    fails 2 "^referral-adapter: $work/a.conf: line 14: \[publish\] threshold must be a whole number from 2 to 1000000$" \
+        "$adapter" run --config "$work/a.conf"
+}
+check "run refuses a [publish] setting out of range, naming its line" run_checks_publish
+
 # --- connecting with the wrong key or card -------------------------------------------------------------
 
 two_days=$((2 * 86400 * 1000))

@@ -157,10 +157,13 @@ static void intake_databases_upgrade(void **state)
         test_write_file(test_path(ini_path, sizeof ini_path, "%s/intake.conf", f->dir), ini, (size_t)len,
                         0600);
         settings_t *cfg;
+        void *conf = calloc(1, ops->settings_size);
         assert_ok(settings_load(&cfg, ini_path, err, sizeof err));
+        assert_ok(settings_apply(cfg, ops->settings, conf, err, sizeof err));
         connector_t *c = NULL;
-        rb_err rc = ops->open(&c, NULL, cfg, err, sizeof err);
+        rb_err rc = ops->open(&c, NULL, conf, err, sizeof err);
         settings_free(&cfg);
+        free(conf);
         if (rc != RB_OK)
             fail_msg("%s: %s: %s", names[i], rb_strerror(rc), err);
         ops->close(&c);
