@@ -250,9 +250,10 @@ void close_windows(broker_t *b, int64_t t, bool final);
 
 /* --- submit.c: submissions, CONFIRMs and the group commit --------------------------------------------- */
 
-/* pre: the envelope verified ahead (verify_ahead), or NULL to verify it here. */
-void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, verified_t *pre);
-void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c);
+/* The handlers of SUBMIT and CONFIRM (frames.c's table): each queues its frame for the group commit, or
+ * refuses it. pre: a SUBMIT's envelope verified ahead (verify_ahead), or NULL to verify it here. */
+void handle_submit(broker_t *b, session_t *s, const Rb__Frame *f, verified_t *pre);
+void handle_confirm(broker_t *b, session_t *s, const Rb__Frame *f, verified_t *pre);
 /* Ledgers a submission: "submitted" with the sender's signed header, and for an ACK also "acked" on the
  * referral it answers, with the same header. s is the submitting session, NULL for the broker's own
  * notices. */

@@ -24,8 +24,10 @@ bool version_known(const Rb__Frame *f)
 
 /* Answers PROVE: the consistency of two sizes of the ledger, both within the latest checkpoint, for a source
  * checking a checkpoint a sink's ACK carried against its own. */
-static void send_proof(broker_t *b, session_t *s, const Rb__Prove *p)
+static void send_proof(broker_t *b, session_t *s, const Rb__Frame *f, verified_t *pre)
 {
+    (void)pre;
+    const Rb__Prove *p = f->prove;
     merkle_hash_t hashes[PROOF_HASHES_MAX];
     ProtobufCBinaryData proof[PROOF_HASHES_MAX];
     size_t n = 0;
@@ -45,15 +47,111 @@ static void send_proof(broker_t *b, session_t *s, const Rb__Prove *p)
     }
     for (size_t i = 0; i < n; i++)
         proof[i] = (ProtobufCBinaryData){MERKLE_HASH_BYTES, hashes[i].bytes};
-    Rb__Frame f = RB__FRAME__INIT;
+    Rb__Frame r = RB__FRAME__INIT;
     Rb__Proof reply = RB__PROOF__INIT;
     reply.old_size = p->old_size;
     reply.new_size = p->new_size;
     reply.n_consistency = n;
     reply.consistency = proof;
-    f.body_case = RB__FRAME__BODY_PROOF;
-    f.proof = &reply;
-    send_frame(b, s, &f);
+    r.body_case = RB__FRAME__BODY_PROOF;
+    r.proof = &reply;
+    send_frame(b, s, &r);
+}
+
+/* Answers HELLO with WELCOME: the session may now submit, confirm and be delivered to (with credit). */
+static void say_welcome(broker_t *b, session_t *s, const Rb__Frame *f, verified_t *pre)
+{
+    (void)pre;
+    s->hello = true;
+    s->protocol = f->hello->protocol;
+    s->credit = f->hello->credit > b->cfg->credit ? b->cfg->credit : f->hello->credit;
+    s->ledger_size = f->hello->ledger_size;
+    /* One receiver per party: a new one (an adapter restarted) replaces any older connection. */
+    for (size_t i = 0; s->credit > 0 && i < MAX_SESSIONS; i++) {
+        session_t *o = &b->sessions[i];
+        if (o != s && o->used && o->credit > 0 && strcmp(o->party.card.name, s->party.card.name) == 0)
+            drop_session(b, o, "replaced by a new connection", METRICS_CLOSE_REPLACED);
+    }
+    Rb__Frame w = RB__FRAME__INIT;
+    Rb__Welcome welcome = RB__WELCOME__INIT;
+    welcome.broker = (char *)identity_card(b->me)->name;
+    welcome.peer = s->party.card.name;
+    welcome.heartbeat_ms = (uint32_t)b->cfg->heartbeat_ms;
+    welcome.protocol = WIRE_VERSION;
+    ledger_update_t *u = malloc(sizeof *u);
+    if (u != NULL && ledger_update(b, s, u) == RB_OK)
+        welcome.ledger = &u->update;
+    w.body_case = RB__FRAME__BODY_WELCOME;
+    w.welcome = &welcome;
+    send_frame(b, s, &w);
+    free(u);
+    log_info("hello", "adapter=%s peer=%s credit=%lld", s->party.card.name, s->peer, (long long)s->credit);
+}
+
+/* Runs an admin command and answers it; what it changed in parties and keys takes effect at once. */
+static void run_admin_command(broker_t *b, session_t *s, const Rb__Frame *f, verified_t *pre)
+{
+    (void)pre;
+    char *output = NULL;
+    bool changed = false;
+    admin_env_t env = {.connected = is_connected,
+                       .ctx = b,
+                       .rotation_overlap_ms = b->cfg->rotation_overlap_ms,
+                       .ack_overdue_ms = b->cfg->ack_overdue_ms,
+                       .key_expiry_warn_ms = b->cfg->key_expiry_warn_ms,
+                       .broker_card = identity_card(b->me)};
+    bool ok =
+        admin_execute(b->store, &s->party, s->peer, f->admin_request, now_ms(), &env, &output, &changed);
+    if (changed) {
+        if (reload_trust(b) != RB_OK)
+            log_error("trust_reload_failed", "after=admin");
+        revalidate_sessions(b);
+        /* Before the reply: whatever the admin's peers submit next is queued after the notice, so adapters
+         * learn of a new key before they see it. */
+        send_notices(b);
+    }
+    Rb__Frame r = RB__FRAME__INIT;
+    Rb__AdminReply reply = RB__ADMIN_REPLY__INIT;
+    reply.ok = ok;
+    reply.output = output ? output : "";
+    r.body_case = RB__FRAME__BODY_ADMIN_REPLY;
+    r.admin_reply = &reply;
+    send_frame(b, s, &r);
+    free(output);
+}
+
+/* Who may send a frame. */
+typedef enum { ANY_PARTY, ADAPTER, ADMIN } sender_t;
+
+typedef void handler_fn(broker_t *b, session_t *s, const Rb__Frame *f, verified_t *pre);
+
+/* The frames a broker takes, whom from, and what handles each; a frame no row allows is refused as
+ * unexpected. A frame marked hello_first is refused before HELLO whoever sends it (HELLO_FIRST). */
+static const struct {
+    Rb__Frame__BodyCase frame;
+    sender_t from;
+    bool hello_first;
+    handler_fn *handle; /* NULL: nothing to do but note that the peer spoke (last_rx_ms) */
+} handlers[] = {
+    {RB__FRAME__BODY_HELLO, ANY_PARTY, false, say_welcome},
+    {RB__FRAME__BODY_HEARTBEAT, ANY_PARTY, false, NULL},
+    {RB__FRAME__BODY_SUBMIT, ADAPTER, true, handle_submit},
+    {RB__FRAME__BODY_CONFIRM, ADAPTER, true, handle_confirm},
+    {RB__FRAME__BODY_PROVE, ANY_PARTY, true, send_proof},
+    {RB__FRAME__BODY_ADMIN_REQUEST, ADMIN, true, run_admin_command},
+};
+
+/* Refuses a frame that needs HELLO first, named by its message id when it has one, so that a client can
+ * tell which submission to send again after HELLO. */
+static void refuse_before_hello(broker_t *b, session_t *s, const Rb__Frame *f)
+{
+    msg_id_t id;
+    bool named = f->body_case == RB__FRAME__BODY_SUBMIT
+                     ? envelope_peek_id(f->submit->envelope.data, f->submit->envelope.len, &id) == RB_OK
+                     : f->body_case == RB__FRAME__BODY_CONFIRM &&
+                           f->confirm->message_id.len == MSG_ID_BYTES &&
+                           (memcpy(id.bytes, f->confirm->message_id.data, MSG_ID_BYTES), true);
+    refuse_frame(b, s, RB__ERROR_CODE__ERROR_CODE_UNEXPECTED, HELLO_FIRST, named ? id.bytes : NULL);
 }
 
 void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t len, verified_t *pre)
@@ -79,80 +177,23 @@ void handle_frame(broker_t *b, session_t *s, const uint8_t *data, size_t len, ve
     } else if (!version_known(f)) {
         refuse_frame(b, s, RB__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION,
                      "protocol versions 1 to 3 only, and PROVE is of version 2 or later", NULL);
-    } else if (!s->hello &&
-               (f->body_case == RB__FRAME__BODY_SUBMIT || f->body_case == RB__FRAME__BODY_CONFIRM ||
-                f->body_case == RB__FRAME__BODY_ADMIN_REQUEST || f->body_case == RB__FRAME__BODY_PROVE)) {
-        /* Named by its message id, so that a client can tell which submission to send again after HELLO. */
-        msg_id_t id;
-        bool named = f->body_case == RB__FRAME__BODY_SUBMIT
-                         ? envelope_peek_id(f->submit->envelope.data, f->submit->envelope.len, &id) == RB_OK
-                         : f->body_case == RB__FRAME__BODY_CONFIRM &&
-                               f->confirm->message_id.len == MSG_ID_BYTES &&
-                               (memcpy(id.bytes, f->confirm->message_id.data, MSG_ID_BYTES), true);
-        refuse_frame(b, s, RB__ERROR_CODE__ERROR_CODE_UNEXPECTED, HELLO_FIRST, named ? id.bytes : NULL);
-    } else if (f->body_case == RB__FRAME__BODY_HELLO) {
-        s->hello = true;
-        s->protocol = f->hello->protocol;
-        s->credit = f->hello->credit > b->cfg->credit ? b->cfg->credit : f->hello->credit;
-        s->ledger_size = f->hello->ledger_size;
-        /* One receiver per party: a new one (an adapter restarted) replaces any older connection. */
-        for (size_t i = 0; s->credit > 0 && i < MAX_SESSIONS; i++) {
-            session_t *o = &b->sessions[i];
-            if (o != s && o->used && o->credit > 0 && strcmp(o->party.card.name, s->party.card.name) == 0)
-                drop_session(b, o, "replaced by a new connection", METRICS_CLOSE_REPLACED);
-        }
-        Rb__Frame w = RB__FRAME__INIT;
-        Rb__Welcome welcome = RB__WELCOME__INIT;
-        welcome.broker = (char *)identity_card(b->me)->name;
-        welcome.peer = s->party.card.name;
-        welcome.heartbeat_ms = (uint32_t)b->cfg->heartbeat_ms;
-        welcome.protocol = WIRE_VERSION;
-        ledger_update_t *u = malloc(sizeof *u);
-        if (u != NULL && ledger_update(b, s, u) == RB_OK)
-            welcome.ledger = &u->update;
-        w.body_case = RB__FRAME__BODY_WELCOME;
-        w.welcome = &welcome;
-        send_frame(b, s, &w);
-        free(u);
-        log_info("hello", "adapter=%s peer=%s credit=%lld", s->party.card.name, s->peer,
-                 (long long)s->credit);
-    } else if (f->body_case == RB__FRAME__BODY_SUBMIT && s->party.card.role != CARD_ROLE_ADMIN) {
-        handle_submit(b, s, f->submit, pre);
-    } else if (f->body_case == RB__FRAME__BODY_CONFIRM && s->party.card.role != CARD_ROLE_ADMIN) {
-        handle_confirm(b, s, f->confirm);
-    } else if (f->body_case == RB__FRAME__BODY_HEARTBEAT) {
-        /* last_rx_ms is all it is for */
-    } else if (f->body_case == RB__FRAME__BODY_PROVE) {
-        send_proof(b, s, f->prove);
-    } else if (f->body_case == RB__FRAME__BODY_ADMIN_REQUEST && s->party.card.role == CARD_ROLE_ADMIN) {
-        char *output = NULL;
-        bool changed = false;
-        admin_env_t env = {.connected = is_connected,
-                           .ctx = b,
-                           .rotation_overlap_ms = b->cfg->rotation_overlap_ms,
-                           .ack_overdue_ms = b->cfg->ack_overdue_ms,
-                           .key_expiry_warn_ms = b->cfg->key_expiry_warn_ms,
-                           .broker_card = identity_card(b->me)};
-        bool ok =
-            admin_execute(b->store, &s->party, s->peer, f->admin_request, now_ms(), &env, &output, &changed);
-        if (changed) {
-            if (reload_trust(b) != RB_OK)
-                log_error("trust_reload_failed", "after=admin");
-            revalidate_sessions(b);
-            /* Before the reply: whatever the admin's peers submit next is queued after the notice, so adapters
-             * learn of a new key before they see it. */
-            send_notices(b);
-        }
-        Rb__Frame r = RB__FRAME__INIT;
-        Rb__AdminReply reply = RB__ADMIN_REPLY__INIT;
-        reply.ok = ok;
-        reply.output = output ? output : "";
-        r.body_case = RB__FRAME__BODY_ADMIN_REPLY;
-        r.admin_reply = &reply;
-        send_frame(b, s, &r);
-        free(output);
     } else {
-        refuse_frame(b, s, RB__ERROR_CODE__ERROR_CODE_UNEXPECTED, "this party may not send this frame", NULL);
+        sender_t from = s->party.card.role == CARD_ROLE_ADMIN ? ADMIN : ADAPTER;
+        size_t n = sizeof handlers / sizeof handlers[0], row = n;
+        bool hello_first = false;
+        for (size_t i = 0; i < n; i++)
+            if (handlers[i].frame == f->body_case) {
+                hello_first |= handlers[i].hello_first;
+                if (row == n && (handlers[i].from == ANY_PARTY || handlers[i].from == from))
+                    row = i;
+            }
+        if (hello_first && !s->hello)
+            refuse_before_hello(b, s, f);
+        else if (row == n)
+            refuse_frame(b, s, RB__ERROR_CODE__ERROR_CODE_UNEXPECTED, "this party may not send this frame",
+                         NULL);
+        else if (handlers[row].handle != NULL)
+            handlers[row].handle(b, s, f, pre);
     }
     if (f != NULL)
         rb__frame__free_unpacked(f, NULL);

@@ -128,8 +128,9 @@ static bool sealed_to_recipient(const broker_t *b, const Rb__Header *h, char *wh
     return true;
 }
 
-void handle_submit(broker_t *b, session_t *s, const Rb__Submit *sub, verified_t *pre)
+void handle_submit(broker_t *b, session_t *s, const Rb__Frame *f, verified_t *pre)
 {
+    const Rb__Submit *sub = f->submit;
     const uint8_t *env = sub->envelope.data;
     size_t len = sub->envelope.len;
     verified_t here;
@@ -277,8 +278,10 @@ rb_err record_submission(broker_t *b, const session_t *s, const Rb__Header *h, c
     return rc;
 }
 
-void handle_confirm(broker_t *b, session_t *s, const Rb__Confirm *c)
+void handle_confirm(broker_t *b, session_t *s, const Rb__Frame *f, verified_t *pre)
 {
+    (void)pre;
+    const Rb__Confirm *c = f->confirm;
     if (c->message_id.len != MSG_ID_BYTES) {
         refuse_frame(b, s, RB__ERROR_CODE__ERROR_CODE_MALFORMED, "CONFIRM needs a 16-byte message id", NULL);
         return;
