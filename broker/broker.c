@@ -1,10 +1,17 @@
 /* broker.c -- the broker's loop (see broker.h); the rooms it calls are named in broker_loop.h.
  *
- * In the manner of redis's event loop: zmq_poll over the ROUTER and the ZAP socket for at most TIMER_MS,
- * then the turn's work (the ZAP requests, at most one group commit's worth of frames, each handed to the
- * handler of its frame), then before_sleep() (submit.c) commits every queued submission in one SQLite
- * transaction and only then sends their receipts, then the timers: dead letters, key notices, metrics,
- * checkpoints, heartbeats, silent peers and deliveries. */
+ * In the manner of redis's event loop, a turn (broker_step) is:
+ *   1. zmq_poll over the ROUTER and the ZAP socket, for as long as nothing is due: until the earliest
+ *      deadline of the timers (sleep_ms), at most MAX_SLEEP_MS. Only the sockets and a signal (EINTR) end
+ *      the wait early; nothing else needs to, as no other thread gives the loop work (the verifier thread
+ *      is waited for within the turn, metrics' thread only reads).
+ *   2. The turn's work: the ZAP requests, then at most one group commit's worth of frames, each handed to
+ *      the handler the table in frames.c names for it.
+ *   3. before_sleep() (submit.c): every queued submission committed in one SQLite transaction, and only
+ *      then their receipts sent. A receipt therefore always means "on disk", and one fsync serves a burst.
+ *   4. The timers that are due (run_timers), each of which knows its next deadline: sessions' heartbeats,
+ *      silence and expiry, refusal windows, key notices, key warnings and metrics, checkpoints, the backup,
+ *      dead letters and deliveries (delivery.c, whose deadline is the stored messages' next one). */
 #include "broker_loop.h"
 
 #include <errno.h>
@@ -17,58 +24,51 @@
 #include "backup.h"
 #include "log.h"
 
-#define TIMER_MS 50 /* the timers' resolution: heartbeats, dead letters, metrics */
+/* Bounds a sleep should the wall clock step back, which moves every deadline away; the key checks wake the
+ * loop as often anyway. */
+#define MAX_SLEEP_MS KEY_CHECK_MS
 
-/* Deliveries every turn; the rest (dead letters, notices, metrics, heartbeats) at the timer resolution, so
- * that a busy loop's turns, a few milliseconds each, are spent on traffic. */
-static void tick(broker_t *b)
+/* The timers, each when it is due: sessions' (windows, silence, expiry, heartbeats), key notices left over,
+ * key expiry warnings and metrics, checkpoints, the backup's next step, then dead letters and deliveries. */
+static void run_timers(broker_t *b)
 {
     int64_t t = now_ms();
-    bool housekeeping = t - b->housekept_ms >= TIMER_MS || t < b->housekept_ms;
-    if (housekeeping) {
-        b->housekept_ms = t;
-        dead_letter_expired(b);
-        close_windows(b, t, false);
+    b->timers_ms = t;
+    sessions_tick(b, t);
+    if (t >= b->notices_due_ms)
         send_notices(b);
-        if (t - b->keys_checked_ms >= KEY_CHECK_MS || t < b->keys_checked_ms) {
-            admin_warn_keys(b->store, identity_card(b->me), b->keys_checked_ms, t, b->cfg->key_expiry_warn_ms,
-                            b->cfg->key_expiry_final_warn_ms);
-            b->keys_checked_ms = t;
-        }
+    if (t - b->keys_checked_ms >= KEY_CHECK_MS || t < b->keys_checked_ms) {
+        admin_warn_keys(b->store, identity_card(b->me), b->keys_checked_ms, t, b->cfg->key_expiry_warn_ms,
+                        b->cfg->key_expiry_final_warn_ms);
+        b->keys_checked_ms = t;
+        /* It refreshes at most once a second by itself: here, on the key checks' second. */
         metrics_refresh(b->metrics, b->store, t, b->cfg->ack_overdue_ms,
                         (int64_t)identity_card(b->me)->expires * 1000, is_connected, b);
     }
     checkpoint_now(b, false);
     backup_tick(b->store);
-    for (size_t i = 0; i < MAX_SESSIONS; i++) {
-        session_t *s = &b->sessions[i];
-        if (!s->used)
-            continue;
-        if (!housekeeping) {
-            if (s->hello && s->credit > 0)
-                deliver_to(b, s);
-            continue;
-        }
-        if (t - s->last_rx_ms > 3 * b->cfg->heartbeat_ms) {
-            drop_session(b, s, "silent for 3 heartbeat intervals", METRICS_CLOSE_SILENT);
-            continue;
-        }
-        if (t >= s->admitted_until_ms) {
-            drop_session(b, s, "its key expired or retired", METRICS_CLOSE_DISABLED);
-            continue;
-        }
-        /* A session that has not said HELLO (its peer was forgotten as silent and spoke again) hears
-         * nothing, so that the peer, hearing nothing for three intervals, says HELLO again. */
-        if (s->hello && t - s->last_tx_ms >= b->cfg->heartbeat_ms) {
-            Rb__Frame f = RB__FRAME__INIT;
-            Rb__Heartbeat hb = RB__HEARTBEAT__INIT;
-            f.body_case = RB__FRAME__BODY_HEARTBEAT;
-            f.heartbeat = &hb;
-            send_frame(b, s, &f);
-        }
-        if (s->hello && s->credit > 0)
-            deliver_to(b, s);
-    }
+    delivery_tick(b, t);
+}
+
+/* How long poll may wait: until the earliest deadline of the timers (run_timers), at most MAX_SLEEP_MS. */
+static long sleep_ms(const broker_t *b)
+{
+    int64_t next = sessions_deadline(b), t = now_ms();
+    int64_t others[] = {b->notices_due_ms, b->keys_checked_ms + KEY_CHECK_MS, checkpoint_deadline(b)};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        if (others[i] < next)
+            next = others[i];
+    /* A deadline the timers left behind them is work that failed (a heartbeat ZeroMQ would not take, a
+     * checkpoint the store refused): tried again soon, not in a busy loop. */
+    if (next <= b->timers_ms)
+        next = b->timers_ms + STORE_RETRY_MS;
+    /* These two say "at once" themselves when work is left: a backup under way, a full batch. */
+    int64_t backup = backup_deadline();
+    if (backup < next)
+        next = backup;
+    if (b->due_ms < next)
+        next = b->due_ms;
+    return next <= t ? 0 : next - t < MAX_SLEEP_MS ? (long)(next - t) : MAX_SLEEP_MS;
 }
 
 /* At most one group commit's worth per turn: what is left waits in ZeroMQ's queue for the peer (at most
@@ -221,15 +221,18 @@ const char *broker_endpoint(const broker_t *b)
 rb_err broker_step(broker_t *b)
 {
     zmq_pollitem_t items[] = {{b->router, 0, ZMQ_POLLIN, 0}, {b->zap, 0, ZMQ_POLLIN, 0}};
-    long timeout = b->cfg->heartbeat_ms < TIMER_MS ? b->cfg->heartbeat_ms : TIMER_MS;
-    if (zmq_poll(items, 2, timeout) < 0 && errno != EINTR)
+    /* Only a loop with nothing to read computes how long to sleep. */
+    int ready = zmq_poll(items, 2, 0);
+    if (ready == 0)
+        ready = zmq_poll(items, 2, sleep_ms(b));
+    if (ready < 0 && errno != EINTR)
         return RB_ERR_IO;
     if (items[1].revents & ZMQ_POLLIN)
         handle_zap(b);
     if (items[0].revents & ZMQ_POLLIN)
         handle_router(b);
     before_sleep(b);
-    tick(b);
+    run_timers(b);
     return RB_OK;
 }
 

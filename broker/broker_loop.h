@@ -23,6 +23,9 @@
 #define MAX_PENDING  256 /* submissions committed together at most */
 #define RID_MAX      256
 #define KEY_CHECK_MS 1000 /* how often keys are checked against the expiry warnings (as cheap as a refresh) */
+/* Work the store failed, or that a turn left for the next (a full batch of dead letters), is tried again after
+ * this long: soon, but never a busy loop on a failing disk. */
+#define STORE_RETRY_MS 50
 /* Messages that may wait in ZeroMQ for one peer beyond its credit (a group commit's receipts, errors,
  * heartbeats), and from one peer (what it sent that we have not read yet): see broker_open. */
 #define SEND_ROOM    (MAX_PENDING + 64)
@@ -168,10 +171,15 @@ struct broker {
     int64_t unsessioned_logged_ms; /* and when that was */
     int64_t evictions;             /* sessions evicted since the last log line, */
     int64_t evicted_logged_ms;     /* and when that was */
-    int64_t housekept_ms;          /* when the timers last ran */
-    char endpoint[256];            /* where the ROUTER is bound */
-    uint64_t checkpoint_size;      /* the latest committed checkpoint: its size, when, and the note itself, */
-    int64_t checkpoint_ms;         /* kept so that receipts and WELCOMEs need not read it back */
+    int64_t delivered_ms;          /* when delivery_tick last ran */
+    int64_t due_ms;                /* when a stored message next falls due, for a delivery or a dead letter */
+    bool deliveries_left;          /* a batch of deliveries or dead letters came full: more are due now */
+    bool store_failed;             /* a delivery or a dead letter could not be recorded this turn */
+    int64_t notices_due_ms;   /* when key notices may wait to be sent: an admin command ran, or one failed */
+    int64_t timers_ms;        /* when the timers last ran */
+    char endpoint[256];       /* where the ROUTER is bound */
+    uint64_t checkpoint_size; /* the latest committed checkpoint: its size, when, and the note itself, */
+    int64_t checkpoint_ms;    /* kept so that receipts and WELCOMEs need not read it back */
     char checkpoint_note[NOTE_TEXT_MAX];
     metrics_t *metrics;      /* the Prometheus endpoint's registry; NULL when off */
     int64_t keys_checked_ms; /* the end of the last interval checked for keys nearing expiry (0: none yet) */
@@ -208,6 +216,8 @@ rb_err sign_checkpoint(broker_t *b, char note[NOTE_TEXT_MAX], size_t *len);
 /* A checkpoint in a transaction of its own: every checkpoint_events events or checkpoint_interval_ms,
  * whichever comes first, or when force (start and stop). */
 rb_err checkpoint_now(broker_t *b, bool force);
+/* When checkpoint_now signs one for the time alone (checkpoint_interval_ms); INT64_MAX when all is signed. */
+int64_t checkpoint_deadline(const broker_t *b);
 /* The latest checkpoint and its consistency with what s holds, in u (which borrows from b). */
 rb_err ledger_update(broker_t *b, session_t *s, ledger_update_t *u);
 
@@ -242,6 +252,10 @@ void refuse_frame(broker_t *b, session_t *s, Rb__ErrorCode code, const char *rea
 rb_err record_refusals(broker_t *b);
 /* Records the queued refusals in a transaction of their own, and empties the queue. */
 void flush_refusals(broker_t *b);
+/* The session timers at t: ended windows summarised, silent and expired sessions closed, heartbeats sent. */
+void sessions_tick(broker_t *b, int64_t t);
+/* When sessions_tick next has work. */
+int64_t sessions_deadline(const broker_t *b);
 /* Whether a party has a session that said HELLO (admin_connected_fn; ctx is the broker). */
 bool is_connected(void *ctx, const char *name);
 /* The accounts' windows: each that has ended is summarised; one with no session and nothing counted is
@@ -265,12 +279,9 @@ void before_sleep(broker_t *b);
 
 /* --- delivery.c: deliveries, retries with backoff, dead letters ---------------------------------------- */
 
-/* Records the next deliveries due to s and commits, and only then sends them: a DELIVER the broker could
- * not record (a full disk) would be CONFIRMed and ACKed by a sink for a message the broker holds as never
- * delivered, and the ACK refused. */
-void deliver_to(broker_t *b, session_t *s);
-/* Dead-letters what ran out of attempts or time, whether or not its recipient is connected. */
-void dead_letter_expired(broker_t *b);
+/* The stored timers at t: dead-letters what is due to be (when something fell due), delivers what is due to
+ * every session that said HELLO with credit, and sets b->due_ms, when something stored next falls due. */
+void delivery_tick(broker_t *b, int64_t t);
 
 /* --- notices.c: key notices --------------------------------------------------------------------------- */
 

@@ -102,6 +102,7 @@ static void run_admin_command(broker_t *b, session_t *s, const Rb__Frame *f, ver
                        .broker_card = identity_card(b->me)};
     bool ok =
         admin_execute(b->store, &s->party, s->peer, f->admin_request, now_ms(), &env, &output, &changed);
+    b->notices_due_ms = 0; /* a discard, too, leaves a notice for its sender (store_discard) */
     if (changed) {
         if (reload_trust(b) != RB_OK)
             log_error("trust_reload_failed", "after=admin");

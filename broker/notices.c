@@ -157,8 +157,11 @@ static rb_err send_notice(broker_t *b, uint64_t leaf)
 
 void send_notices(broker_t *b)
 {
-    bool found;
+    bool found = false;
     uint64_t leaf;
-    while (store_next_notice(b->store, &found, &leaf) == RB_OK && found && send_notice(b, leaf) == RB_OK)
+    rb_err rc;
+    while ((rc = store_next_notice(b->store, &found, &leaf)) == RB_OK && found &&
+           send_notice(b, leaf) == RB_OK)
         ;
+    b->notices_due_ms = rc != RB_OK || found ? now_ms() + STORE_RETRY_MS : INT64_MAX;
 }

@@ -95,6 +95,13 @@ rb_err checkpoint_now(broker_t *b, bool force)
     return RB_OK;
 }
 
+int64_t checkpoint_deadline(const broker_t *b)
+{
+    return ledger_size(store_ledger(b->store)) == b->checkpoint_size
+               ? INT64_MAX
+               : b->checkpoint_ms + b->cfg->checkpoint_interval_ms;
+}
+
 rb_err ledger_update(broker_t *b, session_t *s, ledger_update_t *u)
 {
     rb__ledger_update__init(&u->update);

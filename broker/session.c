@@ -472,3 +472,53 @@ bool is_connected(void *ctx, const char *name)
             return true;
     return false;
 }
+
+void sessions_tick(broker_t *b, int64_t t)
+{
+    close_windows(b, t, false);
+    for (size_t i = 0; i < MAX_SESSIONS; i++) {
+        session_t *s = &b->sessions[i];
+        if (!s->used)
+            continue;
+        if (t - s->last_rx_ms > 3 * b->cfg->heartbeat_ms) {
+            drop_session(b, s, "silent for 3 heartbeat intervals", METRICS_CLOSE_SILENT);
+            continue;
+        }
+        if (t >= s->admitted_until_ms) {
+            drop_session(b, s, "its key expired or retired", METRICS_CLOSE_DISABLED);
+            continue;
+        }
+        /* A session that has not said HELLO (its peer was forgotten as silent and spoke again) hears
+         * nothing, so that the peer, hearing nothing for three intervals, says HELLO again. */
+        if (s->hello && t - s->last_tx_ms >= b->cfg->heartbeat_ms) {
+            Rb__Frame f = RB__FRAME__INIT;
+            Rb__Heartbeat hb = RB__HEARTBEAT__INIT;
+            f.body_case = RB__FRAME__BODY_HEARTBEAT;
+            f.heartbeat = &hb;
+            send_frame(b, s, &f);
+        }
+    }
+}
+
+/* The earliest of the conditions sessions_tick tests, each the first millisecond it holds. */
+int64_t sessions_deadline(const broker_t *b)
+{
+    int64_t next = INT64_MAX;
+    for (size_t i = 0; i < ACCOUNTS_MAX; i++)
+        if (b->accounts[i].used && b->accounts[i].window_ms + WINDOW_MS < next)
+            next = b->accounts[i].window_ms + WINDOW_MS;
+    for (size_t i = 0; i < MAX_SESSIONS; i++) {
+        const session_t *s = &b->sessions[i];
+        if (!s->used)
+            continue;
+        int64_t silent = s->last_rx_ms + 3 * b->cfg->heartbeat_ms + 1,
+                heartbeat = s->last_tx_ms + b->cfg->heartbeat_ms;
+        if (silent < next)
+            next = silent;
+        if (s->admitted_until_ms < next)
+            next = s->admitted_until_ms;
+        if (s->hello && heartbeat < next)
+            next = heartbeat;
+    }
+    return next;
+}
