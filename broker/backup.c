@@ -254,6 +254,13 @@ void backup_tick(store_t *store)
         hash_some();
 }
 
+int64_t backup_deadline(void)
+{
+    if (!bk.swept || bk.state == REQUESTED || bk.state == COPYING || bk.state == HASHING)
+        return 0;
+    return bk.state == IDLE ? INT64_MAX : bk.touched_ms + BACKUP_IDLE_MS + 1;
+}
+
 void backup_close(void)
 {
     if (bk.state != IDLE)

@@ -51,6 +51,9 @@ rb_err backup_command(store_t *store, const char *command, char *const *argv, si
  * hashes a bounded amount, deletes an abandoned snapshot. Failures are kept for "backup status" and
  * logged; nothing here fails the broker. */
 void backup_tick(store_t *store);
+/* When backup_tick next has work, on the wall clock in milliseconds: at once while a backup is under way,
+ * the idle timeout of a finished one, INT64_MAX when there is none. */
+int64_t backup_deadline(void);
 
 /* Abandons any backup (the broker is stopping): finishes SQLite's backup object, which must not outlive
  * the broker's connection, and deletes the snapshot. */

@@ -27,8 +27,8 @@ rb_err broker_run(const broker_config_t *cfg, const identity_t *me, store_t *sto
                   const volatile sig_atomic_t *stop);
 
 /* broker_run in parts, for tests that drive the loop themselves (tests/fuzz/frame_fuzz.c). broker_open
- * binds and starts (on failure *out is NULL); broker_step is one turn of the loop (at most the timer
- * resolution waiting for the sockets); broker_close commits what is in hand, records the stop unless why is
+ * binds and starts (on failure *out is NULL); broker_step is one turn of the loop (waiting for the sockets
+ * until the next timer is due, a second at most); broker_close commits what is in hand, records the stop unless why is
  * RB_ERR_HASH_MISMATCH, and frees everything. */
 rb_err broker_open(broker_t **out, const broker_config_t *cfg, const identity_t *me, store_t *store);
 rb_err broker_step(broker_t *b);

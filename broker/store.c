@@ -891,6 +891,30 @@ rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, 
     return step == SQLITE_DONE ? RB_OK : RB_ERR_IO;
 }
 
+rb_err store_next_expiry(store_t *s, int64_t limit, int64_t ttl_ms, int64_t *at_ms)
+{
+    /* queued_ms + ttl_ms + 1: store_expired takes what was queued before now_ms - ttl_ms. */
+    return sqldb_int(
+        sqldb_prepare(s->db,
+                      "SELECT coalesce(min(t), ?) FROM ("
+                      "SELECT min(next_attempt_ms) AS t FROM messages INDEXED BY messages_attempts "
+                      "WHERE state = 'queued' AND attempts >= ? AND kind != 5 UNION ALL "
+                      "SELECT min(queued_ms) + ? FROM messages INDEXED BY messages_queued "
+                      "WHERE state = 'queued' AND kind != 5)",
+                      "iii", INT64_MAX, limit, ttl_ms + 1),
+        at_ms);
+}
+
+rb_err store_next_attempt(store_t *s, const char *recipient, int64_t after_ms, int64_t *at_ms)
+{
+    return sqldb_int(
+        sqldb_prepare(s->db,
+                      "SELECT coalesce(min(next_attempt_ms), ?) FROM messages INDEXED BY messages_due "
+                      "WHERE recipient = ? AND state = 'queued' AND next_attempt_ms > ?",
+                      "iti", INT64_MAX, recipient, after_ms),
+        at_ms);
+}
+
 rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_status,
                    const uint8_t ack_id[MSG_ID_BYTES], int64_t now_ms)
 {

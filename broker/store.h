@@ -159,6 +159,12 @@ rb_err store_quarantine(store_t *s, const uint8_t key_id[RB_KEY_ID_BYTES], int64
  * Never a key notice: a recipient that has not confirmed one would file what a revoked key signed. */
 rb_err store_expired(store_t *s, int64_t now_ms, int64_t limit, int64_t ttl_ms, uint8_t (*out)[MSG_ID_BYTES],
                      int *attempts, size_t max, size_t *n);
+/* When store_expired next has work: the next attempt of the earliest message out of attempts (limit), or
+ * the end of the oldest time to live; INT64_MAX when neither. Both read an index: cheap every loop turn. */
+rb_err store_next_expiry(store_t *s, int64_t limit, int64_t ttl_ms, int64_t *at_ms);
+/* When the next queued message to recipient falls due after after_ms (its next_attempt_ms, store_due);
+ * INT64_MAX when none will. */
+rb_err store_next_attempt(store_t *s, const char *recipient, int64_t after_ms, int64_t *at_ms);
 /* Records an ACK on the referral it answers, unless it has one already (the first stands). */
 rb_err store_acked(store_t *s, const uint8_t referral_id[MSG_ID_BYTES], int ack_status,
                    const uint8_t ack_id[MSG_ID_BYTES], int64_t now_ms);
