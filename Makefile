@@ -155,10 +155,11 @@ $(BIN)/$(notdir $(basename $(1))): $(BUILD)/obj/$(basename $(1)).o $(LIBS)
 endef
 $(foreach t,$(TOOL_SRC),$(eval $(call tool_rule,$(t))))
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBS)
+# Static patterns: a test's object is the one of its own folder, never one left from where a test was.
+$(UNIT): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
-$(BUILD)/tests/%: $(BUILD)/obj/tests/system/%.o $(LIBS)
+$(SYSTEM): $(BUILD)/tests/%: $(BUILD)/obj/tests/system/%.o $(LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 $(FAULTS): $(BUILD)/obj/tests/faults/fault_test.o $(LIBS)
