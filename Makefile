@@ -32,9 +32,10 @@ PROTOS  := $(wildcard proto/*.proto)
 GEN_C   := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
 GEN_H   := $(GEN_C:.c=.h)
 # The layers, from the bottom: each is a folder and a static library, and its code sees only its own
-# headers and those of the layers below it, so that an include that points up fails to build, and a call
-# that points up fails to link (the libraries are linked top first). broker and adapters are the programs'
-# own code, side by side above the client library.
+# headers and those of the layers below it, so that an include that points up fails to build. The libraries
+# are linked top first; since a link may still resolve a call that points up (when the program pulled the
+# callee in anyway), tests/integration/layers_test.sh reads the libraries' symbols for one. broker and
+# adapters are the programs' own code, side by side above the client library.
 LAYERS  := common keys proto ledger client broker adapters
 dir_common := common
 dir_keys   := keys
