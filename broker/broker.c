@@ -50,9 +50,12 @@ static void run_timers(broker_t *b)
     delivery_tick(b, t);
 }
 
-/* How long poll may wait: until the earliest deadline of the timers (run_timers), at most MAX_SLEEP_MS. */
+/* How long poll may wait: until the earliest deadline of the timers (run_timers), at most MAX_SLEEP_MS; not
+ * at all while refusals the timers queued (a refusal window's summary) wait for before_sleep to record them. */
 static long sleep_ms(const broker_t *b)
 {
+    if (b->n_refusals > 0)
+        return 0;
     int64_t next = sessions_deadline(b), t = now_ms();
     int64_t others[] = {b->notices_due_ms, b->keys_checked_ms + KEY_CHECK_MS, checkpoint_deadline(b)};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)

@@ -74,8 +74,10 @@ static void deliver_to(broker_t *b, session_t *s, int64_t t)
                   sqlite3_errmsg(store_db(b->store)));
         store_rollback(b->store);
         recorded = 0;
-        goto done;
     }
+    b->store_failed |= recorded < n;
+    if (recorded == 0)
+        goto done;
     const char *dropped = NULL;
     for (size_t i = 0; i < recorded && dropped == NULL; i++) {
         due_msg_t *d = &due[i];
@@ -153,8 +155,6 @@ void delivery_tick(broker_t *b, int64_t t)
     if ((t >= b->due_ms || t < b->delivered_ms) && !dead_letter_expired(b, t)) /* or the clock stepped back */
         b->store_failed = true;
     int64_t next = INT64_MAX, at;
-    if (store_next_expiry(b->store, b->cfg->retry_limit, b->cfg->ttl_ms, &next) != RB_OK)
-        b->store_failed = true;
     /* Whatever was due at t to a session with credit has gone; what is left for it comes due after t. The
      * rest waits for what only a frame brings (a CONFIRM's credit, a HELLO), and frames wake the loop. */
     for (size_t i = 0; i < MAX_SESSIONS; i++) {
@@ -169,11 +169,17 @@ void delivery_tick(broker_t *b, int64_t t)
         else if (at < next)
             next = at;
     }
+    /* After the deliveries: one whose send failed on its last attempt is due for a dead letter now. */
+    if (store_next_expiry(b->store, b->cfg->retry_limit, b->cfg->ttl_ms, &at) != RB_OK)
+        b->store_failed = true;
+    else if (at < next)
+        next = at;
     b->delivered_ms = t;
-    if (b->deliveries_left)
+    /* A failing store is tried again soon, not in a busy loop, even when a full batch left more to do. */
+    if (b->store_failed || next <= t) /* next <= t: a dead letter not recorded yet */
+        b->due_ms = t + STORE_RETRY_MS;
+    else if (b->deliveries_left)
         b->due_ms = t;
-    else if (b->store_failed || next <= t) /* a dead letter not recorded yet */
-        b->due_ms = t + STORE_RETRY_MS;    /* soon, but not in a busy loop on a failing store */
     else
         b->due_ms = next;
 }

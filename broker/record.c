@@ -97,8 +97,12 @@ rb_err checkpoint_now(broker_t *b, bool force)
 
 int64_t checkpoint_deadline(const broker_t *b)
 {
-    return ledger_size(store_ledger(b->store)) == b->checkpoint_size
-               ? INT64_MAX
+    uint64_t size = ledger_size(store_ledger(b->store));
+    if (size == b->checkpoint_size)
+        return INT64_MAX;
+    /* Grown by checkpoint_events since (the timers after checkpoint_now may have added them): due now. */
+    return size - b->checkpoint_size >= (uint64_t)b->cfg->checkpoint_events
+               ? 0
                : b->checkpoint_ms + b->cfg->checkpoint_interval_ms;
 }
 
