@@ -196,8 +196,8 @@ void handle_submit(broker_t *b, session_t *s, const Rb__Frame *f, verified_t *pr
     } else if (!sealed_to_recipient(b, h, why, sizeof why)) {
         code = RB__ERROR_CODE__ERROR_CODE_UNKNOWN_RECIPIENT;
     } else if (!recipient.enabled) {
-        /* Said only of an envelope sealed for it (a made-up one learns nothing of who is disabled). For now:
-         * an admin enables it again (docs/OPERATIONS.md), and the sender keeps what it sent until then. A
+        /* Said only of an envelope sealed for it (a made-up one learns nothing of who is disabled). Not for
+         * good: an admin enables it again (docs/OPERATIONS.md), and the sender keeps what it sent until then. A
          * peer of version 1 or 2 knows no RECIPIENT_DISABLED, and retries STORAGE. */
         code = s->protocol >= 3 ? RB__ERROR_CODE__ERROR_CODE_RECIPIENT_DISABLED
                                 : RB__ERROR_CODE__ERROR_CODE_STORAGE;

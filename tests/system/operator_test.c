@@ -194,8 +194,8 @@ static void backup_and_restore(harness_t *h, int n)
                    standby) != 0)
         fail_msg("restore of backup %d: %s", n, out);
     assert_non_null(strstr(out, "leaves verified"));
-    /* Nothing of the restore's own is left beside the database: no broker.db.restore-XXXXXX copy nor the
-     * files SQLite keeps beside one. */
+    /* Nothing of the restore's own is left beside the database: neither its checked copy (mkstemp names it
+     * broker.db.restore- and six random characters) nor the files SQLite keeps beside one. */
     assert_int_equal(harness_sh(out, sizeof out, "ls -A '%s' | grep -c restore-", standby), 1);
 }
 
